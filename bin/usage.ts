@@ -1,0 +1,41 @@
+/** Command-line flag parsing shared by every command, on node:util's parseArgs. */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+
+/** A bad flag or value: the CLI prints the one-line message and exits 2. */
+export class UsageError extends Error {
+  readonly code = 'ERR_USAGE';
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+export type FlagOptions = NonNullable<ParseArgsConfig['options']>;
+
+/** parseArgs with strict checking, turning its errors into one-line UsageErrors. */
+export function parseFlags<T extends FlagOptions>(argv: string[], options: T) {
+  try {
+    return parseArgs({ args: argv, options, strict: true, allowPositionals: false, allowNegative: false });
+  } catch (err) {
+    throw new UsageError(err instanceof Error ? err.message.split('\n')[0] : String(err));
+  }
+}
+
+/** A flag's value as an integer within [min, max], or a UsageError naming the flag. */
+export function intFlag(name: string, raw: string | undefined, fallback: number, min = Number.MIN_SAFE_INTEGER, max = Number.MAX_SAFE_INTEGER): number {
+  if (raw === undefined) return fallback;
+  if (!/^-?\d+$/.test(raw.trim())) throw new UsageError(`--${name} must be an integer, got '${raw}'`);
+  const value = Number(raw);
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    throw new UsageError(`--${name} must be an integer in [${min}, ${max}], got '${raw}'`);
+  }
+  return value;
+}
+
+/** A seed: any integer, kept exact as a bigint when it is beyond 2^53. */
+export function seedFlag(raw: string | undefined): number | bigint {
+  if (raw === undefined) return 0;
+  if (!/^-?\d+$/.test(raw.trim())) throw new UsageError(`--seed must be an integer, got '${raw}'`);
+  const big = BigInt(raw.trim());
+  return big >= BigInt(Number.MIN_SAFE_INTEGER) && big <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(big) : big;
+}

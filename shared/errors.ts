@@ -1,0 +1,64 @@
+/**
+ * Errors thrown by the pure core (plan, sampler, permutation engines).
+ * One class per condition, each with a stable `code` callers can match on.
+ */
+export class DistSamplerError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+export class InvalidRankError extends DistSamplerError {
+  constructor(rank: number, worldSize: number) {
+    // torch's exact wording, so messages match what PyTorch users know.
+    super('ERR_INVALID_RANK', `Invalid rank ${rank}, rank should be in the interval [0, ${worldSize - 1}]`);
+  }
+}
+
+export class InvalidWorldSizeError extends DistSamplerError {
+  constructor(value: unknown) {
+    super('ERR_INVALID_WORLD_SIZE', `Invalid numReplicas ${String(value)}, it should be an integer >= 1`);
+  }
+}
+
+export class InvalidLengthError extends DistSamplerError {
+  constructor(value: unknown) {
+    super(
+      'ERR_INVALID_LENGTH',
+      `Invalid dataset length ${String(value)}, it should be a non-negative safe integer (0 <= length <= ${Number.MAX_SAFE_INTEGER})`,
+    );
+  }
+}
+
+export class InvalidSeedError extends DistSamplerError {
+  constructor(value: unknown) {
+    super('ERR_INVALID_SEED', `Invalid seed ${String(value)}, it should be an integer (a safe integer number or a bigint)`);
+  }
+}
+
+export class InvalidEpochError extends DistSamplerError {
+  constructor(value: unknown) {
+    super('ERR_INVALID_EPOCH', `Invalid epoch ${String(value)}, it should be a safe integer`);
+  }
+}
+
+export class UnknownEngineError extends DistSamplerError {
+  constructor(value: unknown, known: readonly string[]) {
+    super('ERR_UNKNOWN_ENGINE', `Unknown permutation engine ${String(value)}, expected one of: ${known.join(', ')}`);
+  }
+}
+
+export class PositionOutOfRangeError extends DistSamplerError {
+  constructor(what: string, value: number, limit: number) {
+    super('ERR_POSITION_OUT_OF_RANGE', `${what} ${value} is out of range [0, ${limit})`);
+  }
+}
+
+export class PlanTooLargeError extends DistSamplerError {
+  constructor(length: number, engine: string, reason: string) {
+    super('ERR_PLAN_TOO_LARGE', `The ${engine} engine cannot plan length ${length}: ${reason}`);
+  }
+}
