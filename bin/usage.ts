@@ -39,3 +39,31 @@ export function seedFlag(raw: string | undefined): number | bigint {
   const big = BigInt(raw.trim());
   return big >= BigInt(Number.MIN_SAFE_INTEGER) && big <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(big) : big;
 }
+
+/**
+ * parseArgs refuses `--seed -5` as ambiguous; rewrite a value flag followed by a negative
+ * number (an argument starting with '-' and a digit) to `--seed=-5`. Other arguments pass through.
+ */
+export function joinNegativeValues(argv: readonly string[], valueFlags: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    const next = argv[i + 1];
+    if (next !== undefined && arg.startsWith('--') && valueFlags.includes(arg.slice(2)) && /^-\d/.test(next)) {
+      out.push(`${arg}=${next}`);
+      i++;
+    } else {
+      out.push(arg);
+    }
+  }
+  return out;
+}
+
+/** A flag's value from a fixed set of choices, or a UsageError naming the flag and the choices. */
+export function choiceFlag<T extends string>(name: string, raw: string | undefined, choices: readonly T[], fallback: T): T {
+  if (raw === undefined) return fallback;
+  if (!(choices as readonly string[]).includes(raw)) {
+    throw new UsageError(`--${name} must be one of ${choices.join(', ')}, got '${raw}'`);
+  }
+  return raw as T;
+}
