@@ -1,0 +1,428 @@
+import { describe, expect, it } from 'vitest';
+import { Collectives, type CollectiveMessage } from '../coordinator/collectives.ts';
+import { KeyValueStore } from '../coordinator/kvStore.ts';
+import { FakeScheduler } from '../coordinator/scheduler.ts';
+import {
+  CollectiveError,
+  CollectiveNoReplyError,
+  CollectiveTimeoutError,
+  CollectivesClient,
+  type JsonValue,
+} from '../worker/collectivesClient.ts';
+import { encode, parseClientMessage, parseServerMessage, type ClientMessage, type ServerMessage } from '../shared/protocol.ts';
+
+// ---- harnesses ----------------------------------------------------------------------------------
+
+interface Sent {
+  rank: number;
+  message: ServerMessage;
+}
+
+/** The coordinator side alone, with a recorded send. */
+function coordinator(ranks: readonly number[] = [0, 1, 2, 3]) {
+  const scheduler = new FakeScheduler();
+  const state = { members: [...ranks] };
+  const sent: Sent[] = [];
+  const collectives = new Collectives({ members: () => state.members, send: (rank, message) => sent.push({ rank, message }), scheduler });
+  return { scheduler, state, sent, collectives };
+}
+
+function call(seq: number, op: CollectiveMessage['op'], extra: Partial<CollectiveMessage> = {}): CollectiveMessage {
+  return { t: 'collective', seq, op, timeoutMs: 5000, ...extra };
+}
+
+/** Round-trips through the wire encoding and schema, so the tests also prove every frame is valid. */
+function overWire<M extends ClientMessage | ServerMessage>(message: M, parse: (raw: string) => { ok: boolean }): M {
+  const raw = encode(message);
+  const parsed = parse(raw) as { ok: true; message: M } | { ok: false; reason: string };
+  if (!parsed.ok) throw new Error(`invalid frame ${raw}: ${parsed.reason}`);
+  return parsed.message;
+}
+
+/** W clients wired to one Collectives and one KeyValueStore in memory. */
+function group(size: number, clientOptions: { timeoutMs?: number; graceMs?: number } = {}) {
+  const scheduler = new FakeScheduler();
+  const state = { members: Array.from({ length: size }, (_, r) => r) };
+  const clients: CollectivesClient[] = [];
+  const toClient = (rank: number, message: ServerMessage): void => {
+    const wired = overWire(message, parseServerMessage);
+    if (!clients[rank].handle(wired)) throw new Error(`client ${rank} did not consume ${wired.t}`);
+  };
+  const collectives = new Collectives({ members: () => state.members, send: toClient, scheduler });
+  const store = new KeyValueStore({ send: toClient, scheduler });
+  const outbox: { rank: number; message: ClientMessage }[] = [];
+  for (let rank = 0; rank < size; rank++) {
+    clients.push(
+      new CollectivesClient({
+        rank: () => rank,
+        send: (message) => {
+          const wired = overWire(message, parseClientMessage);
+          outbox.push({ rank, message: wired });
+          if (wired.t === 'collective') collectives.contribute(rank, wired);
+          else if (wired.t === 'store') store.request(rank, wired);
+        },
+        scheduler,
+        ...clientOptions,
+      }),
+    );
+  }
+  return { scheduler, state, clients, collectives, store, outbox };
+}
+
+/** Observes a promise without awaiting it, so a test can ask "settled yet?". */
+function track<T>(promise: Promise<T>) {
+  const t: { settled: boolean; value?: T; error?: unknown } = { settled: false };
+  promise.then(
+    (value) => Object.assign(t, { settled: true, value }),
+    (error: unknown) => Object.assign(t, { settled: true, error }),
+  );
+  return t;
+}
+
+const flush = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+function errorsTo(sent: Sent[]) {
+  return sent.filter((s) => s.message.t === 'collectiveError');
+}
+
+// ---- end to end -------------------------------------------------------------------------------
+
+describe('collectives end to end (clients wired to the coordinator in memory)', () => {
+  it('barrier releases only when every rank has arrived', async () => {
+    const { clients } = group(4);
+    const first = [0, 1, 2].map((r) => track(clients[r].barrier()));
+    await flush();
+    expect(first.map((t) => t.settled)).toEqual([false, false, false]);
+    const last = track(clients[3].barrier());
+    await flush();
+    for (const t of [...first, last]) expect(t).toEqual({ settled: true, value: undefined });
+  });
+
+  it('broadcast delivers the src rank value to every rank, and only src ships its value', async () => {
+    const { clients, outbox } = group(4);
+    const payload = { epoch: 7, seeds: [1, 2, 3] };
+    const results = await Promise.all(clients.map((c, r) => c.broadcast<JsonValue>(r === 2 ? payload : { ignored: r }, 2)));
+    expect(results).toEqual([payload, payload, payload, payload]);
+    const shipped = outbox.filter((o) => o.message.t === 'collective' && o.message.value !== undefined).map((o) => o.rank);
+    expect(shipped).toEqual([2]);
+  });
+
+  it('allGather returns values ordered by rank, whatever the arrival order', async () => {
+    const { clients } = group(4);
+    const order = [3, 1, 0, 2];
+    const pending = order.map((r) => clients[r].allGather({ rank: r, name: `w${r}` }));
+    const results = await Promise.all(pending);
+    const expected = [0, 1, 2, 3].map((r) => ({ rank: r, name: `w${r}` }));
+    for (const result of results) expect(result).toEqual(expected);
+  });
+
+  it.each([
+    ['sum', [1, 2, 3, 4], 10],
+    ['min', [4, -2, 3, 8], -2],
+    ['max', [4, -2, 3, 8], 8],
+    ['product', [1, 2, 3, 4], 24],
+  ] as const)('allReduce %s over scalars', async (op, inputs, expected) => {
+    const { clients } = group(4);
+    const results = await Promise.all(clients.map((c, r) => c.allReduce(inputs[r], op)));
+    expect(results).toEqual([expected, expected, expected, expected]);
+  });
+
+  it.each([
+    ['sum', [6, 100, 9]],
+    ['min', [0, 2, 0]],
+    ['max', [3, 56, 5]],
+    ['product', [0, 2 * 12 * 30 * 56, 0]],
+  ] as const)('allReduce %s over arrays is elementwise', async (op, expected) => {
+    const { clients } = group(4);
+    const inputs = [
+      [1, 2, 0],
+      [2, 12, 3],
+      [3, 30, 5],
+      [0, 56, 1],
+    ];
+    const results = await Promise.all(clients.map((c, r) => c.allReduce(inputs[r], op)));
+    for (const result of results) expect(result).toEqual(expected);
+  });
+
+  it('allReduce defaults to sum', async () => {
+    const { clients } = group(3);
+    expect(await Promise.all(clients.map((c, r) => c.allReduce(r + 1)))).toEqual([6, 6, 6]);
+  });
+
+  it('a timeout rejects the ranks that arrived with CollectiveTimeoutError naming the missing ranks 1 and 3', async () => {
+    const { clients, scheduler } = group(4);
+    // Three completed barriers first, so the allReduce is #3 on every rank.
+    for (let i = 0; i < 3; i++) await Promise.all(clients.map((c) => c.barrier()));
+    const r0 = clients[0].allReduce(1, 'sum', { timeoutMs: 5000 });
+    const r2 = clients[2].allReduce(1, 'sum', { timeoutMs: 5000 });
+    const t0 = track(r0);
+    scheduler.advance(4999);
+    await flush();
+    expect(t0.settled).toBe(false);
+    scheduler.advance(1);
+    for (const p of [r0, r2]) {
+      const err = await p.then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(CollectiveTimeoutError);
+      expect(err).toMatchObject({
+        name: 'CollectiveTimeoutError',
+        code: 'ERR_COLLECTIVE_TIMEOUT',
+        seq: 3,
+        missing: [1, 3],
+        message: 'allReduce #3 timed out after 5000 ms: ranks 1, 3 did not arrive',
+      });
+    }
+    // A straggler arriving afterwards hears the same verdict instead of waiting again.
+    await expect(clients[1].allReduce(1, 'sum', { timeoutMs: 5000 })).rejects.toMatchObject({ code: 'ERR_COLLECTIVE_TIMEOUT', missing: [1, 3] });
+  });
+
+  it('a mismatch (allGather vs barrier on one seq) rejects every rank, late ones included', async () => {
+    const { clients } = group(3);
+    const a = clients[0].barrier();
+    const b = clients[1].allGather(1);
+    await expect(a).rejects.toMatchObject({ name: 'CollectiveError', code: 'ERR_COLLECTIVE_MISMATCH', message: 'barrier #0 mismatch: rank 0 called barrier, rank 1 called allGather' });
+    await expect(b).rejects.toBeInstanceOf(CollectiveError);
+    await expect(clients[2].barrier()).rejects.toMatchObject({ code: 'ERR_COLLECTIVE_MISMATCH' });
+  });
+
+  it('member lost fails the pending collective for the ranks that arrived, naming the lost rank', async () => {
+    const { clients, collectives, state, scheduler } = group(4);
+    const pending = [0, 1].map((r) => clients[r].barrier());
+    state.members = [0, 1, 3];
+    collectives.memberLost(2);
+    for (const p of pending) {
+      await expect(p).rejects.toMatchObject({ code: 'ERR_COLLECTIVE_MEMBER_LOST', message: 'barrier #0 failed: rank 2 left the group', missing: [2, 3] });
+    }
+    expect(scheduler.pendingTimers).toBe(0);
+  });
+
+  it('the client gives up with CollectiveNoReplyError when the coordinator never answers', async () => {
+    const scheduler = new FakeScheduler();
+    const sent: ClientMessage[] = [];
+    const client = new CollectivesClient({ rank: () => 0, send: (m) => sent.push(m), scheduler, timeoutMs: 1000, graceMs: 500 });
+    const p = track(client.barrier());
+    scheduler.advance(1499);
+    await flush();
+    expect(p.settled).toBe(false);
+    scheduler.advance(1);
+    await flush();
+    expect(p.error).toBeInstanceOf(CollectiveNoReplyError);
+    expect(p.error).toMatchObject({ code: 'ERR_COLLECTIVE_NO_REPLY', seq: 0 });
+    // A late reply is still recognised as ours and dropped.
+    expect(client.handle({ t: 'collectiveResult', seq: 0 })).toBe(true);
+  });
+
+  it('numbers calls per client from 0 and sends the call timeout (default 30000)', () => {
+    const sent: ClientMessage[] = [];
+    const client = new CollectivesClient({ rank: () => 1, send: (m) => sent.push(m), scheduler: new FakeScheduler() });
+    void client.barrier();
+    void client.allGather('x', { timeoutMs: 10 });
+    void client.allReduce([1, 2], 'max');
+    void client.broadcast(undefined, 0);
+    expect(sent).toEqual([
+      { t: 'collective', seq: 0, op: 'barrier', timeoutMs: 30000 },
+      { t: 'collective', seq: 1, op: 'allGather', value: 'x', timeoutMs: 10 },
+      { t: 'collective', seq: 2, op: 'allReduce', reduce: 'max', value: [1, 2], timeoutMs: 30000 },
+      { t: 'collective', seq: 3, op: 'broadcast', src: 0, value: undefined, timeoutMs: 30000 },
+    ]);
+  });
+
+  it('failAll rejects every pending call; close also rejects later ones at once', async () => {
+    const sent: ClientMessage[] = [];
+    const scheduler = new FakeScheduler();
+    const client = new CollectivesClient({ rank: () => 0, send: (m) => sent.push(m), scheduler });
+    const a = client.barrier();
+    const b = client.get('k');
+    const lost = new Error('connection lost');
+    client.failAll(lost);
+    await expect(a).rejects.toBe(lost);
+    await expect(b).rejects.toBe(lost);
+    expect(client.pending).toBe(0);
+    expect(scheduler.pendingTimers).toBe(0);
+    client.close(lost);
+    await expect(client.allReduce(1)).rejects.toBe(lost);
+    expect(sent).toHaveLength(2);
+  });
+
+  it('refuses a bad timeout or an oversized value locally without using up a seq', async () => {
+    const sent: ClientMessage[] = [];
+    const client = new CollectivesClient({ rank: () => 0, send: (m) => sent.push(m), scheduler: new FakeScheduler() });
+    await expect(client.barrier({ timeoutMs: -1 })).rejects.toMatchObject({ code: 'ERR_COLLECTIVE_INVALID' });
+    await expect(client.allGather('x'.repeat(70_000))).rejects.toMatchObject({ code: 'ERR_COLLECTIVE_INVALID' });
+    void client.barrier();
+    expect(sent).toEqual([{ t: 'collective', seq: 0, op: 'barrier', timeoutMs: 30000 }]);
+  });
+
+  it('handle() consumes only collective and store replies', () => {
+    const client = new CollectivesClient({ rank: () => 0, send: () => {}, scheduler: new FakeScheduler() });
+    expect(client.handle({ t: 'epochEnd', epoch: 1 })).toBe(false);
+    expect(client.handle({ t: 'storeError', req: 9, code: 'X', message: 'late' })).toBe(true);
+  });
+});
+
+// ---- the coordinator alone ---------------------------------------------------------------------
+
+describe('Collectives (coordinator side)', () => {
+  it('sends one result to every member and clears its timer when the last rank arrives', () => {
+    const { collectives, sent, scheduler } = coordinator([0, 1, 2]);
+    collectives.contribute(1, call(0, 'barrier'));
+    collectives.contribute(0, call(0, 'barrier'));
+    expect(sent).toEqual([]);
+    expect(scheduler.pendingTimers).toBe(1);
+    collectives.contribute(2, call(0, 'barrier'));
+    expect(sent).toEqual([0, 1, 2].map((rank) => ({ rank, message: { t: 'collectiveResult', seq: 0 } })));
+    expect(scheduler.pendingTimers).toBe(0);
+    expect(collectives.pendingCollectives()).toEqual([]);
+  });
+
+  it('the first contribution starts the timer; a single missing rank is named in the singular', () => {
+    const { collectives, sent, scheduler } = coordinator([0, 1]);
+    collectives.contribute(0, call(0, 'barrier', { timeoutMs: 100 }));
+    scheduler.advance(50);
+    collectives.contribute(0, call(1, 'allGather', { value: 1, timeoutMs: 100 }));
+    scheduler.advance(50);
+    expect(sent).toEqual([
+      { rank: 0, message: { t: 'collectiveError', seq: 0, code: 'ERR_COLLECTIVE_TIMEOUT', message: 'barrier #0 timed out after 100 ms: rank 1 did not arrive', missing: [1] } },
+    ]);
+    expect(collectives.pendingCollectives()).toEqual([{ seq: 1, op: 'allGather', arrived: [0], waitingFor: [1], startedAt: 50 }]);
+  });
+
+  it('timeoutMs 0 means no deadline', () => {
+    const { collectives, sent, scheduler } = coordinator([0, 1]);
+    collectives.contribute(0, call(0, 'barrier', { timeoutMs: 0 }));
+    scheduler.advance(24 * 3600 * 1000);
+    expect(sent).toEqual([]);
+    collectives.contribute(1, call(0, 'barrier', { timeoutMs: 0 }));
+    expect(sent).toHaveLength(2);
+  });
+
+  it.each([
+    ['different reduce ops', call(0, 'allReduce', { reduce: 'sum', value: 1 }), call(0, 'allReduce', { reduce: 'max', value: 1 }), 'ERR_COLLECTIVE_MISMATCH', 'allReduce #0 mismatch: rank 0 reduces with sum, rank 1 with max'],
+    ['different src', call(0, 'broadcast', { src: 0, value: 'v' }), call(0, 'broadcast', { src: 1, value: 'v' }), 'ERR_COLLECTIVE_MISMATCH', 'broadcast #0 mismatch: rank 0 broadcasts from src 0, rank 1 from src 1'],
+    ['a scalar and an array', call(0, 'allReduce', { value: 1 }), call(0, 'allReduce', { value: [1, 2] }), 'ERR_COLLECTIVE_MISMATCH', 'allReduce #0 mismatch: rank 0 passed a number, rank 1 passed an array of 2 numbers'],
+    ['arrays of different lengths', call(0, 'allReduce', { value: [1, 2, 3] }), call(0, 'allReduce', { value: [1, 2] }), 'ERR_COLLECTIVE_MISMATCH', 'allReduce #0 mismatch: rank 0 passed an array of 3 numbers, rank 1 passed an array of 2 numbers'],
+    ['a non-number', call(0, 'allReduce', { value: 1 }), call(0, 'allReduce', { value: 'two' }), 'ERR_COLLECTIVE_INVALID', 'allReduce #0 invalid: rank 1 passed a string; allReduce takes a finite number or an array of finite numbers'],
+    ['an array with a non-number', call(0, 'allReduce', { value: [1] }), call(0, 'allReduce', { value: [null] }), 'ERR_COLLECTIVE_INVALID', 'allReduce #0 invalid: rank 1 passed an array with non-numbers; allReduce takes a finite number or an array of finite numbers'],
+  ] as const)('%s fail the collective for every contributor', (_, first, second, code, message) => {
+    const { collectives, sent, scheduler } = coordinator([0, 1, 2]);
+    collectives.contribute(0, first);
+    collectives.contribute(1, second);
+    const error = { t: 'collectiveError', seq: 0, code, message, missing: [2] };
+    expect(sent).toEqual([
+      { rank: 0, message: error },
+      { rank: 1, message: error },
+    ]);
+    expect(scheduler.pendingTimers).toBe(0);
+    // The rank still to come gets the same error rather than a fresh wait.
+    collectives.contribute(2, first);
+    expect(sent[2]).toEqual({ rank: 2, message: error });
+  });
+
+  it('broadcast from a src that is not a member, or a src with no value, is invalid', () => {
+    const { collectives, sent } = coordinator([0, 1, 2, 3]);
+    collectives.contribute(0, call(0, 'broadcast', { src: 4 }));
+    expect(sent[0].message).toMatchObject({ code: 'ERR_COLLECTIVE_INVALID', message: 'broadcast #0 invalid: src 4 is not a member rank (members: 0, 1, 2, 3)' });
+    collectives.contribute(0, call(1, 'broadcast', { src: 2 }));
+    collectives.contribute(2, call(1, 'broadcast', { src: 2 }));
+    expect(sent.slice(1).map((s) => [s.rank, s.message])).toEqual([
+      [0, { t: 'collectiveError', seq: 1, code: 'ERR_COLLECTIVE_INVALID', message: 'broadcast #1 invalid: src rank 2 supplied no value', missing: [1, 3] }],
+      [2, { t: 'collectiveError', seq: 1, code: 'ERR_COLLECTIVE_INVALID', message: 'broadcast #1 invalid: src rank 2 supplied no value', missing: [1, 3] }],
+    ]);
+  });
+
+  it('a rank contributing twice to one seq gets an error alone; the collective still completes', () => {
+    const { collectives, sent } = coordinator([0, 1]);
+    collectives.contribute(0, call(0, 'allGather', { value: 'a' }));
+    collectives.contribute(0, call(0, 'allGather', { value: 'again' }));
+    expect(sent).toEqual([
+      { rank: 0, message: { t: 'collectiveError', seq: 0, code: 'ERR_COLLECTIVE_DUPLICATE', message: 'allGather #0 refused: rank 0 contributed to #0 twice', missing: [] } },
+    ]);
+    collectives.contribute(1, call(0, 'allGather', { value: 'b' }));
+    expect(sent.slice(1)).toEqual([
+      { rank: 0, message: { t: 'collectiveResult', seq: 0, value: ['a', 'b'] } },
+      { rank: 1, message: { t: 'collectiveResult', seq: 0, value: ['a', 'b'] } },
+    ]);
+  });
+
+  it('a rank outside members() is refused', () => {
+    const { collectives, sent } = coordinator([0, 1]);
+    collectives.contribute(5, call(0, 'barrier'));
+    expect(sent).toEqual([
+      { rank: 5, message: { t: 'collectiveError', seq: 0, code: 'ERR_COLLECTIVE_NOT_MEMBER', message: 'barrier #0 refused: rank 5 is not a member of the group (members: 0, 1)', missing: [] } },
+    ]);
+  });
+
+  it('memberLost fails every pending seq, sends nothing to the lost rank, and clears timers', () => {
+    const { collectives, sent, scheduler, state } = coordinator([0, 1, 2]);
+    collectives.contribute(0, call(0, 'barrier'));
+    collectives.contribute(1, call(0, 'barrier'));
+    collectives.contribute(1, call(1, 'allReduce', { value: 2 }));
+    state.members = [0, 2];
+    collectives.memberLost(1);
+    expect(sent).toEqual([
+      { rank: 0, message: { t: 'collectiveError', seq: 0, code: 'ERR_COLLECTIVE_MEMBER_LOST', message: 'barrier #0 failed: rank 1 left the group', missing: [1, 2] } },
+    ]);
+    expect(scheduler.pendingTimers).toBe(0);
+    expect(collectives.pendingCollectives()).toEqual([]);
+  });
+
+  it('reads members() at completion, so a collective after a membership change uses the new group', () => {
+    const { collectives, sent, state } = coordinator([0, 1, 2]);
+    state.members = [0, 1];
+    collectives.contribute(0, call(0, 'allGather', { value: 'a' }));
+    collectives.contribute(1, call(0, 'allGather', { value: 'b' }));
+    expect(sent.map((s) => s.message)).toEqual([
+      { t: 'collectiveResult', seq: 0, value: ['a', 'b'] },
+      { t: 'collectiveResult', seq: 0, value: ['a', 'b'] },
+    ]);
+  });
+
+  it('a result too large for one frame fails cleanly instead of killing sockets', () => {
+    const { collectives, sent } = coordinator([0, 1, 2, 3]);
+    for (let r = 0; r < 4; r++) collectives.contribute(r, call(0, 'allGather', { value: 'x'.repeat(20_000) }));
+    expect(sent).toHaveLength(4);
+    for (const s of sent) expect(s.message).toMatchObject({ t: 'collectiveError', code: 'ERR_COLLECTIVE_TOO_LARGE' });
+  });
+
+  it('an allReduce that overflows to Infinity is an error, not a silent null', () => {
+    const { collectives, sent } = coordinator([0, 1]);
+    collectives.contribute(0, call(0, 'allReduce', { reduce: 'product', value: 1e200 }));
+    collectives.contribute(1, call(0, 'allReduce', { reduce: 'product', value: 1e200 }));
+    expect(sent[0].message).toMatchObject({ code: 'ERR_COLLECTIVE_INVALID', message: 'allReduce #0 failed: the product overflowed to Infinity, which JSON cannot carry' });
+  });
+
+  it('close fails everything pending, clears timers, and refuses later contributions', () => {
+    const { collectives, sent, scheduler } = coordinator([0, 1]);
+    collectives.contribute(0, call(0, 'barrier'));
+    collectives.close('coordinator shutting down');
+    expect(scheduler.pendingTimers).toBe(0);
+    collectives.contribute(1, call(0, 'barrier'));
+    expect(sent).toEqual([
+      { rank: 0, message: { t: 'collectiveError', seq: 0, code: 'ERR_COLLECTIVE_CLOSED', message: 'barrier #0 failed: coordinator shutting down', missing: [1] } },
+      { rank: 1, message: { t: 'collectiveError', seq: 0, code: 'ERR_COLLECTIVE_CLOSED', message: 'barrier #0 failed: coordinator shutting down', missing: [] } },
+    ]);
+  });
+});
+
+describe('FakeScheduler', () => {
+  it('fires due timers in due order (ties in creation order), including ones scheduled while firing', () => {
+    const s = new FakeScheduler(1000);
+    const log: string[] = [];
+    s.setTimeout(() => log.push(`b@${s.now()}`), 20);
+    s.setTimeout(() => {
+      log.push(`a@${s.now()}`);
+      s.setTimeout(() => log.push(`c@${s.now()}`), 5);
+    }, 10);
+    s.setTimeout(() => log.push(`b2@${s.now()}`), 20);
+    const cleared = s.setTimeout(() => log.push('never'), 1);
+    s.clearTimeout(cleared);
+    s.advance(19);
+    expect(log).toEqual(['a@1010', 'c@1015']);
+    s.advance(1);
+    expect(log).toEqual(['a@1010', 'c@1015', 'b@1020', 'b2@1020']);
+    expect(s.now()).toBe(1020);
+    expect(s.pendingTimers).toBe(0);
+  });
+});
