@@ -9,6 +9,9 @@ type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Pro
 
 const COMMANDS: Record<string, Command> = {
   shard: { summary: "print a rank's shard, exactly as torch's DistributedSampler", load: () => import('./shardCommand.ts') },
+  run: { summary: 'a coordinator and W local worker processes (like torchrun --standalone)', load: () => import('./runCommand.ts') },
+  coordinator: { summary: 'a standalone coordinator for workers started elsewhere', load: () => import('./coordinatorCommand.ts') },
+  worker: { summary: 'one worker process (env:// like a torchrun child)', load: () => import('./workerCommand.ts') },
 };
 
 function help(): string {
@@ -38,13 +41,18 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
-    process.stderr.write(`distsampler: ${message}\n`);
-    process.exitCode = 1;
-  },
-);
+main(process.argv.slice(2))
+  .then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+      process.stderr.write(`distsampler: ${message}\n`);
+      process.exitCode = 1;
+    },
+  )
+  .finally(() => {
+    // A forked worker's IPC channel would keep the process alive after its work is done.
+    if (process.connected) process.disconnect();
+  });

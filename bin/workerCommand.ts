@@ -1,0 +1,77 @@
+/**
+ * `distsampler worker`: one worker process. Joins the group (env:// by default, like a
+ * torchrun child), then runs every epoch's batches through the step.
+ */
+import { openDataset, rangeDataset, type Dataset } from '../worker/datasets.ts';
+import { initProcessGroup } from '../worker/processGroup.ts';
+import { loadStepModule, noopStep, type StepFn } from '../worker/stepModule.ts';
+import { intFlag, parseFlags } from './usage.ts';
+
+export const WORKER_HELP = `usage: distsampler worker [flags]
+
+Joins a coordinator and consumes this rank's shard every epoch. The run config (length,
+seed, shuffle, drop-last, engine, batch size, epochs) comes from the coordinator.
+
+Connection (default env://: MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, DISTSAMPLER_TOKEN):
+  --master-addr HOST   coordinator host (default: MASTER_ADDR or 127.0.0.1)
+  --master-port PORT   coordinator port (default: MASTER_PORT)
+  --rank R             claim rank R (default: RANK, else the lowest free rank)
+  --world-size W       expected world size; refused if the coordinator's differs
+  --token T            shared secret (default: DISTSAMPLER_TOKEN)
+  --timeout-ms MS      how long to wait for the group to form (default 120000)
+
+Work:
+  --dataset FILE       .jsonl/.ndjson file, or a .ts/.js module exporting length and get(i)
+                       (default: the synthetic range, sample i is i)
+  --step FILE          a .ts/.js module exporting async step(batch, ctx) (default: no-op)
+  --batch-size B       override the coordinator's batch size for this worker
+  -h, --help           this help
+`;
+
+export async function run(argv: string[]): Promise<number> {
+  const { values } = parseFlags(argv, {
+    'master-addr': { type: 'string' },
+    'master-port': { type: 'string' },
+    rank: { type: 'string' },
+    'world-size': { type: 'string' },
+    token: { type: 'string' },
+    'timeout-ms': { type: 'string' },
+    dataset: { type: 'string' },
+    step: { type: 'string' },
+    'batch-size': { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  });
+  if (values.help) {
+    process.stdout.write(WORKER_HELP);
+    return 0;
+  }
+  // A worker forked by `run` must not outlive its launcher, even if the launcher is SIGKILLed.
+  const orphaned = () => process.exit(1);
+  if (process.send) process.on('disconnect', orphaned);
+
+  const env = { ...process.env };
+  if (values['master-addr'] !== undefined) env.MASTER_ADDR = values['master-addr'];
+  if (values['master-port'] !== undefined) env.MASTER_PORT = String(intFlag('master-port', values['master-port'], 0, 1, 65535));
+  const rank = values.rank === undefined ? undefined : intFlag('rank', values.rank, 0, 0);
+  const worldSize = values['world-size'] === undefined ? undefined : intFlag('world-size', values['world-size'], 1, 1);
+  const timeoutMs = intFlag('timeout-ms', values['timeout-ms'], 120_000, 1);
+  const batchSize = values['batch-size'] === undefined ? undefined : intFlag('batch-size', values['batch-size'], 1, 1);
+
+  const userDataset = values.dataset ? await openDataset({ dataset: values.dataset }) : undefined;
+  const step: StepFn = values.step ? await loadStepModule(values.step) : noopStep;
+  const pg = await initProcessGroup({ initMethod: 'env://', env, rank, worldSize, timeoutMs, token: values.token, length: userDataset?.length });
+  const dataset: Dataset = userDataset ?? rangeDataset(pg.config.length);
+  try {
+    for await (const epoch of pg.epochs()) {
+      const ctx = { rank: pg.rank, worldSize: epoch.worldSize, epoch: epoch.epoch };
+      for await (const batch of epoch.batches(dataset, { batchSize })) await step(batch, ctx);
+    }
+  } finally {
+    await pg.destroy();
+    await dataset.close?.();
+    // The IPC channel to a launcher would keep this process alive.
+    process.off('disconnect', orphaned);
+    if (process.connected) process.disconnect();
+  }
+  return 0;
+}

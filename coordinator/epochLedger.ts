@@ -1,0 +1,163 @@
+/**
+ * The epoch ledger: per epoch, work units (originRank, [start, end)) over shard offsets,
+ * each owned by one live rank and acknowledged up to a cursor. Pure; the server feeds it
+ * acks and deaths and sends what it decides.
+ */
+import type { WorkUnit } from '../shared/protocol.ts';
+
+export interface LedgerUnit extends WorkUnit {
+  owner: number;
+  /** End of the batch the owner is stepping through right now (>= cursor). */
+  inflight: number;
+}
+
+export type AckOutcome = { readonly ok: true; readonly advanced: number } | { readonly ok: false; readonly reason: string };
+
+export interface Reassignment {
+  readonly origin: number;
+  readonly start: number;
+  readonly end: number;
+  readonly to: number;
+  readonly unit: number;
+}
+
+export interface LedgerEvent {
+  readonly type: 'death' | 'reassign' | 'leave';
+  readonly rank: number;
+  /** For a death: the offsets its units had reached (acknowledged cursor per origin). */
+  readonly detail: string;
+}
+
+export class EpochLedger {
+  readonly epoch: number;
+  readonly worldSize: number;
+  readonly numSamples: number;
+  private readonly units = new Map<number, LedgerUnit>();
+  private nextId = 0;
+  private consumedCount = 0;
+  private redeliveredCount = 0;
+
+  /** One unit per rank: its whole shard, owned by itself. */
+  constructor(epoch: number, worldSize: number, numSamples: number) {
+    this.epoch = epoch;
+    this.worldSize = worldSize;
+    this.numSamples = numSamples;
+    for (let rank = 0; rank < worldSize; rank++) this.addUnit(rank, rank, 0, numSamples);
+  }
+
+  get planned(): number {
+    return this.worldSize * this.numSamples;
+  }
+
+  get consumed(): number {
+    return this.consumedCount;
+  }
+
+  get missing(): number {
+    return this.planned - this.consumedCount;
+  }
+
+  get redelivered(): number {
+    return this.redeliveredCount;
+  }
+
+  get complete(): boolean {
+    return this.consumedCount === this.planned;
+  }
+
+  unitsOf(owner: number): WorkUnit[] {
+    return [...this.units.values()].filter((u) => u.owner === owner).map(toWire);
+  }
+
+  allUnits(): readonly LedgerUnit[] {
+    return [...this.units.values()];
+  }
+
+  /** Acknowledged offsets of an origin rank's shard (for progress display). */
+  acknowledgedOf(origin: number): number {
+    let done = 0;
+    for (const u of this.units.values()) if (u.origin === origin) done += u.cursor - u.start;
+    return done;
+  }
+
+  /** Remaining unacknowledged offsets owned by a rank. */
+  remainingOf(owner: number): number {
+    let left = 0;
+    for (const u of this.units.values()) if (u.owner === owner) left += u.end - u.cursor;
+    return left;
+  }
+
+  /**
+   * Applies an ack from `owner`. Refused (and nothing changes) when the unit is not the
+   * sender's, the cursor goes backwards or past the unit's end, or the epoch is another.
+   */
+  ack(owner: number, epoch: number, unitId: number, cursor: number, inflight: { unit: number; end: number } | null): AckOutcome {
+    if (epoch !== this.epoch) return { ok: false, reason: `ack for epoch ${epoch} during epoch ${this.epoch}` };
+    const unit = this.units.get(unitId);
+    if (!unit || unit.owner !== owner) return { ok: false, reason: `unit ${unitId} is not assigned to rank ${owner}` };
+    if (cursor < unit.cursor) return { ok: false, reason: `ack cursor ${cursor} goes back before ${unit.cursor} in unit ${unitId}` };
+    if (cursor > unit.end) return { ok: false, reason: `ack cursor ${cursor} is beyond the end ${unit.end} of unit ${unitId}` };
+    let inflightUnit: LedgerUnit | undefined;
+    if (inflight) {
+      inflightUnit = this.units.get(inflight.unit);
+      if (!inflightUnit || inflightUnit.owner !== owner) return { ok: false, reason: `unit ${inflight.unit} is not assigned to rank ${owner}` };
+      if (inflight.end > inflightUnit.end) return { ok: false, reason: `in-flight end ${inflight.end} is beyond unit ${inflight.unit}` };
+    }
+    const advanced = cursor - unit.cursor;
+    unit.cursor = cursor;
+    unit.inflight = Math.max(unit.inflight, cursor);
+    if (inflightUnit) inflightUnit.inflight = Math.max(inflightUnit.inflight, inflight!.end);
+    this.consumedCount += advanced;
+    return { ok: true, advanced };
+  }
+
+  /**
+   * Hands the unacknowledged tails of `owner`'s units to `live` ranks, split into contiguous,
+   * near-equal parts in rank order (deterministic). What was in flight is counted as redelivered.
+   */
+  reassign(owner: number, live: readonly number[]): Reassignment[] {
+    const targets = live.filter((r) => r !== owner);
+    if (targets.length === 0) return [];
+    const moved: Reassignment[] = [];
+    for (const unit of [...this.units.values()]) {
+      if (unit.owner !== owner) continue;
+      this.redeliveredCount += Math.max(0, Math.min(unit.inflight, unit.end) - unit.cursor);
+      const tail = unit.end - unit.cursor;
+      unit.end = unit.cursor;
+      unit.inflight = unit.cursor;
+      if (tail === 0) continue;
+      const parts = Math.min(targets.length, tail);
+      let start = unit.cursor;
+      for (let i = 0; i < parts; i++) {
+        const size = Math.floor(tail / parts) + (i < tail % parts ? 1 : 0);
+        const created = this.addUnit(unit.origin, targets[i], start, start + size);
+        moved.push({ origin: unit.origin, start, end: start + size, to: targets[i], unit: created.id });
+        start += size;
+      }
+    }
+    return moved;
+  }
+
+  /** Gives all of `from`'s unfinished units to `to` as they are (a replacement taking over a rank). */
+  transfer(from: number, to: number): WorkUnit[] {
+    const moved: WorkUnit[] = [];
+    for (const unit of this.units.values()) {
+      if (unit.owner !== from || unit.cursor === unit.end) continue;
+      this.redeliveredCount += Math.max(0, Math.min(unit.inflight, unit.end) - unit.cursor);
+      unit.inflight = unit.cursor;
+      unit.owner = to;
+      moved.push(toWire(unit));
+    }
+    return moved;
+  }
+
+  private addUnit(origin: number, owner: number, start: number, end: number): LedgerUnit {
+    const unit: LedgerUnit = { id: this.nextId++, origin, start, end, cursor: start, owner, inflight: start };
+    this.units.set(unit.id, unit);
+    return unit;
+  }
+}
+
+function toWire(unit: LedgerUnit): WorkUnit {
+  return { id: unit.id, origin: unit.origin, start: unit.start, end: unit.end, cursor: unit.cursor };
+}

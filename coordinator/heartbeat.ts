@@ -1,0 +1,53 @@
+/**
+ * Liveness of one peer over ws ping/pong. The peer is a tiny interface, so tests drive the
+ * heartbeat with a fake and no sockets.
+ */
+import type { Scheduler } from './scheduler.ts';
+
+export interface HeartbeatPeer {
+  ping(): void;
+  /** Called once when no pong arrived within deadAfterMs; the peer should be dropped. */
+  dead(silentForMs: number): void;
+}
+
+export class Heartbeat {
+  private lastSeen: number;
+  private timer: unknown;
+  private stopped = false;
+
+  constructor(
+    private readonly peer: HeartbeatPeer,
+    private readonly scheduler: Scheduler,
+    private readonly intervalMs: number,
+    private readonly deadAfterMs: number,
+  ) {
+    this.lastSeen = scheduler.now();
+    this.schedule();
+  }
+
+  /** Any sign of life: a pong, or any frame. */
+  seen(): void {
+    this.lastSeen = this.scheduler.now();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.scheduler.clearTimeout(this.timer);
+  }
+
+  private schedule(): void {
+    this.timer = this.scheduler.setTimeout(() => this.tick(), this.intervalMs);
+  }
+
+  private tick(): void {
+    if (this.stopped) return;
+    const silent = this.scheduler.now() - this.lastSeen;
+    if (silent >= this.deadAfterMs) {
+      this.stopped = true;
+      this.peer.dead(silent);
+      return;
+    }
+    this.peer.ping();
+    this.schedule();
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * Live per-rank progress on stderr: bars redrawn in place on a terminal, plain lines
+ * (at most one progress line a second) when stderr is a pipe or a file.
+ */
+import type { Coordinator } from './coordinator.ts';
+
+export interface ProgressSink {
+  readonly isTTY: boolean;
+  write(text: string): void;
+}
+
+const BAR = 24;
+
+export function attachProgressView(coordinator: Coordinator, sink: ProgressSink = { isTTY: Boolean(process.stderr.isTTY), write: (t) => void process.stderr.write(t) }): () => void {
+  const done = new Map<number, number>();
+  let epoch = -1;
+  let numSamples = 0;
+  let worldSize = coordinator.worldSize;
+  let drawnLines = 0;
+  let lastPlain = 0;
+  let dirty = false;
+
+  const log = (line: string) => {
+    clearBars();
+    sink.write(line + '\n');
+    drawBars();
+  };
+  const clearBars = () => {
+    if (sink.isTTY && drawnLines > 0) sink.write(`\x1b[${drawnLines}A\x1b[J`);
+    drawnLines = 0;
+  };
+  const drawBars = () => {
+    if (!sink.isTTY || epoch < 0) return;
+    const lines: string[] = [];
+    for (let rank = 0; rank < worldSize; rank++) {
+      const value = done.get(rank) ?? 0;
+      const fraction = numSamples === 0 ? 1 : value / numSamples;
+      const filled = Math.round(fraction * BAR);
+      lines.push(`  epoch ${epoch} rank ${String(rank).padStart(2)} [${'#'.repeat(filled)}${'.'.repeat(BAR - filled)}] ${value}/${numSamples}`);
+    }
+    sink.write(lines.join('\n') + '\n');
+    drawnLines = lines.length;
+  };
+  const plainProgress = (force: boolean) => {
+    const now = Date.now();
+    if (!force && now - lastPlain < 1000) return;
+    lastPlain = now;
+    const parts: string[] = [];
+    for (let rank = 0; rank < worldSize; rank++) parts.push(`r${rank} ${done.get(rank) ?? 0}/${numSamples}`);
+    sink.write(`epoch ${epoch}: ${parts.join('  ')}\n`);
+  };
+  // Redraw at most ~10 times a second however fast acks arrive.
+  const timer = setInterval(() => {
+    if (!dirty) return;
+    dirty = false;
+    if (sink.isTTY) {
+      clearBars();
+      drawBars();
+    } else plainProgress(false);
+  }, 100);
+  timer.unref();
+
+  const onJoined = (e: { rank: number; pid: number; rejoined: boolean }) => log(`rank ${e.rank} ${e.rejoined ? 'rejoined' : 'joined'} (pid ${e.pid})`);
+  const onRefused = (e: { reason: string }) => log(`refused a worker: ${e.reason}`);
+  const onEpochStart = (e: { epoch: number; worldSize: number; numSamples: number }) => {
+    epoch = e.epoch;
+    worldSize = e.worldSize;
+    numSamples = e.numSamples;
+    done.clear();
+    log(`epoch ${e.epoch} started: ${e.worldSize} ranks x ${e.numSamples} samples`);
+  };
+  const onProgress = (e: { rank: number; acknowledged: number }) => {
+    done.set(e.rank, e.acknowledged);
+    dirty = true;
+  };
+  const onEvent = (e: { type: string; rank: number | null; detail: string; epoch: number | null }) => {
+    if (e.type === 'join') return;
+    log(`${e.epoch === null ? '' : `epoch ${e.epoch}: `}${e.type}${e.rank === null ? '' : ` rank ${e.rank}`}: ${e.detail}`);
+  };
+  const onAudit = (a: { epoch: number; missing: number; redelivered: number; durationMs: number; ok: boolean }) => {
+    if (!sink.isTTY) plainProgress(true);
+    log(`epoch ${a.epoch} done in ${Math.round(a.durationMs)} ms: missing ${a.missing}, redelivered ${a.redelivered}${a.ok ? '' : ' (AUDIT FAILED)'}`);
+    epoch = -1;
+    clearBars();
+  };
+  coordinator.on('joined', onJoined);
+  coordinator.on('refused', onRefused);
+  coordinator.on('epochStart', onEpochStart);
+  coordinator.on('progress', onProgress);
+  coordinator.on('event', onEvent);
+  coordinator.on('epochAudit', onAudit);
+  return () => {
+    clearInterval(timer);
+    clearBars();
+    coordinator.off('joined', onJoined);
+    coordinator.off('refused', onRefused);
+    coordinator.off('epochStart', onEpochStart);
+    coordinator.off('progress', onProgress);
+    coordinator.off('event', onEvent);
+    coordinator.off('epochAudit', onAudit);
+  };
+}

@@ -1,0 +1,119 @@
+/**
+ * Rendezvous: who gets which rank. A pure state machine, no sockets; the server feeds it
+ * hellos and departures and acts on its decisions.
+ */
+import { CloseCode, PROTOCOL_VERSION } from '../shared/protocol.ts';
+
+export interface JoinRequest {
+  readonly workerId: string;
+  readonly version: number;
+  /** A claimed rank (torchrun's RANK); absent takes the lowest free one. */
+  readonly rank?: number;
+  /** The dataset length the worker sees, when it says. */
+  readonly length?: number;
+}
+
+export type JoinDecision =
+  | { readonly ok: true; readonly rank: number; readonly rejoined: boolean }
+  | { readonly ok: false; readonly closeCode: number; readonly reason: string };
+
+export interface RendezvousOptions {
+  readonly worldSize: number;
+  readonly length: number;
+  readonly version?: number;
+}
+
+export class Rendezvous {
+  readonly worldSize: number;
+  private readonly length: number;
+  private readonly version: number;
+  /** rank -> workerId of its holder, live or not */
+  private readonly holders = new Map<number, string>();
+  private readonly live = new Set<number>();
+
+  constructor(options: RendezvousOptions) {
+    this.worldSize = options.worldSize;
+    this.length = options.length;
+    this.version = options.version ?? PROTOCOL_VERSION;
+  }
+
+  join(request: JoinRequest): JoinDecision {
+    if (request.version !== this.version) {
+      return refuse(CloseCode.VersionMismatch, `protocol version ${request.version} is not supported; the coordinator speaks ${this.version}`);
+    }
+    if (request.length !== undefined && request.length !== this.length) {
+      return refuse(CloseCode.ConfigMismatch, `dataset length ${request.length} differs from the coordinator's ${this.length}`);
+    }
+    // A worker that comes back (reconnect, coordinator restart) gets its rank again.
+    const previous = this.rankOf(request.workerId);
+    if (previous !== undefined) {
+      if (request.rank !== undefined && request.rank !== previous) {
+        return refuse(CloseCode.RankTaken, `worker ${request.workerId} holds rank ${previous}, not ${request.rank}`);
+      }
+      if (this.live.has(previous)) return refuse(CloseCode.OutOfOrder, `worker ${request.workerId} is already connected as rank ${previous}`);
+      this.live.add(previous);
+      return { ok: true, rank: previous, rejoined: true };
+    }
+    if (request.rank !== undefined) {
+      if (request.rank >= this.worldSize) {
+        return refuse(CloseCode.GroupFull, `rank ${request.rank} is beyond the world size ${this.worldSize} (ranks 0..${this.worldSize - 1})`);
+      }
+      if (this.holders.has(request.rank)) {
+        return refuse(CloseCode.RankTaken, `rank ${request.rank} is already taken by worker ${this.holders.get(request.rank)}`);
+      }
+      return this.admit(request.rank, request.workerId);
+    }
+    const free = this.freeRanks();
+    if (free.length === 0) return refuse(CloseCode.GroupFull, `the group is full: all ${this.worldSize} ranks are taken`);
+    return this.admit(free[0], request.workerId);
+  }
+
+  /** The holder of `rank` went away; it keeps the rank (it may come back) unless released. */
+  disconnected(rank: number): void {
+    this.live.delete(rank);
+  }
+
+  /** Frees a rank for anyone to claim (a clean leave, or a dead worker to be replaced). */
+  release(rank: number): void {
+    this.live.delete(rank);
+    this.holders.delete(rank);
+  }
+
+  get complete(): boolean {
+    return this.holders.size === this.worldSize;
+  }
+
+  isLive(rank: number): boolean {
+    return this.live.has(rank);
+  }
+
+  liveRanks(): number[] {
+    return [...this.live].sort((a, b) => a - b);
+  }
+
+  rankOf(workerId: string): number | undefined {
+    for (const [rank, holder] of this.holders) if (holder === workerId) return rank;
+    return undefined;
+  }
+
+  freeRanks(): number[] {
+    const free: number[] = [];
+    for (let rank = 0; rank < this.worldSize; rank++) if (!this.holders.has(rank)) free.push(rank);
+    return free;
+  }
+
+  /** Ranks nobody holds yet: what a rendezvous timeout reports. */
+  missingRanks(): number[] {
+    return this.freeRanks();
+  }
+
+  private admit(rank: number, workerId: string): JoinDecision {
+    this.holders.set(rank, workerId);
+    this.live.add(rank);
+    return { ok: true, rank, rejoined: false };
+  }
+}
+
+function refuse(closeCode: number, reason: string): JoinDecision {
+  return { ok: false, closeCode, reason };
+}

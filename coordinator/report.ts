@@ -1,0 +1,115 @@
+/**
+ * The run report (`--report FILE`): what every epoch planned, what each rank consumed, what
+ * was lost (must be nothing) and what was delivered twice.
+ */
+import type { EngineName } from '../shared/permutation.ts';
+import { ShardPlan } from '../shared/sampler.ts';
+import { digestIndices } from '../shared/shardDigest.ts';
+import type { RunConfig } from '../shared/protocol.ts';
+
+export interface RankAudit {
+  rank: number;
+  pid: number | null;
+  /** Samples this rank's worker consumed this epoch (its own shard plus anything reassigned to it). */
+  samples: number;
+  /** sha256 over the dataset indices it consumed, in order; null when it never reported (it died). */
+  sha256: string | null;
+  /** The digest of this rank's shard in PyTorch's plan. */
+  planSha256: string;
+  /** Time it waited at the epoch boundary for the others. */
+  waitMs: number | null;
+}
+
+export interface EpochEvent {
+  type: 'join' | 'leave' | 'death' | 'reassign' | 'replace' | 'refused';
+  rank: number | null;
+  atMs: number;
+  detail: string;
+}
+
+export interface EpochAudit {
+  epoch: number;
+  worldSize: number;
+  ranks: RankAudit[];
+  planned: number;
+  consumed: number;
+  missing: number;
+  redelivered: number;
+  durationMs: number;
+  events: EpochEvent[];
+  /** missing is 0, and without faults every rank's digest equals the plan's. */
+  ok: boolean;
+}
+
+export interface RunReport {
+  ok: boolean;
+  config: {
+    length: number;
+    worldSize: number;
+    epochs: number;
+    seed: string;
+    shuffle: boolean;
+    dropLast: boolean;
+    engine: EngineName;
+    batchSize: number;
+  };
+  epochs: EpochAudit[];
+  /** Why the run stopped early, when it did. */
+  error?: string;
+}
+
+export function planFor(config: RunConfig, worldSize: number, epoch: number): ShardPlan {
+  const seed = BigInt(config.seed);
+  return new ShardPlan({
+    length: config.length,
+    worldSize,
+    dropLast: config.dropLast,
+    shuffle: config.shuffle,
+    seed: seed >= BigInt(Number.MIN_SAFE_INTEGER) && seed <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(seed) : seed,
+    epoch,
+    engine: config.engine,
+  });
+}
+
+/** Digest of every rank's planned shard, the reference a fault-free epoch must match. */
+export function planDigests(plan: ShardPlan): string[] {
+  const out: string[] = [];
+  for (let rank = 0; rank < plan.worldSize; rank++) out.push(digestIndices(plan.shard(rank)));
+  return out;
+}
+
+export function reportConfig(config: RunConfig, worldSize: number): RunReport['config'] {
+  return {
+    length: config.length,
+    worldSize,
+    epochs: config.epochs,
+    seed: config.seed,
+    shuffle: config.shuffle,
+    dropLast: config.dropLast,
+    engine: config.engine,
+    batchSize: config.batchSize,
+  };
+}
+
+/** The per-epoch summary table printed at the end of a run. */
+export function formatSummary(report: RunReport): string {
+  const header = ['epoch', 'world', 'planned', 'consumed', 'missing', 'redelivered', 'ms', 'digests', 'events'];
+  const rows = report.epochs.map((e) => {
+    const matched = e.ranks.filter((r) => r.sha256 === r.planSha256).length;
+    return [
+      String(e.epoch),
+      String(e.worldSize),
+      String(e.planned),
+      String(e.consumed),
+      String(e.missing),
+      String(e.redelivered),
+      String(Math.round(e.durationMs)),
+      `${matched}/${e.ranks.length} match plan`,
+      e.events.filter((ev) => ev.type !== 'join').map((ev) => `${ev.type}${ev.rank === null ? '' : ` r${ev.rank}`}`).join(', ') || '-',
+    ];
+  });
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i >= 8 ? c : c.padStart(widths[i]))).join('  ');
+  const verdict = report.ok ? 'audit OK: every planned position consumed' : `audit FAILED${report.error ? `: ${report.error}` : ''}`;
+  return [line(header), ...rows.map(line), verdict].join('\n');
+}

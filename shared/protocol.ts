@@ -1,0 +1,217 @@
+/**
+ * The wire: JSON text frames over WebSocket, each `{ "t": "<type>", ... }`.
+ * Both sides validate every frame against the unions below; the README documents the same.
+ */
+import { z } from 'zod';
+import { ENGINE_NAMES, type EngineName } from './permutation.ts';
+
+export const PROTOCOL_VERSION = 1;
+
+/** Largest frame either side accepts (ws `maxPayload`); nothing per sample crosses the wire. */
+export const MAX_FRAME_BYTES = 64 * 1024;
+
+/**
+ * Close codes. 4xxx are ours; each names the condition so a peer can tell a refusal from a crash.
+ */
+export const CloseCode = {
+  /** The run finished; the worker may exit 0. */
+  Finished: 1000,
+  /** The frame was not valid JSON or not a known message. */
+  Malformed: 4000,
+  /** The worker speaks another protocol version. */
+  VersionMismatch: 4001,
+  /** The claimed rank is taken by a live worker. */
+  RankTaken: 4002,
+  /** The group is full (a worker beyond the world size). */
+  GroupFull: 4003,
+  /** The worker's dataset length differs from the coordinator's. */
+  ConfigMismatch: 4004,
+  /** An ack for positions the worker does not own, beyond its shard, or for another epoch. */
+  ForeignAck: 4005,
+  /** A message out of order (anything before hello, a second hello, ...). */
+  OutOfOrder: 4006,
+  /** The rendezvous did not fill before its timeout. */
+  RendezvousTimeout: 4008,
+  /** The group was aborted (a worker died under --on-failure abort, or the coordinator gave up). */
+  Aborted: 4009,
+  /** No pong within the dead-after window. */
+  HeartbeatTimeout: 4010,
+  /** The coordinator is shutting down. */
+  Shutdown: 4011,
+} as const;
+export type CloseCodeName = keyof typeof CloseCode;
+export type CloseCodeValue = (typeof CloseCode)[CloseCodeName];
+
+export function closeCodeName(code: number): string {
+  const entry = Object.entries(CloseCode).find(([, value]) => value === code);
+  return entry ? entry[0] : `code ${code}`;
+}
+
+const nonNegInt = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+const int = z.number().int().min(Number.MIN_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER);
+const engine = z.enum(ENGINE_NAMES as [EngineName, ...EngineName[]]);
+const key = z.string().min(1).max(512);
+const storeValue = z.string().max(16 * 1024);
+
+/** The run's configuration; the coordinator owns it and sends it in the welcome. */
+export const RunConfigSchema = z.object({
+  length: nonNegInt,
+  /** Decimal string: seeds may be negative or beyond 2^53. */
+  seed: z.string().regex(/^-?\d+$/),
+  shuffle: z.boolean(),
+  dropLast: z.boolean(),
+  engine,
+  batchSize: nonNegInt.min(1),
+  epochs: nonNegInt,
+});
+export type RunConfig = z.infer<typeof RunConfigSchema>;
+
+/** A range of one origin rank's shard offsets [start, end), acknowledged up to cursor. */
+export const WorkUnitSchema = z.object({
+  id: nonNegInt,
+  origin: nonNegInt,
+  start: nonNegInt,
+  end: nonNegInt,
+  cursor: nonNegInt,
+});
+export type WorkUnit = z.infer<typeof WorkUnitSchema>;
+
+export const ReduceOp = { Sum: 'sum', Min: 'min', Max: 'max', Product: 'product' } as const;
+export type ReduceOpName = (typeof ReduceOp)[keyof typeof ReduceOp];
+
+export const CollectiveOp = { Barrier: 'barrier', Broadcast: 'broadcast', AllGather: 'allGather', AllReduce: 'allReduce' } as const;
+export type CollectiveOpName = (typeof CollectiveOp)[keyof typeof CollectiveOp];
+
+export const StoreOp = { Set: 'set', Get: 'get', Add: 'add', Wait: 'wait', CompareSet: 'compareSet' } as const;
+export type StoreOpName = (typeof StoreOp)[keyof typeof StoreOp];
+
+const timeoutMs = nonNegInt.max(24 * 3600 * 1000);
+
+// ---- worker -> coordinator ------------------------------------------------------------
+
+export const ClientMessageSchema = z.discriminatedUnion('t', [
+  z.object({
+    t: z.literal('hello'),
+    v: int,
+    /** Stable across reconnects of one worker process. */
+    workerId: z.string().min(1).max(128),
+    pid: nonNegInt,
+    /** A claimed rank (RANK); absent takes the lowest free one. */
+    rank: nonNegInt.optional(),
+    /** The dataset length the worker sees; must equal the coordinator's. */
+    length: nonNegInt.optional(),
+  }),
+  z.object({
+    t: z.literal('ack'),
+    epoch: int,
+    unit: nonNegInt,
+    /** Offsets of `unit` below cursor are done: their step returned. */
+    cursor: nonNegInt,
+    /** The batch now handed to the step (offsets [unit's cursor, end)), for redelivery accounting. */
+    inflight: z.object({ unit: nonNegInt, end: nonNegInt }).nullable(),
+  }),
+  z.object({
+    t: z.literal('epochReport'),
+    epoch: int,
+    samples: nonNegInt,
+    /** sha256 over the dataset indices this worker consumed this epoch, in order. */
+    sha256: z.string().regex(/^[0-9a-f]{64}$/),
+    /** Time from the worker running out of work to the epoch's end. */
+    waitMs: z.number().nonnegative(),
+  }),
+  z.object({
+    t: z.literal('collective'),
+    seq: nonNegInt,
+    op: z.enum(['barrier', 'broadcast', 'allGather', 'allReduce']),
+    value: z.json().optional(),
+    src: nonNegInt.optional(),
+    reduce: z.enum(['sum', 'min', 'max', 'product']).optional(),
+    timeoutMs,
+  }),
+  z.object({
+    t: z.literal('store'),
+    req: nonNegInt,
+    op: z.enum(['set', 'get', 'add', 'wait', 'compareSet']),
+    keys: z.array(key).min(1).max(64),
+    value: storeValue.optional(),
+    expected: storeValue.optional(),
+    amount: int.optional(),
+    timeoutMs,
+  }),
+  z.object({ t: z.literal('leave') }),
+]);
+export type ClientMessage = z.infer<typeof ClientMessageSchema>;
+
+// ---- coordinator -> worker ------------------------------------------------------------
+
+export const ServerMessageSchema = z.discriminatedUnion('t', [
+  z.object({
+    t: z.literal('welcome'),
+    v: int,
+    rank: nonNegInt,
+    worldSize: nonNegInt,
+    workerId: z.string(),
+    config: RunConfigSchema,
+  }),
+  /** Start of an epoch: the plan's world size and this worker's units (its own shard, or the resumed part). */
+  z.object({ t: z.literal('epoch'), epoch: int, worldSize: nonNegInt.min(1), units: z.array(WorkUnitSchema) }),
+  /** More units mid-epoch: a dead rank's unacknowledged tail. */
+  z.object({ t: z.literal('assign'), epoch: int, units: z.array(WorkUnitSchema), reason: z.string() }),
+  /** Every position of the epoch is acknowledged: report, then wait for the next epoch. */
+  z.object({ t: z.literal('epochEnd'), epoch: int }),
+  z.object({ t: z.literal('finish'), reason: z.string() }),
+  z.object({ t: z.literal('abort'), reason: z.string(), code: z.string() }),
+  z.object({ t: z.literal('collectiveResult'), seq: nonNegInt, value: z.json().optional() }),
+  z.object({
+    t: z.literal('collectiveError'),
+    seq: nonNegInt,
+    code: z.string(),
+    message: z.string(),
+    missing: z.array(nonNegInt),
+  }),
+  z.object({ t: z.literal('storeResult'), req: nonNegInt, value: z.string().optional(), count: int.optional() }),
+  z.object({ t: z.literal('storeError'), req: nonNegInt, code: z.string(), message: z.string() }),
+]);
+export type ServerMessage = z.infer<typeof ServerMessageSchema>;
+
+export type ParseResult<T> = { ok: true; message: T } | { ok: false; reason: string };
+
+function parseWith<T>(schema: z.ZodType<T>, raw: string): ParseResult<T> {
+  let data: unknown;
+  try {
+    data = JSON.parse(raw);
+  } catch {
+    return { ok: false, reason: 'frame is not valid JSON' };
+  }
+  const result = schema.safeParse(data);
+  if (result.success) return { ok: true, message: result.data };
+  const issue = result.error.issues[0];
+  const where = issue.path.length ? ` at ${issue.path.join('.')}` : '';
+  return { ok: false, reason: `invalid message${where}: ${issue.message}`.slice(0, 120) };
+}
+
+/** Validates a frame from a worker. */
+export function parseClientMessage(raw: string): ParseResult<ClientMessage> {
+  return parseWith(ClientMessageSchema, raw);
+}
+
+/** Validates a frame from the coordinator. */
+export function parseServerMessage(raw: string): ParseResult<ServerMessage> {
+  return parseWith(ServerMessageSchema, raw);
+}
+
+export function encode(message: ClientMessage | ServerMessage): string {
+  return JSON.stringify(message);
+}
+
+/** A peer's refusal or failure, carrying the close code that goes with it. */
+export class ProtocolError extends Error {
+  readonly code: string;
+  readonly closeCode: number;
+  constructor(closeCode: number, message: string) {
+    super(message);
+    this.name = 'ProtocolError';
+    this.closeCode = closeCode;
+    this.code = `ERR_${closeCodeName(closeCode).replace(/[A-Z]/g, (c, i: number) => (i ? '_' : '') + c).toUpperCase()}`;
+  }
+}

@@ -1,0 +1,58 @@
+import { describe, expect, it } from 'vitest';
+import { Rendezvous } from '../coordinator/rendezvous.ts';
+import { CloseCode, PROTOCOL_VERSION } from '../shared/protocol.ts';
+
+const v = PROTOCOL_VERSION;
+
+describe('Rendezvous', () => {
+  it('gives unclaimed workers the lowest free rank and completes at the world size', () => {
+    const r = new Rendezvous({ worldSize: 3, length: 10 });
+    expect(r.join({ workerId: 'a', version: v, rank: 1 })).toEqual({ ok: true, rank: 1, rejoined: false });
+    expect(r.join({ workerId: 'b', version: v })).toEqual({ ok: true, rank: 0, rejoined: false });
+    expect(r.complete).toBe(false);
+    expect(r.missingRanks()).toEqual([2]);
+    expect(r.join({ workerId: 'c', version: v })).toEqual({ ok: true, rank: 2, rejoined: false });
+    expect(r.complete).toBe(true);
+    expect(r.liveRanks()).toEqual([0, 1, 2]);
+  });
+
+  it('refuses a second claim on a taken rank with RankTaken', () => {
+    const r = new Rendezvous({ worldSize: 2, length: 10 });
+    r.join({ workerId: 'a', version: v, rank: 0 });
+    const d = r.join({ workerId: 'b', version: v, rank: 0 });
+    expect(d).toMatchObject({ ok: false, closeCode: CloseCode.RankTaken });
+    expect(d.ok ? '' : d.reason).toMatch(/rank 0 is already taken/);
+  });
+
+  it('refuses a worker beyond the world size, claimed or not', () => {
+    const r = new Rendezvous({ worldSize: 1, length: 10 });
+    expect(r.join({ workerId: 'x', version: v, rank: 5 })).toMatchObject({ ok: false, closeCode: CloseCode.GroupFull });
+    r.join({ workerId: 'a', version: v });
+    expect(r.join({ workerId: 'b', version: v })).toMatchObject({ ok: false, closeCode: CloseCode.GroupFull });
+  });
+
+  it('refuses another protocol version and a different dataset length', () => {
+    const r = new Rendezvous({ worldSize: 2, length: 10 });
+    expect(r.join({ workerId: 'a', version: v + 1 })).toMatchObject({ ok: false, closeCode: CloseCode.VersionMismatch });
+    const d = r.join({ workerId: 'a', version: v, length: 11 });
+    expect(d).toMatchObject({ ok: false, closeCode: CloseCode.ConfigMismatch });
+    expect(d.ok ? '' : d.reason).toBe("dataset length 11 differs from the coordinator's 10");
+  });
+
+  it('gives a reconnecting worker its rank back, and refuses a duplicate live connection', () => {
+    const r = new Rendezvous({ worldSize: 2, length: 10 });
+    r.join({ workerId: 'a', version: v });
+    expect(r.join({ workerId: 'a', version: v })).toMatchObject({ ok: false, closeCode: CloseCode.OutOfOrder });
+    r.disconnected(0);
+    expect(r.liveRanks()).toEqual([]);
+    expect(r.join({ workerId: 'a', version: v })).toEqual({ ok: true, rank: 0, rejoined: true });
+  });
+
+  it('lets a replacement claim a released rank', () => {
+    const r = new Rendezvous({ worldSize: 2, length: 10 });
+    r.join({ workerId: 'a', version: v });
+    r.join({ workerId: 'b', version: v });
+    r.release(1);
+    expect(r.join({ workerId: 'c', version: v, rank: 1 })).toEqual({ ok: true, rank: 1, rejoined: false });
+  });
+});
