@@ -11,7 +11,7 @@ import { ENGINE_NAMES, Engine, type EngineName } from '../shared/permutation.ts'
 import type { IndexTable } from '../shared/randperm.ts';
 import { assertRank, ShardPlan } from '../shared/sampler.ts';
 import { ShardDigest, sumIndices } from '../shared/shardDigest.ts';
-import { choiceFlag, intFlag, joinNegativeValues, parseFlags, seedFlag, UsageError } from './usage.ts';
+import { choiceFlag, intFlag, parseFlags, seedFlag, UsageError } from './usage.ts';
 
 export const FORMATS = ['json', 'lines', 'digest', 'sum', 'count'] as const;
 export type Format = (typeof FORMATS)[number];
@@ -29,10 +29,6 @@ const FLAGS = {
   format: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
-
-const VALUE_FLAGS = Object.entries(FLAGS)
-  .filter(([, config]) => config.type === 'string')
-  .map(([name]) => name);
 
 export const SHARD_HELP = `usage: distsampler shard --length N --world-size W (--rank R | --all-ranks) [flags]
 
@@ -85,7 +81,7 @@ export interface ShardRequest {
 
 /** The command's flags as a request, or 'help'; a bad flag or value throws a UsageError naming it. */
 export function parseShardArgs(argv: readonly string[]): ShardRequest | 'help' {
-  const { values } = parseFlags(joinNegativeValues(argv, VALUE_FLAGS), FLAGS);
+  const { values } = parseFlags(argv, FLAGS);
   if (values.help) return 'help';
   if (values.length === undefined) throw new UsageError('--length is required (the dataset length, an integer >= 0)');
   if (values['world-size'] === undefined) throw new UsageError('--world-size is required (the number of replicas, an integer >= 1)');

@@ -13,9 +13,11 @@ export class UsageError extends Error {
 export type FlagOptions = NonNullable<ParseArgsConfig['options']>;
 
 /** parseArgs with strict checking, turning its errors into one-line UsageErrors. */
-export function parseFlags<T extends FlagOptions>(argv: string[], options: T) {
+export function parseFlags<T extends FlagOptions>(argv: readonly string[], options: T) {
   try {
-    return parseArgs({ args: argv, options, strict: true, allowPositionals: false, allowNegative: false });
+    // `--seed -5` reads as a flag to parseArgs; pass negative numbers to string flags as `--seed=-5`.
+    const valueFlags = Object.entries(options).filter(([, o]) => o.type === 'string').map(([name]) => name);
+    return parseArgs({ args: joinNegativeValues(argv, valueFlags), options, strict: true, allowPositionals: false, allowNegative: false });
   } catch (err) {
     throw new UsageError(err instanceof Error ? err.message.split('\n')[0] : String(err));
   }

@@ -285,18 +285,20 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     peer.workerId = message.workerId;
     peer.pid = message.pid;
     this.byRank.set(rank, peer);
-    this.send(peer, { t: 'welcome', v: PROTOCOL_VERSION, rank, worldSize: this.worldSize, workerId: message.workerId, config: this.config });
     this.emit('joined', { rank, pid: message.pid, workerId: message.workerId, rejoined });
-    if (this.current) {
-      this.current.pids.set(rank, message.pid);
-      this.recordEvent(rejoined ? 'join' : 'replace', rank, `pid ${message.pid}${rejoined ? ' rejoined' : ' took over the rank'}`);
-    }
     if (this.phase === 'rendezvous') {
+      // Like init_process_group, nobody is welcomed until the whole group is there.
       if (this.rendezvous.complete) {
         this.scheduler.clearTimeout(this.rendezvousTimer);
+        for (const member of this.byRank.values()) this.welcome(member);
         this.startEpoch(0);
       }
       return;
+    }
+    this.welcome(peer);
+    if (this.current) {
+      this.current.pids.set(rank, message.pid);
+      this.recordEvent(rejoined ? 'join' : 'replace', rank, `pid ${message.pid}${rejoined ? ' rejoined' : ' took over the rank'}`);
     }
     // Mid-run: a replacement or a reconnect resumes the rank's units from their acknowledged cursors.
     this.cancelWait(rank);
@@ -306,6 +308,10 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       this.send(peer, { t: 'epoch', epoch: this.current.ledger.epoch, worldSize: this.current.ledger.worldSize, units: [] });
       this.send(peer, { t: 'epochEnd', epoch: this.current.ledger.epoch });
     }
+  }
+
+  private welcome(peer: Peer): void {
+    this.send(peer, { t: 'welcome', v: PROTOCOL_VERSION, rank: peer.rank!, worldSize: this.worldSize, workerId: peer.workerId!, config: this.config });
   }
 
   private disconnected(peer: Peer): void {

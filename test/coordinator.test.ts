@@ -1,0 +1,219 @@
+/**
+ * The coordinator and initProcessGroup over real loopback sockets, in one process:
+ * rendezvous refusals, the token, hostile frames, collectives and the store.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { Coordinator, CoordinatorConfigError } from '../coordinator/coordinator.ts';
+import { planFor } from '../coordinator/report.ts';
+import { CloseCode, PROTOCOL_VERSION, type RunConfig } from '../shared/protocol.ts';
+import { rangeDataset } from '../worker/datasets.ts';
+import { initProcessGroup, type ProcessGroup } from '../worker/processGroup.ts';
+
+const config = (over: Partial<RunConfig> = {}): RunConfig => ({
+  length: 101,
+  seed: '7',
+  shuffle: true,
+  dropLast: false,
+  engine: 'torch',
+  batchSize: 8,
+  epochs: 2,
+  ...over,
+});
+
+const open: Coordinator[] = [];
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((c) => c.close()));
+});
+
+async function startCoordinator(worldSize: number, over: Partial<RunConfig> = {}, extra: Partial<ConstructorParameters<typeof Coordinator>[0]> = {}) {
+  const coordinator = new Coordinator({ worldSize, config: config(over), heartbeatMs: 200, deadAfterMs: 2000, ...extra });
+  open.push(coordinator);
+  const { port } = await coordinator.listen();
+  return { coordinator, url: `ws://127.0.0.1:${port}`, port };
+}
+
+/** Runs a worker's whole loop, returning the indices it consumed per epoch. */
+async function consume(pg: ProcessGroup): Promise<number[][]> {
+  const seen: number[][] = [];
+  for await (const epoch of pg.epochs()) {
+    const indices: number[] = [];
+    for await (const batch of epoch.batches(rangeDataset(pg.config.length))) {
+      expect(batch.samples).toEqual(batch.indices);
+      indices.push(...batch.indices);
+    }
+    seen[epoch.epoch] = indices;
+  }
+  await pg.destroy();
+  return seen;
+}
+
+function rawClient(url: string, headers: Record<string, string> = {}): Promise<WebSocket> {
+  const ws = new WebSocket(url, { headers });
+  return new Promise((resolve, reject) => {
+    ws.once('open', () => resolve(ws));
+    ws.once('error', reject);
+  });
+}
+
+function closeOf(ws: WebSocket): Promise<{ code: number; reason: string }> {
+  return new Promise((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+}
+
+describe('coordinator and workers over loopback', () => {
+  it('gives every rank exactly its PyTorch shard, epoch after epoch, and reports the audit', async () => {
+    const { coordinator, url } = await startCoordinator(3);
+    const groups = await Promise.all([0, 1, 2].map(() => initProcessGroup({ initMethod: url })));
+    expect(groups.map((g) => g.rank).sort()).toEqual([0, 1, 2]);
+    const seen = await Promise.all(groups.map(consume));
+    const report = await coordinator.done;
+    expect(report.ok).toBe(true);
+    expect(report.epochs).toHaveLength(2);
+    for (const [i, pg] of groups.entries()) {
+      for (const epoch of [0, 1]) expect(seen[i][epoch]).toEqual(Array.from(planFor(config(), 3, epoch).shard(pg.rank)));
+    }
+    for (const audit of report.epochs) {
+      expect(audit).toMatchObject({ planned: 102, consumed: 102, missing: 0, redelivered: 0, ok: true });
+      for (const r of audit.ranks) expect(r.sha256).toBe(r.planSha256);
+    }
+  });
+
+  it('refuses a second claim on a taken rank with close code 4002 and a clear reason', async () => {
+    const { url } = await startCoordinator(2);
+    const first = initProcessGroup({ initMethod: url, rank: 0 });
+    await expect(initProcessGroup({ initMethod: url, rank: 0 })).rejects.toMatchObject({
+      closeCode: CloseCode.RankTaken,
+      message: expect.stringMatching(/rank 0 is already taken/),
+    });
+    const second = await initProcessGroup({ initMethod: url, rank: 1 });
+    await Promise.all([consume(await first), consume(second)]);
+  });
+
+  it('refuses a worker beyond the world size and one with a different dataset length', async () => {
+    const { url } = await startCoordinator(1, { epochs: 1 });
+    await expect(initProcessGroup({ initMethod: url, length: 100 })).rejects.toMatchObject({
+      closeCode: CloseCode.ConfigMismatch,
+      message: expect.stringMatching(/dataset length 100 differs from the coordinator's 101/),
+    });
+    await expect(initProcessGroup({ initMethod: url, rank: 3 })).rejects.toMatchObject({ closeCode: CloseCode.GroupFull });
+    const pg = await initProcessGroup({ initMethod: url, length: 101 });
+    await consume(pg);
+  });
+
+  it('answers a missing or wrong token with HTTP 401 before any WebSocket exists', async () => {
+    const { url } = await startCoordinator(1, {}, { token: 's3cret' });
+    await expect(initProcessGroup({ initMethod: url })).rejects.toMatchObject({ code: 'ERR_UNAUTHORIZED' });
+    await expect(initProcessGroup({ initMethod: url, token: 'wrong' })).rejects.toMatchObject({ code: 'ERR_UNAUTHORIZED' });
+    const status = await new Promise<number>((resolve) => {
+      const ws = new WebSocket(url);
+      ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+      ws.on('error', () => {});
+    });
+    expect(status).toBe(401);
+    const pg = await initProcessGroup({ initMethod: url, token: 's3cret' });
+    await consume(pg);
+  });
+
+  it('refuses to listen on a non-loopback host without a token', () => {
+    expect(() => new Coordinator({ worldSize: 1, config: config(), host: '0.0.0.0' })).toThrow(CoordinatorConfigError);
+  });
+
+  it('closes malformed, binary and oversized frames with their codes while the group carries on', async () => {
+    const { coordinator, url } = await startCoordinator(2);
+    const first = initProcessGroup({ initMethod: url, rank: 0 });
+    const hostile: Array<[string | Buffer, number]> = [
+      ['this is not json', CloseCode.Malformed],
+      ['{"t":"ack","epoch":"zero"}', CloseCode.Malformed],
+      ['{"t":"hello","v":1}', CloseCode.Malformed],
+      [Buffer.from([1, 2, 3]), CloseCode.Malformed],
+      ['{"t":"ack","epoch":0,"unit":0,"cursor":1,"inflight":null}', CloseCode.OutOfOrder],
+      ['x'.repeat(200_000), 1009],
+    ];
+    for (const [frame, code] of hostile) {
+      const ws = await rawClient(url);
+      const closed = closeOf(ws);
+      ws.send(frame);
+      const { code: got, reason } = await closed;
+      expect(got, `frame ${String(frame).slice(0, 30)}`).toBe(code);
+      if (code !== 1009) expect(reason.length).toBeGreaterThan(0);
+    }
+    const pgs = await Promise.all([first, initProcessGroup({ initMethod: url, rank: 1 })]);
+    await Promise.all(pgs.map(consume));
+    expect((await coordinator.done).ok).toBe(true);
+  });
+
+  it('closes a duplicate hello and an ack for positions the worker does not own with 4xxx', async () => {
+    const { coordinator, url } = await startCoordinator(2, { epochs: 1 });
+    const honest = initProcessGroup({ initMethod: url, rank: 0 });
+    const ws = await rawClient(url);
+    const closed = closeOf(ws);
+    const hello = { t: 'hello', v: PROTOCOL_VERSION, workerId: 'rogue', pid: 1, rank: 1 };
+    ws.send(JSON.stringify(hello));
+    await new Promise((r) => ws.once('message', r));
+    ws.send(JSON.stringify(hello));
+    expect((await closed).code).toBe(CloseCode.OutOfOrder);
+
+    // The rogue's rank is reassigned to the honest worker: nothing is lost.
+    const seen = await consume(await honest);
+    const report = await coordinator.done;
+    expect(report.ok).toBe(true);
+    expect(report.epochs[0].missing).toBe(0);
+    expect(seen[0].length).toBe(report.epochs[0].planned);
+
+    const second = await startCoordinator(2, { epochs: 1 });
+    const good = initProcessGroup({ initMethod: second.url, rank: 0 });
+    const rogue = await rawClient(second.url);
+    const rogueClosed = closeOf(rogue);
+    rogue.send(JSON.stringify({ ...hello, workerId: 'rogue2' }));
+    // Wait for the epoch message, then acknowledge unit 0, which belongs to rank 0.
+    await new Promise<void>((resolve) => rogue.on('message', (d) => (JSON.parse(d.toString()).t === 'epoch' ? resolve() : undefined)));
+    rogue.send(JSON.stringify({ t: 'ack', epoch: 0, unit: 0, cursor: 10, inflight: null }));
+    const { code, reason } = await rogueClosed;
+    expect(code).toBe(CloseCode.ForeignAck);
+    expect(reason).toMatch(/unit 0 is not assigned to rank 1/);
+    await consume(await good);
+    expect((await second.coordinator.done).epochs[0].missing).toBe(0);
+  });
+
+  it('fails a rendezvous that does not fill in time, naming the missing ranks, on both sides', async () => {
+    const { coordinator, url } = await startCoordinator(3, {}, { rendezvousTimeoutMs: 300 });
+    const err = await initProcessGroup({ initMethod: url, rank: 1 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(String(err)).toMatch(/ranks 0, 2 never joined/);
+    const report = await coordinator.done;
+    expect(report.ok).toBe(false);
+    expect(report.error).toMatch(/rendezvous timed out after 300 ms: ranks 0, 2 never joined/);
+  });
+
+  it('runs every collective and store operation over the wire, and names the rank a barrier waited for', async () => {
+    const { url } = await startCoordinator(3, { epochs: 1 });
+    const pgs = await Promise.all([0, 1, 2].map((rank) => initProcessGroup({ initMethod: url, rank })));
+    await Promise.all(pgs.map((pg) => pg.barrier()));
+    expect(await Promise.all(pgs.map((pg) => pg.broadcast(pg.rank === 2 ? { hello: 'from 2' } : undefined, 2)))).toEqual(
+      Array(3).fill({ hello: 'from 2' }),
+    );
+    expect(await Promise.all(pgs.map((pg) => pg.allGather(`r${pg.rank}`)))).toEqual(Array(3).fill(['r0', 'r1', 'r2']));
+    expect(await Promise.all(pgs.map((pg) => pg.allReduce(pg.rank + 1, 'sum')))).toEqual([6, 6, 6]);
+    expect(await Promise.all(pgs.map((pg) => pg.allReduce([pg.rank, 10 - pg.rank], 'max')))).toEqual(Array(3).fill([2, 10]));
+    expect(await Promise.all(pgs.map((pg) => pg.allReduce(pg.rank + 2, 'product')))).toEqual([24, 24, 24]);
+    expect(await Promise.all(pgs.map((pg) => pg.allReduce(pg.rank, 'min')))).toEqual([0, 0, 0]);
+
+    const got = pgs[1].store.get('ready');
+    await pgs[0].store.set('ready', 'yes');
+    expect(await got).toBe('yes');
+    expect(await Promise.all(pgs.map((pg) => pg.store.add('count', 2)))).toEqual(expect.arrayContaining([2, 4, 6]));
+    await pgs[2].store.wait(['ready', 'count']);
+    expect(await pgs[0].store.compareSet('ready', 'yes', 'no')).toBe('no');
+    expect(await pgs[1].store.compareSet('ready', 'yes', 'maybe')).toBe('no');
+
+    const late = await Promise.allSettled([pgs[0].barrier({ timeoutMs: 300 }), pgs[1].barrier({ timeoutMs: 300 })]);
+    for (const outcome of late) {
+      expect(outcome.status).toBe('rejected');
+      expect(String((outcome as PromiseRejectedResult).reason)).toMatch(/rank 2 did not arrive/);
+    }
+    await expect(pgs[0].store.get('never', { timeoutMs: 200 })).rejects.toMatchObject({ code: 'ERR_STORE_TIMEOUT' });
+    await Promise.all(pgs.map(consume));
+  });
+});

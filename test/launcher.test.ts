@@ -1,0 +1,78 @@
+/** Real processes: `run` forks workers, a standalone coordinator serves env:// workers. */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import type { RunReport } from '../coordinator/report.ts';
+import { ShardPlan } from '../shared/sampler.ts';
+import { digestIndices } from '../shared/shardDigest.ts';
+import { isAlive, killStarted, startCli } from './support/cli.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'distsampler-launcher-'));
+afterEach(killStarted);
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function readReport(path: string): RunReport {
+  return JSON.parse(readFileSync(path, 'utf8')) as RunReport;
+}
+
+describe('distsampler run (multi-process)', () => {
+  it('runs 4 worker processes for 3 epochs whose digests equal PyTorch’s plan, and leaves no child behind', async () => {
+    const reportPath = join(dir, 'run.json');
+    const run = startCli(['run', '--workers', '4', '--epochs', '3', '--length', '1003', '--batch-size', '16', '--seed', '-3', '--report', reportPath]);
+    const { code } = await run.exited;
+    expect(code, run.stderr()).toBe(0);
+    expect(run.stdout()).toMatch(/audit OK/);
+    const report = readReport(reportPath);
+    expect(report.ok).toBe(true);
+    expect(report.config).toEqual({ length: 1003, worldSize: 4, epochs: 3, seed: '-3', shuffle: true, dropLast: false, engine: 'torch', batchSize: 16 });
+    expect(report.epochs.map((e) => e.epoch)).toEqual([0, 1, 2]);
+    const pids = new Set<number>();
+    for (const audit of report.epochs) {
+      expect(audit).toMatchObject({ worldSize: 4, planned: 1004, consumed: 1004, missing: 0, redelivered: 0 });
+      const plan = new ShardPlan({ length: 1003, worldSize: 4, seed: -3, epoch: audit.epoch });
+      for (const r of audit.ranks) {
+        expect(r.samples).toBe(251);
+        expect(r.sha256).toBe(digestIndices(plan.shard(r.rank)));
+        pids.add(r.pid!);
+      }
+    }
+    expect(pids.size).toBe(4);
+    expect(pids.has(process.pid)).toBe(false);
+    for (const pid of pids) expect(isAlive(pid)).toBe(false);
+  });
+
+  it('serves workers started separately with env:// (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE)', async () => {
+    const reportPath = join(dir, 'standalone.json');
+    const coordinator = startCli(['coordinator', '--world-size', '2', '--epochs', '2', '--length', '500', '--drop-last', '--report', reportPath]);
+    const [, port] = await coordinator.waitFor(/listening on ws:\/\/127\.0\.0\.1:(\d+)/);
+    const env = (rank: number) => ({ MASTER_ADDR: '127.0.0.1', MASTER_PORT: port, WORLD_SIZE: '2', RANK: String(rank) });
+    const workers = [startCli(['worker'], env(1)), startCli(['worker'], env(0))];
+    const codes = await Promise.all(workers.map((w) => w.exited));
+    expect(codes.map((c) => c.code)).toEqual([0, 0]);
+    expect((await coordinator.exited).code, coordinator.stderr()).toBe(0);
+    const report = readReport(reportPath);
+    expect(report.ok).toBe(true);
+    for (const audit of report.epochs) for (const r of audit.ranks) expect(r.sha256).toBe(r.planSha256);
+  });
+
+  it('stops every worker on Ctrl-C (SIGINT) and exits 130', async () => {
+    const run = startCli(['run', '--workers', '2', '--epochs', '50', '--length', '100000', '--step', 'test/fixtures/slowStep.ts']);
+    await run.waitFor(/epoch 0 started/);
+    const pids = [...run.stderr().matchAll(/joined \(pid (\d+)\)/g)].map((m) => Number(m[1]));
+    expect(pids).toHaveLength(2);
+    run.child.kill('SIGINT');
+    const { code } = await run.exited;
+    expect(code).toBe(130);
+    for (const pid of pids) expect(isAlive(pid)).toBe(false);
+  });
+
+  it('exits 2 with a one-line message naming the flag for bad input', async () => {
+    for (const args of [['run', '--workers', '0'], ['run', '--epochs', 'many'], ['run', '--on-failure', 'panic'], ['coordinator'], ['run', '--bogus']]) {
+      const cli = startCli(args);
+      const { code } = await cli.exited;
+      expect(code, args.join(' ')).toBe(2);
+      expect(cli.stderr().trim().split('\n')).toHaveLength(1);
+    }
+  });
+});
