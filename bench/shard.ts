@@ -1,0 +1,376 @@
+/**
+ * The `shard` section: how long one rank (W = 8, rank 3) takes to derive its whole shard,
+ * and how much memory that costs, for N = 1e6 .. 1e9; beside real PyTorch when it is installed.
+ *
+ * Every row runs in a fresh child process (bench/shardCase.ts, or bench/torch_shard.py for
+ * PyTorch) so its peak RSS belongs to that row alone. Rows run one after another, so our own
+ * measurements never compete for the cores (other processes on the machine still may: the
+ * rows carry CPU time beside wall time for that reason).
+ */
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { Engine, type EngineName } from '../shared/permutation.ts';
+import { formatCell, type BenchRow, type Cell, type Column, type SectionOptions } from './sections.ts';
+import { specToArgs, type CaseMode, type CaseResult, type CaseSpec } from './shardCommon.ts';
+
+const SECTION = 'shard';
+const WORLD_SIZE = 8;
+const RANK = 3;
+/** Best of this many runs (after a warm-up) at N <= 1e7; a single run above. */
+const SMALL_RUNS = 3;
+const SMALL_LIMIT = 1e7;
+/** Debian's python3-torch by default; DISTSAMPLER_BENCH_PYTHON points elsewhere (a venv's python, or a missing one to test the skip). */
+const PYTHON = process.env.DISTSAMPLER_BENCH_PYTHON ?? '/usr/bin/python3';
+const CHILD_TIMEOUT_MS = 10 * 60_000;
+
+interface OursCase {
+  readonly kind: 'ours';
+  readonly engine: EngineName;
+  readonly mode: CaseMode;
+  readonly length: number;
+  readonly sha256: boolean;
+}
+
+interface TorchCase {
+  readonly kind: 'pytorch';
+  readonly length: number;
+}
+
+type Case = OursCase | TorchCase;
+
+/** The cases in print order: grouped by N, PyTorch right under our torch engine. */
+export function planCases(options: Pick<SectionOptions, 'quick' | 'full'>): Case[] {
+  const ours = (engine: EngineName, mode: CaseMode, length: number, sha256 = true): OursCase => ({
+    kind: 'ours',
+    engine,
+    mode,
+    length,
+    sha256,
+  });
+  const pytorch = (length: number): TorchCase => ({ kind: 'pytorch', length });
+  if (options.quick) {
+    return [ours(Engine.Torch, 'shard', 1e6), pytorch(1e6), ours(Engine.Feistel, 'shard', 1e6), ours(Engine.Feistel, 'stream', 1e6)];
+  }
+  return [
+    ours(Engine.Torch, 'shard', 1e6),
+    pytorch(1e6),
+    ours(Engine.Torch, 'shard', 1e7),
+    pytorch(1e7),
+    ours(Engine.Feistel, 'shard', 1e7),
+    ours(Engine.Feistel, 'stream', 1e7),
+    ours(Engine.Torch, 'shard', 1e8),
+    // randperm(1e8).tolist() needs ~5 GB and most of a minute in PyTorch.
+    ...(options.full ? [pytorch(1e8)] : []),
+    // 125M indices: streamed and folded (O(1) memory), not hashed in the golden format (too slow).
+    ours(Engine.Feistel, 'stream', 1e9, false),
+    // Materialised, the same shard is a 500 MB Uint32Array.
+    ...(options.full ? [ours(Engine.Feistel, 'shard', 1e9, false)] : []),
+  ];
+}
+
+function runsFor(length: number): number {
+  return length <= SMALL_LIMIT ? SMALL_RUNS : 1;
+}
+
+export function formatLength(n: number): string {
+  const exponent = Math.round(Math.log10(n));
+  return n > 0 && 10 ** exponent === n ? `1e${exponent}` : n.toLocaleString('en-US');
+}
+
+interface ChildOutput {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly timedOut: boolean;
+}
+
+function runChild(command: string, args: readonly string[], cwd: string, timeoutMs = CHILD_TIMEOUT_MS): Promise<ChildOutput> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(command, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    let timedOut = false;
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    child.on('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolvePromise({ code, signal, stdout, stderr, timedOut });
+    });
+  });
+}
+
+/** The child's last stdout line, parsed; undefined when it printed no JSON object. */
+function lastJsonLine(stdout: string): Record<string, unknown> | undefined {
+  const line = stdout.trim().split('\n').pop();
+  if (!line) return undefined;
+  try {
+    const value: unknown = JSON.parse(line);
+    return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function childFailure(output: ChildOutput): string {
+  if (output.timedOut) return `timed out after ${CHILD_TIMEOUT_MS / 1000} s`;
+  const tail = output.stderr.trim().split('\n').slice(-3).join(' | ');
+  const how = output.signal ? `killed by ${output.signal}` : `exit code ${output.code}`;
+  return `child failed (${how})${tail ? `: ${tail}` : ''}`;
+}
+
+function best(values: readonly number[]): number {
+  return Math.min(...values);
+}
+
+function bytesPerIndex(peakKb: number, baselineKb: number, length: number): number {
+  return length > 0 ? (Math.max(0, peakKb - baselineKb) * 1024) / length : 0;
+}
+
+function identity(c: Case): Record<string, string | number> {
+  return c.kind === 'ours'
+    ? { length: c.length, impl: 'distsampler', engine: c.engine, mode: c.mode }
+    : { length: c.length, impl: 'pytorch', engine: 'randperm', mode: 'list()' };
+}
+
+function rowName(c: Case): string {
+  return c.kind === 'ours' ? `ours/${c.engine}/${formatLength(c.length)}/${c.mode}` : `pytorch/${formatLength(c.length)}`;
+}
+
+async function runOurs(c: OursCase, repoRoot: string): Promise<BenchRow> {
+  const spec: CaseSpec = { engine: c.engine, mode: c.mode, length: c.length, worldSize: WORLD_SIZE, rank: RANK, runs: runsFor(c.length), sha256: c.sha256 };
+  const script = join(repoRoot, 'bench', 'shardCase.ts');
+  const output = await runChild(process.execPath, ['--import', 'tsx', script, ...specToArgs(spec)], repoRoot);
+  const base = { section: SECTION, name: rowName(c) };
+  const parsed = lastJsonLine(output.stdout);
+  if (!parsed || typeof parsed.ok !== 'boolean') {
+    return { ...base, status: 'error', values: { ...identity(c), error: 'child failed' }, note: childFailure(output) };
+  }
+  const result = parsed as unknown as CaseResult;
+  if (!result.ok) {
+    // The feistel rows were written before that engine existed: a feistel engine that throws
+    // while building the plan is reported as unavailable, not as a failed bench.
+    const unavailable = c.engine === Engine.Feistel && result.phase === 'plan';
+    const message = `${result.code ? `${result.code}: ` : ''}${result.message}`;
+    // The placeholder's own error needs no note; anything else is worth reading.
+    const expected = result.code === 'ERR_UNKNOWN_ENGINE';
+    return unavailable
+      ? { ...base, status: 'n/a', values: { ...identity(c), unavailable: 'engine unavailable', error: message }, ...(expected ? {} : { note: message }) }
+      : { ...base, status: 'error', values: { ...identity(c), error: message }, note: message };
+  }
+  const totals = result.runs.map((run) => run.totalMs);
+  const fastest = result.runs.reduce((a, b) => (b.totalMs < a.totalMs ? b : a));
+  return {
+    ...base,
+    status: 'ok',
+    values: {
+      ...identity(c),
+      runs: result.runs.length,
+      count: result.count,
+      bestMs: fastest.totalMs,
+      cpuMs: fastest.cpuMs,
+      planMs: fastest.planMs,
+      extractMs: fastest.extractMs,
+      allRunsMs: totals.map((ms) => Math.round(ms * 10) / 10).join(' '),
+      indicesPerSec: result.count / (fastest.totalMs / 1000),
+      peakRssKb: result.peakRssKb,
+      baselineRssKb: result.baselineRssKb,
+      finalRssKb: result.finalRssKb,
+      bytesPerIndex: bytesPerIndex(result.peakRssKb, result.baselineRssKb, c.length),
+      sha256: result.sha256,
+      fold: result.fold,
+    },
+  };
+}
+
+interface TorchResult {
+  readonly ok: boolean;
+  readonly message?: string;
+  readonly torch?: string;
+  readonly threads?: number;
+  readonly count?: number;
+  readonly runsMs?: readonly number[];
+  readonly cpuMs?: readonly number[];
+  readonly baselineRssKb?: number;
+  readonly peakRssKb?: number;
+  readonly finalRssKb?: number;
+  readonly sha256?: string;
+}
+
+async function torchAvailable(repoRoot: string): Promise<{ ok: true } | { ok: false; reason: string }> {
+  try {
+    const output = await runChild(PYTHON, ['-c', 'import torch'], repoRoot, 120_000);
+    if (output.code === 0) return { ok: true };
+    const last = output.stderr.trim().split('\n').pop() ?? '';
+    return { ok: false, reason: `${PYTHON} -c "import torch" failed${last ? `: ${last}` : ''}` };
+  } catch (error) {
+    return { ok: false, reason: `${PYTHON} could not be run: ${error instanceof Error ? error.message : String(error)}` };
+  }
+}
+
+async function runPytorch(c: TorchCase, repoRoot: string): Promise<BenchRow> {
+  const script = join(repoRoot, 'bench', 'torch_shard.py');
+  const args = [script, `--length=${c.length}`, `--world=${WORLD_SIZE}`, `--rank=${RANK}`, '--seed=0', '--epoch=0', `--runs=${runsFor(c.length)}`];
+  const output = await runChild(PYTHON, args, repoRoot);
+  const base = { section: SECTION, name: rowName(c) };
+  const parsed = lastJsonLine(output.stdout);
+  if (!parsed || typeof parsed.ok !== 'boolean') {
+    return { ...base, status: 'error', values: { ...identity(c), error: 'child failed' }, note: childFailure(output) };
+  }
+  const result = parsed as unknown as TorchResult;
+  if (!result.ok || !result.runsMs || result.count === undefined || result.peakRssKb === undefined || result.baselineRssKb === undefined) {
+    return { ...base, status: 'skipped', values: identity(c), note: result.message ?? 'PyTorch not usable' };
+  }
+  const bestMs = best(result.runsMs);
+  const bestRun = result.runsMs.indexOf(bestMs);
+  return {
+    ...base,
+    status: 'ok',
+    values: {
+      ...identity(c),
+      impl: `pytorch ${result.torch ?? ''}`.trim(),
+      runs: result.runsMs.length,
+      count: result.count,
+      bestMs,
+      cpuMs: result.cpuMs?.[bestRun] ?? null,
+      allRunsMs: result.runsMs.map((ms) => Math.round(ms * 10) / 10).join(' '),
+      indicesPerSec: result.count / (bestMs / 1000),
+      peakRssKb: result.peakRssKb,
+      baselineRssKb: result.baselineRssKb,
+      finalRssKb: result.finalRssKb ?? null,
+      bytesPerIndex: bytesPerIndex(result.peakRssKb, result.baselineRssKb, c.length),
+      torchThreads: result.threads ?? null,
+      sha256: result.sha256 ?? null,
+    },
+  };
+}
+
+/** Cross-row checks: PyTorch's time over ours and digest equality; streamed fold vs materialised. */
+function compare(rows: BenchRow[]): BenchRow[] {
+  const find = (length: Cell, engine: string, mode: string): BenchRow | undefined =>
+    rows.find((row) => row.status === 'ok' && row.values.impl === 'distsampler' && row.values.length === length && row.values.engine === engine && row.values.mode === mode);
+  return rows.map((row) => {
+    if (row.status !== 'ok') return row;
+    const { length, engine, mode } = row.values;
+    if (typeof row.values.impl === 'string' && row.values.impl.startsWith('pytorch')) {
+      const ours = find(length, Engine.Torch, 'shard');
+      if (!ours) return row;
+      const ratio = Number(row.values.bestMs) / Number(ours.values.bestMs);
+      const same = ours.values.sha256 === row.values.sha256;
+      return { ...row, values: { ...row.values, torchOverOurs: ratio, digestMatchesOurs: same } };
+    }
+    if (mode === 'stream' && typeof engine === 'string') {
+      const materialised = find(length, engine, 'shard');
+      if (!materialised) return row;
+      return { ...row, values: { ...row.values, foldMatchesShard: materialised.values.fold === row.values.fold } };
+    }
+    return row;
+  });
+}
+
+function ms(value: Cell | undefined): string {
+  return typeof value === 'number' ? (value >= 100 ? value.toFixed(0) : value.toFixed(1)) : '-';
+}
+
+function mb(kb: Cell | undefined): string {
+  return typeof kb === 'number' ? (kb / 1024).toFixed(0) : '-';
+}
+
+function rate(value: Cell | undefined): string {
+  return typeof value === 'number' ? `${(value / 1e6).toFixed(1)}M` : '-';
+}
+
+function check(row: BenchRow): string {
+  const v = row.values;
+  if (v.digestMatchesOurs !== undefined) return v.digestMatchesOurs ? 'sha256 = ours' : 'sha256 DIFFERS';
+  if (v.foldMatchesShard !== undefined) return v.foldMatchesShard ? 'fold = shard row' : 'fold DIFFERS';
+  return '';
+}
+
+/** Measurement cells; a row that was not measured says so in its first and last cells. */
+function measured(get: (row: BenchRow) => string, place: 'first' | 'last' | 'middle' = 'middle'): (row: BenchRow) => string {
+  return (row) => {
+    if (row.status === 'ok') return get(row);
+    if (place === 'first') return row.status === 'error' ? 'ERROR' : row.status;
+    if (place === 'last') {
+      if (row.status === 'n/a') return `n/a (${String(row.values.unavailable ?? 'unavailable')})`;
+      return row.status === 'skipped' ? 'skipped (see note)' : 'ERROR (see note)';
+    }
+    return '';
+  };
+}
+
+export const columns: readonly Column[] = [
+  { header: 'N', align: 'right', get: (row) => (typeof row.values.length === 'number' ? formatLength(row.values.length) : '-') },
+  { header: 'impl', get: (row) => String(row.values.impl ?? row.name) },
+  { header: 'engine', get: (row) => String(row.values.engine ?? '') },
+  { header: 'mode', get: (row) => String(row.values.mode ?? '') },
+  { header: 'best ms', align: 'right', get: measured((row) => ms(row.values.bestMs), 'first') },
+  { header: 'cpu ms', align: 'right', get: measured((row) => ms(row.values.cpuMs)) },
+  { header: 'perm ms', align: 'right', get: measured((row) => ms(row.values.planMs)) },
+  { header: 'extract ms', align: 'right', get: measured((row) => ms(row.values.extractMs)) },
+  { header: 'runs ms', get: measured((row) => String(row.values.allRunsMs ?? '')) },
+  { header: 'idx/s', align: 'right', get: measured((row) => rate(row.values.indicesPerSec)) },
+  { header: 'peak MB', align: 'right', get: measured((row) => mb(row.values.peakRssKb)) },
+  { header: 'base MB', align: 'right', get: measured((row) => mb(row.values.baselineRssKb)) },
+  { header: 'B/N', align: 'right', get: measured((row) => formatCell(typeof row.values.bytesPerIndex === 'number' ? Math.round(row.values.bytesPerIndex * 100) / 100 : null)) },
+  { header: 'sha256', get: measured((row) => (typeof row.values.sha256 === 'string' ? row.values.sha256.slice(0, 12) : '-')) },
+  { header: 'fold', get: measured((row) => String(row.values.fold ?? '-')) },
+  { header: 'torch/ours', align: 'right', get: measured((row) => (typeof row.values.torchOverOurs === 'number' ? `${row.values.torchOverOurs.toFixed(2)}x` : '')) },
+  { header: 'check', get: measured(check, 'last') },
+];
+
+export const legend: readonly string[] = [
+  `W = ${WORLD_SIZE}, rank ${RANK}, seed 0, epoch 0, shuffle, no drop_last; each row in a fresh process, rows run one at a time.`,
+  `best ms: wall time, best of ${SMALL_RUNS} runs after a small warm-up for N <= 1e7, one run above; runs ms lists every run;`,
+  '  cpu ms: CPU time of that best run (well under best ms means other processes were taking the cores).',
+  'distsampler shard: new ShardPlan(...).shard(3), the rank\'s whole shard in a typed array; perm ms = new ShardPlan (the randperm',
+  '  for torch, nothing for feistel), extract ms = shard(). stream: plan.at(3, k) for every k folded into a checksum, nothing',
+  '  stored (its time includes the fold). A feistel row whose engine throws while planning prints n/a (engine unavailable).',
+  'pytorch: list(DistributedSampler(range(N), num_replicas=8, rank=3, shuffle=True, seed=0)) after set_epoch(0).',
+  'idx/s: shard indices (N/8) per second. peak MB: maxRSS after the first timed run; base MB: maxRSS before any work (runtime,',
+  '  imports); B/N: (peak - base) / N, bytes per dataset index. sha256: golden format (decimals joined by \',\'), first 12 hex.',
+  'fold: order-sensitive 64-bit checksum of the shard (same for shard and stream). torch/ours: PyTorch time / our torch engine.',
+];
+
+export async function runSection(options: SectionOptions): Promise<BenchRow[]> {
+  const cases = planCases(options);
+  const rows: BenchRow[] = [];
+  let torch: { ok: true } | { ok: false; reason: string } | undefined;
+  for (const c of cases) {
+    const label = `${c.kind === 'ours' ? `distsampler ${c.engine} ${c.mode}` : 'pytorch'} N=${formatLength(c.length)} (${runsFor(c.length)} run${runsFor(c.length) > 1 ? 's' : ''})`;
+    if (c.kind === 'pytorch') {
+      torch ??= await torchAvailable(options.repoRoot);
+      if (!torch.ok) {
+        options.log(`${label}: skipped, ${torch.reason}`);
+        const already = rows.some((row) => row.status === 'skipped' && row.values.impl === 'pytorch');
+        // One row says why PyTorch is missing; the rest are left out.
+        if (!already) rows.push({ section: SECTION, name: 'pytorch', status: 'skipped', values: { impl: 'pytorch' }, note: `PyTorch not available, side-by-side skipped: ${torch.reason}` });
+        continue;
+      }
+    }
+    options.log(`${label} ...`);
+    let row: BenchRow;
+    try {
+      row = c.kind === 'ours' ? await runOurs(c, options.repoRoot) : await runPytorch(c, options.repoRoot);
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      row = { section: SECTION, name: rowName(c), status: 'error', values: { ...identity(c), error: message }, note: message };
+    }
+    options.log(
+      row.status === 'ok'
+        ? `${label}: best ${ms(row.values.bestMs)} ms, peak RSS ${mb(row.values.peakRssKb)} MB`
+        : `${label}: ${row.status}${row.note ? ` (${row.note})` : ''}`,
+    );
+    rows.push(row);
+  }
+  return compare(rows);
+}
