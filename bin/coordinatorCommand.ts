@@ -1,30 +1,43 @@
 /** `distsampler coordinator`: a standalone coordinator for workers started elsewhere. */
+import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { Coordinator } from '../coordinator/coordinator.ts';
+import { forwardEvents, type BridgedEvent } from '../coordinator/eventBridge.ts';
+import { readJournal, type JournalState } from '../coordinator/journal.ts';
 import { attachProgressView } from '../coordinator/progressView.ts';
 import { formatSummary } from '../coordinator/report.ts';
-import { coordinatorSettings, RUN_CONFIG_FLAGS, RUN_CONFIG_HELP } from './runConfigFlags.ts';
-import { intFlag, parseFlags, UsageError } from './usage.ts';
+import { coordinatorSettings, RUN_CONFIG_FLAGS, RUN_CONFIG_HELP, worldSizeFlag } from './runConfigFlags.ts';
+import { parseFlags, UsageError } from './usage.ts';
 
-const HELP = `usage: distsampler coordinator --world-size W [flags]
+const HELP = `usage: distsampler coordinator --world-size W|MIN:MAX [flags]
 
-Serves a group of W workers started elsewhere (\`distsampler worker\` with MASTER_ADDR and
+Serves a group of workers started elsewhere (\`distsampler worker\` with MASTER_ADDR and
 MASTER_PORT, or initProcessGroup in your own program). Prints "listening on ws://host:port",
 then progress on stderr and the audit table on stdout; exits 0 only if every epoch's audit holds.
 
-  --world-size W             number of ranks (required)
+  --world-size W|MIN:MAX     number of ranks, or an elastic range (torchrun's --nnodes form):
+                             the rendezvous completes at MAX, or at MIN after --settle-ms;
+                             workers arriving mid-epoch wait as standby for the next epoch
+  --resume FILE              continue the run stopped in journal FILE with a new group of workers
+                             (of any size): the remaining positions are spread over it
+  --ipc                      report events to a parent process (used by \`distsampler run\`)
 
 ${RUN_CONFIG_HELP}`;
 
 export async function run(argv: string[]): Promise<number> {
-  const { values } = parseFlags(argv, { ...RUN_CONFIG_FLAGS, 'world-size': { type: 'string' } });
+  const { values } = parseFlags(argv, { ...RUN_CONFIG_FLAGS, 'world-size': { type: 'string' }, resume: { type: 'string' }, ipc: { type: 'boolean' } });
   if (values.help) {
     process.stdout.write(HELP);
     return 0;
   }
-  if (values['world-size'] === undefined) throw new UsageError('--world-size is required');
-  const worldSize = intFlag('world-size', values['world-size'], 1, 1, 100_000);
   const settings = await coordinatorSettings(values);
+  const { restore, resume, journalPath } = journalPlan(settings.journalPath, values.resume);
+  if (values['world-size'] === undefined && !(restore && !resume)) throw new UsageError('--world-size is required');
+  const worldSize = worldSizeFlag('world-size', values['world-size'], 1);
+  const ipc = values.ipc && process.send ? (m: BridgedEvent) => void process.send!(m) : undefined;
+  // Forked by a launcher: never outlive it.
+  if (process.send) process.on('disconnect', () => process.exit(1));
+
   const coordinator = new Coordinator({
     worldSize,
     config: settings.config,
@@ -34,21 +47,53 @@ export async function run(argv: string[]): Promise<number> {
     heartbeatMs: settings.heartbeatMs,
     deadAfterMs: settings.deadAfterMs,
     rendezvousTimeoutMs: settings.rendezvousTimeoutMs,
+    settleMs: settings.settleMs,
     onFailure: settings.onFailure,
     waitTimeoutMs: settings.waitTimeoutMs,
+    journalPath,
+    restore,
+    resume,
   });
-  const detach = attachProgressView(coordinator);
+  if (ipc) forwardEvents(coordinator, ipc);
+  const detach = ipc ? undefined : attachProgressView(coordinator);
   const { host, port } = await coordinator.listen();
-  process.stderr.write(`listening on ws://${host}:${port} for ${worldSize} workers\n`);
+  if (!ipc) {
+    const size = typeof worldSize === 'number' ? `${worldSize}` : `${worldSize.min}..${worldSize.max}`;
+    process.stderr.write(`listening on ws://${host}:${port} for ${restore && !resume ? 'the journaled group' : `${size} workers`}\n`);
+    if (restore) process.stderr.write(`continuing the run journaled in ${journalPath} (its config wins over flags)\n`);
+  }
   const stop = () => void coordinator.close('interrupted');
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   const report = await coordinator.done;
   await coordinator.close();
-  detach();
+  detach?.();
   process.off('SIGINT', stop);
   process.off('SIGTERM', stop);
   if (settings.reportPath) await writeFile(settings.reportPath, JSON.stringify(report, null, 2) + '\n');
-  process.stdout.write(formatSummary(report) + '\n');
+  if (!ipc) process.stdout.write(formatSummary(report) + '\n');
   return report.ok ? 0 : 1;
+}
+
+/** What the journal flags mean: a fresh run, a restart of an unfinished one, or a resume. */
+export function journalPlan(journal: string | undefined, resumeFrom: string | undefined): { restore?: JournalState; resume: boolean; journalPath?: string } {
+  if (resumeFrom !== undefined) {
+    if (journal !== undefined && journal !== resumeFrom) throw new UsageError('--resume continues writing its own journal; do not also give --journal');
+    const state = readJournalFlag('resume', resumeFrom);
+    if (state.ended?.ok) throw new UsageError(`--resume: the run in ${resumeFrom} already finished successfully`);
+    state.ended = undefined;
+    return { restore: state, resume: true, journalPath: resumeFrom };
+  }
+  if (journal === undefined || !existsSync(journal)) return { resume: false, journalPath: journal };
+  const state = readJournalFlag('journal', journal);
+  if (state.ended) throw new UsageError(`--journal: ${journal} holds a run that already ${state.ended.ok ? 'finished' : 'failed'}; remove it, pick another file, or --resume it`);
+  return { restore: state, resume: false, journalPath: journal };
+}
+
+function readJournalFlag(flag: string, path: string): JournalState {
+  try {
+    return readJournal(path);
+  } catch (err) {
+    throw new UsageError(`--${flag}: ${err instanceof Error ? err.message : String(err)}`);
+  }
 }

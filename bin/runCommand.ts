@@ -1,63 +1,128 @@
-/** `distsampler run`: coordinator plus W local worker processes, like `torchrun --standalone`. */
+/** `distsampler run`: a coordinator and W local worker processes, like `torchrun --standalone`. */
+import { existsSync, rmSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Launcher } from '../coordinator/launcher.ts';
 import { attachProgressView } from '../coordinator/progressView.ts';
 import { formatSummary } from '../coordinator/report.ts';
-import { coordinatorSettings, RUN_CONFIG_FLAGS, RUN_CONFIG_HELP } from './runConfigFlags.ts';
-import { intFlag, parseFlags } from './usage.ts';
+import { parseCoordinatorKill, parseKill, parseStepMs } from './faultFlags.ts';
+import { coordinatorSettings, RUN_CONFIG_FLAGS, RUN_CONFIG_HELP, worldSizeFlag } from './runConfigFlags.ts';
+import { intFlag, parseFlags, UsageError } from './usage.ts';
 
 const HELP = `usage: distsampler run [--workers W] [flags]
 
 Starts a coordinator and W worker processes (env MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK,
 LOCAL_RANK, DISTSAMPLER_TOKEN), shows live per-rank progress on stderr, prints a per-epoch
-audit table and exits 0 only if every epoch's audit holds (nothing missing; without faults
-every rank's digest equals PyTorch's plan).
+audit table and exits 0 only if every epoch's audit holds: no planned position missing and,
+without faults, every rank's digest equal to PyTorch's plan.
 
   --workers W                number of worker processes (default 4)
+  --world-size MIN:MAX       elastic bounds for the group (default W:W)
   --step FILE                a .ts/.js module exporting async step(batch, ctx) (default: no-op)
+  --resume FILE              continue a stopped run from its journal, with --workers W workers
+                             (any number): the remaining positions are spread over them
 
-${RUN_CONFIG_HELP}`;
+Simulation (faults are injected by this launcher; everything replays from the seed):
+  --kill RANK@EPOCH:FRACTION SIGKILL that rank's worker when it has done FRACTION of its shard
+                             in EPOCH (repeatable)
+  --kill-coordinator EPOCH:FRACTION
+                             SIGKILL the coordinator when FRACTION of EPOCH is acknowledged, and
+                             restart it from its journal (repeatable)
+  --straggler RANK:FACTOR    that rank's simulated work is FACTOR times slower (repeatable)
+  --step-ms MEAN[:JITTER]    simulated work per sample in ms, jitter seeded by --seed
+
+${RUN_CONFIG_HELP}
+run keeps a journal by default (in the temp folder, deleted after a successful run); an
+interrupted or failed run prints the command that resumes it.
+`;
+
+/** Flags `run` hands to its coordinator process unchanged. */
+const PASSED_TO_COORDINATOR = [
+  'epochs', 'length', 'dataset', 'batch-size', 'seed', 'engine', 'host', 'heartbeat-ms', 'dead-after-ms',
+  'rendezvous-timeout-ms', 'on-failure', 'wait-timeout-ms', 'settle-ms',
+] as const;
 
 export async function run(argv: string[]): Promise<number> {
-  const { values } = parseFlags(argv, { ...RUN_CONFIG_FLAGS, workers: { type: 'string' }, step: { type: 'string' } });
+  const { values } = parseFlags(argv, {
+    ...RUN_CONFIG_FLAGS,
+    workers: { type: 'string' },
+    'world-size': { type: 'string' },
+    step: { type: 'string' },
+    resume: { type: 'string' },
+    kill: { type: 'string', multiple: true },
+    'kill-coordinator': { type: 'string', multiple: true },
+    straggler: { type: 'string', multiple: true },
+    'step-ms': { type: 'string' },
+  });
   if (values.help) {
     process.stdout.write(HELP);
     return 0;
   }
   const workers = intFlag('workers', values.workers, 4, 1, 1024);
   const settings = await coordinatorSettings(values);
+  const worldSize = worldSizeFlag('world-size', values['world-size'], workers);
+  const range = typeof worldSize === 'number' ? { min: worldSize, max: worldSize } : worldSize;
+  if (workers > range.max) throw new UsageError(`--workers ${workers} is more than the world size allows (${range.max})`);
+  const kills = (values.kill ?? []).map(parseKill);
+  for (const k of kills) if (k.rank >= workers) throw new UsageError(`--kill ${k.rank}@...: there are only ranks 0..${workers - 1}`);
+  const coordinatorKills = (values['kill-coordinator'] ?? []).map(parseCoordinatorKill);
+  parseStepMs(values['step-ms'], values.straggler ?? []);
+  if (values.resume !== undefined && !existsSync(values.resume)) throw new UsageError(`--resume: ${values.resume} does not exist`);
+
+  const coordinatorArgs: string[] = ['--world-size', range.min === range.max ? String(range.max) : `${range.min}:${range.max}`];
+  for (const flag of PASSED_TO_COORDINATOR) {
+    const value = values[flag];
+    if (value !== undefined) coordinatorArgs.push(`--${flag}=${value}`);
+  }
+  if (values['no-shuffle']) coordinatorArgs.push('--no-shuffle');
+  if (values['drop-last']) coordinatorArgs.push('--drop-last');
   const workerArgs: string[] = [];
   if (settings.datasetPath) workerArgs.push('--dataset', settings.datasetPath);
   if (values.step) workerArgs.push('--step', values.step);
-  let detach: (() => void) | undefined;
+  if (values['step-ms']) workerArgs.push(`--step-ms=${values['step-ms']}`);
+  for (const s of values.straggler ?? []) workerArgs.push(`--straggler=${s}`);
+  workerArgs.push(`--reconnect-timeout-ms=${Math.max(30_000, 3 * settings.deadAfterMs)}`);
+
+  const ownJournal = values.resume === undefined && settings.journalPath === undefined;
+  const journalPath = values.resume ?? settings.journalPath ?? join(tmpdir(), `distsampler-${process.pid}-${Date.now()}.journal`);
+  const note = (line: string) => process.stderr.write(`${line}\n`);
   const launcher = new Launcher({
-    worldSize: workers,
-    config: settings.config,
-    host: settings.host,
+    workers,
+    coordinatorArgs,
+    workerArgs,
+    journalPath,
+    resume: values.resume !== undefined,
     port: settings.port,
     token: settings.token,
-    heartbeatMs: settings.heartbeatMs,
-    deadAfterMs: settings.deadAfterMs,
-    rendezvousTimeoutMs: settings.rendezvousTimeoutMs,
-    onFailure: settings.onFailure,
-    waitTimeoutMs: settings.waitTimeoutMs,
-    workerArgs,
-    onCoordinator: (c) => (detach = attachProgressView(c)),
-    onWorkerOutput: (rank, line) => process.stderr.write(`[rank ${rank}] ${line}\n`),
+    kills,
+    coordinatorKills,
+    replaceDead: settings.onFailure === 'wait',
+    onOutput: (source, line) => note(`[${source}] ${line}`),
+    onNote: note,
   });
+  const detach = attachProgressView(launcher.events);
+  const resumeHint = `resume with: npm run cli -- run --resume ${journalPath} --workers ${workers}`;
   const interrupt = () => {
-    process.stderr.write('\ninterrupted: stopping every worker\n');
-    void launcher.stop('interrupted').then(() => process.exit(130));
+    note('\ninterrupted: stopping every worker and the coordinator');
+    void launcher.stop().then(() => {
+      note(resumeHint);
+      process.exit(130);
+    });
   };
   process.once('SIGINT', interrupt);
   process.once('SIGTERM', interrupt);
   try {
-    const { report, exitCodes } = await launcher.run();
-    detach?.();
+    const { report, workers: exits, coordinatorRestarts } = await launcher.run();
+    detach();
     if (settings.reportPath) await writeFile(settings.reportPath, JSON.stringify(report, null, 2) + '\n');
     process.stdout.write(formatSummary(report) + '\n');
-    const failed = exitCodes.map((code, rank) => ({ code, rank })).filter((e) => e.code !== 0);
-    if (failed.length) process.stderr.write(`workers that exited non-zero: ${failed.map((f) => `rank ${f.rank} (${f.code ?? 'killed'})`).join(', ')}\n`);
+    const killed = exits.filter((w) => w.killedByLauncher).length;
+    if (killed || coordinatorRestarts) process.stdout.write(`faults injected: ${killed} worker kill(s), ${coordinatorRestarts} coordinator restart(s)\n`);
+    const failed = exits.filter((w) => w.exit !== 0 && !w.killedByLauncher);
+    if (failed.length) note(`workers that exited non-zero: ${failed.map((w) => `rank ${w.rank} pid ${w.pid} (${w.exit ?? 'killed'})`).join(', ')}`);
+    if (report.ok && ownJournal) rmSync(journalPath, { force: true });
+    else if (!report.ok) note(resumeHint);
     return report.ok ? 0 : 1;
   } finally {
     process.off('SIGINT', interrupt);

@@ -3,6 +3,7 @@ import { ENGINE_NAMES, isEngineName } from '../shared/permutation.ts';
 import type { RunConfig } from '../shared/protocol.ts';
 import { openDataset } from '../worker/datasets.ts';
 import { FailurePolicy, type FailurePolicyName } from '../coordinator/coordinator.ts';
+import type { WorldSizeRange } from '../coordinator/journal.ts';
 import { intFlag, seedFlag, UsageError, type FlagOptions } from './usage.ts';
 
 export const RUN_CONFIG_FLAGS = {
@@ -23,6 +24,8 @@ export const RUN_CONFIG_FLAGS = {
   'rendezvous-timeout-ms': { type: 'string' },
   'on-failure': { type: 'string' },
   'wait-timeout-ms': { type: 'string' },
+  'settle-ms': { type: 'string' },
+  journal: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies FlagOptions;
 
@@ -49,6 +52,11 @@ Coordinator:
                              living; abort: stop the group (PyTorch's behaviour); wait: hold the
                              rank for a replacement, then reassign after --wait-timeout-ms
   --wait-timeout-ms MS       with --on-failure wait (default 30000)
+  --settle-ms MS             elastic (MIN:MAX): once MIN workers joined, wait this long for more
+                             before starting (default 2000)
+  --journal FILE             append-only journal (fsync'd) of config, membership, epochs and
+                             acknowledged cursors; started again with the same FILE after a crash,
+                             the coordinator continues the run where it stopped
 `;
 
 type Values = { [K in keyof typeof RUN_CONFIG_FLAGS]?: (typeof RUN_CONFIG_FLAGS)[K]['type'] extends 'boolean' ? boolean : string };
@@ -65,6 +73,19 @@ export interface CoordinatorSettings {
   rendezvousTimeoutMs: number;
   onFailure: FailurePolicyName;
   waitTimeoutMs: number;
+  settleMs: number;
+  journalPath?: string;
+}
+
+/** `W` or torchrun's elastic `MIN:MAX`. */
+export function worldSizeFlag(name: string, raw: string | undefined, fallback: number): number | WorldSizeRange {
+  if (raw === undefined) return fallback;
+  const m = /^(\d+):(\d+)$/.exec(raw.trim());
+  if (!m) return intFlag(name, raw, fallback, 1, 100_000);
+  const min = intFlag(name, m[1], 1, 1, 100_000);
+  const max = intFlag(name, m[2], 1, 1, 100_000);
+  if (min > max) throw new UsageError(`--${name} MIN:MAX needs MIN <= MAX, got '${raw}'`);
+  return min === max ? min : { min, max };
 }
 
 export async function coordinatorSettings(values: Values): Promise<CoordinatorSettings> {
@@ -103,5 +124,7 @@ export async function coordinatorSettings(values: Values): Promise<CoordinatorSe
     rendezvousTimeoutMs: intFlag('rendezvous-timeout-ms', values['rendezvous-timeout-ms'], 60_000, 1),
     onFailure: onFailure as FailurePolicyName,
     waitTimeoutMs: intFlag('wait-timeout-ms', values['wait-timeout-ms'], 30_000, 1),
+    settleMs: intFlag('settle-ms', values['settle-ms'], 2000, 0),
+    journalPath: values.journal,
   };
 }

@@ -6,6 +6,8 @@ import { openDataset, rangeDataset, type Dataset } from '../worker/datasets.ts';
 import { initProcessGroup } from '../worker/processGroup.ts';
 import { loadStepModule, noopStep, type StepFn } from '../worker/stepModule.ts';
 import { intFlag, parseFlags } from './usage.ts';
+import { parseStepMs } from './faultFlags.ts';
+import { withSimulatedWork } from '../worker/simulatedWork.ts';
 
 export const WORKER_HELP = `usage: distsampler worker [flags]
 
@@ -25,6 +27,15 @@ Work:
                        (default: the synthetic range, sample i is i)
   --step FILE          a .ts/.js module exporting async step(batch, ctx) (default: no-op)
   --batch-size B       override the coordinator's batch size for this worker
+  --reconnect-timeout-ms MS
+                       how long to keep reconnecting to a coordinator that went away
+                       (killed, restarting from its journal) (default 30000)
+
+Simulation:
+  --step-ms MEAN[:JITTER]
+                       simulated work per sample, jitter seeded by the run's seed (replays exactly)
+  --straggler RANK:FACTOR
+                       that rank's simulated work is FACTOR times slower (repeatable)
   -h, --help           this help
 `;
 
@@ -39,6 +50,9 @@ export async function run(argv: string[]): Promise<number> {
     dataset: { type: 'string' },
     step: { type: 'string' },
     'batch-size': { type: 'string' },
+    'reconnect-timeout-ms': { type: 'string' },
+    'step-ms': { type: 'string' },
+    straggler: { type: 'string', multiple: true },
     help: { type: 'boolean', short: 'h' },
   });
   if (values.help) {
@@ -57,13 +71,16 @@ export async function run(argv: string[]): Promise<number> {
   const timeoutMs = intFlag('timeout-ms', values['timeout-ms'], 120_000, 1);
   const batchSize = values['batch-size'] === undefined ? undefined : intFlag('batch-size', values['batch-size'], 1, 1);
 
+  const reconnectTimeoutMs = intFlag('reconnect-timeout-ms', values['reconnect-timeout-ms'], 30_000, 0);
+  const work = parseStepMs(values['step-ms'], values.straggler ?? []);
   const userDataset = values.dataset ? await openDataset({ dataset: values.dataset }) : undefined;
-  const step: StepFn = values.step ? await loadStepModule(values.step) : noopStep;
-  const pg = await initProcessGroup({ initMethod: 'env://', env, rank, worldSize, timeoutMs, token: values.token, length: userDataset?.length });
+  const userStep: StepFn = values.step ? await loadStepModule(values.step) : noopStep;
+  const pg = await initProcessGroup({ initMethod: 'env://', env, rank, worldSize, timeoutMs, reconnectTimeoutMs, token: values.token, length: userDataset?.length });
+  const step = work ? withSimulatedWork(userStep, work, pg.config.seed) : userStep;
   const dataset: Dataset = userDataset ?? rangeDataset(pg.config.length);
   try {
     for await (const epoch of pg.epochs()) {
-      const ctx = { rank: pg.rank, worldSize: epoch.worldSize, epoch: epoch.epoch };
+      const ctx = { rank: epoch.rank, worldSize: epoch.worldSize, epoch: epoch.epoch };
       for await (const batch of epoch.batches(dataset, { batchSize })) await step(batch, ctx);
     }
   } finally {

@@ -1,7 +1,8 @@
 /**
  * The coordinator: an HTTP server with ws on its upgrade event. It translates socket events
- * into decisions of the pure parts (Rendezvous, EpochLedger, Collectives, KeyValueStore) and
- * sends what they decide. Nothing per sample crosses the wire: only epochs, units and acks.
+ * into decisions of the pure parts (Rendezvous, EpochLedger, Collectives, KeyValueStore),
+ * journals them, and sends what they decide. Nothing per sample crosses the wire: only
+ * epochs, work units and acks.
  */
 import { EventEmitter } from 'node:events';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
@@ -21,8 +22,9 @@ import {
 } from '../shared/protocol.ts';
 import { computeNumSamples } from '../shared/sampler.ts';
 import { Collectives } from './collectives.ts';
-import { EpochLedger } from './epochLedger.ts';
+import { EpochLedger, type Reassignment } from './epochLedger.ts';
 import { Heartbeat } from './heartbeat.ts';
+import { Journal, type JournalRecord, type JournalState, type WorldSizeRange } from './journal.ts';
 import { KeyValueStore } from './kvStore.ts';
 import { Rendezvous } from './rendezvous.ts';
 import { planDigests, planFor, reportConfig, type EpochAudit, type EpochEvent, type RankAudit, type RunReport } from './report.ts';
@@ -32,7 +34,8 @@ export const FailurePolicy = { Reassign: 'reassign', Abort: 'abort', Wait: 'wait
 export type FailurePolicyName = (typeof FailurePolicy)[keyof typeof FailurePolicy];
 
 export interface CoordinatorOptions {
-  readonly worldSize: number;
+  /** A fixed world size, or torchrun's elastic MIN:MAX. */
+  readonly worldSize: number | WorldSizeRange;
   readonly config: RunConfig;
   readonly host?: string;
   readonly port?: number;
@@ -40,11 +43,26 @@ export interface CoordinatorOptions {
   readonly heartbeatMs?: number;
   readonly deadAfterMs?: number;
   readonly rendezvousTimeoutMs?: number;
+  /** Elastic: once MIN workers are there, how long to wait for more before starting. */
+  readonly settleMs?: number;
   /** How long to wait for every live worker's epoch report at the rollover barrier. */
   readonly reportTimeoutMs?: number;
   readonly onFailure?: FailurePolicyName;
   /** With onFailure 'wait': how long a dead rank waits for a replacement before reassigning. */
   readonly waitTimeoutMs?: number;
+  /** Append-only journal for restarts; created anew unless `restore` continues it. */
+  readonly journalPath?: string;
+  /** State read from the journal: a restarted coordinator continues where it stopped. */
+  readonly restore?: JournalState;
+  /**
+   * With `restore`: the old workers are gone; a new group (of any size) takes over the
+   * remaining positions of the interrupted epoch, then carries on.
+   */
+  readonly resume?: boolean;
+  /** After a restart, how long members have to reconnect before they count as dead. */
+  readonly rejoinTimeoutMs?: number;
+  /** How often acknowledged cursors are flushed to the journal. */
+  readonly journalFlushMs?: number;
   readonly scheduler?: Scheduler;
 }
 
@@ -66,10 +84,11 @@ export class RendezvousTimeoutError extends Error {
 
 /** What the coordinator tells its host (the launcher, the CLI) as the run goes. */
 export interface CoordinatorEvents {
-  joined: [{ rank: number; pid: number; workerId: string; rejoined: boolean }];
+  listening: [{ host: string; port: number }];
+  joined: [{ rank: number; pid: number; workerId: string; rejoined: boolean; standby: boolean }];
   refused: [{ reason: string; closeCode: number }];
-  epochStart: [{ epoch: number; worldSize: number; numSamples: number }];
-  progress: [{ epoch: number; rank: number; acknowledged: number; numSamples: number }];
+  epochStart: [{ epoch: number; worldSize: number; numSamples: number; ranks: Array<{ rank: number; pid: number | null }> }];
+  progress: [{ epoch: number; rank: number; acknowledged: number; numSamples: number; consumed: number; planned: number }];
   event: [EpochEvent & { epoch: number | null }];
   epochAudit: [EpochAudit];
   done: [RunReport];
@@ -84,34 +103,62 @@ interface Peer {
   heartbeat: Heartbeat;
 }
 
-type Phase = 'rendezvous' | 'running' | 'reporting' | 'finished' | 'aborted';
+type Phase = 'rendezvous' | 'running' | 'reporting' | 'between' | 'finished' | 'aborted';
 
 interface EpochState {
   ledger: EpochLedger;
-  startedAt: number;
+  startedAtWallMs: number;
   events: EpochEvent[];
+  /** Ranks taking part in this epoch (standbys wait for the next one). */
+  active: Set<number>;
   reports: Map<number, { samples: number; sha256: string; waitMs: number }>;
   pids: Map<number, number>;
   reportTimer?: unknown;
 }
 
+function rangeOf(worldSize: number | WorldSizeRange): WorldSizeRange {
+  return typeof worldSize === 'number' ? { min: worldSize, max: worldSize } : worldSize;
+}
+
 export class Coordinator extends EventEmitter<CoordinatorEvents> {
   readonly config: RunConfig;
-  readonly worldSize: number;
-  private readonly options: Required<Omit<CoordinatorOptions, 'token' | 'scheduler'>> & { token?: string };
+  readonly range: WorldSizeRange;
+  private readonly options: {
+    host: string;
+    port: number;
+    token?: string;
+    heartbeatMs: number;
+    deadAfterMs: number;
+    rendezvousTimeoutMs: number;
+    settleMs: number;
+    reportTimeoutMs: number;
+    onFailure: FailurePolicyName;
+    waitTimeoutMs: number;
+    rejoinTimeoutMs: number;
+    journalFlushMs: number;
+  };
   private readonly scheduler: Scheduler;
   private readonly rendezvous: Rendezvous;
   private readonly collectives: Collectives;
   private readonly store: KeyValueStore;
+  private readonly journal: Journal | undefined;
   private readonly peers = new Set<Peer>();
   private readonly byRank = new Map<number, Peer>();
   private readonly audits: EpochAudit[] = [];
   private readonly waitTimers = new Map<number, unknown>();
+  private readonly pendingAcks = new Map<number, [number, number]>();
   private http: Server | undefined;
   private wss: WebSocketServer | undefined;
   private phase: Phase = 'rendezvous';
   private current: EpochState | undefined;
+  /** The size of the group for the epoch to come (elastic groups change it at boundaries). */
+  private groupSize: number;
   private rendezvousTimer: unknown;
+  private settleTimer: unknown;
+  private rejoinTimer: unknown;
+  private flushTimer: unknown;
+  private readonly restoredFrom: JournalState | undefined;
+  private readonly resuming: boolean;
   private finalReport: RunReport | undefined;
   private resolveDone!: (report: RunReport) => void;
   /** Settles with the report when the run finishes or aborts (never rejects). */
@@ -119,33 +166,48 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
 
   constructor(options: CoordinatorOptions) {
     super();
-    this.config = options.config;
-    this.worldSize = options.worldSize;
-    if (!Number.isSafeInteger(options.worldSize) || options.worldSize < 1) {
-      throw new CoordinatorConfigError(`world size must be an integer >= 1, got ${options.worldSize}`);
+    this.restoredFrom = options.restore;
+    this.resuming = Boolean(options.restore && options.resume);
+    this.config = options.restore ? options.restore.config : options.config;
+    // A restart keeps the journaled group; a resume takes the size it is given.
+    this.range = options.restore && !options.resume ? options.restore.worldSize : rangeOf(options.worldSize);
+    const { min, max } = this.range;
+    if (!Number.isSafeInteger(min) || !Number.isSafeInteger(max) || min < 1 || max < min) {
+      throw new CoordinatorConfigError(`world size must be an integer >= 1 or MIN:MAX with 1 <= MIN <= MAX, got ${min === max ? min : `${min}:${max}`}`);
     }
+    this.groupSize = max;
+    const deadAfterMs = options.deadAfterMs ?? 5000;
     this.options = {
-      worldSize: options.worldSize,
-      config: options.config,
       host: options.host ?? '127.0.0.1',
       port: options.port ?? 0,
       token: options.token,
       heartbeatMs: options.heartbeatMs ?? 1000,
-      deadAfterMs: options.deadAfterMs ?? 5000,
+      deadAfterMs,
       rendezvousTimeoutMs: options.rendezvousTimeoutMs ?? 60_000,
+      settleMs: options.settleMs ?? 2000,
       reportTimeoutMs: options.reportTimeoutMs ?? 10_000,
       onFailure: options.onFailure ?? FailurePolicy.Reassign,
       waitTimeoutMs: options.waitTimeoutMs ?? 30_000,
+      rejoinTimeoutMs: options.rejoinTimeoutMs ?? Math.max(10_000, 2 * deadAfterMs),
+      journalFlushMs: options.journalFlushMs ?? 50,
     };
     if (!isLoopback(this.options.host) && !this.options.token) {
       throw new CoordinatorConfigError(`refusing to listen on non-loopback host ${this.options.host} without a token (--token or DISTSAMPLER_TOKEN)`);
     }
     this.scheduler = options.scheduler ?? realScheduler;
-    this.rendezvous = new Rendezvous({ worldSize: this.worldSize, length: this.config.length });
+    this.rendezvous = new Rendezvous({ worldSize: max, length: this.config.length });
     const send = (rank: number, message: ServerMessage) => this.sendTo(rank, message);
     this.collectives = new Collectives({ members: () => this.rendezvous.liveRanks(), send, scheduler: this.scheduler });
     this.store = new KeyValueStore({ send, scheduler: this.scheduler });
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
+    if (options.journalPath) {
+      this.journal = options.restore ? Journal.append(options.journalPath) : Journal.create(options.journalPath, this.config, this.range);
+    }
+  }
+
+  /** The largest group this coordinator admits. */
+  get worldSize(): number {
+    return this.range.max;
   }
 
   /** Starts listening; resolves with the bound address (port 0 asks the OS for one). */
@@ -166,16 +228,22 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
         resolve();
       });
     });
-    const address = http.address() as AddressInfo;
-    this.rendezvousTimer = this.scheduler.setTimeout(() => this.rendezvousExpired(), this.options.rendezvousTimeoutMs);
-    return { host: this.options.host, port: address.port };
+    const address = { host: this.options.host, port: (http.address() as AddressInfo).port };
+    this.emit('listening', address);
+    if (this.restoredFrom && !this.resuming) this.restart(this.restoredFrom);
+    else {
+      if (this.restoredFrom) this.audits.push(...this.restoredFrom.audits);
+      this.rendezvousTimer = this.scheduler.setTimeout(() => this.rendezvousExpired(), this.options.rendezvousTimeoutMs);
+      if (this.journal && this.restoredFrom) this.journal.compact(this.snapshot());
+    }
+    return address;
   }
 
   /** A snapshot for `GET /status` and for humans. */
   status(): { phase: string; worldSize: number; live: number[]; missing: number[]; epoch: number | null } {
     return {
       phase: this.phase,
-      worldSize: this.worldSize,
+      worldSize: this.groupSize,
       live: this.rendezvous.liveRanks(),
       missing: this.rendezvous.missingRanks(),
       epoch: this.current?.ledger.epoch ?? null,
@@ -185,13 +253,14 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   /** Stops everything: closes sockets and the server. The report settles `done` if not yet. */
   async close(reason = 'coordinator shutting down'): Promise<void> {
     if (this.phase !== 'finished' && this.phase !== 'aborted') this.abort(reason, CloseCode.Shutdown);
-    this.scheduler.clearTimeout(this.rendezvousTimer);
+    for (const timer of [this.rendezvousTimer, this.settleTimer, this.rejoinTimer, this.flushTimer]) this.scheduler.clearTimeout(timer);
     for (const peer of this.peers) {
       peer.heartbeat.stop();
       peer.ws.terminate();
     }
     this.collectives.close(reason);
     this.store.close();
+    this.journal?.close();
     await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
     this.http?.closeAllConnections();
   }
@@ -200,7 +269,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
 
   private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     if (!this.tokenMatches(req)) {
-      socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 33\r\n\r\nmissing or wrong DISTSAMPLER_TOKEN');
+      const body = 'missing or wrong DISTSAMPLER_TOKEN';
+      socket.end(`HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
       socket.destroy();
       return;
     }
@@ -224,12 +294,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       workerId: null,
       pid: null,
       leaving: false,
-      heartbeat: new Heartbeat(
-        { ping: () => ws.ping(), dead: () => ws.terminate() },
-        this.scheduler,
-        this.options.heartbeatMs,
-        this.options.deadAfterMs,
-      ),
+      heartbeat: new Heartbeat({ ping: () => ws.ping(), dead: () => ws.terminate() }, this.scheduler, this.options.heartbeatMs, this.options.deadAfterMs),
     };
     this.peers.add(peer);
     ws.on('pong', () => peer.heartbeat.seen());
@@ -285,33 +350,72 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     peer.workerId = message.workerId;
     peer.pid = message.pid;
     this.byRank.set(rank, peer);
-    this.emit('joined', { rank, pid: message.pid, workerId: message.workerId, rejoined });
+    if (!rejoined) this.journalWrite({ k: 'member', rank, workerId: message.workerId });
+    const state = this.current;
+    const standby = this.phase !== 'rendezvous' && this.isElastic && !(state?.active.has(rank) ?? false);
+    this.emit('joined', { rank, pid: message.pid, workerId: message.workerId, rejoined, standby });
     if (this.phase === 'rendezvous') {
       // Like init_process_group, nobody is welcomed until the whole group is there.
-      if (this.rendezvous.complete) {
-        this.scheduler.clearTimeout(this.rendezvousTimer);
-        for (const member of this.byRank.values()) this.welcome(member);
-        this.startEpoch(0);
-      }
+      this.checkRendezvous();
       return;
     }
     this.welcome(peer);
-    if (this.current) {
-      this.current.pids.set(rank, message.pid);
-      this.recordEvent(rejoined ? 'join' : 'replace', rank, `pid ${message.pid}${rejoined ? ' rejoined' : ' took over the rank'}`);
+    if (state) {
+      state.pids.set(rank, message.pid);
+      const what = rejoined ? 'rejoined' : standby ? 'joined as standby for the next epoch' : 'took over the rank';
+      this.recordEvent(rejoined ? 'join' : standby ? 'join' : 'replace', rank, `pid ${message.pid} ${what}`);
     }
-    // Mid-run: a replacement or a reconnect resumes the rank's units from their acknowledged cursors.
     this.cancelWait(rank);
-    if (this.current && this.phase === 'running') {
-      this.send(peer, { t: 'epoch', epoch: this.current.ledger.epoch, worldSize: this.current.ledger.worldSize, units: this.current.ledger.unitsOf(rank) });
-    } else if (this.current && this.phase === 'reporting') {
-      this.send(peer, { t: 'epoch', epoch: this.current.ledger.epoch, worldSize: this.current.ledger.worldSize, units: [] });
-      this.send(peer, { t: 'epochEnd', epoch: this.current.ledger.epoch });
+    if (!state || standby) {
+      if (this.phase === 'between') this.maybeStartAfterRestart();
+      return;
+    }
+    state.active.add(rank);
+    // A replacement or a reconnect resumes the rank's units from their acknowledged cursors.
+    this.sendEpoch(rank);
+    if (this.phase === 'reporting') this.sendTo(rank, { t: 'epochEnd', epoch: state.ledger.epoch });
+    this.maybeEndRejoinWait();
+  }
+
+  private get isElastic(): boolean {
+    return this.range.min !== this.range.max;
+  }
+
+  private checkRendezvous(): void {
+    const live = this.rendezvous.liveRanks().length;
+    const full = this.isElastic ? live >= this.range.max : this.rendezvous.complete && live === this.range.max;
+    if (full) return this.completeRendezvous();
+    if (this.isElastic && live >= this.range.min && this.settleTimer === undefined) {
+      this.settleTimer = this.scheduler.setTimeout(() => {
+        this.settleTimer = undefined;
+        if (this.phase === 'rendezvous' && this.rendezvous.liveRanks().length >= this.range.min) this.completeRendezvous();
+      }, this.options.settleMs);
     }
   }
 
+  private completeRendezvous(): void {
+    this.scheduler.clearTimeout(this.rendezvousTimer);
+    this.scheduler.clearTimeout(this.settleTimer);
+    this.settleTimer = undefined;
+    this.compactRanks();
+    this.groupSize = this.isElastic ? this.rendezvous.liveRanks().length : this.range.max;
+    for (const member of this.byRank.values()) this.welcome(member);
+    const interrupted = this.resuming ? this.restoredFrom?.current : undefined;
+    if (interrupted) return this.resumeEpoch(interrupted);
+    this.startEpoch(this.audits.length ? this.audits[this.audits.length - 1].epoch + 1 : 0);
+  }
+
   private welcome(peer: Peer): void {
-    this.send(peer, { t: 'welcome', v: PROTOCOL_VERSION, rank: peer.rank!, worldSize: this.worldSize, workerId: peer.workerId!, config: this.config });
+    this.send(peer, {
+      t: 'welcome',
+      v: PROTOCOL_VERSION,
+      rank: peer.rank!,
+      worldSize: this.groupSize,
+      minWorldSize: this.range.min,
+      maxWorldSize: this.range.max,
+      workerId: peer.workerId!,
+      config: this.config,
+    });
   }
 
   private disconnected(peer: Peer): void {
@@ -324,40 +428,57 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     if (this.phase === 'finished' || this.phase === 'aborted') return;
     if (this.phase === 'rendezvous') {
       // Before the group exists a departure simply frees the rank.
-      this.rendezvous.release(rank);
+      this.release(rank);
       return;
     }
     this.rendezvous.disconnected(rank);
     this.collectives.memberLost(rank);
-    const state = this.current!;
+    const state = this.current;
+    if (!state || this.phase === 'between' || !state.active.has(rank)) {
+      this.recordEvent(peer.leaving ? 'leave' : 'death', rank, 'standby, no work');
+      this.release(rank);
+      return;
+    }
     const reached = state.ledger
       .allUnits()
-      .filter((u) => u.owner === rank)
+      .filter((u) => u.owner === rank && u.end > u.start)
       .map((u) => `origin ${u.origin} offset ${u.cursor}/${u.end}`)
       .join('; ');
-    if (peer.leaving) this.recordEvent('leave', rank, reached || 'no work left');
-    else this.recordEvent('death', rank, reached || 'no work left');
+    this.recordEvent(peer.leaving ? 'leave' : 'death', rank, reached || 'no work left');
+    this.handleLoss(rank, peer.leaving, reached);
+  }
+
+  /** A member of the running epoch is gone (died or left): apply the failure policy. */
+  private handleLoss(rank: number, leaving: boolean, reached: string): void {
+    const state = this.current!;
+    state.active.delete(rank);
     if (this.phase === 'reporting') {
+      this.release(rank);
       this.maybeFinishEpoch();
       return;
     }
-    if (!peer.leaving && this.options.onFailure === FailurePolicy.Abort) {
+    if (!leaving && this.options.onFailure === FailurePolicy.Abort) {
       this.abort(`rank ${rank} died at ${reached || 'the end of its work'}`, CloseCode.Aborted);
       return;
     }
-    if (!peer.leaving && this.options.onFailure === FailurePolicy.Wait && state.ledger.remainingOf(rank) > 0) {
-      // Free the rank for a replacement; fall back to reassigning if none comes in time.
-      this.rendezvous.release(rank);
+    this.release(rank);
+    if (!leaving && this.options.onFailure === FailurePolicy.Wait && state.ledger.remainingOf(rank) > 0) {
+      // The rank stays free for a replacement; reassign if none comes in time.
       this.waitTimers.set(
         rank,
         this.scheduler.setTimeout(() => {
           this.waitTimers.delete(rank);
-          if (!this.rendezvous.isLive(rank)) this.reassignFrom(rank, `no replacement for rank ${rank} within ${this.options.waitTimeoutMs} ms`);
+          if (!this.rendezvous.isLive(rank)) this.reassignFrom(rank, `no replacement for rank ${rank} within ${this.options.waitTimeoutMs} ms`, true);
         }, this.options.waitTimeoutMs),
       );
       return;
     }
-    this.reassignFrom(rank, peer.leaving ? `rank ${rank} left` : `rank ${rank} died`);
+    this.reassignFrom(rank, leaving ? `rank ${rank} left` : `rank ${rank} died`, !leaving);
+  }
+
+  private release(rank: number): void {
+    this.rendezvous.release(rank);
+    this.journalWrite({ k: 'unmember', rank });
   }
 
   private cancelWait(rank: number): void {
@@ -366,18 +487,25 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.waitTimers.delete(rank);
   }
 
-  private reassignFrom(rank: number, reason: string): void {
+  private reassignFrom(rank: number, reason: string, countInflight: boolean): void {
     const state = this.current;
     if (!state || this.phase !== 'running') return;
-    const live = this.rendezvous.liveRanks();
+    const live = this.activeLive();
     if (live.length === 0) {
       if (state.ledger.remainingOf(rank) > 0) this.abort(`${reason} and no live worker is left to take its positions`, CloseCode.Aborted);
       return;
     }
-    const moved = state.ledger.reassign(rank, live);
+    this.sendAssignments(state.ledger.reassign(rank, live, countInflight), reason, rank);
+  }
+
+  private sendAssignments(moved: Reassignment[], reason: string, from: number | null): void {
+    const state = this.current!;
+    if (moved.length === 0) return this.maybeCompleteEpoch();
+    // Journal before sending: a restarted coordinator must not hand the same tail out twice.
+    this.journalWrite({ k: 'units', epoch: state.ledger.epoch, units: state.ledger.snapshot(), redelivered: state.ledger.redelivered });
     const byTarget = new Map<number, number[]>();
     for (const m of moved) {
-      this.recordEvent('reassign', m.to, `origin ${m.origin} offsets [${m.start}, ${m.end}) from rank ${rank}`);
+      this.recordEvent('reassign', m.to, `origin ${m.origin} offsets [${m.start}, ${m.end})${from === null ? '' : ` from rank ${from}`}`);
       byTarget.set(m.to, [...(byTarget.get(m.to) ?? []), m.unit]);
     }
     for (const [target, unitIds] of byTarget) {
@@ -387,37 +515,94 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.maybeCompleteEpoch();
   }
 
+  private activeLive(): number[] {
+    const state = this.current;
+    return this.rendezvous.liveRanks().filter((r) => state?.active.has(r));
+  }
+
   // ---- epochs -----------------------------------------------------------------------
 
   private startEpoch(epoch: number): void {
     if (epoch >= this.config.epochs) return this.finish();
-    this.phase = 'running';
-    const numSamples = computeNumSamples(this.config.length, this.worldSize, this.config.dropLast);
-    const ledger = new EpochLedger(epoch, this.worldSize, numSamples);
-    const pids = new Map<number, number>();
-    for (const [rank, peer] of this.byRank) if (peer.pid !== null) pids.set(rank, peer.pid);
-    this.current = { ledger, startedAt: this.scheduler.now(), events: [], reports: new Map(), pids };
-    this.emit('epochStart', { epoch, worldSize: this.worldSize, numSamples });
-    const live = this.rendezvous.liveRanks();
-    for (const rank of live) {
-      this.sendTo(rank, { t: 'epoch', epoch, worldSize: this.worldSize, units: ledger.unitsOf(rank) });
+    if (this.isElastic) {
+      this.compactRanks();
+      const live = this.rendezvous.liveRanks().length;
+      if (live < this.range.min) {
+        return this.abort(`the group shrank to ${live} workers, below the minimum world size ${this.range.min}`, CloseCode.Aborted);
+      }
+      this.groupSize = Math.min(live, this.range.max);
     }
+    const worldSize = this.groupSize;
+    const numSamples = computeNumSamples(this.config.length, worldSize, this.config.dropLast);
+    const ledger = new EpochLedger(epoch, worldSize, numSamples);
+    const live = this.rendezvous.liveRanks().filter((r) => r < worldSize);
+    this.beginEpoch(ledger, new Set(live), []);
     // Ranks that died before this epoch began: their whole shard goes to the living.
-    for (let rank = 0; rank < this.worldSize; rank++) {
-      if (!live.includes(rank) && !this.waitTimers.has(rank)) this.reassignFrom(rank, `rank ${rank} is gone`);
+    for (let rank = 0; rank < worldSize; rank++) {
+      if (!live.includes(rank) && !this.waitTimers.has(rank)) this.reassignFrom(rank, `rank ${rank} is gone`, false);
     }
     this.maybeCompleteEpoch();
+  }
+
+  /** Continues a journaled epoch with a new group: its remaining positions are spread over it. */
+  private resumeEpoch(interrupted: NonNullable<JournalState['current']>): void {
+    const ledger = new EpochLedger(interrupted.epoch, interrupted.worldSize, interrupted.numSamples, interrupted);
+    const live = this.rendezvous.liveRanks();
+    this.beginEpoch(ledger, new Set(live), [...interrupted.events], interrupted.startedAtWallMs);
+    this.recordEvent('resume', null, `resumed by ${live.length} new workers with ${ledger.missing} positions left`);
+    this.sendAssignments(ledger.redistribute(live), 'resumed run', null);
+  }
+
+  private beginEpoch(ledger: EpochLedger, active: Set<number>, events: EpochEvent[], startedAtWallMs = Date.now()): void {
+    this.phase = 'running';
+    const pids = new Map<number, number>();
+    for (const [rank, peer] of this.byRank) if (peer.pid !== null) pids.set(rank, peer.pid);
+    this.current = { ledger, startedAtWallMs, events, active, reports: new Map(), pids };
+    this.journal?.compact(this.snapshot());
+    this.emit('epochStart', {
+      epoch: ledger.epoch,
+      worldSize: ledger.worldSize,
+      numSamples: ledger.numSamples,
+      ranks: [...active].sort((a, b) => a - b).map((rank) => ({ rank, pid: pids.get(rank) ?? null })),
+    });
+    for (const rank of active) this.sendEpoch(rank);
+  }
+
+  private sendEpoch(rank: number): void {
+    const { ledger } = this.current!;
+    this.sendTo(rank, { t: 'epoch', epoch: ledger.epoch, rank, worldSize: ledger.worldSize, units: ledger.unitsOf(rank) });
+  }
+
+  /** Elastic: ranks of the next epoch must be 0..n-1; survivors below n keep theirs. */
+  private compactRanks(): void {
+    const live = this.rendezvous.liveRanks();
+    const n = live.length;
+    const holes = [];
+    for (let r = 0; r < n; r++) if (!live.includes(r)) holes.push(r);
+    for (const rank of live.filter((r) => r >= n)) {
+      const to = holes.shift()!;
+      for (const [held] of this.rendezvous.holderEntries()) if (held === to) this.release(to);
+      this.rendezvous.move(rank, to);
+      const peer = this.byRank.get(rank)!;
+      this.byRank.delete(rank);
+      this.byRank.set(to, peer);
+      peer.rank = to;
+      this.journalWrite({ k: 'unmember', rank });
+      this.journalWrite({ k: 'member', rank: to, workerId: peer.workerId! });
+    }
   }
 
   private ack(peer: Peer, rank: number, message: Extract<ClientMessage, { t: 'ack' }>): void {
     const state = this.current;
     if (!state || this.phase !== 'running') {
-      // Late acks racing the epoch's end are harmless only if they add nothing.
+      // Acks racing the epoch's end (or re-sent after a restart) are harmless if they add nothing.
       if (state && message.epoch === state.ledger.epoch) return;
       return this.reject(peer, CloseCode.ForeignAck, `ack for epoch ${message.epoch} outside a running epoch`);
     }
     const outcome = state.ledger.ack(rank, message.epoch, message.unit, message.cursor, message.inflight);
     if (!outcome.ok) return this.reject(peer, CloseCode.ForeignAck, outcome.reason);
+    this.bufferAck(message.unit, state);
+    if (message.inflight && message.inflight.unit !== message.unit) this.bufferAck(message.inflight.unit, state);
     if (outcome.advanced > 0) {
       const unit = state.ledger.allUnits().find((u) => u.id === message.unit)!;
       this.emit('progress', {
@@ -425,6 +610,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
         rank: unit.origin,
         acknowledged: state.ledger.acknowledgedOf(unit.origin),
         numSamples: state.ledger.numSamples,
+        consumed: state.ledger.consumed,
+        planned: state.ledger.planned,
       });
     }
     this.maybeCompleteEpoch();
@@ -433,8 +620,9 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   private maybeCompleteEpoch(): void {
     const state = this.current;
     if (!state || this.phase !== 'running' || !state.ledger.complete) return;
+    this.flushAcks();
     this.phase = 'reporting';
-    for (const rank of this.rendezvous.liveRanks()) this.sendTo(rank, { t: 'epochEnd', epoch: state.ledger.epoch });
+    for (const rank of this.activeLive()) this.sendTo(rank, { t: 'epochEnd', epoch: state.ledger.epoch });
     state.reportTimer = this.scheduler.setTimeout(() => this.finishEpoch(), this.options.reportTimeoutMs);
     this.maybeFinishEpoch();
   }
@@ -442,6 +630,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   private epochReport(peer: Peer, rank: number, message: Extract<ClientMessage, { t: 'epochReport' }>): void {
     const state = this.current;
     if (!state || message.epoch !== state.ledger.epoch || this.phase !== 'reporting') {
+      // A report re-sent after a restart, for an epoch already audited, is harmless.
+      if (this.audits.some((a) => a.epoch === message.epoch)) return;
       return this.reject(peer, CloseCode.OutOfOrder, `epoch report for epoch ${message.epoch} before that epoch ended`);
     }
     state.reports.set(rank, { samples: message.samples, sha256: message.sha256, waitMs: message.waitMs });
@@ -450,8 +640,9 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
 
   private maybeFinishEpoch(): void {
     const state = this.current;
-    if (!state || this.phase !== 'reporting') return;
-    if (this.rendezvous.liveRanks().every((rank) => state.reports.has(rank))) this.finishEpoch();
+    // After a restart, wait for the members to come back before judging the epoch.
+    if (!state || this.phase !== 'reporting' || this.rejoinTimer !== undefined) return;
+    if (this.activeLive().every((rank) => state.reports.has(rank))) this.finishEpoch();
   }
 
   private finishEpoch(): void {
@@ -459,26 +650,22 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     if (this.phase !== 'reporting') return;
     this.scheduler.clearTimeout(state.reportTimer);
     const { ledger } = state;
-    const plan = planFor(this.config, ledger.worldSize, ledger.epoch);
-    const expected = planDigests(plan);
+    const expected = planDigests(planFor(this.config, ledger.worldSize, ledger.epoch));
     const ranks: RankAudit[] = [];
-    for (let rank = 0; rank < ledger.worldSize; rank++) {
+    const reporters = new Set([...state.reports.keys(), ...Array.from({ length: ledger.worldSize }, (_, r) => r)]);
+    for (const rank of [...reporters].sort((a, b) => a - b)) {
       const report = state.reports.get(rank);
       ranks.push({
         rank,
         pid: state.pids.get(rank) ?? null,
         samples: report?.samples ?? 0,
         sha256: report?.sha256 ?? null,
-        planSha256: expected[rank],
+        planSha256: expected[rank] ?? null,
         waitMs: report?.waitMs ?? null,
       });
     }
     const faulted = state.events.some((e) => e.type !== 'join');
-    const consumedByWorkers = ranks.reduce((sum, r) => sum + r.samples, 0);
-    const ok =
-      ledger.missing === 0 &&
-      consumedByWorkers >= ledger.planned &&
-      (faulted || ranks.every((r) => r.sha256 === r.planSha256));
+    const ok = ledger.missing === 0 && (faulted || ranks.every((r) => r.sha256 === r.planSha256));
     const audit: EpochAudit = {
       epoch: ledger.epoch,
       worldSize: ledger.worldSize,
@@ -487,11 +674,12 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       consumed: ledger.consumed,
       missing: ledger.missing,
       redelivered: ledger.redelivered,
-      durationMs: this.scheduler.now() - state.startedAt,
+      durationMs: Date.now() - state.startedAtWallMs,
       events: state.events,
       ok,
     };
     this.audits.push(audit);
+    this.journalWrite({ k: 'audit', audit });
     this.emit('epochAudit', audit);
     this.startEpoch(ledger.epoch + 1);
   }
@@ -508,15 +696,17 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   private abort(reason: string, closeCode: number): void {
     if (this.phase === 'finished' || this.phase === 'aborted') return;
     this.phase = 'aborted';
-    this.scheduler.clearTimeout(this.rendezvousTimer);
+    for (const timer of [this.rendezvousTimer, this.settleTimer, this.rejoinTimer]) this.scheduler.clearTimeout(timer);
     for (const timer of this.waitTimers.values()) this.scheduler.clearTimeout(timer);
+    this.flushAcks();
     for (const peer of this.peers) {
       this.send(peer, { t: 'abort', reason, code: closeCode === CloseCode.RendezvousTimeout ? 'ERR_RENDEZVOUS_TIMEOUT' : 'ERR_ABORTED' });
       peer.ws.close(closeCode, reason.slice(0, 120));
     }
     this.collectives.close(reason);
-    if (this.current && !this.audits.some((a) => a.epoch === this.current!.ledger.epoch)) {
-      const { ledger } = this.current;
+    const state = this.current;
+    if (state && !this.audits.some((a) => a.epoch === state.ledger.epoch)) {
+      const { ledger } = state;
       this.audits.push({
         epoch: ledger.epoch,
         worldSize: ledger.worldSize,
@@ -525,12 +715,13 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
         consumed: ledger.consumed,
         missing: ledger.missing,
         redelivered: ledger.redelivered,
-        durationMs: this.scheduler.now() - this.current.startedAt,
-        events: this.current.events,
+        durationMs: Date.now() - state.startedAtWallMs,
+        events: state.events,
         ok: false,
       });
     }
-    this.settle(false, reason);
+    // A coordinator shut down from outside (Ctrl-C) leaves its journal resumable.
+    this.settle(false, reason, closeCode !== CloseCode.Shutdown);
   }
 
   private rendezvousExpired(): void {
@@ -539,17 +730,138 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.abort(error.message, CloseCode.RendezvousTimeout);
   }
 
-  private settle(ok: boolean, error?: string): void {
+  private settle(ok: boolean, error?: string, final = true): void {
     if (this.finalReport) return;
-    this.finalReport = { ok, config: reportConfig(this.config, this.worldSize), epochs: this.audits, ...(error ? { error } : {}) };
+    this.finalReport = { ok, config: reportConfig(this.config, this.groupSize), epochs: this.audits, ...(error ? { error } : {}) };
+    if (final) this.journalWrite({ k: 'end', ok, ...(error ? { error } : {}) });
     this.emit('done', this.finalReport);
     this.resolveDone(this.finalReport);
   }
 
+  // ---- restart from the journal -----------------------------------------------------
+
+  private restart(state: JournalState): void {
+    this.audits.push(...state.audits);
+    this.rendezvous.restore(state.members);
+    if (state.ended) {
+      this.phase = state.ended.ok ? 'finished' : 'aborted';
+      this.settle(state.ended.ok, state.ended.error, false);
+      return;
+    }
+    if (!state.current && state.audits.length === 0) {
+      // Killed during the rendezvous: the members that had joined may come back.
+      this.rendezvousTimer = this.scheduler.setTimeout(() => this.rendezvousExpired(), this.options.rendezvousTimeoutMs);
+      return;
+    }
+    if (state.current) {
+      const c = state.current;
+      const ledger = new EpochLedger(c.epoch, c.worldSize, c.numSamples, c);
+      this.groupSize = c.worldSize;
+      this.phase = 'running';
+      const active = new Set([...state.members.keys()]);
+      this.current = { ledger, startedAtWallMs: c.startedAtWallMs, events: [...c.events], active, reports: new Map(), pids: new Map(c.pids) };
+      this.recordEvent('restart', null, `coordinator restarted from its journal with ${ledger.missing} positions unacknowledged`);
+      if (ledger.complete) {
+        this.phase = 'reporting';
+        this.current.reportTimer = this.scheduler.setTimeout(() => this.finishEpoch(), this.options.rejoinTimeoutMs);
+      }
+    } else {
+      this.phase = 'between';
+    }
+    this.rejoinTimer = this.scheduler.setTimeout(() => this.rejoinExpired(), this.options.rejoinTimeoutMs);
+  }
+
+  /** After a restart: once every member is back (or the wait is over), carry on. */
+  private maybeEndRejoinWait(): void {
+    if (this.rejoinTimer === undefined) return;
+    const missing = [...this.rendezvous.holderEntries()].filter(([rank]) => !this.rendezvous.isLive(rank));
+    if (missing.length === 0) this.rejoinExpired();
+  }
+
+  private maybeStartAfterRestart(): void {
+    this.maybeEndRejoinWait();
+  }
+
+  private rejoinExpired(): void {
+    this.scheduler.clearTimeout(this.rejoinTimer);
+    this.rejoinTimer = undefined;
+    if (this.phase === 'between') {
+      this.startEpoch(this.audits.length ? this.audits[this.audits.length - 1].epoch + 1 : 0);
+      return;
+    }
+    const state = this.current;
+    if (!state) return;
+    for (const [rank] of this.rendezvous.holderEntries()) {
+      if (this.rendezvous.isLive(rank)) continue;
+      this.recordEvent('death', rank, 'did not reconnect after the coordinator restarted');
+      this.handleLoss(rank, false, `offset ${state.ledger.acknowledgedOf(rank)}/${state.ledger.numSamples}`);
+      if (this.phase === 'aborted') return;
+    }
+    this.maybeCompleteEpoch();
+    this.maybeFinishEpoch();
+  }
+
+  // ---- journal ----------------------------------------------------------------------
+
+  private snapshot(): JournalState {
+    const state = this.current;
+    return {
+      config: this.config,
+      worldSize: this.range,
+      members: new Map(this.rendezvous.holderEntries()),
+      audits: this.audits,
+      current:
+        state && !this.audits.some((a) => a.epoch === state.ledger.epoch)
+          ? {
+              epoch: state.ledger.epoch,
+              worldSize: state.ledger.worldSize,
+              numSamples: state.ledger.numSamples,
+              units: state.ledger.snapshot(),
+              events: state.events,
+              redelivered: state.ledger.redelivered,
+              startedAtWallMs: state.startedAtWallMs,
+              pids: [...state.pids],
+            }
+          : undefined,
+      ended: undefined,
+    };
+  }
+
+  private journalWrite(record: JournalRecord): void {
+    if (!this.journal) return;
+    if (record.k !== 'acks') this.flushAcks();
+    this.journal.write(record);
+  }
+
+  private bufferAck(unitId: number, state: EpochState): void {
+    if (!this.journal) return;
+    const unit = state.ledger.allUnits().find((u) => u.id === unitId);
+    if (!unit) return;
+    this.pendingAcks.set(unitId, [unit.cursor, unit.inflight]);
+    if (this.flushTimer === undefined) {
+      this.flushTimer = this.scheduler.setTimeout(() => {
+        this.flushTimer = undefined;
+        this.flushAcks();
+      }, this.options.journalFlushMs);
+    }
+  }
+
+  private flushAcks(): void {
+    if (!this.journal || this.pendingAcks.size === 0 || !this.current) return;
+    const cursors = [...this.pendingAcks].map(([id, [cursor, inflight]]): [number, number, number] => [id, cursor, inflight]);
+    this.pendingAcks.clear();
+    this.journal.write({ k: 'acks', epoch: this.current.ledger.epoch, cursors });
+    if (this.journal.wantsCompaction) this.journal.compact(this.snapshot());
+  }
+
   private recordEvent(type: EpochEvent['type'], rank: number | null, detail: string): void {
-    const event: EpochEvent = { type, rank, atMs: this.current ? this.scheduler.now() - this.current.startedAt : 0, detail };
-    this.current?.events.push(event);
-    this.emit('event', { ...event, epoch: this.current?.ledger.epoch ?? null });
+    const state = this.current;
+    const event: EpochEvent = { type, rank, atMs: state ? Date.now() - state.startedAtWallMs : 0, detail };
+    if (state) {
+      state.events.push(event);
+      this.journalWrite({ k: 'event', epoch: state.ledger.epoch, event });
+    }
+    this.emit('event', { ...event, epoch: state?.ledger.epoch ?? null });
   }
 
   private sendTo(rank: number, message: ServerMessage): void {

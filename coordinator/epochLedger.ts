@@ -37,12 +37,33 @@ export class EpochLedger {
   private consumedCount = 0;
   private redeliveredCount = 0;
 
-  /** One unit per rank: its whole shard, owned by itself. */
-  constructor(epoch: number, worldSize: number, numSamples: number) {
+  /** One unit per rank: its whole shard, owned by itself (unless `units` restores a journaled state). */
+  constructor(epoch: number, worldSize: number, numSamples: number, restored?: { units: readonly LedgerUnit[]; redelivered: number }) {
     this.epoch = epoch;
     this.worldSize = worldSize;
     this.numSamples = numSamples;
-    for (let rank = 0; rank < worldSize; rank++) this.addUnit(rank, rank, 0, numSamples);
+    if (!restored) {
+      for (let rank = 0; rank < worldSize; rank++) this.addUnit(rank, rank, 0, numSamples);
+      return;
+    }
+    for (const unit of restored.units) {
+      this.units.set(unit.id, { ...unit });
+      this.nextId = Math.max(this.nextId, unit.id + 1);
+      this.consumedCount += unit.cursor - unit.start;
+    }
+    this.redeliveredCount = restored.redelivered;
+  }
+
+  /** A copy of every unit, for the journal. */
+  snapshot(): LedgerUnit[] {
+    return [...this.units.values()].map((u) => ({ ...u }));
+  }
+
+  /** Owners that still have unacknowledged offsets. */
+  ownersWithWork(): number[] {
+    const owners = new Set<number>();
+    for (const u of this.units.values()) if (u.cursor < u.end) owners.add(u.owner);
+    return [...owners].sort((a, b) => a - b);
   }
 
   get planned(): number {
@@ -115,25 +136,28 @@ export class EpochLedger {
    * Hands the unacknowledged tails of `owner`'s units to `live` ranks, split into contiguous,
    * near-equal parts in rank order (deterministic). What was in flight is counted as redelivered.
    */
-  reassign(owner: number, live: readonly number[]): Reassignment[] {
+  reassign(owner: number, live: readonly number[], countInflight = true): Reassignment[] {
     const targets = live.filter((r) => r !== owner);
     if (targets.length === 0) return [];
     const moved: Reassignment[] = [];
     for (const unit of [...this.units.values()]) {
       if (unit.owner !== owner) continue;
+      if (countInflight) this.redeliveredCount += Math.max(0, Math.min(unit.inflight, unit.end) - unit.cursor);
+      moved.push(...this.split(unit, targets));
+    }
+    return moved;
+  }
+
+  /**
+   * Spreads every unfinished tail over `live` (a resumed run with new workers): all tails are
+   * cut at their cursors and dealt out in contiguous, near-equal parts.
+   */
+  redistribute(live: readonly number[]): Reassignment[] {
+    const moved: Reassignment[] = [];
+    for (const unit of [...this.units.values()]) {
+      if (unit.cursor >= unit.end) continue;
       this.redeliveredCount += Math.max(0, Math.min(unit.inflight, unit.end) - unit.cursor);
-      const tail = unit.end - unit.cursor;
-      unit.end = unit.cursor;
-      unit.inflight = unit.cursor;
-      if (tail === 0) continue;
-      const parts = Math.min(targets.length, tail);
-      let start = unit.cursor;
-      for (let i = 0; i < parts; i++) {
-        const size = Math.floor(tail / parts) + (i < tail % parts ? 1 : 0);
-        const created = this.addUnit(unit.origin, targets[i], start, start + size);
-        moved.push({ origin: unit.origin, start, end: start + size, to: targets[i], unit: created.id });
-        start += size;
-      }
+      moved.push(...this.split(unit, live));
     }
     return moved;
   }
@@ -147,6 +171,23 @@ export class EpochLedger {
       unit.inflight = unit.cursor;
       unit.owner = to;
       moved.push(toWire(unit));
+    }
+    return moved;
+  }
+
+  /** Cuts `unit` at its cursor and deals the tail to `targets` in contiguous, near-equal parts. */
+  private split(unit: LedgerUnit, targets: readonly number[]): Reassignment[] {
+    const tail = unit.end - unit.cursor;
+    unit.end = unit.cursor;
+    unit.inflight = unit.cursor;
+    const parts = Math.min(targets.length, tail);
+    const moved: Reassignment[] = [];
+    let start = unit.cursor;
+    for (let i = 0; i < parts; i++) {
+      const size = Math.floor(tail / parts) + (i < tail % parts ? 1 : 0);
+      const created = this.addUnit(unit.origin, targets[i], start, start + size);
+      moved.push({ origin: unit.origin, start, end: start + size, to: targets[i], unit: created.id });
+      start += size;
     }
     return moved;
   }

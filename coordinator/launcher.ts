@@ -1,99 +1,236 @@
 /**
- * The local launcher (`distsampler run`, like `torchrun --standalone`): a coordinator in this
- * process and W worker processes forked with torchrun's environment. No child outlives it.
+ * The local launcher (`distsampler run`, like `torchrun --standalone`): a coordinator process
+ * and W worker processes forked with torchrun's environment. The coordinator runs as a child
+ * too, so it can be killed and restarted from its journal. No child outlives the launcher.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { Coordinator, type CoordinatorOptions } from './coordinator.ts';
+import { CoordinatorEventStream, isBridgedEvent } from './eventBridge.ts';
 import type { RunReport } from './report.ts';
 
 const CLI_PATH = fileURLToPath(new URL('../bin/distsampler.ts', import.meta.url));
 const TSX_LOADER = import.meta.resolve('tsx');
 
-export interface LaunchOptions extends Omit<CoordinatorOptions, 'token'> {
+/** `--kill RANK@EPOCH:FRACTION`: SIGKILL that rank's worker once it acknowledged that much of its shard. */
+export interface WorkerKill {
+  readonly rank: number;
+  readonly epoch: number;
+  readonly fraction: number;
+}
+
+/** `--kill-coordinator EPOCH:FRACTION`: SIGKILL the coordinator and restart it from its journal. */
+export interface CoordinatorKill {
+  readonly epoch: number;
+  readonly fraction: number;
+}
+
+export interface LaunchOptions {
+  readonly workers: number;
+  /** Flags for `distsampler coordinator` (the run config and its knobs, without port/journal). */
+  readonly coordinatorArgs: readonly string[];
+  /** Flags for every `distsampler worker` (e.g. --dataset, --step, --step-ms). */
+  readonly workerArgs: readonly string[];
+  readonly journalPath: string;
+  /** Continue the run in journalPath with this group (`run --resume`). */
+  readonly resume?: boolean;
+  readonly port?: number;
   readonly token?: string;
-  /** Extra flags for every `distsampler worker` (e.g. --dataset, --step). */
-  readonly workerArgs?: readonly string[];
-  /** Called with each worker's stderr line, prefixed by its rank. */
-  readonly onWorkerOutput?: (rank: number, line: string) => void;
-  /** Called once the coordinator exists (to attach a progress view). */
-  readonly onCoordinator?: (coordinator: Coordinator) => void;
+  readonly kills?: readonly WorkerKill[];
+  readonly coordinatorKills?: readonly CoordinatorKill[];
+  /** Start a replacement (same RANK) for a worker that died (torchrun's restarts; with --on-failure wait). */
+  readonly replaceDead?: boolean;
+  /** Each line a worker or the coordinator writes to stderr. */
+  readonly onOutput?: (source: string, line: string) => void;
+  /** Launcher notes (kills, restarts) for the person watching. */
+  readonly onNote?: (line: string) => void;
 }
 
 export interface LaunchResult {
   report: RunReport;
-  exitCodes: Array<number | null>;
-  pids: number[];
+  /** Exit code (or signal) of every worker process started, in start order. */
+  workers: Array<{ rank: number; pid: number; exit: number | string | null; killedByLauncher: boolean }>;
+  coordinatorRestarts: number;
+}
+
+interface WorkerChild {
+  readonly rank: number;
+  readonly child: ChildProcess;
+  killedByLauncher: boolean;
+  exited: Promise<number | string | null>;
+}
+
+export class LaunchError extends Error {
+  readonly code = 'ERR_LAUNCH';
+  constructor(message: string) {
+    super(message);
+    this.name = 'LaunchError';
+  }
 }
 
 export class Launcher {
-  private readonly children = new Map<number, ChildProcess>();
-  private coordinator: Coordinator | undefined;
+  /** Events of the current coordinator process (they continue across its restarts). */
+  readonly events = new CoordinatorEventStream();
+  private readonly workerChildren: WorkerChild[] = [];
+  private coordinator: ChildProcess | undefined;
+  private port = 0;
+  private readonly token: string;
   private stopping = false;
+  private finished = false;
+  private restarts = 0;
+  private readonly pidOfRank = new Map<number, number>();
+  private readonly pendingKills: WorkerKill[];
+  private readonly pendingCoordinatorKills: CoordinatorKill[];
 
-  constructor(private readonly options: LaunchOptions) {}
-
-  async run(): Promise<LaunchResult> {
+  constructor(private readonly options: LaunchOptions) {
     // Children get the token through their environment, so a local run is never open to others.
-    const token = this.options.token ?? randomBytes(16).toString('hex');
-    const coordinator = new Coordinator({ ...this.options, token });
-    this.coordinator = coordinator;
-    this.options.onCoordinator?.(coordinator);
-    const { host, port } = await coordinator.listen();
-    const exits: Array<Promise<number | null>> = [];
-    for (let rank = 0; rank < this.options.worldSize; rank++) {
-      const child = fork(CLI_PATH, ['worker', ...(this.options.workerArgs ?? [])], {
-        execArgv: ['--import', TSX_LOADER],
-        env: {
-          ...process.env,
-          MASTER_ADDR: host,
-          MASTER_PORT: String(port),
-          WORLD_SIZE: String(this.options.worldSize),
-          RANK: String(rank),
-          LOCAL_RANK: String(rank),
-          DISTSAMPLER_TOKEN: token,
-        },
-        stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
-      });
-      this.children.set(rank, child);
-      let buffered = '';
-      child.stderr?.on('data', (chunk: Buffer) => {
-        buffered += chunk.toString();
-        let nl: number;
-        while ((nl = buffered.indexOf('\n')) >= 0) {
-          this.options.onWorkerOutput?.(rank, buffered.slice(0, nl));
-          buffered = buffered.slice(nl + 1);
-        }
-      });
-      exits.push(new Promise((resolve) => child.once('exit', (code) => resolve(code))));
-    }
-    const report = await coordinator.done;
-    const exitCodes = await this.reap(exits, 10_000);
-    await coordinator.close();
-    return { report, exitCodes, pids: [...this.children.values()].map((c) => c.pid ?? -1) };
+    this.token = options.token ?? randomBytes(16).toString('hex');
+    this.pendingKills = [...(options.kills ?? [])];
+    this.pendingCoordinatorKills = [...(options.coordinatorKills ?? [])];
   }
 
-  /** Kills every child and the coordinator (Ctrl-C). */
-  async stop(reason: string): Promise<void> {
+  async run(): Promise<LaunchResult> {
+    const done = new Promise<RunReport>((resolve) => this.events.once('done', resolve));
+    this.events.on('joined', (e) => this.pidOfRank.set(e.rank, e.pid));
+    this.events.on('epochStart', (e) => {
+      for (const { rank, pid } of e.ranks) if (pid !== null) this.pidOfRank.set(rank, pid);
+    });
+    this.events.on('progress', (p) => this.checkFaults(p));
+    const { port } = await this.startCoordinator(this.options.resume ?? false);
+    this.port = port;
+    for (let rank = 0; rank < this.options.workers; rank++) this.startWorker(rank);
+    const report = await done;
+    this.finished = true;
+    const workers = await this.reap(10_000);
+    await this.waitCoordinatorExit(5000);
+    return { report, workers, coordinatorRestarts: this.restarts };
+  }
+
+  /** Kills every child (Ctrl-C). The journal stays, so the run can be resumed. */
+  async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    for (const child of this.children.values()) if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-    await this.coordinator?.close(reason);
+    const all = [...this.workerChildren.map((w) => w.child), ...(this.coordinator ? [this.coordinator] : [])];
+    for (const child of all) if (isRunning(child)) child.kill('SIGTERM');
     const deadline = setTimeout(() => {
-      for (const child of this.children.values()) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      for (const child of all) if (isRunning(child)) child.kill('SIGKILL');
     }, 2000);
-    await Promise.all([...this.children.values()].map((c) => (c.exitCode !== null || c.signalCode !== null ? undefined : new Promise((r) => c.once('exit', r)))));
+    await Promise.all(all.map((c) => exitOf(c)));
     clearTimeout(deadline);
   }
 
-  /** Waits for children to exit on their own, then kills whatever is left. */
-  private async reap(exits: Array<Promise<number | null>>, graceMs: number): Promise<Array<number | null>> {
-    const timer = setTimeout(() => {
-      for (const child of this.children.values()) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    }, graceMs);
-    const codes = await Promise.all(exits);
-    clearTimeout(timer);
-    return codes;
+  private startCoordinator(resume: boolean): Promise<{ host: string; port: number }> {
+    const args = ['coordinator', ...this.options.coordinatorArgs, '--ipc', '--port', String(this.port || this.options.port || 0), '--token', this.token];
+    args.push(resume ? '--resume' : '--journal', this.options.journalPath);
+    const child = fork(CLI_PATH, args, { execArgv: ['--import', TSX_LOADER], stdio: ['ignore', 'inherit', 'pipe', 'ipc'] });
+    this.coordinator = child;
+    this.pipeLines(child, 'coordinator');
+    return new Promise((resolve, reject) => {
+      child.on('message', (message) => {
+        if (!isBridgedEvent(message)) return;
+        if (message.name === 'listening') resolve(message.payload as { host: string; port: number });
+        this.events.receive(message);
+      });
+      child.once('exit', (code, signal) => {
+        reject(new LaunchError(`the coordinator exited (${signal ?? code}) before listening`));
+        if (!this.finished && !this.stopping && signal !== 'SIGKILL') {
+          this.options.onNote?.(`the coordinator exited unexpectedly (${signal ?? code}); stopping`);
+          void this.stop();
+        }
+      });
+    });
   }
+
+  private startWorker(rank: number): void {
+    const child = fork(CLI_PATH, ['worker', ...this.options.workerArgs], {
+      execArgv: ['--import', TSX_LOADER],
+      env: {
+        ...process.env,
+        MASTER_ADDR: '127.0.0.1',
+        MASTER_PORT: String(this.port),
+        WORLD_SIZE: String(this.options.workers),
+        RANK: String(rank),
+        LOCAL_RANK: String(rank),
+        DISTSAMPLER_TOKEN: this.token,
+      },
+      stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
+    });
+    const entry: WorkerChild = { rank, child, killedByLauncher: false, exited: exitOf(child) };
+    this.workerChildren.push(entry);
+    this.pipeLines(child, `rank ${rank}`);
+    void entry.exited.then((exit) => {
+      if (exit === 0 || this.finished || this.stopping || !this.options.replaceDead) return;
+      this.options.onNote?.(`worker rank ${rank} (pid ${child.pid}) exited (${exit}); starting a replacement with RANK=${rank}`);
+      this.startWorker(rank);
+    });
+  }
+
+  private checkFaults(p: { epoch: number; rank: number; acknowledged: number; numSamples: number; consumed: number; planned: number }): void {
+    for (const kill of [...this.pendingKills]) {
+      if (kill.epoch !== p.epoch || kill.rank !== p.rank || p.acknowledged < kill.fraction * p.numSamples) continue;
+      this.pendingKills.splice(this.pendingKills.indexOf(kill), 1);
+      const pid = this.pidOfRank.get(kill.rank);
+      const target = this.workerChildren.find((w) => w.child.pid === pid && isRunning(w.child));
+      if (!target) continue;
+      target.killedByLauncher = true;
+      this.options.onNote?.(`--kill: SIGKILL rank ${kill.rank} (pid ${pid}) at ${p.acknowledged}/${p.numSamples} of epoch ${p.epoch}`);
+      target.child.kill('SIGKILL');
+    }
+    for (const kill of [...this.pendingCoordinatorKills]) {
+      if (kill.epoch !== p.epoch || p.consumed < kill.fraction * p.planned) continue;
+      this.pendingCoordinatorKills.splice(this.pendingCoordinatorKills.indexOf(kill), 1);
+      void this.restartCoordinator(p);
+    }
+  }
+
+  private async restartCoordinator(p: { epoch: number; consumed: number; planned: number }): Promise<void> {
+    const old = this.coordinator;
+    if (!old || !isRunning(old)) return;
+    this.options.onNote?.(`--kill-coordinator: SIGKILL the coordinator (pid ${old.pid}) at ${p.consumed}/${p.planned} of epoch ${p.epoch}`);
+    old.removeAllListeners('message');
+    old.kill('SIGKILL');
+    await exitOf(old);
+    this.restarts++;
+    const { port } = await this.startCoordinator(false);
+    this.options.onNote?.(`restarted the coordinator from ${this.options.journalPath} on port ${port}`);
+  }
+
+  private pipeLines(child: ChildProcess, source: string): void {
+    let buffered = '';
+    child.stderr?.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString();
+      let nl: number;
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        this.options.onOutput?.(source, buffered.slice(0, nl));
+        buffered = buffered.slice(nl + 1);
+      }
+    });
+  }
+
+  /** Waits for workers to exit on their own, then kills whatever is left. */
+  private async reap(graceMs: number): Promise<LaunchResult['workers']> {
+    const timer = setTimeout(() => {
+      for (const w of this.workerChildren) if (isRunning(w.child)) w.child.kill('SIGKILL');
+    }, graceMs);
+    const exits = await Promise.all(this.workerChildren.map((w) => w.exited));
+    clearTimeout(timer);
+    return this.workerChildren.map((w, i) => ({ rank: w.rank, pid: w.child.pid ?? -1, exit: exits[i], killedByLauncher: w.killedByLauncher }));
+  }
+
+  private async waitCoordinatorExit(graceMs: number): Promise<void> {
+    const child = this.coordinator;
+    if (!child) return;
+    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    await exitOf(child);
+    clearTimeout(timer);
+  }
+}
+
+function isRunning(child: ChildProcess): boolean {
+  return child.exitCode === null && child.signalCode === null;
+}
+
+function exitOf(child: ChildProcess): Promise<number | string | null> {
+  if (!isRunning(child)) return Promise.resolve(child.exitCode ?? child.signalCode);
+  return new Promise((resolve) => child.once('exit', (code, signal) => resolve(signal ?? code)));
 }

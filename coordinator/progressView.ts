@@ -2,7 +2,8 @@
  * Live per-rank progress on stderr: bars redrawn in place on a terminal, plain lines
  * (at most one progress line a second) when stderr is a pipe or a file.
  */
-import type { Coordinator } from './coordinator.ts';
+import type { EventEmitter } from 'node:events';
+import type { CoordinatorEvents } from './coordinator.ts';
 
 export interface ProgressSink {
   readonly isTTY: boolean;
@@ -11,11 +12,11 @@ export interface ProgressSink {
 
 const BAR = 24;
 
-export function attachProgressView(coordinator: Coordinator, sink: ProgressSink = { isTTY: Boolean(process.stderr.isTTY), write: (t) => void process.stderr.write(t) }): () => void {
+export function attachProgressView(coordinator: EventEmitter<CoordinatorEvents>, sink: ProgressSink = { isTTY: Boolean(process.stderr.isTTY), write: (t) => void process.stderr.write(t) }): () => void {
   const done = new Map<number, number>();
   let epoch = -1;
   let numSamples = 0;
-  let worldSize = coordinator.worldSize;
+  let worldSize = 0;
   let drawnLines = 0;
   let lastPlain = 0;
   let dirty = false;
@@ -60,7 +61,8 @@ export function attachProgressView(coordinator: Coordinator, sink: ProgressSink 
   }, 100);
   timer.unref();
 
-  const onJoined = (e: { rank: number; pid: number; rejoined: boolean }) => log(`rank ${e.rank} ${e.rejoined ? 'rejoined' : 'joined'} (pid ${e.pid})`);
+  const onJoined = (e: { rank: number; pid: number; rejoined: boolean; standby: boolean }) =>
+    log(`rank ${e.rank} ${e.rejoined ? 'rejoined' : e.standby ? 'joined as standby' : 'joined'} (pid ${e.pid})`);
   const onRefused = (e: { reason: string }) => log(`refused a worker: ${e.reason}`);
   const onEpochStart = (e: { epoch: number; worldSize: number; numSamples: number }) => {
     epoch = e.epoch;

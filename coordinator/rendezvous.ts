@@ -79,8 +79,27 @@ export class Rendezvous {
     this.holders.delete(rank);
   }
 
+  /** Every rank up to the world size is held. */
   get complete(): boolean {
     return this.holders.size === this.worldSize;
+  }
+
+  /** Holders known from a journal: they may rejoin by worker id, none is live yet. */
+  restore(holders: ReadonlyMap<number, string>): void {
+    for (const [rank, workerId] of holders) this.holders.set(rank, workerId);
+  }
+
+  holderEntries(): Array<[number, string]> {
+    return [...this.holders].sort((a, b) => a[0] - b[0]);
+  }
+
+  /** Moves a holder to another (free) rank: elastic worlds keep ranks contiguous. */
+  move(from: number, to: number): void {
+    const holder = this.holders.get(from);
+    if (holder === undefined || this.holders.has(to)) throw new Error(`cannot move rank ${from} to ${to}`);
+    this.holders.delete(from);
+    this.holders.set(to, holder);
+    if (this.live.delete(from)) this.live.add(to);
   }
 
   isLive(rank: number): boolean {

@@ -14,14 +14,14 @@ export interface RankAudit {
   samples: number;
   /** sha256 over the dataset indices it consumed, in order; null when it never reported (it died). */
   sha256: string | null;
-  /** The digest of this rank's shard in PyTorch's plan. */
-  planSha256: string;
+  /** The digest of this rank's shard in PyTorch's plan (null for a rank beyond the plan's world size). */
+  planSha256: string | null;
   /** Time it waited at the epoch boundary for the others. */
   waitMs: number | null;
 }
 
 export interface EpochEvent {
-  type: 'join' | 'leave' | 'death' | 'reassign' | 'replace' | 'refused';
+  type: 'join' | 'leave' | 'death' | 'reassign' | 'replace' | 'refused' | 'restart' | 'resume';
   rank: number | null;
   atMs: number;
   detail: string;

@@ -149,12 +149,18 @@ export const ServerMessageSchema = z.discriminatedUnion('t', [
     t: z.literal('welcome'),
     v: int,
     rank: nonNegInt,
+    /** The group's size now; an elastic group may change it at epoch boundaries, within min..max. */
     worldSize: nonNegInt,
+    minWorldSize: nonNegInt,
+    maxWorldSize: nonNegInt,
     workerId: z.string(),
     config: RunConfigSchema,
   }),
-  /** Start of an epoch: the plan's world size and this worker's units (its own shard, or the resumed part). */
-  z.object({ t: z.literal('epoch'), epoch: int, worldSize: nonNegInt.min(1), units: z.array(WorkUnitSchema) }),
+  /**
+   * Start of an epoch (or its resumption after a reconnect): the worker's rank for it, the
+   * plan's world size, and this worker's units with their acknowledged cursors.
+   */
+  z.object({ t: z.literal('epoch'), epoch: int, rank: nonNegInt, worldSize: nonNegInt.min(1), units: z.array(WorkUnitSchema) }),
   /** More units mid-epoch: a dead rank's unacknowledged tail. */
   z.object({ t: z.literal('assign'), epoch: int, units: z.array(WorkUnitSchema), reason: z.string() }),
   /** Every position of the epoch is acknowledged: report, then wait for the next epoch. */

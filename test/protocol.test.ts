@@ -33,6 +33,8 @@ describe('protocol validation', () => {
       v: PROTOCOL_VERSION,
       rank: 1,
       worldSize: 2,
+      minWorldSize: 2,
+      maxWorldSize: 2,
       workerId: 'w',
       config: { length: 10, seed: '-5', shuffle: true, dropLast: false, engine: 'torch' as const, batchSize: 4, epochs: 2 },
     };

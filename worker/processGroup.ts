@@ -6,6 +6,9 @@
  *   for await (const epoch of pg.epochs())
  *     for await (const batch of epoch.batches(dataset, { batchSize: 32 })) await step(batch);
  *   await pg.destroy();
+ *
+ * If the coordinator goes away abnormally (killed, restarted from its journal), the group
+ * reconnects with exponential backoff and jitter, re-identifies, and carries on.
  */
 import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
@@ -23,11 +26,13 @@ export interface InitOptions {
   readonly initMethod?: string;
   /** Claim this rank; absent: RANK from the environment, else the lowest free rank. */
   readonly rank?: number;
-  /** Expected world size; the group is refused locally if the coordinator's differs. */
+  /** Expected world size; refused locally if outside the coordinator's MIN..MAX. */
   readonly worldSize?: number;
   readonly token?: string;
   /** How long to wait for the welcome (connect plus rendezvous). */
   readonly timeoutMs?: number;
+  /** How long to keep reconnecting to a coordinator that went away. */
+  readonly reconnectTimeoutMs?: number;
   /** The dataset length this worker sees; the coordinator refuses a mismatch. */
   readonly length?: number;
   readonly workerId?: string;
@@ -65,7 +70,11 @@ export interface BatchOptions {
   readonly batchSize?: number;
 }
 
+type Welcome = Extract<ServerMessage, { t: 'welcome' }>;
 type FlowMessage = Extract<ServerMessage, { t: 'epoch' | 'assign' | 'epochEnd' | 'finish' | 'abort' }> | { t: 'closed'; error: Error };
+
+/** Closes after which a worker tries to reconnect: the coordinator died or restarts. */
+const RECONNECTABLE = new Set([1001, 1006, 1011, 1012, 1013]);
 
 /** A queue of epoch-flow messages the loop pulls from. */
 class Inbox {
@@ -85,6 +94,18 @@ class Inbox {
     if (item) return Promise.resolve(item);
     return new Promise((resolve) => (this.waiter = resolve));
   }
+
+  /** The next queued message, if any, without waiting. */
+  poll(): FlowMessage | undefined {
+    return this.items.shift();
+  }
+}
+
+interface Endpoint {
+  readonly url: string;
+  readonly token?: string;
+  readonly workerId: string;
+  readonly length?: number;
 }
 
 export function resolveInitUrl(options: InitOptions): { url: string; rank?: number; worldSize?: number; token?: string } {
@@ -111,76 +132,116 @@ export function resolveInitUrl(options: InitOptions): { url: string; rank?: numb
   throw new InitError('ERR_INIT_METHOD', `unsupported init method '${method}': use env:// or ws://host:port`);
 }
 
-/** Joins the group: resolves once the coordinator has assigned a rank. */
-export async function initProcessGroup(options: InitOptions = {}): Promise<ProcessGroup> {
-  const { url, rank, worldSize, token } = resolveInitUrl(options);
-  const workerId = options.workerId ?? randomUUID();
-  const timeoutMs = options.timeoutMs ?? 120_000;
+/** Opens a socket, says hello and resolves at the welcome (or rejects with why not). */
+interface Handshake {
+  ws: WebSocket;
+  welcome: Welcome;
+  /** Frames that arrived right behind the welcome, before anyone listened for them. */
+  early: string[];
+}
+
+function handshake(endpoint: Endpoint, rank: number | undefined, timeoutMs: number): Promise<Handshake> {
+  const { url, token, workerId, length } = endpoint;
   const ws = new WebSocket(url, { maxPayload: MAX_FRAME_BYTES, headers: token ? { authorization: `Bearer ${token}` } : {} });
-  return new Promise<ProcessGroup>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      ws.terminate();
-      reject(new InitError('ERR_INIT_TIMEOUT', `no welcome from ${url} within ${timeoutMs} ms (the group did not fill)`));
-    }, timeoutMs);
-    const fail = (error: Error) => {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => fail(new InitError('ERR_INIT_TIMEOUT', `no welcome from ${url} within ${timeoutMs} ms (the group did not fill)`)), timeoutMs);
+    function fail(error: Error): void {
       clearTimeout(timer);
       ws.removeAllListeners();
       ws.on('error', () => {});
       ws.terminate();
       reject(error);
-    };
+    }
     ws.on('unexpected-response', (_req, res) => {
-      fail(res.statusCode === 401
-        ? new InitError('ERR_UNAUTHORIZED', `the coordinator at ${url} refused the token (HTTP 401): set DISTSAMPLER_TOKEN or --token`)
-        : new InitError('ERR_INIT_HTTP', `the coordinator at ${url} answered HTTP ${res.statusCode}`));
+      fail(
+        res.statusCode === 401
+          ? new InitError('ERR_UNAUTHORIZED', `the coordinator at ${url} refused the token (HTTP 401): set DISTSAMPLER_TOKEN or --token`)
+          : new InitError('ERR_INIT_HTTP', `the coordinator at ${url} answered HTTP ${res.statusCode}`),
+      );
     });
     ws.on('error', (err) => fail(new InitError('ERR_INIT_CONNECT', `cannot reach the coordinator at ${url}: ${err.message}`)));
     ws.on('close', (code, reason) => fail(new ProtocolError(code, `the coordinator refused this worker: ${reason.toString() || closeCodeName(code)}`)));
     ws.on('open', () => {
-      const hello: ClientMessage = { t: 'hello', v: PROTOCOL_VERSION, workerId, pid: process.pid, ...(rank !== undefined ? { rank } : {}), ...(options.length !== undefined ? { length: options.length } : {}) };
+      const hello: ClientMessage = {
+        t: 'hello',
+        v: PROTOCOL_VERSION,
+        workerId,
+        pid: process.pid,
+        ...(rank !== undefined ? { rank } : {}),
+        ...(length !== undefined ? { length } : {}),
+      };
       ws.send(encode(hello));
     });
     ws.once('message', (data) => {
       const parsed = parseServerMessage(data.toString());
-      if (!parsed.ok || parsed.message.t !== 'welcome') {
-        const abort = parsed.ok && parsed.message.t === 'abort' ? parsed.message : undefined;
-        return fail(abort ? new GroupAbortedError(abort.code, abort.reason) : new InitError('ERR_INIT_PROTOCOL', 'the coordinator did not answer with a welcome'));
+      if (parsed.ok && parsed.message.t === 'welcome') {
+        clearTimeout(timer);
+        ws.removeAllListeners();
+        // The epoch often rides in the same TCP segment as the welcome: keep it for the group.
+        const early: string[] = [];
+        ws.on('message', (frame) => early.push(frame.toString()));
+        ws.on('error', () => {});
+        resolve({ ws, welcome: parsed.message, early });
+        return;
       }
-      const welcome = parsed.message;
-      if (worldSize !== undefined && worldSize !== welcome.worldSize) {
-        return fail(new InitError('ERR_WORLD_SIZE_MISMATCH', `WORLD_SIZE ${worldSize} differs from the coordinator's ${welcome.worldSize}`));
-      }
-      clearTimeout(timer);
-      ws.removeAllListeners();
-      resolve(new ProcessGroup(ws, welcome.rank, welcome.worldSize, welcome.config, workerId));
+      const abort = parsed.ok && parsed.message.t === 'abort' ? parsed.message : undefined;
+      fail(abort ? new GroupAbortedError(abort.code, abort.reason) : new InitError('ERR_INIT_PROTOCOL', 'the coordinator did not answer with a welcome'));
     });
   });
+}
+
+/** Joins the group: resolves once the coordinator has assigned a rank and the group is complete. */
+export async function initProcessGroup(options: InitOptions = {}): Promise<ProcessGroup> {
+  const { url, rank, worldSize, token } = resolveInitUrl(options);
+  const endpoint: Endpoint = { url, token, workerId: options.workerId ?? randomUUID(), length: options.length };
+  const { ws, welcome, early } = await handshake(endpoint, rank, options.timeoutMs ?? 120_000);
+  if (worldSize !== undefined && (worldSize < welcome.minWorldSize || worldSize > welcome.maxWorldSize)) {
+    ws.terminate();
+    const range = welcome.minWorldSize === welcome.maxWorldSize ? `${welcome.maxWorldSize}` : `${welcome.minWorldSize}..${welcome.maxWorldSize}`;
+    throw new InitError('ERR_WORLD_SIZE_MISMATCH', `WORLD_SIZE ${worldSize} differs from the coordinator's world size ${range}`);
+  }
+  return new ProcessGroup({ ws, welcome, early }, endpoint, options.reconnectTimeoutMs ?? 30_000);
 }
 
 export class ProcessGroup {
   private readonly inbox = new Inbox();
   private readonly client: CollectivesClient;
-  private closed: Promise<void>;
+  private ws: WebSocket;
+  private currentRank: number;
+  private currentWorldSize: number;
+  private readonly closed: Promise<void>;
+  private resolveClosed!: () => void;
   private finished = false;
+  private destroyed = false;
+  private lastEnded: { epoch: number; report: Extract<ClientMessage, { t: 'epochReport' }> } | undefined;
+  readonly config: RunConfig;
+  readonly workerId: string;
+  /** Times this group reconnected to a coordinator that went away. */
+  reconnects = 0;
 
   constructor(
-    private readonly ws: WebSocket,
-    readonly rank: number,
-    readonly worldSize: number,
-    readonly config: RunConfig,
-    readonly workerId: string,
+    { ws, welcome, early }: Handshake,
+    private readonly endpoint: Endpoint,
+    private readonly reconnectTimeoutMs: number,
   ) {
-    this.client = new CollectivesClient({ rank: () => this.rank, send: (m) => this.send(m) });
-    ws.on('message', (data) => this.receive(data.toString()));
-    ws.on('error', () => {});
-    this.closed = new Promise((resolve) => {
-      ws.on('close', (code, reason) => {
-        const error = code === CloseCode.Finished ? new ConnectionLostError(code, 'finished') : new ConnectionLostError(code, reason.toString());
-        this.client.close(error);
-        this.inbox.push({ t: 'closed', error });
-        resolve();
-      });
-    });
+    this.ws = ws;
+    this.currentRank = welcome.rank;
+    this.currentWorldSize = welcome.worldSize;
+    this.config = welcome.config;
+    this.workerId = welcome.workerId;
+    this.client = new CollectivesClient({ rank: () => this.currentRank, send: (m) => this.send(m) });
+    this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
+    this.attach(ws, early);
+  }
+
+  /** This worker's rank (an elastic group may renumber it at an epoch boundary). */
+  get rank(): number {
+    return this.currentRank;
+  }
+
+  /** The group's size as of the latest epoch. */
+  get worldSize(): number {
+    return this.currentWorldSize;
   }
 
   // ---- collectives and store (torch.distributed on a star) ----------------------------
@@ -197,7 +258,7 @@ export class ProcessGroup {
   }
 
   /** The plan every rank derives for an epoch (same config, same world size, same order). */
-  plan(epoch: number, worldSize = this.worldSize): ShardPlan {
+  plan(epoch: number, worldSize = this.currentWorldSize): ShardPlan {
     return planFor(this.config, worldSize, epoch);
   }
 
@@ -206,11 +267,19 @@ export class ProcessGroup {
     for (;;) {
       const message = await this.inbox.next();
       if (message.t === 'epoch') {
+        // A restarted coordinator re-sends the epoch that just ended: its report follows.
+        if (this.lastEnded && message.epoch <= this.lastEnded.epoch) continue;
+        this.currentRank = message.rank;
         const epoch = new Epoch(this, message.epoch, message.worldSize, message.units);
         yield epoch;
         if (!epoch.ended) throw new Error(`epoch ${message.epoch}: the loop body returned before consuming its batches (the epoch cannot end)`);
         continue;
       }
+      if (message.t === 'epochEnd' && this.lastEnded?.epoch === message.epoch) {
+        this.send(this.lastEnded.report);
+        continue;
+      }
+      if (message.t === 'assign') continue;
       if (message.t === 'finish') {
         this.finished = true;
         return;
@@ -221,9 +290,12 @@ export class ProcessGroup {
 
   /** Leaves the group cleanly (no redelivery) and closes the connection. */
   async destroy(): Promise<void> {
+    this.destroyed = true;
     if (this.ws.readyState === WebSocket.OPEN) {
       if (!this.finished) this.send({ t: 'leave' });
       this.ws.close(1000, 'worker done');
+    } else if (this.ws.readyState !== WebSocket.CLOSED) {
+      this.ws.terminate();
     }
     const timer = setTimeout(() => this.ws.terminate(), 2000);
     await this.closed;
@@ -236,15 +308,76 @@ export class ProcessGroup {
   }
 
   /** @internal */
+  pollFlow(): FlowMessage | undefined {
+    return this.inbox.poll();
+  }
+
+  /** @internal */
+  epochEnded(epoch: number, report: Extract<ClientMessage, { t: 'epochReport' }>): void {
+    this.lastEnded = { epoch, report };
+    this.send(report);
+  }
+
+  /** @internal */
   raise(message: FlowMessage): never {
     if (message.t === 'abort') throw new GroupAbortedError(message.code, message.reason);
     if (message.t === 'closed') throw message.error;
     throw new Error(`unexpected '${message.t}' from the coordinator`);
   }
 
-  /** @internal */
+  /** @internal Sends if connected; while reconnecting, acks are dropped and re-sent on resume. */
   send(message: ClientMessage): void {
     if (this.ws.readyState === WebSocket.OPEN) this.ws.send(encode(message));
+  }
+
+  private attach(ws: WebSocket, early: readonly string[]): void {
+    ws.removeAllListeners();
+    for (const frame of early) this.receive(frame);
+    ws.on('message', (data) => this.receive(data.toString()));
+    ws.on('error', () => {});
+    ws.on('close', (code, reason) => this.onClose(code, reason.toString()));
+  }
+
+  private onClose(code: number, reason: string): void {
+    if (!this.destroyed && !this.finished && RECONNECTABLE.has(code)) {
+      this.client.failAll(new ConnectionLostError(code, 'reconnecting'));
+      void this.reconnect(code, reason);
+      return;
+    }
+    const error = new ConnectionLostError(code, code === CloseCode.Finished ? 'finished' : reason);
+    this.client.close(error);
+    this.inbox.push({ t: 'closed', error });
+    this.resolveClosed();
+  }
+
+  private async reconnect(code: number, reason: string): Promise<void> {
+    const deadline = Date.now() + this.reconnectTimeoutMs;
+    for (let attempt = 0; !this.destroyed; attempt++) {
+      // Exponential backoff with jitter, so a restarted coordinator is not stampeded.
+      const delay = Math.min(2000, 50 * 2 ** attempt) * (0.5 + Math.random() / 2);
+      if (Date.now() + delay > deadline) break;
+      await new Promise((r) => setTimeout(r, delay));
+      try {
+        const { ws, welcome, early } = await handshake(this.endpoint, this.currentRank, Math.max(1, Math.min(5000, deadline - Date.now())));
+        this.ws = ws;
+        this.currentRank = welcome.rank;
+        this.reconnects++;
+        this.attach(ws, early);
+        return;
+      } catch (err) {
+        // A refusal (4xxx) is final; anything else is the coordinator not being back yet.
+        if (err instanceof ProtocolError || err instanceof GroupAbortedError || (err instanceof InitError && err.code === 'ERR_UNAUTHORIZED')) {
+          return this.giveUp(err);
+        }
+      }
+    }
+    this.giveUp(new ConnectionLostError(code, `${reason || 'coordinator gone'}; no reconnect within ${this.reconnectTimeoutMs} ms`));
+  }
+
+  private giveUp(error: Error): void {
+    this.client.close(error);
+    this.inbox.push({ t: 'closed', error });
+    this.resolveClosed();
   }
 
   private receive(raw: string): void {
@@ -266,19 +399,30 @@ export class ProcessGroup {
   }
 }
 
+/** A work unit as this worker tracks it: delivered up to `cursor`, completed up to `done`. */
+interface LocalUnit extends WorkUnit {
+  done: number;
+}
+
 /** One epoch as this worker sees it: its units, then whatever is reassigned to it. */
 export class Epoch {
   ended = false;
-  private readonly units: WorkUnit[];
+  private units: LocalUnit[];
   private readonly digest = new ShardDigest();
 
   constructor(
     private readonly group: ProcessGroup,
     readonly epoch: number,
+    /** The plan's world size for this epoch. */
     readonly worldSize: number,
     units: readonly WorkUnit[],
   ) {
-    this.units = units.map((u) => ({ ...u }));
+    this.units = units.map((u) => ({ ...u, done: u.cursor }));
+  }
+
+  /** This worker's rank in this epoch. */
+  get rank(): number {
+    return this.group.rank;
   }
 
   get plan(): ShardPlan {
@@ -296,16 +440,25 @@ export class Epoch {
     if (!Number.isSafeInteger(batchSize) || batchSize < 1) throw new RangeError(`batchSize must be an integer >= 1, got ${batchSize}`);
     const plan = this.plan;
     const { worldSize } = plan;
-    let done: { unit: WorkUnit; cursor: number } | null = null;
+    let delivered: { unit: LocalUnit; end: number } | null = null;
     let idleSince = 0;
+    let endSeen = false;
     for (;;) {
-      const unit = this.units.find((u) => u.cursor < u.end);
+      // Take in what the coordinator said meanwhile (reassigned tails, a resumed epoch).
+      for (let m = endSeen ? undefined : this.group.pollFlow(); m; m = this.group.pollFlow()) {
+        if (m.t === 'epochEnd' && m.epoch === this.epoch) {
+          endSeen = true;
+          break;
+        }
+        this.apply(m);
+      }
+      const unit = endSeen ? undefined : this.units.find((u) => u.cursor < u.end);
       if (unit) {
         const start = unit.cursor;
         const end = Math.min(unit.end, start + batchSize);
-        this.ack(done, { unit: unit.id, end });
+        this.complete(delivered, { unit: unit.id, end });
         unit.cursor = end;
-        done = { unit, cursor: end };
+        delivered = { unit, end };
         const positions: number[] = new Array(end - start);
         const indices: number[] = new Array(end - start);
         for (let k = start; k < end; k++) {
@@ -318,36 +471,69 @@ export class Epoch {
         yield { epoch: this.epoch, positions, indices, samples: await loadSamples(dataset, indices) };
         continue;
       }
-      if (done) {
-        this.ack(done, null);
-        done = null;
+      if (delivered) {
+        this.complete(delivered, null);
+        delivered = null;
         idleSince = performance.now();
       } else if (idleSince === 0) idleSince = performance.now();
-      const message = await this.group.nextFlow();
-      if (message.t === 'assign' && message.epoch === this.epoch) {
-        this.units.push(...message.units.map((u) => ({ ...u })));
-        continue;
-      }
+      const message: FlowMessage = endSeen ? { t: 'epochEnd', epoch: this.epoch } : await this.group.nextFlow();
       if (message.t === 'epochEnd' && message.epoch === this.epoch) {
         this.ended = true;
-        this.group.send({ t: 'epochReport', epoch: this.epoch, samples: this.digest.count, sha256: this.digest.hex(), waitMs: performance.now() - idleSince });
+        this.group.epochEnded(this.epoch, {
+          t: 'epochReport',
+          epoch: this.epoch,
+          samples: this.digest.count,
+          sha256: this.digest.hex(),
+          waitMs: performance.now() - idleSince,
+        });
         return;
       }
-      if (message.t === 'epoch' && message.epoch === this.epoch) {
-        // A reconnect resent the epoch: take its view of the units.
-        for (const u of message.units) if (!this.units.some((mine) => mine.id === u.id)) this.units.push({ ...u });
-        continue;
-      }
-      this.group.raise(message);
+      this.apply(message);
     }
   }
 
-  private ack(done: { unit: WorkUnit; cursor: number } | null, inflight: { unit: number; end: number } | null): void {
-    if (!done) {
-      if (inflight) this.group.send({ t: 'ack', epoch: this.epoch, unit: inflight.unit, cursor: this.units.find((u) => u.id === inflight.unit)!.cursor, inflight });
+  private apply(message: FlowMessage): void {
+    if (message.t === 'assign' && message.epoch === this.epoch) {
+      for (const u of message.units) if (!this.units.some((mine) => mine.id === u.id)) this.units.push({ ...u, done: u.cursor });
       return;
     }
-    this.group.send({ t: 'ack', epoch: this.epoch, unit: done.unit.id, cursor: done.cursor, inflight });
+    if (message.t === 'epoch' && message.epoch === this.epoch) return this.reconcile(message.units);
+    if (message.t === 'abort' || message.t === 'closed' || message.t === 'finish') this.group.raise(message);
+  }
+
+  /**
+   * The coordinator (restarted, or after a reconnect) re-sent this epoch: its units are the
+   * truth. What this worker completed beyond the journaled cursors is acknowledged again
+   * rather than redone; units no longer ours are dropped.
+   */
+  private reconcile(serverUnits: readonly WorkUnit[]): void {
+    const next: LocalUnit[] = [];
+    for (const u of serverUnits) {
+      const mine = this.units.find((l) => l.id === u.id);
+      if (!mine) {
+        next.push({ ...u, done: u.cursor });
+        continue;
+      }
+      mine.end = u.end;
+      if (u.cursor > mine.done) mine.done = u.cursor;
+      if (mine.cursor < mine.done) mine.cursor = mine.done;
+      if (mine.done > u.cursor) this.group.send({ t: 'ack', epoch: this.epoch, unit: mine.id, cursor: mine.done, inflight: null });
+      next.push(mine);
+    }
+    this.units = next;
+  }
+
+  /** Acknowledges the batch whose step returned, naming the batch now in flight. */
+  private complete(delivered: { unit: LocalUnit; end: number } | null, inflight: { unit: number; end: number } | null): void {
+    if (delivered && this.units.includes(delivered.unit)) {
+      delivered.unit.done = delivered.end;
+      this.group.send({ t: 'ack', epoch: this.epoch, unit: delivered.unit.id, cursor: delivered.end, inflight });
+      return;
+    }
+    if (inflight) {
+      const unit = this.units.find((u) => u.id === inflight.unit)!;
+      this.group.send({ t: 'ack', epoch: this.epoch, unit: unit.id, cursor: unit.done, inflight });
+    }
   }
 }
 
