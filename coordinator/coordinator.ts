@@ -265,6 +265,27 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.http?.closeAllConnections();
   }
 
+  /**
+   * Stops abruptly, as SIGKILL would: sockets dropped, no goodbye, nothing more journaled.
+   * For fault simulation in tests; a new Coordinator can restore from the journal.
+   */
+  async crash(): Promise<void> {
+    this.phase = 'aborted';
+    for (const timer of [this.rendezvousTimer, this.settleTimer, this.rejoinTimer, this.flushTimer]) this.scheduler.clearTimeout(timer);
+    for (const timer of this.waitTimers.values()) this.scheduler.clearTimeout(timer);
+    if (this.current) this.scheduler.clearTimeout(this.current.reportTimer);
+    this.pendingAcks.clear();
+    this.journal?.close();
+    for (const peer of this.peers) {
+      peer.heartbeat.stop();
+      peer.ws.terminate();
+    }
+    this.collectives.close('crashed');
+    this.store.close();
+    await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
+    this.http?.closeAllConnections();
+  }
+
   // ---- connections ------------------------------------------------------------------
 
   private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {

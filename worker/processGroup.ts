@@ -302,6 +302,15 @@ export class ProcessGroup {
     clearTimeout(timer);
   }
 
+  /**
+   * Drops the connection abruptly, as a crashed process would: no leave, no reconnect.
+   * For fault simulation in tests and benchmarks.
+   */
+  kill(): void {
+    this.destroyed = true;
+    this.ws.terminate();
+  }
+
   /** @internal */
   nextFlow(): Promise<FlowMessage> {
     return this.inbox.next();

@@ -1,0 +1,262 @@
+/**
+ * Faults against a real coordinator over loopback, with workers in this process: a worker
+ * "dies" by dropping its socket abruptly (what the coordinator sees of a SIGKILL). Seeded,
+ * so a failure replays.
+ */
+import seedrandom from 'seedrandom';
+import { afterEach, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { Coordinator, type CoordinatorOptions } from '../coordinator/coordinator.ts';
+import { planFor } from '../coordinator/report.ts';
+import { CloseCode, PROTOCOL_VERSION, type RunConfig } from '../shared/protocol.ts';
+import { rangeDataset } from '../worker/datasets.ts';
+import { initProcessGroup, type ProcessGroup } from '../worker/processGroup.ts';
+
+const baseConfig: RunConfig = { length: 240, seed: '11', shuffle: true, dropLast: false, engine: 'torch', batchSize: 8, epochs: 2 };
+
+const open: Coordinator[] = [];
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((c) => c.close()));
+});
+
+async function start(options: Partial<CoordinatorOptions> & { worldSize: CoordinatorOptions['worldSize'] }, config: Partial<RunConfig> = {}) {
+  const coordinator = new Coordinator({ heartbeatMs: 100, deadAfterMs: 1000, ...options, config: { ...baseConfig, ...config } });
+  open.push(coordinator);
+  const { port } = await coordinator.listen();
+  return { coordinator, url: `ws://127.0.0.1:${port}` };
+}
+
+interface Consumed {
+  /** epoch -> positions this worker consumed (its step returned for them) */
+  positions: Map<number, number[]>;
+  error?: unknown;
+}
+
+/** Runs a worker loop; `dieAt(epoch, batchesDone)` returning true kills it abruptly mid-step. */
+async function work(pg: ProcessGroup, dieAt: (epoch: number, batches: number) => boolean = () => false, stepMs = 0): Promise<Consumed> {
+  const out: Consumed = { positions: new Map() };
+  try {
+    for await (const epoch of pg.epochs()) {
+      const mine: number[] = [];
+      out.positions.set(epoch.epoch, mine);
+      let batches = 0;
+      for await (const batch of epoch.batches(rangeDataset(pg.config.length))) {
+        if (dieAt(epoch.epoch, batches)) {
+          pg.kill();
+          return out;
+        }
+        if (stepMs) await new Promise((r) => setTimeout(r, stepMs));
+        mine.push(...batch.positions);
+        batches++;
+      }
+    }
+    await pg.destroy();
+  } catch (err) {
+    out.error = err;
+  }
+  return out;
+}
+
+function covered(results: Consumed[], epoch: number): Set<number> {
+  const all = new Set<number>();
+  for (const r of results) for (const p of r.positions.get(epoch) ?? []) all.add(p);
+  return all;
+}
+
+describe('worker death, seeded', () => {
+  const trials = 24;
+  it(`loses no position in ${trials} random SIGKILL-like deaths, and redelivers at most the batch in flight`, async () => {
+    const rng = seedrandom('distsampler/faults/v1');
+    for (let trial = 0; trial < trials; trial++) {
+      const worldSize = 2 + Math.floor(rng() * 3);
+      const victim = Math.floor(rng() * worldSize);
+      const dieEpoch = Math.floor(rng() * 2);
+      const length = 60 + Math.floor(rng() * 200);
+      const batchSize = 1 + Math.floor(rng() * 9);
+      const numBatches = Math.ceil(Math.ceil(length / worldSize) / batchSize);
+      const dieAfter = Math.floor(rng() * numBatches);
+      const { coordinator, url } = await start({ worldSize }, { length, batchSize, seed: String(trial) });
+      const groups = await Promise.all(Array.from({ length: worldSize }, (_, rank) => initProcessGroup({ initMethod: url, rank })));
+      const results = await Promise.all(
+        groups.map((pg) => work(pg, pg.rank === victim ? (e, b) => e === dieEpoch && b === dieAfter : undefined)),
+      );
+      const report = await coordinator.done;
+      const context = `trial ${trial}: W=${worldSize} N=${length} B=${batchSize} kill rank ${victim} in epoch ${dieEpoch} after ${dieAfter} batches`;
+      expect(report.ok, context).toBe(true);
+      for (const audit of report.epochs) {
+        expect(audit.missing, context).toBe(0);
+        const plan = planFor(coordinator.config, audit.worldSize, audit.epoch);
+        const positions = covered(results, audit.epoch);
+        expect(positions.size, context).toBe(plan.totalSize);
+        const deaths = audit.events.filter((e) => e.type === 'death').length;
+        expect(audit.redelivered, context).toBeLessThanOrEqual(batchSize * deaths);
+      }
+      expect(report.epochs[dieEpoch].events.some((e) => e.type === 'death' && e.rank === victim), context).toBe(true);
+      await coordinator.close();
+    }
+  }, 120_000);
+});
+
+describe('failure policies', () => {
+  it('abort stops the group and every survivor learns which rank died and where', async () => {
+    const { coordinator, url } = await start({ worldSize: 3, onFailure: 'abort' });
+    const groups = await Promise.all([0, 1, 2].map((rank) => initProcessGroup({ initMethod: url, rank })));
+    const results = await Promise.all(groups.map((pg) => work(pg, pg.rank === 1 ? (e, b) => e === 0 && b === 3 : undefined, 2)));
+    const report = await coordinator.done;
+    expect(report.ok).toBe(false);
+    expect(report.error).toMatch(/^rank 1 died at origin 1 offset \d+\/80/);
+    for (const r of [results[0], results[2]]) {
+      expect(r.error).toMatchObject({ name: 'GroupAbortedError', message: expect.stringMatching(/rank 1 died at origin 1 offset/) });
+    }
+  });
+
+  it('wait lets a replacement claim the dead rank and resume from its acknowledged cursor', async () => {
+    const { coordinator, url } = await start({ worldSize: 2, onFailure: 'wait', waitTimeoutMs: 10_000 }, { epochs: 1 });
+    const groups = await Promise.all([0, 1].map((rank) => initProcessGroup({ initMethod: url, rank })));
+    const died = work(groups[1], (_e, b) => b === 4);
+    const survivor = work(groups[0], undefined, 1);
+    await died;
+    const replacement = await initProcessGroup({ initMethod: url, rank: 1 });
+    expect(replacement.rank).toBe(1);
+    const resumed = await work(replacement);
+    await survivor;
+    const report = await coordinator.done;
+    expect(report.ok).toBe(true);
+    const audit = report.epochs[0];
+    expect(audit.missing).toBe(0);
+    expect(audit.events.map((e) => e.type)).toEqual(expect.arrayContaining(['death', 'replace']));
+    expect(audit.events.some((e) => e.type === 'reassign')).toBe(false);
+    // The replacement starts at the cursor: 4 batches were acknowledged, one was in flight.
+    expect(resumed.positions.get(0)![0]).toBe(1 + 2 * 4 * 8);
+    expect(audit.redelivered).toBeLessThanOrEqual(8);
+  });
+
+  it('wait falls back to reassigning when no replacement comes in time', async () => {
+    const { coordinator, url } = await start({ worldSize: 2, onFailure: 'wait', waitTimeoutMs: 200 }, { epochs: 1 });
+    const groups = await Promise.all([0, 1].map((rank) => initProcessGroup({ initMethod: url, rank })));
+    await Promise.all([work(groups[0]), work(groups[1], (_e, b) => b === 2)]);
+    const report = await coordinator.done;
+    expect(report.ok).toBe(true);
+    expect(report.epochs[0].events.find((e) => e.type === 'reassign')?.detail).toMatch(/origin 1 offsets \[16, 120\) from rank 1/);
+  });
+
+  it('a death at the epoch boundary finishes the epoch without that rank’s report and goes on', async () => {
+    const { coordinator, url } = await start({ worldSize: 2 });
+    const groups = await Promise.all([0, 1].map((rank) => initProcessGroup({ initMethod: url, rank })));
+    // Rank 1 finishes epoch 0's positions, then dies right as the next epoch begins.
+    const results = await Promise.all([work(groups[0]), work(groups[1], (e, b) => e === 1 && b === 0)]);
+    const report = await coordinator.done;
+    expect(report.ok).toBe(true);
+    expect(report.epochs.map((e) => e.missing)).toEqual([0, 0]);
+    expect(covered(results, 1).size).toBe(240);
+  });
+
+  it('a death during a collective fails the others fast, naming the lost rank', async () => {
+    const { url } = await start({ worldSize: 3 });
+    const groups = await Promise.all([0, 1, 2].map((rank) => initProcessGroup({ initMethod: url, rank })));
+    const waiting = Promise.allSettled([groups[0].barrier({ timeoutMs: 10_000 }), groups[1].barrier({ timeoutMs: 10_000 })]);
+    await new Promise((r) => setTimeout(r, 50));
+    const t0 = Date.now();
+    groups[2].kill();
+    const outcomes = await waiting;
+    expect(Date.now() - t0).toBeLessThan(5000);
+    for (const o of outcomes) {
+      expect(o.status).toBe('rejected');
+      expect(String((o as PromiseRejectedResult).reason)).toMatch(/rank 2/);
+    }
+    await Promise.all([work(groups[0]), work(groups[1])]);
+  });
+});
+
+describe('elastic membership', () => {
+  it('admits a worker arriving mid-epoch at the next boundary, with the plan at the new world size', async () => {
+    const { coordinator, url } = await start({ worldSize: { min: 2, max: 3 }, settleMs: 100 }, { epochs: 2 });
+    const groups = await Promise.all([0, 1].map(() => initProcessGroup({ initMethod: url })));
+    const early = groups.map((pg) => work(pg, undefined, 10));
+    await new Promise((r) => setTimeout(r, 30));
+    const late = await initProcessGroup({ initMethod: url });
+    const lateResult = await work(late);
+    await Promise.all(early);
+    const report = await coordinator.done;
+    expect(report.ok).toBe(true);
+    expect(report.epochs.map((e) => e.worldSize)).toEqual([2, 3]);
+    expect(lateResult.positions.has(0)).toBe(false);
+    expect(report.epochs[1].ranks.every((r) => r.sha256 === r.planSha256)).toBe(true);
+    expect(report.epochs[0].events.some((e) => e.type === 'join' && /standby/.test(e.detail))).toBe(true);
+  });
+
+  it('a clean leave mid-epoch hands the rest to the others without redelivery', async () => {
+    const { coordinator, url } = await start({ worldSize: { min: 1, max: 2 }, settleMs: 100 }, { epochs: 2 });
+    const groups = await Promise.all([0, 1].map(() => initProcessGroup({ initMethod: url })));
+    const leaver = (async () => {
+      for await (const epoch of groups[1].epochs()) {
+        let n = 0;
+        for await (const _batch of epoch.batches(rangeDataset(240))) if (++n === 3) break;
+        break;
+      }
+      await groups[1].destroy();
+    })();
+    const stayer = await work(groups[0], undefined, 1);
+    await leaver;
+    const report = await coordinator.done;
+    expect(report.ok).toBe(true);
+    expect(report.epochs[0]).toMatchObject({ missing: 0, redelivered: 0 });
+    expect(report.epochs[0].events.some((e) => e.type === 'leave' && e.rank !== null)).toBe(true);
+    expect(report.epochs[1].worldSize).toBe(1);
+    expect(stayer.positions.get(1)!.length).toBe(240);
+  });
+
+  it('stops with a clear error when the group shrinks below MIN', async () => {
+    const { coordinator, url } = await start({ worldSize: { min: 2, max: 3 }, settleMs: 50 }, { epochs: 3 });
+    const groups = await Promise.all([0, 1].map(() => initProcessGroup({ initMethod: url })));
+    await Promise.all([work(groups[0]), work(groups[1], (e, b) => e === 0 && b === 1)]);
+    const report = await coordinator.done;
+    expect(report.ok).toBe(false);
+    expect(report.error).toBe('the group shrank to 1 workers, below the minimum world size 2');
+    expect(report.epochs[0].missing).toBe(0);
+  });
+
+  it('renumbers a survivor so ranks stay 0..W-1 after a death', async () => {
+    const { coordinator, url } = await start({ worldSize: { min: 2, max: 3 }, settleMs: 50 }, { epochs: 2 });
+    const groups = await Promise.all([0, 1, 2].map((rank) => initProcessGroup({ initMethod: url, rank })));
+    await Promise.all([work(groups[0]), work(groups[1], (e, b) => e === 0 && b === 1), work(groups[2])]);
+    const report = await coordinator.done;
+    expect(report.ok).toBe(true);
+    expect(report.epochs[1].worldSize).toBe(2);
+    expect(groups[2].rank).toBe(1);
+    expect(report.epochs[1].ranks.map((r) => r.sha256 === r.planSha256)).toEqual([true, true]);
+  });
+});
+
+describe('hostile input while a run goes on', () => {
+  it('closes every hostile connection with a 4xxx code or 1009 and still loses nothing', async () => {
+    const { coordinator, url } = await start({ worldSize: 2 }, { epochs: 3 });
+    const groups = Promise.all([0, 1].map((rank) => initProcessGroup({ initMethod: url, rank })));
+    const rng = seedrandom('hostile');
+    const frames: Array<string | Buffer> = [
+      Buffer.from(Array.from({ length: 64 }, () => Math.floor(rng() * 256))),
+      '{"t":"hello","v":1,"workerId":"x","pid":1',
+      '{"t":"hello","v":"1","workerId":"x","pid":1}',
+      '{"t":"ack","epoch":0,"unit":0,"cursor":1,"inflight":null}',
+      JSON.stringify({ t: 'hello', v: PROTOCOL_VERSION + 7, workerId: 'old', pid: 1 }),
+      'a'.repeat(70_000),
+      '{}',
+      '42',
+    ];
+    for (let i = 0; i < 20; i++) frames.push(Buffer.from(Array.from({ length: 1 + Math.floor(rng() * 200) }, () => Math.floor(rng() * 256))).toString('latin1'));
+    const codes: number[] = [];
+    for (const frame of frames) {
+      const ws = new WebSocket(url);
+      await new Promise((r) => ws.once('open', r));
+      const closed = new Promise<number>((r) => ws.once('close', (code) => r(code)));
+      ws.send(frame);
+      codes.push(await closed);
+    }
+    for (const code of codes) expect(code === 1009 || (code >= 4000 && code < 5000), `close code ${code}`).toBe(true);
+    expect(codes).toContain(CloseCode.VersionMismatch);
+    const results = await Promise.all((await groups).map((pg) => work(pg)));
+    const report = await coordinator.done;
+    expect(report.ok).toBe(true);
+    for (const audit of report.epochs) expect(covered(results, audit.epoch).size).toBe(240);
+  });
+});
