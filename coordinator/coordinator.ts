@@ -27,7 +27,7 @@ import { Heartbeat } from './heartbeat.ts';
 import { Journal, type JournalRecord, type JournalState, type WorldSizeRange } from './journal.ts';
 import { KeyValueStore } from './kvStore.ts';
 import { Rendezvous } from './rendezvous.ts';
-import { planDigests, planFor, reportConfig, type EpochAudit, type EpochEvent, type RankAudit, type RunReport } from './report.ts';
+import { reportConfig, type EpochAudit, type EpochEvent, type RankAudit, type RunReport } from './report.ts';
 import { realScheduler, type Scheduler } from './scheduler.ts';
 
 export const FailurePolicy = { Reassign: 'reassign', Abort: 'abort', Wait: 'wait' } as const;
@@ -111,7 +111,7 @@ interface EpochState {
   events: EpochEvent[];
   /** Ranks taking part in this epoch (standbys wait for the next one). */
   active: Set<number>;
-  reports: Map<number, { samples: number; sha256: string; waitMs: number }>;
+  reports: Map<number, { samples: number; sha256: string; planSha256: string; waitMs: number }>;
   pids: Map<number, number>;
   reportTimer?: unknown;
 }
@@ -655,7 +655,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       if (this.audits.some((a) => a.epoch === message.epoch)) return;
       return this.reject(peer, CloseCode.OutOfOrder, `epoch report for epoch ${message.epoch} before that epoch ended`);
     }
-    state.reports.set(rank, { samples: message.samples, sha256: message.sha256, waitMs: message.waitMs });
+    state.reports.set(rank, { samples: message.samples, sha256: message.sha256, planSha256: message.planSha256, waitMs: message.waitMs });
     this.maybeFinishEpoch();
   }
 
@@ -671,7 +671,6 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     if (this.phase !== 'reporting') return;
     this.scheduler.clearTimeout(state.reportTimer);
     const { ledger } = state;
-    const expected = planDigests(planFor(this.config, ledger.worldSize, ledger.epoch));
     const ranks: RankAudit[] = [];
     const reporters = new Set([...state.reports.keys(), ...Array.from({ length: ledger.worldSize }, (_, r) => r)]);
     for (const rank of [...reporters].sort((a, b) => a - b)) {
@@ -681,12 +680,12 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
         pid: state.pids.get(rank) ?? null,
         samples: report?.samples ?? 0,
         sha256: report?.sha256 ?? null,
-        planSha256: expected[rank] ?? null,
+        planSha256: report?.planSha256 ?? null,
         waitMs: report?.waitMs ?? null,
       });
     }
     const faulted = state.events.some((e) => e.type !== 'join');
-    const ok = ledger.missing === 0 && (faulted || ranks.every((r) => r.sha256 === r.planSha256));
+    const ok = ledger.missing === 0 && (faulted || ranks.every((r) => r.sha256 !== null && r.sha256 === r.planSha256));
     const audit: EpochAudit = {
       epoch: ledger.epoch,
       worldSize: ledger.worldSize,

@@ -14,7 +14,7 @@ export interface RankAudit {
   samples: number;
   /** sha256 over the dataset indices it consumed, in order; null when it never reported (it died). */
   sha256: string | null;
-  /** The digest of this rank's shard in PyTorch's plan (null for a rank beyond the plan's world size). */
+  /** The digest of this rank's shard in PyTorch's plan, as its worker derived it (null if it never reported). */
   planSha256: string | null;
   /** Time it waited at the epoch boundary for the others. */
   waitMs: number | null;

@@ -15,7 +15,7 @@ import WebSocket from 'ws';
 import { CloseCode, closeCodeName, encode, MAX_FRAME_BYTES, parseServerMessage, PROTOCOL_VERSION, ProtocolError } from '../shared/protocol.ts';
 import type { ClientMessage, RunConfig, ServerMessage, WorkUnit } from '../shared/protocol.ts';
 import type { ShardPlan } from '../shared/sampler.ts';
-import { ShardDigest } from '../shared/shardDigest.ts';
+import { digestIndices, ShardDigest } from '../shared/shardDigest.ts';
 import { planFor } from '../coordinator/report.ts';
 import { CollectivesClient } from './collectivesClient.ts';
 import type { Dataset } from './datasets.ts';
@@ -488,12 +488,14 @@ export class Epoch {
       const message: FlowMessage = endSeen ? { t: 'epochEnd', epoch: this.epoch } : await this.group.nextFlow();
       if (message.t === 'epochEnd' && message.epoch === this.epoch) {
         this.ended = true;
+        const waitMs = performance.now() - idleSince;
         this.group.epochEnded(this.epoch, {
           t: 'epochReport',
           epoch: this.epoch,
           samples: this.digest.count,
           sha256: this.digest.hex(),
-          waitMs: performance.now() - idleSince,
+          planSha256: digestIndices(plan.shard(this.rank)),
+          waitMs,
         });
         return;
       }
