@@ -22,6 +22,8 @@ without faults, every rank's digest equal to PyTorch's plan.
   --step FILE                a .ts/.js module exporting async step(batch, ctx) (default: no-op)
   --resume FILE              continue a stopped run from its journal, with --workers W workers
                              (any number): the remaining positions are spread over them
+  With --on-failure wait, run starts a replacement worker (same RANK) for one that died,
+  as torchrun restarts its workers.
 
 Simulation (faults are injected by this launcher; everything replays from the seed):
   --kill RANK@EPOCH:FRACTION SIGKILL that rank's worker when it has done FRACTION of its shard

@@ -74,6 +74,7 @@ export class Launcher {
   private readonly workerChildren: WorkerChild[] = [];
   private coordinator: ChildProcess | undefined;
   private port = 0;
+  private host = '127.0.0.1';
   private readonly token: string;
   private stopping = false;
   private finished = false;
@@ -96,8 +97,10 @@ export class Launcher {
       for (const { rank, pid } of e.ranks) if (pid !== null) this.pidOfRank.set(rank, pid);
     });
     this.events.on('progress', (p) => this.checkFaults(p));
-    const { port } = await this.startCoordinator(this.options.resume ?? false);
+    const { host, port } = await this.startCoordinator(this.options.resume ?? false);
     this.port = port;
+    // A wildcard bind is reached locally through loopback.
+    if (host !== '0.0.0.0' && host !== '::') this.host = host;
     for (let rank = 0; rank < this.options.workers; rank++) this.startWorker(rank);
     const report = await done;
     this.finished = true;
@@ -146,7 +149,7 @@ export class Launcher {
       execArgv: ['--import', TSX_LOADER],
       env: {
         ...process.env,
-        MASTER_ADDR: '127.0.0.1',
+        MASTER_ADDR: this.host,
         MASTER_PORT: String(this.port),
         WORLD_SIZE: String(this.options.workers),
         RANK: String(rank),

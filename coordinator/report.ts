@@ -95,7 +95,7 @@ export function reportConfig(config: RunConfig, worldSize: number): RunReport['c
 export function formatSummary(report: RunReport): string {
   const header = ['epoch', 'world', 'planned', 'consumed', 'missing', 'redelivered', 'ms', 'digests', 'events'];
   const rows = report.epochs.map((e) => {
-    const matched = e.ranks.filter((r) => r.sha256 === r.planSha256).length;
+    const matched = e.ranks.filter((r) => r.sha256 !== null && r.sha256 === r.planSha256).length;
     return [
       String(e.epoch),
       String(e.worldSize),
