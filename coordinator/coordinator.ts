@@ -686,18 +686,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     }
     const faulted = state.events.some((e) => e.type !== 'join');
     const ok = ledger.missing === 0 && (faulted || ranks.every((r) => r.sha256 !== null && r.sha256 === r.planSha256));
-    const audit: EpochAudit = {
-      epoch: ledger.epoch,
-      worldSize: ledger.worldSize,
-      ranks,
-      planned: ledger.planned,
-      consumed: ledger.consumed,
-      missing: ledger.missing,
-      redelivered: ledger.redelivered,
-      durationMs: Date.now() - state.startedAtWallMs,
-      events: state.events,
-      ok,
-    };
+    const audit = auditOf(state, ranks, ok);
     this.audits.push(audit);
     this.journalWrite({ k: 'audit', audit });
     this.emit('epochAudit', audit);
@@ -725,21 +714,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     }
     this.collectives.close(reason);
     const state = this.current;
-    if (state && !this.audits.some((a) => a.epoch === state.ledger.epoch)) {
-      const { ledger } = state;
-      this.audits.push({
-        epoch: ledger.epoch,
-        worldSize: ledger.worldSize,
-        ranks: [],
-        planned: ledger.planned,
-        consumed: ledger.consumed,
-        missing: ledger.missing,
-        redelivered: ledger.redelivered,
-        durationMs: Date.now() - state.startedAtWallMs,
-        events: state.events,
-        ok: false,
-      });
-    }
+    if (state && !this.audits.some((a) => a.epoch === state.ledger.epoch)) this.audits.push(auditOf(state, [], false));
     // A coordinator shut down from outside (Ctrl-C) leaves its journal resumable.
     this.settle(false, reason, closeCode !== CloseCode.Shutdown);
   }
@@ -892,6 +867,22 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   private send(peer: Peer, message: ServerMessage): void {
     if (peer.ws.readyState === peer.ws.OPEN) peer.ws.send(encode(message));
   }
+}
+
+function auditOf(state: EpochState, ranks: RankAudit[], ok: boolean): EpochAudit {
+  const { ledger } = state;
+  return {
+    epoch: ledger.epoch,
+    worldSize: ledger.worldSize,
+    ranks,
+    planned: ledger.planned,
+    consumed: ledger.consumed,
+    missing: ledger.missing,
+    redelivered: ledger.redelivered,
+    durationMs: Date.now() - state.startedAtWallMs,
+    events: state.events,
+    ok,
+  };
 }
 
 function isLoopback(host: string): boolean {

@@ -8,6 +8,7 @@ import { describe, expect, test } from 'vitest';
 import { MT19937, torchSeed32 } from '../shared/mt19937.ts';
 import { torchPermutation } from '../shared/permutation.ts';
 import { mod64, randperm, RANDPERM_FORWARD_LIMIT, randpermForward, randpermInsideOut } from '../shared/randperm.ts';
+import { testRng } from './support/testRng.ts';
 
 interface RandpermVector {
   readonly n: number;
@@ -20,17 +21,6 @@ const golden = JSON.parse(readFileSync(new URL('./fixtures/torch-distributed-sam
 
 const TWO_32 = 2 ** 32;
 
-/** A small deterministic generator for test inputs (mulberry32), independent of the code under test. */
-function testRng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / TWO_32;
-  };
-}
 
 /** A uniform random unsigned 32-bit integer. */
 function u32(rand: () => number): number {

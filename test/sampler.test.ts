@@ -10,6 +10,7 @@ import type { Seed } from '../shared/mt19937.ts';
 import { torchPermutation, type EngineName } from '../shared/permutation.ts';
 import { computeNumSamples, DistributedSampler, ShardPlan, type PlanOptions } from '../shared/sampler.ts';
 import { digestIndices } from '../shared/shardDigest.ts';
+import { testRng } from './support/testRng.ts';
 
 interface GoldenCase {
   readonly length: number;
@@ -44,17 +45,6 @@ function describeConfig(c: { length: number; numReplicas: number; shuffle: boole
   return `N=${c.length} W=${c.numReplicas} shuffle=${c.shuffle} seed=${c.seed} dropLast=${c.dropLast} epoch=${c.epoch}`;
 }
 
-/** A small deterministic generator for test inputs (mulberry32), independent of the code under test. */
-function testRng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 function randInt(rand: () => number, lo: number, hi: number): number {
   return lo + Math.floor(rand() * (hi - lo + 1));
