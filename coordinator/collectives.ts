@@ -85,7 +85,15 @@ export class Collectives {
   private readonly lastSeq = new Map<number, number>();
   private closedReason: string | undefined;
 
+  /** The highest seq anyone contributed to, so a newcomer can be told where the group is. */
+  private highestSeq = -1;
+
   constructor(private readonly options: CollectivesOptions) {}
+
+  /** The seq of the group's next collective (sent with each epoch so elastic newcomers line up). */
+  get nextSeq(): number {
+    return this.highestSeq + 1;
+  }
 
   /** One rank's call of collective `msg.seq`. */
   contribute(rank: number, msg: CollectiveMessage): void {
@@ -107,6 +115,7 @@ export class Collectives {
       return;
     }
     this.lastSeq.set(rank, seq);
+    this.highestSeq = Math.max(this.highestSeq, seq);
 
     const failed = this.failures.get(seq);
     if (failed) {

@@ -197,7 +197,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.scheduler = options.scheduler ?? realScheduler;
     this.rendezvous = new Rendezvous({ worldSize: max, length: this.config.length });
     const send = (rank: number, message: ServerMessage) => this.sendTo(rank, message);
-    this.collectives = new Collectives({ members: () => this.rendezvous.liveRanks(), send, scheduler: this.scheduler });
+    // Standbys join collectives with the epoch that admits them.
+    this.collectives = new Collectives({ members: () => (this.current ? this.activeLive() : this.rendezvous.liveRanks()), send, scheduler: this.scheduler });
     this.store = new KeyValueStore({ send, scheduler: this.scheduler });
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
     if (options.journalPath) {
@@ -591,7 +592,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
 
   private sendEpoch(rank: number): void {
     const { ledger } = this.current!;
-    this.sendTo(rank, { t: 'epoch', epoch: ledger.epoch, rank, worldSize: ledger.worldSize, units: ledger.unitsOf(rank) });
+    this.sendTo(rank, { t: 'epoch', epoch: ledger.epoch, rank, worldSize: ledger.worldSize, units: ledger.unitsOf(rank), seq: this.collectives.nextSeq });
   }
 
   /** Elastic: ranks of the next epoch must be 0..n-1; survivors below n keep theirs. */

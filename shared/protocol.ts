@@ -162,7 +162,15 @@ export const ServerMessageSchema = z.discriminatedUnion('t', [
    * Start of an epoch (or its resumption after a reconnect): the worker's rank for it, the
    * plan's world size, and this worker's units with their acknowledged cursors.
    */
-  z.object({ t: z.literal('epoch'), epoch: int, rank: nonNegInt, worldSize: nonNegInt.min(1), units: z.array(WorkUnitSchema) }),
+  z.object({
+    t: z.literal('epoch'),
+    epoch: int,
+    rank: nonNegInt,
+    worldSize: nonNegInt.min(1),
+    units: z.array(WorkUnitSchema),
+    /** The group's next collective seq: a worker that joined later numbers its calls from here. */
+    seq: nonNegInt,
+  }),
   /** More units mid-epoch: a dead rank's unacknowledged tail. */
   z.object({ t: z.literal('assign'), epoch: int, units: z.array(WorkUnitSchema), reason: z.string() }),
   /** Every position of the epoch is acknowledged: report, then wait for the next epoch. */

@@ -185,6 +185,29 @@ describe('elastic membership', () => {
     expect(report.epochs[0].events.some((e) => e.type === 'join' && /standby/.test(e.detail))).toBe(true);
   });
 
+  it('lines up a newcomer’s collectives with the group’s numbering', async () => {
+    const { coordinator, url } = await start({ worldSize: { min: 2, max: 3 }, settleMs: 100 }, { epochs: 2 });
+    const sums = new Map<ProcessGroup, number[]>();
+    const loop = async (pg: ProcessGroup) => {
+      const mine: number[] = [];
+      sums.set(pg, mine);
+      for await (const epoch of pg.epochs()) {
+        await pg.barrier();
+        mine[epoch.epoch] = await pg.allReduce(1, 'sum');
+        for await (const _batch of epoch.batches(rangeDataset(240))) await new Promise((r) => setTimeout(r, 10));
+      }
+      await pg.destroy();
+    };
+    const groups = await Promise.all([0, 1].map(() => initProcessGroup({ initMethod: url })));
+    const early = groups.map(loop);
+    await new Promise((r) => setTimeout(r, 30));
+    const late = await initProcessGroup({ initMethod: url });
+    await Promise.all([...early, loop(late)]);
+    expect((await coordinator.done).ok).toBe(true);
+    for (const pg of groups) expect(sums.get(pg)).toEqual([2, 3]);
+    expect(sums.get(late)![1]).toBe(3);
+  });
+
   it('a clean leave mid-epoch hands the rest to the others without redelivery', async () => {
     const { coordinator, url } = await start({ worldSize: { min: 1, max: 2 }, settleMs: 100 }, { epochs: 2 });
     const groups = await Promise.all([0, 1].map(() => initProcessGroup({ initMethod: url })));

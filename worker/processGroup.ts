@@ -270,6 +270,7 @@ export class ProcessGroup {
         // A restarted coordinator re-sends the epoch that just ended: its report follows.
         if (this.lastEnded && message.epoch <= this.lastEnded.epoch) continue;
         this.currentRank = message.rank;
+        this.client.syncSeq(message.seq);
         const epoch = new Epoch(this, message.epoch, message.worldSize, message.units);
         yield epoch;
         if (!epoch.ended) throw new Error(`epoch ${message.epoch}: the loop body returned before consuming its batches (the epoch cannot end)`);
