@@ -56,15 +56,15 @@ export async function run(argv: string[]): Promise<number> {
   });
   if (ipc) forwardEvents(coordinator, ipc);
   const detach = ipc ? undefined : attachProgressView(coordinator);
+  const stop = () => void coordinator.close('interrupted');
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
   const { host, port } = await coordinator.listen();
   if (!ipc) {
     const size = typeof worldSize === 'number' ? `${worldSize}` : `${worldSize.min}..${worldSize.max}`;
     process.stderr.write(`listening on ws://${host}:${port} for ${restore && !resume ? 'the journaled group' : `${size} workers`}\n`);
     if (restore) process.stderr.write(`continuing the run journaled in ${journalPath} (its config wins over flags)\n`);
   }
-  const stop = () => void coordinator.close('interrupted');
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
   const report = await coordinator.done;
   await coordinator.close();
   detach?.();

@@ -393,6 +393,11 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       return;
     }
     state.active.add(rank);
+    if (!rejoined) {
+      // A replacement redoes what its predecessor had in flight: count it, and journal the handover.
+      state.ledger.transfer(rank, rank);
+      this.journalWrite({ k: 'units', epoch: state.ledger.epoch, units: state.ledger.snapshot(), redelivered: state.ledger.redelivered });
+    }
     // A replacement or a reconnect resumes the rank's units from their acknowledged cursors.
     this.sendEpoch(rank);
     if (this.phase === 'reporting') this.sendTo(rank, { t: 'epochEnd', epoch: state.ledger.epoch });
@@ -570,9 +575,11 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   private resumeEpoch(interrupted: NonNullable<JournalState['current']>): void {
     const ledger = new EpochLedger(interrupted.epoch, interrupted.worldSize, interrupted.numSamples, interrupted);
     const live = this.rendezvous.liveRanks();
+    // Cut the old group's units before anyone hears of the epoch: new ranks may share old numbers.
+    const moved = ledger.redistribute(live);
     this.beginEpoch(ledger, new Set(live), [...interrupted.events], interrupted.startedAtWallMs);
     this.recordEvent('resume', null, `resumed by ${live.length} new workers with ${ledger.missing} positions left`);
-    this.sendAssignments(ledger.redistribute(live), 'resumed run', null);
+    this.sendAssignments(moved, 'resumed run', null);
   }
 
   private beginEpoch(ledger: EpochLedger, active: Set<number>, events: EpochEvent[], startedAtWallMs = Date.now()): void {

@@ -134,6 +134,7 @@ export function readJournal(path: string): JournalState {
 /** Appends records durably. */
 export class Journal {
   private fd: number;
+  private closed = false;
   private linesSinceCompaction = 0;
   /** Past this many appended lines, the next compaction point rewrites the file. */
   static readonly COMPACT_AFTER = 2000;
@@ -154,6 +155,7 @@ export class Journal {
   }
 
   write(record: JournalRecord): void {
+    if (this.closed) return;
     writeSync(this.fd, JSON.stringify(record) + '\n');
     fsyncSync(this.fd);
     this.linesSinceCompaction++;
@@ -165,6 +167,7 @@ export class Journal {
 
   /** Rewrites the journal as a snapshot of `state` (write to a temp file, fsync, rename). */
   compact(state: JournalState): void {
+    if (this.closed) return;
     const records: JournalRecord[] = [{ k: 'run', v: JOURNAL_VERSION, config: state.config, worldSize: state.worldSize }];
     for (const [rank, workerId] of state.members) records.push({ k: 'member', rank, workerId });
     for (const audit of state.audits) records.push({ k: 'audit', audit });
@@ -176,7 +179,10 @@ export class Journal {
     this.linesSinceCompaction = 0;
   }
 
+  /** Closes the file; safe to call more than once. */
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     closeSync(this.fd);
   }
 }

@@ -80,6 +80,7 @@ export class Launcher {
   private finished = false;
   private restarts = 0;
   private readonly pidOfRank = new Map<number, number>();
+  private readonly replacements = new Map<number, number>();
   private readonly pendingKills: WorkerKill[];
   private readonly pendingCoordinatorKills: CoordinatorKill[];
 
@@ -161,10 +162,15 @@ export class Launcher {
     const entry: WorkerChild = { rank, child, killedByLauncher: false, exited: exitOf(child) };
     this.workerChildren.push(entry);
     this.pipeLines(child, `rank ${rank}`);
-    void entry.exited.then((exit) => {
+    void entry.exited.then(async (exit) => {
       if (exit === 0 || this.finished || this.stopping || !this.options.replaceDead) return;
-      this.options.onNote?.(`worker rank ${rank} (pid ${child.pid}) exited (${exit}); starting a replacement with RANK=${rank}`);
-      this.startWorker(rank);
+      // Back off when replacements keep failing, as torchrun's restarts do.
+      const attempt = (this.replacements.get(rank) ?? 0) + 1;
+      this.replacements.set(rank, attempt);
+      const delayMs = Math.min(2000, 100 * 2 ** (attempt - 1));
+      this.options.onNote?.(`worker rank ${rank} (pid ${child.pid}) exited (${exit}); starting a replacement with RANK=${rank} in ${delayMs} ms`);
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+      if (!this.finished && !this.stopping) this.startWorker(rank);
     });
   }
 

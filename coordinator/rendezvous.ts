@@ -58,7 +58,8 @@ export class Rendezvous {
       if (request.rank >= this.worldSize) {
         return refuse(CloseCode.GroupFull, `rank ${request.rank} is beyond the world size ${this.worldSize} (ranks 0..${this.worldSize - 1})`);
       }
-      if (this.holders.has(request.rank)) {
+      // A rank whose holder is gone (not connected) may be taken over by a replacement.
+      if (this.holders.has(request.rank) && this.live.has(request.rank)) {
         return refuse(CloseCode.RankTaken, `rank ${request.rank} is already taken by worker ${this.holders.get(request.rank)}`);
       }
       return this.admit(request.rank, request.workerId);

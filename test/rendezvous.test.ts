@@ -48,6 +48,14 @@ describe('Rendezvous', () => {
     expect(r.join({ workerId: 'a', version: v })).toEqual({ ok: true, rank: 0, rejoined: true });
   });
 
+  it('lets a replacement take over the rank of a holder that is no longer connected', () => {
+    const r = new Rendezvous({ worldSize: 2, length: 10 });
+    r.join({ workerId: 'a', version: v, rank: 1 });
+    r.disconnected(1);
+    expect(r.join({ workerId: 'b', version: v, rank: 1 })).toEqual({ ok: true, rank: 1, rejoined: false });
+    expect(r.rankOf('a')).toBeUndefined();
+  });
+
   it('lets a replacement claim a released rank', () => {
     const r = new Rendezvous({ worldSize: 2, length: 10 });
     r.join({ workerId: 'a', version: v });
