@@ -18,6 +18,8 @@ const SECTIONS: readonly SectionEntry[] = [
     runByDefault: true,
     load: () => import('./shard.ts'),
   },
+  { name: 'group', summary: 'process group with real processes: rendezvous, barrier vs gloo, epoch rollover, e2e overhead', runByDefault: true, load: () => import('./group.ts') },
+  { name: 'soak', summary: 'bounded soak (~150 s, --quick 30 s): distsampler run under seeded random worker and coordinator SIGKILLs', runByDefault: false, load: () => import('./soak.ts') },
 ];
 
 interface BenchArgs {

@@ -89,3 +89,22 @@ export function isAlive(pid: number): boolean {
     return false;
   }
 }
+
+/**
+ * Waits for `cli` to exit; after `timeoutMs` it is SIGKILLed and the promise rejects with its
+ * stderr, so a hung run fails with a reason instead of a bare test timeout.
+ */
+export async function exitWithin(cli: CliProcess, timeoutMs: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      cli.child.kill('SIGKILL');
+      reject(new Error(`${cli.child.spawnargs.slice(4).join(' ')} did not exit within ${timeoutMs} ms; stderr:\n${cli.stderr()}`));
+    }, timeoutMs);
+  });
+  try {
+    return await Promise.race([cli.exited, timedOut]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
