@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { WebSocketServer } from 'ws';
 import { Coordinator } from '../coordinator/coordinator.ts';
 import { Launcher } from '../coordinator/launcher.ts';
-import { planFor } from '../coordinator/report.ts';
+import { planFor } from '../shared/runPlan.ts';
 import { digestIndices } from '../shared/shardDigest.ts';
 import type { RunConfig } from '../shared/protocol.ts';
 import { cpuMsSince, isChildMessage, wallNow, type ChildMessage, type ChildMessageType, type WorkerSpec } from './groupCommon.ts';

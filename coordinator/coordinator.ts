@@ -24,9 +24,11 @@ import { computeNumSamples } from '../shared/sampler.ts';
 import { Collectives } from './collectives.ts';
 import { EpochLedger, type Reassignment } from './epochLedger.ts';
 import { Heartbeat } from './heartbeat.ts';
+import { auditInBackground, PlanAuditor } from './planAuditor.ts';
 import { Journal, type JournalRecord, type JournalState, type WorldSizeRange } from './journal.ts';
 import { KeyValueStore } from './kvStore.ts';
 import { Rendezvous } from './rendezvous.ts';
+import { planFor } from '../shared/runPlan.ts';
 import { reportConfig, type EpochAudit, type EpochEvent, type RankAudit, type RunReport } from './report.ts';
 import { realScheduler, type Scheduler } from './scheduler.ts';
 
@@ -111,9 +113,12 @@ interface EpochState {
   events: EpochEvent[];
   /** Ranks taking part in this epoch (standbys wait for the next one). */
   active: Set<number>;
-  reports: Map<number, { samples: number; sha256: string; planSha256: string; waitMs: number }>;
+  reports: Map<number, { samples: number; sha256: string; waitMs: number }>;
   pids: Map<number, number>;
   reportTimer?: unknown;
+  /** The plan's per-rank digests, derived here while the epoch runs. */
+  auditor: PlanAuditor;
+  stopAudit: () => void;
 }
 
 function rangeOf(worldSize: number | WorldSizeRange): WorldSizeRange {
@@ -272,6 +277,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
    */
   async crash(): Promise<void> {
     this.phase = 'aborted';
+    this.current?.stopAudit();
     for (const timer of [this.rendezvousTimer, this.settleTimer, this.rejoinTimer, this.flushTimer]) this.scheduler.clearTimeout(timer);
     for (const timer of this.waitTimers.values()) this.scheduler.clearTimeout(timer);
     if (this.current) this.scheduler.clearTimeout(this.current.reportTimer);
@@ -586,7 +592,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.phase = 'running';
     const pids = new Map<number, number>();
     for (const [rank, peer] of this.byRank) if (peer.pid !== null) pids.set(rank, peer.pid);
-    this.current = { ledger, startedAtWallMs, events, active, reports: new Map(), pids };
+    this.current = { ledger, startedAtWallMs, events, active, reports: new Map(), pids, ...this.startAudit(ledger) };
     this.journal?.compact(this.snapshot());
     this.emit('epochStart', {
       epoch: ledger.epoch,
@@ -595,6 +601,11 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       ranks: [...active].sort((a, b) => a - b).map((rank) => ({ rank, pid: pids.get(rank) ?? null })),
     });
     for (const rank of active) this.sendEpoch(rank);
+  }
+
+  private startAudit(ledger: EpochLedger): { auditor: PlanAuditor; stopAudit: () => void } {
+    const auditor = new PlanAuditor(() => planFor(this.config, ledger.worldSize, ledger.epoch));
+    return { auditor, stopAudit: auditInBackground(auditor) };
   }
 
   private sendEpoch(rank: number): void {
@@ -663,7 +674,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       if (this.audits.some((a) => a.epoch === message.epoch)) return;
       return this.reject(peer, CloseCode.OutOfOrder, `epoch report for epoch ${message.epoch} before that epoch ended`);
     }
-    state.reports.set(rank, { samples: message.samples, sha256: message.sha256, planSha256: message.planSha256, waitMs: message.waitMs });
+    state.reports.set(rank, { samples: message.samples, sha256: message.sha256, waitMs: message.waitMs });
     this.maybeFinishEpoch();
   }
 
@@ -679,6 +690,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     if (this.phase !== 'reporting') return;
     this.scheduler.clearTimeout(state.reportTimer);
     const { ledger } = state;
+    const expected = state.auditor.finish();
     const ranks: RankAudit[] = [];
     const reporters = new Set([...state.reports.keys(), ...Array.from({ length: ledger.worldSize }, (_, r) => r)]);
     for (const rank of [...reporters].sort((a, b) => a - b)) {
@@ -688,7 +700,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
         pid: state.pids.get(rank) ?? null,
         samples: report?.samples ?? 0,
         sha256: report?.sha256 ?? null,
-        planSha256: report?.planSha256 ?? null,
+        planSha256: expected[rank] ?? null,
         waitMs: report?.waitMs ?? null,
       });
     }
@@ -713,6 +725,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   private abort(reason: string, closeCode: number): void {
     if (this.phase === 'finished' || this.phase === 'aborted') return;
     this.phase = 'aborted';
+    this.current?.stopAudit();
     for (const timer of [this.rendezvousTimer, this.settleTimer, this.rejoinTimer]) this.scheduler.clearTimeout(timer);
     for (const timer of this.waitTimers.values()) this.scheduler.clearTimeout(timer);
     this.flushAcks();
@@ -762,7 +775,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       this.groupSize = c.worldSize;
       this.phase = 'running';
       const active = new Set([...state.members.keys()]);
-      this.current = { ledger, startedAtWallMs: c.startedAtWallMs, events: [...c.events], active, reports: new Map(), pids: new Map(c.pids) };
+      this.current = { ledger, startedAtWallMs: c.startedAtWallMs, events: [...c.events], active, reports: new Map(), pids: new Map(c.pids), ...this.startAudit(ledger) };
       this.recordEvent('restart', null, `coordinator restarted from its journal with ${ledger.missing} positions unacknowledged`);
       if (ledger.complete) {
         this.phase = 'reporting';

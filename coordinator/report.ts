@@ -3,8 +3,6 @@
  * was lost (must be nothing) and what was delivered twice.
  */
 import type { EngineName } from '../shared/permutation.ts';
-import { ShardPlan } from '../shared/sampler.ts';
-import { digestIndices } from '../shared/shardDigest.ts';
 import type { RunConfig } from '../shared/protocol.ts';
 
 export interface RankAudit {
@@ -14,7 +12,7 @@ export interface RankAudit {
   samples: number;
   /** sha256 over the dataset indices it consumed, in order; null when it never reported (it died). */
   sha256: string | null;
-  /** The digest of this rank's shard in PyTorch's plan, as its worker derived it (null if it never reported). */
+  /** The digest of this rank's shard in PyTorch's plan, derived by the coordinator. */
   planSha256: string | null;
   /** Time it waited at the epoch boundary for the others. */
   waitMs: number | null;
@@ -56,26 +54,6 @@ export interface RunReport {
   epochs: EpochAudit[];
   /** Why the run stopped early, when it did. */
   error?: string;
-}
-
-export function planFor(config: RunConfig, worldSize: number, epoch: number): ShardPlan {
-  const seed = BigInt(config.seed);
-  return new ShardPlan({
-    length: config.length,
-    worldSize,
-    dropLast: config.dropLast,
-    shuffle: config.shuffle,
-    seed: seed >= BigInt(Number.MIN_SAFE_INTEGER) && seed <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(seed) : seed,
-    epoch,
-    engine: config.engine,
-  });
-}
-
-/** Digest of every rank's planned shard, the reference a fault-free epoch must match. */
-export function planDigests(plan: ShardPlan): string[] {
-  const out: string[] = [];
-  for (let rank = 0; rank < plan.worldSize; rank++) out.push(digestIndices(plan.shard(rank)));
-  return out;
 }
 
 export function reportConfig(config: RunConfig, worldSize: number): RunReport['config'] {

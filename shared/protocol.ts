@@ -116,8 +116,6 @@ export const ClientMessageSchema = z.discriminatedUnion('t', [
     samples: nonNegInt,
     /** sha256 over the dataset indices this worker consumed this epoch, in order. */
     sha256: z.string().regex(/^[0-9a-f]{64}$/),
-    /** sha256 of this rank's shard in the epoch's plan (each worker hashes its own, in parallel). */
-    planSha256: z.string().regex(/^[0-9a-f]{64}$/),
     /** Time from the worker running out of work to the epoch's end. */
     waitMs: z.number().nonnegative(),
   }),

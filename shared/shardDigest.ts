@@ -4,18 +4,47 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 
-const CHUNK = 16_384;
+const BUFFER_BYTES = 64 * 1024;
+/** Room for the longest safe integer (16 digits) and its comma. */
+const MAX_ENTRY_BYTES = 17;
+const COMMA = 0x2c;
+const ZERO = 0x30;
 
 export class ShardDigest {
   private readonly hash: Hash = createHash('sha256');
-  private pending: number[] = [];
-  private wroteAny = false;
+  // Digits are written straight into a byte buffer: no string per index on the hot path.
+  private readonly buffer = Buffer.allocUnsafe(BUFFER_BYTES);
+  private readonly scratch = new Uint8Array(MAX_ENTRY_BYTES);
+  private used = 0;
   count = 0;
 
   add(index: number): void {
-    this.pending.push(index);
+    if (this.used > BUFFER_BYTES - MAX_ENTRY_BYTES) this.flush();
+    const buffer = this.buffer;
+    if (this.count > 0) buffer[this.used++] = COMMA;
     this.count++;
-    if (this.pending.length >= CHUNK) this.flush();
+    if (index < 10) {
+      buffer[this.used++] = ZERO + index;
+      return;
+    }
+    const scratch = this.scratch;
+    let n = 0;
+    let value = index;
+    // Above 2^31 the digits come from float division; below, from int32 arithmetic (most indices).
+    while (value >= 0x80000000) {
+      const next = Math.floor(value / 10);
+      scratch[n++] = ZERO + (value - next * 10);
+      value = next;
+    }
+    let small = value | 0;
+    while (small > 0) {
+      const next = (small / 10) | 0;
+      scratch[n++] = ZERO + (small - next * 10);
+      small = next;
+    }
+    let used = this.used;
+    while (n > 0) buffer[used++] = scratch[--n];
+    this.used = used;
   }
 
   addAll(indices: ArrayLike<number>): void {
@@ -29,10 +58,9 @@ export class ShardDigest {
   }
 
   private flush(): void {
-    if (this.pending.length === 0) return;
-    this.hash.update((this.wroteAny ? ',' : '') + this.pending.join(','));
-    this.wroteAny = true;
-    this.pending = [];
+    if (this.used === 0) return;
+    this.hash.update(this.buffer.subarray(0, this.used));
+    this.used = 0;
   }
 }
 

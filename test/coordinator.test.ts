@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { Coordinator, CoordinatorConfigError } from '../coordinator/coordinator.ts';
-import { planFor } from '../coordinator/report.ts';
+import { planFor } from '../shared/runPlan.ts';
 import { CloseCode, PROTOCOL_VERSION, type RunConfig } from '../shared/protocol.ts';
 import { rangeDataset } from '../worker/datasets.ts';
 import { initProcessGroup, type ProcessGroup } from '../worker/processGroup.ts';
@@ -76,6 +76,25 @@ describe('coordinator and workers over loopback', () => {
       expect(audit).toMatchObject({ planned: 102, consumed: 102, missing: 0, redelivered: 0, ok: true });
       for (const r of audit.ranks) expect(r.sha256).toBe(r.planSha256);
     }
+  });
+
+  it('fails the audit of a worker that reports a digest other than the plan’s, though nothing is missing', async () => {
+    const { coordinator, url } = await startCoordinator(2, { epochs: 1, length: 20, batchSize: 20 });
+    const honest = initProcessGroup({ initMethod: url, rank: 0 });
+    const liar = await rawClient(url);
+    liar.send(JSON.stringify({ t: 'hello', v: PROTOCOL_VERSION, workerId: 'liar', pid: 1, rank: 1 }));
+    liar.on('message', (data) => {
+      const m = JSON.parse(data.toString()) as { t: string; units?: Array<{ id: number; end: number }> };
+      if (m.t === 'epoch') for (const u of m.units!) liar.send(JSON.stringify({ t: 'ack', epoch: 0, unit: u.id, cursor: u.end, inflight: null }));
+      if (m.t === 'epochEnd') liar.send(JSON.stringify({ t: 'epochReport', epoch: 0, samples: 10, sha256: '0'.repeat(64), waitMs: 0 }));
+    });
+    await consume(await honest);
+    const report = await coordinator.done;
+    expect(report.epochs[0].missing).toBe(0);
+    expect(report.epochs[0].ok).toBe(false);
+    expect(report.ok).toBe(false);
+    expect(report.epochs[0].ranks[1].planSha256).toMatch(/^[0-9a-f]{64}$/);
+    liar.terminate();
   });
 
   it('refuses a second claim on a taken rank with close code 4002 and a clear reason', async () => {

@@ -7,7 +7,7 @@ import seedrandom from 'seedrandom';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { Coordinator, type CoordinatorOptions } from '../coordinator/coordinator.ts';
-import { planFor } from '../coordinator/report.ts';
+import { planFor } from '../shared/runPlan.ts';
 import { CloseCode, PROTOCOL_VERSION, type RunConfig } from '../shared/protocol.ts';
 import { rangeDataset } from '../worker/datasets.ts';
 import { initProcessGroup, type ProcessGroup } from '../worker/processGroup.ts';

@@ -15,8 +15,8 @@ import WebSocket from 'ws';
 import { CloseCode, closeCodeName, encode, MAX_FRAME_BYTES, parseServerMessage, PROTOCOL_VERSION, ProtocolError } from '../shared/protocol.ts';
 import type { ClientMessage, RunConfig, ServerMessage, WorkUnit } from '../shared/protocol.ts';
 import type { ShardPlan } from '../shared/sampler.ts';
-import { digestIndices, ShardDigest } from '../shared/shardDigest.ts';
-import { planFor } from '../coordinator/report.ts';
+import { ShardDigest } from '../shared/shardDigest.ts';
+import { planFor } from '../shared/runPlan.ts';
 import { CollectivesClient } from './collectivesClient.ts';
 import type { Dataset } from './datasets.ts';
 import type { Batch } from './stepModule.ts';
@@ -495,7 +495,6 @@ export class Epoch {
           epoch: this.epoch,
           samples: this.digest.count,
           sha256: this.digest.hex(),
-          planSha256: digestIndices(plan.shard(this.rank)),
           waitMs,
         });
         return;

@@ -1,0 +1,20 @@
+import { describe, expect, it } from 'vitest';
+import { PlanAuditor } from '../coordinator/planAuditor.ts';
+import { ShardPlan } from '../shared/sampler.ts';
+import { digestIndices } from '../shared/shardDigest.ts';
+
+describe('PlanAuditor', () => {
+  it('derives every rank’s planned digest in small slices, equal to hashing each shard whole', () => {
+    const plan = new ShardPlan({ length: 10_007, worldSize: 3, seed: 5, epoch: 2 });
+    const auditor = new PlanAuditor(() => plan);
+    let slices = 0;
+    while (!auditor.work(1000)) slices++;
+    expect(slices).toBeGreaterThan(5);
+    expect(auditor.finish()).toEqual([0, 1, 2].map((r) => digestIndices(plan.shard(r))));
+  });
+
+  it('finishes at once when asked before its slices ran, and handles empty shards', () => {
+    const plan = new ShardPlan({ length: 2, worldSize: 4, dropLast: true });
+    expect(new PlanAuditor(() => plan).finish()).toEqual(Array(4).fill(digestIndices([])));
+  });
+});
