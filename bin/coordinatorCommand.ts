@@ -7,7 +7,7 @@ import { readJournal, type JournalState } from '../coordinator/journal.ts';
 import { attachProgressView } from '../coordinator/progressView.ts';
 import { formatSummary } from '../coordinator/report.ts';
 import { coordinatorSettings, RUN_CONFIG_FLAGS, RUN_CONFIG_HELP, worldSizeFlag } from './runConfigFlags.ts';
-import { parseFlags, UsageError } from './usage.ts';
+import { exitWithParent, parseFlags, UsageError } from './usage.ts';
 
 const HELP = `usage: distsampler coordinator --world-size W|MIN:MAX [flags]
 
@@ -35,8 +35,7 @@ export async function run(argv: string[]): Promise<number> {
   if (values['world-size'] === undefined && !(restore && !resume)) throw new UsageError('--world-size is required');
   const worldSize = worldSizeFlag('world-size', values['world-size'], 1);
   const ipc = values.ipc && process.send ? (m: BridgedEvent) => void process.send!(m) : undefined;
-  // Forked by a launcher: never outlive it.
-  if (process.send) process.on('disconnect', () => process.exit(1));
+  const release = exitWithParent();
 
   const coordinator = new Coordinator({
     worldSize,
@@ -66,6 +65,7 @@ export async function run(argv: string[]): Promise<number> {
     if (restore) process.stderr.write(`continuing the run journaled in ${journalPath} (its config wins over flags)\n`);
   }
   const report = await coordinator.done;
+  release();
   await coordinator.close();
   detach?.();
   process.off('SIGINT', stop);

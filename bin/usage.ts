@@ -69,3 +69,14 @@ export function choiceFlag<T extends string>(name: string, raw: string | undefin
   }
   return raw as T;
 }
+
+/**
+ * A process forked by a launcher must not outlive it: exit when the IPC channel drops.
+ * Returns the release to call before the process disconnects on its own.
+ */
+export function exitWithParent(): () => void {
+  if (!process.send) return () => {};
+  const orphaned = () => process.exit(1);
+  process.on('disconnect', orphaned);
+  return () => process.off('disconnect', orphaned);
+}

@@ -5,7 +5,7 @@
 import { openDataset, rangeDataset, type Dataset } from '../worker/datasets.ts';
 import { initProcessGroup } from '../worker/processGroup.ts';
 import { loadStepModule, noopStep, type StepFn } from '../worker/stepModule.ts';
-import { intFlag, parseFlags } from './usage.ts';
+import { exitWithParent, intFlag, parseFlags } from './usage.ts';
 import { parseStepMs } from './faultFlags.ts';
 import { withSimulatedWork } from '../worker/simulatedWork.ts';
 
@@ -60,8 +60,7 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   // A worker forked by `run` must not outlive its launcher, even if the launcher is SIGKILLed.
-  const orphaned = () => process.exit(1);
-  if (process.send) process.on('disconnect', orphaned);
+  const release = exitWithParent();
 
   const env = { ...process.env };
   if (values['master-addr'] !== undefined) env.MASTER_ADDR = values['master-addr'];
@@ -86,9 +85,7 @@ export async function run(argv: string[]): Promise<number> {
   } finally {
     await pg.destroy();
     await dataset.close?.();
-    // The IPC channel to a launcher would keep this process alive.
-    process.off('disconnect', orphaned);
-    if (process.connected) process.disconnect();
+    release();
   }
   return 0;
 }

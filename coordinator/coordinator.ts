@@ -395,7 +395,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     }
     this.cancelWait(rank);
     if (!state || standby) {
-      if (this.phase === 'between') this.maybeStartAfterRestart();
+      if (this.phase === 'between') this.maybeEndRejoinWait();
       return;
     }
     state.active.add(rank);
@@ -792,10 +792,6 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     if (this.rejoinTimer === undefined) return;
     const missing = [...this.rendezvous.holderEntries()].filter(([rank]) => !this.rendezvous.isLive(rank));
     if (missing.length === 0) this.rejoinExpired();
-  }
-
-  private maybeStartAfterRestart(): void {
-    this.maybeEndRejoinWait();
   }
 
   private rejoinExpired(): void {

@@ -14,11 +14,30 @@ export interface BridgedEvent {
   readonly payload: unknown;
 }
 
-/** In the coordinator's process: sends every event to the parent. */
+/** How often progress crosses the process boundary; acks can come by the thousand a second. */
+const PROGRESS_EVERY_MS = 20;
+
+/** In the coordinator's process: sends every event to the parent, progress coalesced per rank. */
 export function forwardEvents(coordinator: Coordinator, send: (message: BridgedEvent) => void): void {
+  const latest = new Map<number, CoordinatorEvents['progress'][0]>();
+  let timer: NodeJS.Timeout | undefined;
+  const flush = () => {
+    timer = undefined;
+    for (const payload of latest.values()) send({ bridge: 'coordinator', name: 'progress', payload });
+    latest.clear();
+  };
   for (const name of EVENT_NAMES) {
-    coordinator.on(name, (payload: unknown) => send({ bridge: 'coordinator', name, payload }));
+    if (name === 'progress') continue;
+    coordinator.on(name, (payload: unknown) => {
+      // Progress before anything else, so the parent sees events in the order they happened.
+      if (latest.size) flush();
+      send({ bridge: 'coordinator', name, payload });
+    });
   }
+  coordinator.on('progress', (payload) => {
+    latest.set(payload.rank, payload);
+    timer ??= setTimeout(flush, PROGRESS_EVERY_MS);
+  });
 }
 
 export function isBridgedEvent(message: unknown): message is BridgedEvent {

@@ -107,14 +107,16 @@ export class ShardPlan {
   /** The dataset index at a global position. */
   indexAt(position: number): number {
     this.checkPosition(position);
-    return this.permutation.at(position % this.length);
+    // Only padding positions wrap; skipping the float modulo otherwise matters in hot loops.
+    return this.permutation.at(position < this.length ? position : position % this.length);
   }
 
   /** The dataset index of rank's k-th sample. */
   at(rank: number, k: number): number {
     assertRank(rank, this.worldSize);
     if (!Number.isInteger(k) || k < 0 || k >= this.numSamples) throw new PositionOutOfRangeError('offset', k, this.numSamples);
-    return this.permutation.at((rank + k * this.worldSize) % this.length);
+    const position = rank + k * this.worldSize;
+    return this.permutation.at(position < this.length ? position : position % this.length);
   }
 
   /** Rank's indices at offsets [from, to), materialised in one typed array. */

@@ -42,6 +42,14 @@ describe('distsampler run (multi-process)', () => {
     for (const pid of pids) expect(isAlive(pid)).toBe(false);
   });
 
+  it('keeps up when workers acknowledge thousands of batches a second (no step)', async () => {
+    const run = startCli(['run', '--workers', '4', '--epochs', '1', '--length', '400000', '--batch-size', '16']);
+    const { code } = await run.exited;
+    expect(code, run.stderr()).toBe(0);
+    expect(run.stderr()).not.toMatch(/exited unexpectedly/);
+    expect(run.stdout()).toMatch(/audit OK/);
+  });
+
   it('serves workers started separately with env:// (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE)', async () => {
     const reportPath = join(dir, 'standalone.json');
     const coordinator = startCli(['coordinator', '--world-size', '2', '--epochs', '2', '--length', '500', '--drop-last', '--report', reportPath]);
