@@ -6,7 +6,7 @@ import type { EngineName } from '../shared/permutation.ts';
 
 /**
  * `shard`: `new ShardPlan(...).shard(rank)`, the whole shard in one typed array.
- * `stream`: `plan.at(rank, k)` for every k, folded into the checksum and never stored:
+ * `stream`: `plan.shard(rank, from, to, chunk)` through one reused 64K buffer, folded into the checksum and never stored:
  * what a worker consuming its shard does, in O(1) memory beyond the engine's own.
  */
 export type CaseMode = 'shard' | 'stream';

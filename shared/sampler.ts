@@ -119,24 +119,29 @@ export class ShardPlan {
     return this.permutation.at(position < this.length ? position : position % this.length);
   }
 
-  /** Rank's indices at offsets [from, to), materialised in one typed array. */
-  shard(rank: number, from = 0, to = this.numSamples): IndexTable {
+  /**
+   * Rank's indices at offsets [from, to), materialised in one typed array; pass `into` (at
+   * least to - from long) to stream a shard chunk by chunk through one reused buffer.
+   */
+  shard(rank: number, from = 0, to = this.numSamples, into?: IndexTable): IndexTable {
     assertRank(rank, this.worldSize);
     if (!(from >= 0 && from <= to && to <= this.numSamples)) throw new PositionOutOfRangeError('offset', to, this.numSamples + 1);
-    const out = allocateIndexTable(to - from);
+    if (into && into.length < to - from) throw new PositionOutOfRangeError('chunk length', to - from, into.length + 1);
+    const out = into ?? allocateIndexTable(to - from);
+    const count = to - from;
     const { length: n, worldSize: w } = this;
     const table = this.permutation.table;
     let slot = (rank + from * w) % n;
     // Stepping the slot by W modulo N avoids a division per index.
     if (table) {
-      for (let k = 0; k < out.length; k++) {
+      for (let k = 0; k < count; k++) {
         out[k] = table[slot];
         slot += w;
         if (slot >= n) slot %= n;
       }
     } else {
       const perm = this.permutation;
-      for (let k = 0; k < out.length; k++) {
+      for (let k = 0; k < count; k++) {
         out[k] = perm.at(slot);
         slot += w;
         if (slot >= n) slot %= n;

@@ -15,6 +15,7 @@ import WebSocket from 'ws';
 import { CloseCode, closeCodeName, encode, MAX_FRAME_BYTES, parseServerMessage, PROTOCOL_VERSION, ProtocolError } from '../shared/protocol.ts';
 import type { ClientMessage, RunConfig, ServerMessage, WorkUnit } from '../shared/protocol.ts';
 import type { ShardPlan } from '../shared/sampler.ts';
+import { allocateIndexTable, type IndexTable } from '../shared/randperm.ts';
 import { ShardDigest } from '../shared/shardDigest.ts';
 import { planFor } from '../shared/runPlan.ts';
 import { CollectivesClient } from './collectivesClient.ts';
@@ -451,6 +452,7 @@ export class Epoch {
     const plan = this.plan;
     const { worldSize } = plan;
     let delivered: { unit: LocalUnit; end: number } | null = null;
+    let chunk: IndexTable = allocateIndexTable(batchSize);
     let idleSince = 0;
     let endSeen = false;
     for (;;) {
@@ -469,14 +471,15 @@ export class Epoch {
         this.complete(delivered, { unit: unit.id, end });
         unit.cursor = end;
         delivered = { unit, end };
-        const positions: number[] = new Array(end - start);
-        const indices: number[] = new Array(end - start);
-        for (let k = start; k < end; k++) {
-          const position = unit.origin + k * worldSize;
-          positions[k - start] = position;
-          const index = plan.indexAt(position);
-          indices[k - start] = index;
-          this.digest.add(index);
+        const size = end - start;
+        if (chunk.length < size) chunk = allocateIndexTable(size);
+        plan.shard(unit.origin, start, end, chunk);
+        const positions: number[] = new Array(size);
+        const indices: number[] = new Array(size);
+        for (let k = 0; k < size; k++) {
+          positions[k] = unit.origin + (start + k) * worldSize;
+          indices[k] = chunk[k];
+          this.digest.add(chunk[k]);
         }
         yield { epoch: this.epoch, positions, indices, samples: await loadSamples(dataset, indices) };
         continue;
