@@ -7,7 +7,7 @@
  * measurements never compete for the cores (other processes on the machine still may: the
  * rows carry CPU time beside wall time for that reason).
  */
-import { spawn } from 'node:child_process';
+import { runChild, type ChildOutput } from './childProcess.ts';
 import { join } from 'node:path';
 import { Engine, type EngineName } from '../shared/permutation.ts';
 import { formatCell, type BenchRow, type Cell, type Column, type SectionOptions } from './sections.ts';
@@ -77,37 +77,6 @@ export function formatLength(n: number): string {
   return n > 0 && 10 ** exponent === n ? `1e${exponent}` : n.toLocaleString('en-US');
 }
 
-interface ChildOutput {
-  readonly code: number | null;
-  readonly signal: NodeJS.Signals | null;
-  readonly stdout: string;
-  readonly stderr: string;
-  readonly timedOut: boolean;
-}
-
-function runChild(command: string, args: readonly string[], cwd: string, timeoutMs = CHILD_TIMEOUT_MS): Promise<ChildOutput> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(command, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    let timedOut = false;
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, timeoutMs);
-    child.on('error', (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      resolvePromise({ code, signal, stdout, stderr, timedOut });
-    });
-  });
-}
-
 /** The child's last stdout line, parsed; undefined when it printed no JSON object. */
 function lastJsonLine(stdout: string): Record<string, unknown> | undefined {
   const line = stdout.trim().split('\n').pop();
@@ -148,7 +117,7 @@ function rowName(c: Case): string {
 async function runOurs(c: OursCase, repoRoot: string): Promise<BenchRow> {
   const spec: CaseSpec = { engine: c.engine, mode: c.mode, length: c.length, worldSize: WORLD_SIZE, rank: RANK, runs: runsFor(c.length), sha256: c.sha256 };
   const script = join(repoRoot, 'bench', 'shardCase.ts');
-  const output = await runChild(process.execPath, ['--import', 'tsx', script, ...specToArgs(spec)], repoRoot);
+  const output = await runChild(process.execPath, ['--import', 'tsx', script, ...specToArgs(spec)], repoRoot, CHILD_TIMEOUT_MS);
   const base = { section: SECTION, name: rowName(c) };
   const parsed = lastJsonLine(output.stdout);
   if (!parsed || typeof parsed.ok !== 'boolean') {
@@ -219,7 +188,7 @@ async function torchAvailable(repoRoot: string): Promise<{ ok: true } | { ok: fa
 async function runPytorch(c: TorchCase, repoRoot: string): Promise<BenchRow> {
   const script = join(repoRoot, 'bench', 'torch_shard.py');
   const args = [script, `--length=${c.length}`, `--world=${WORLD_SIZE}`, `--rank=${RANK}`, '--seed=0', '--epoch=0', `--runs=${runsFor(c.length)}`];
-  const output = await runChild(PYTHON, args, repoRoot);
+  const output = await runChild(PYTHON, args, repoRoot, CHILD_TIMEOUT_MS);
   const base = { section: SECTION, name: rowName(c) };
   const parsed = lastJsonLine(output.stdout);
   if (!parsed || typeof parsed.ok !== 'boolean') {

@@ -10,7 +10,7 @@
  * The stream's seed is printed; DISTSAMPLER_SOAK_SEED=<seed> replays the same runs, and each
  * failure prints the exact `npm run cli -- run ...` command that reproduces it. Loopback only.
  */
-import { spawn } from 'node:child_process';
+import { runChild, type ChildOutput } from './childProcess.ts';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -108,41 +108,9 @@ export function runArgs(run: SoakRun): string[] {
   ];
 }
 
-interface RunOutcome {
-  readonly code: number | null;
-  readonly signal: NodeJS.Signals | null;
-  readonly stdout: string;
-  readonly stderr: string;
-  readonly timedOut: boolean;
-  readonly ms: number;
-}
-
-function runCli(repoRoot: string, args: readonly string[]): Promise<RunOutcome> {
-  const started = performance.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', TSX_LOADER, join(repoRoot, 'bin', 'distsampler.ts'), 'run', ...args], {
-      cwd: repoRoot,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    let timedOut = false;
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-    // The launcher's children exit when it disappears (their IPC channel closes).
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, RUN_TIMEOUT_MS);
-    child.on('error', (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr, timedOut, ms: performance.now() - started });
-    });
-  });
+function runCli(repoRoot: string, args: readonly string[]): Promise<ChildOutput> {
+  // The launcher's children exit when it disappears (their IPC channel closes).
+  return runChild(process.execPath, ['--import', TSX_LOADER, join(repoRoot, 'bin', 'distsampler.ts'), 'run', ...args], repoRoot, RUN_TIMEOUT_MS);
 }
 
 /** `faults injected: N worker kill(s), M coordinator restart(s)` from the run's stdout. */
@@ -160,7 +128,7 @@ function readReport(path: string): RunReport | undefined {
 }
 
 /** Checks one finished run; returns why it failed, or undefined. */
-function verdict(run: SoakRun, outcome: RunOutcome, report: RunReport | undefined): string | undefined {
+function verdict(run: SoakRun, outcome: ChildOutput, report: RunReport | undefined): string | undefined {
   if (outcome.timedOut) return `no exit within ${RUN_TIMEOUT_MS / 1000} s`;
   if (!report) return `no report (exit ${outcome.signal ?? outcome.code})`;
   const problems: string[] = [];

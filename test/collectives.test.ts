@@ -10,6 +10,7 @@ import {
   type JsonValue,
 } from '../worker/collectivesClient.ts';
 import { encode, parseClientMessage, parseServerMessage, type ClientMessage, type ServerMessage } from '../shared/protocol.ts';
+import { flush, track } from './support/promises.ts';
 
 // ---- harnesses ----------------------------------------------------------------------------------
 
@@ -69,17 +70,6 @@ function group(size: number, clientOptions: { timeoutMs?: number; graceMs?: numb
   return { scheduler, state, clients, collectives, store, outbox };
 }
 
-/** Observes a promise without awaiting it, so a test can ask "settled yet?". */
-function track<T>(promise: Promise<T>) {
-  const t: { settled: boolean; value?: T; error?: unknown } = { settled: false };
-  promise.then(
-    (value) => Object.assign(t, { settled: true, value }),
-    (error: unknown) => Object.assign(t, { settled: true, error }),
-  );
-  return t;
-}
-
-const flush = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 function errorsTo(sent: Sent[]) {
   return sent.filter((s) => s.message.t === 'collectiveError');

@@ -3,6 +3,7 @@ import { KeyValueStore, StoreFullError, type StoreMessage } from '../coordinator
 import { FakeScheduler } from '../coordinator/scheduler.ts';
 import { CollectivesClient, StoreError, StoreNoReplyError, StoreTimeoutError } from '../worker/collectivesClient.ts';
 import { encode, parseClientMessage, parseServerMessage, type ClientMessage, type ServerMessage } from '../shared/protocol.ts';
+import { flush, track } from './support/promises.ts';
 
 // ---- harnesses ----------------------------------------------------------------------------------
 
@@ -55,16 +56,6 @@ function clients(size: number) {
   return { scheduler, store, clients: list, outbox };
 }
 
-function track<T>(promise: Promise<T>) {
-  const t: { settled: boolean; value?: T; error?: unknown } = { settled: false };
-  promise.then(
-    (value) => Object.assign(t, { settled: true, value }),
-    (error: unknown) => Object.assign(t, { settled: true, error }),
-  );
-  return t;
-}
-
-const flush = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 // ---- end to end -------------------------------------------------------------------------------
 

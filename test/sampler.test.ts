@@ -12,22 +12,18 @@ import { computeNumSamples, DistributedSampler, ShardPlan, type PlanOptions } fr
 import { digestIndices } from '../shared/shardDigest.ts';
 import { testRng } from './support/testRng.ts';
 
-interface GoldenCase {
+interface GoldenConfig {
   readonly length: number;
   readonly numReplicas: number;
   readonly shuffle: boolean;
   readonly seed: number;
   readonly dropLast: boolean;
   readonly epoch: number;
+}
+interface GoldenCase extends GoldenConfig {
   readonly shards: readonly (readonly number[])[];
 }
-interface GoldenLarge {
-  readonly length: number;
-  readonly numReplicas: number;
-  readonly shuffle: boolean;
-  readonly seed: number;
-  readonly dropLast: boolean;
-  readonly epoch: number;
+interface GoldenLarge extends GoldenConfig {
   readonly ranks: readonly {
     readonly rank: number;
     readonly count: number;
