@@ -20,7 +20,8 @@ Connection (default env://: MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, DISTSAMP
   --rank R             claim rank R (default: RANK, else the lowest free rank)
   --world-size W       expected world size; refused if the coordinator's differs
   --token T            shared secret (default: DISTSAMPLER_TOKEN)
-  --timeout-ms MS      how long to wait for the group to form (default 120000)
+  --timeout-ms MS      how long to wait for the coordinator to be up and the group to form;
+                       until then the worker keeps retrying, like a torchrun worker (default 120000)
 
 Work:
   --dataset FILE       .jsonl/.ndjson file, or a .ts/.js module exporting length and get(i)

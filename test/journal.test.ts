@@ -64,6 +64,51 @@ async function work(pg: ProcessGroup, onBatch: () => Promise<void> | void): Prom
   return seen;
 }
 
+async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+describe('workers and a coordinator that is not there (yet, or any more)', () => {
+  it('lets workers start before the coordinator: they keep trying until it listens', async () => {
+    const port = await freePort();
+    const joining = [0, 1].map((rank) => initProcessGroup({ initMethod: `ws://127.0.0.1:${port}`, rank, timeoutMs: 10_000 }));
+    await new Promise((r) => setTimeout(r, 300));
+    const coordinator = new Coordinator({ worldSize: 2, config: { ...config, epochs: 1 }, port });
+    await coordinator.listen();
+    const groups = await Promise.all(joining);
+    await Promise.all(groups.map((pg) => work(pg, () => {})));
+    expect((await coordinator.done).ok).toBe(true);
+    await coordinator.close();
+  });
+
+  it('forms the group after the coordinator is killed during the rendezvous and restarted from its journal', async () => {
+    const path = join(dir, 'rendezvous.journal');
+    const first = new Coordinator({ worldSize: 2, config: { ...config, epochs: 1 }, journalPath: path });
+    const { port } = await first.listen();
+    const url = `ws://127.0.0.1:${port}`;
+    const early = initProcessGroup({ initMethod: url, rank: 1, timeoutMs: 10_000 });
+    await new Promise((r) => setTimeout(r, 200));
+    await first.crash();
+    const state = readJournal(path);
+    expect([...state.members.values()]).toHaveLength(1);
+    const second = new Coordinator({ worldSize: 2, config, journalPath: path, restore: state, port });
+    await second.listen();
+    const late = initProcessGroup({ initMethod: url, rank: 0, timeoutMs: 10_000 });
+    const groups = await Promise.all([early, late]);
+    expect(groups.map((g) => g.rank)).toEqual([1, 0]);
+    await Promise.all(groups.map((pg) => work(pg, () => {})));
+    const report = await second.done;
+    expect(report.ok).toBe(true);
+    expect(report.epochs[0].missing).toBe(0);
+    await second.close();
+  });
+});
+
 describe('coordinator restart from the journal', () => {
   it('continues the epoch after a crash: workers reconnect, nothing is lost or delivered twice', async () => {
     const path = join(dir, 'restart.journal');

@@ -191,11 +191,33 @@ function handshake(endpoint: Endpoint, rank: number | undefined, timeoutMs: numb
   });
 }
 
+/** Worth another try: nobody listening yet, or the coordinator went away mid-rendezvous. */
+function retryable(err: unknown): boolean {
+  return (err instanceof InitError && err.code === 'ERR_INIT_CONNECT') || (err instanceof ProtocolError && RECONNECTABLE.has(err.closeCode));
+}
+
+/**
+ * Like a torchrun worker waiting for its store: keeps trying (exponential backoff with jitter)
+ * until the coordinator is up and the group complete, or `timeoutMs` has passed.
+ */
+async function handshakeWithRetry(endpoint: Endpoint, rank: number | undefined, timeoutMs: number): Promise<Handshake> {
+  const deadline = Date.now() + timeoutMs;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await handshake(endpoint, rank, Math.max(1, deadline - Date.now()));
+    } catch (err) {
+      const delay = Math.min(1000, 50 * 2 ** attempt) * (0.5 + Math.random() / 2);
+      if (!retryable(err) || Date.now() + delay >= deadline) throw err;
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
+}
+
 /** Joins the group: resolves once the coordinator has assigned a rank and the group is complete. */
 export async function initProcessGroup(options: InitOptions = {}): Promise<ProcessGroup> {
   const { url, rank, worldSize, token } = resolveInitUrl(options);
   const endpoint: Endpoint = { url, token, workerId: options.workerId ?? randomUUID(), length: options.length };
-  const { ws, welcome, early } = await handshake(endpoint, rank, options.timeoutMs ?? 120_000);
+  const { ws, welcome, early } = await handshakeWithRetry(endpoint, rank, options.timeoutMs ?? 120_000);
   if (worldSize !== undefined && (worldSize < welcome.minWorldSize || worldSize > welcome.maxWorldSize)) {
     ws.terminate();
     const range = welcome.minWorldSize === welcome.maxWorldSize ? `${welcome.maxWorldSize}` : `${welcome.minWorldSize}..${welcome.maxWorldSize}`;
