@@ -97,6 +97,19 @@ describe('coordinator and workers over loopback', () => {
     liar.terminate();
   });
 
+  it('runs the feistel engine the same way: every rank gets its planned shard', async () => {
+    const { coordinator, url } = await startCoordinator(3, { engine: 'feistel', length: 1000, epochs: 2 });
+    const groups = await Promise.all([0, 1, 2].map((rank) => initProcessGroup({ initMethod: url, rank })));
+    const seen = await Promise.all(groups.map(consume));
+    const report = await coordinator.done;
+    expect(report.ok).toBe(true);
+    expect(report.config.engine).toBe('feistel');
+    for (const [rank, epochs] of seen.entries()) {
+      for (const epoch of [0, 1]) expect(epochs[epoch]).toEqual(Array.from(planFor(config({ engine: 'feistel', length: 1000 }), 3, epoch).shard(rank)));
+    }
+    expect(seen[0][0]).not.toEqual(seen[0][1]);
+  });
+
   it('refuses a second claim on a taken rank with close code 4002 and a clear reason', async () => {
     const { url } = await startCoordinator(2);
     const first = initProcessGroup({ initMethod: url, rank: 0 });
