@@ -54,20 +54,20 @@ export async function run(argv: string[]): Promise<number> {
     resume,
   });
   if (ipc) forwardEvents(coordinator, ipc);
-  const detach = ipc ? undefined : attachProgressView(coordinator);
+  const view = ipc ? undefined : attachProgressView(coordinator);
   const stop = () => void coordinator.close('interrupted');
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   const { host, port } = await coordinator.listen();
   if (!ipc) {
     const size = typeof worldSize === 'number' ? `${worldSize}` : `${worldSize.min}..${worldSize.max}`;
-    process.stderr.write(`listening on ws://${host}:${port} for ${restore && !resume ? 'the journaled group' : `${size} workers`}\n`);
-    if (restore) process.stderr.write(`continuing the run journaled in ${journalPath} (its config wins over flags)\n`);
+    view?.log(`listening on ws://${host}:${port} for ${restore && !resume ? 'the journaled group' : `${size} workers`}`);
+    if (restore) view?.log(`continuing the run journaled in ${journalPath} (its config wins over flags)`);
   }
   const report = await coordinator.done;
   release();
   await coordinator.close();
-  detach?.();
+  view?.detach();
   process.off('SIGINT', stop);
   process.off('SIGTERM', stop);
   if (settings.reportPath) await writeFile(settings.reportPath, JSON.stringify(report, null, 2) + '\n');

@@ -4,7 +4,7 @@ import { writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Launcher } from '../coordinator/launcher.ts';
-import { attachProgressView } from '../coordinator/progressView.ts';
+import { attachProgressView, type ProgressView } from '../coordinator/progressView.ts';
 import { formatSummary } from '../coordinator/report.ts';
 import { parseCoordinatorKill, parseKill, parseStepMs } from './faultFlags.ts';
 import { coordinatorSettings, RUN_CONFIG_FLAGS, RUN_CONFIG_HELP, worldSizeFlag } from './runConfigFlags.ts';
@@ -88,7 +88,8 @@ export async function run(argv: string[]): Promise<number> {
 
   const ownJournal = values.resume === undefined && settings.journalPath === undefined;
   const journalPath = values.resume ?? settings.journalPath ?? join(tmpdir(), `distsampler-${process.pid}-${Date.now()}.journal`);
-  const note = (line: string) => process.stderr.write(`${line}\n`);
+  let view: ProgressView | undefined;
+  const note = (line: string) => (view ? view.log(line) : process.stderr.write(`${line}\n`));
   const launcher = new Launcher({
     workers,
     coordinatorArgs,
@@ -103,7 +104,7 @@ export async function run(argv: string[]): Promise<number> {
     onOutput: (source, line) => note(`[${source}] ${line}`),
     onNote: note,
   });
-  const detach = attachProgressView(launcher.events);
+  view = attachProgressView(launcher.events);
   const resumeHint = `resume with: npm run cli -- run --resume ${journalPath} --workers ${workers}`;
   const interrupt = () => {
     note('\ninterrupted: stopping every worker and the coordinator');
@@ -116,7 +117,8 @@ export async function run(argv: string[]): Promise<number> {
   process.once('SIGTERM', interrupt);
   try {
     const { report, workers: exits, coordinatorRestarts } = await launcher.run();
-    detach();
+    view.detach();
+    view = undefined;
     if (settings.reportPath) await writeFile(settings.reportPath, JSON.stringify(report, null, 2) + '\n');
     process.stdout.write(formatSummary(report) + '\n');
     const killed = exits.filter((w) => w.killedByLauncher).length;

@@ -12,7 +12,16 @@ export interface ProgressSink {
 
 const BAR = 24;
 
-export function attachProgressView(coordinator: EventEmitter<CoordinatorEvents>, sink: ProgressSink = { isTTY: Boolean(process.stderr.isTTY), write: (t) => void process.stderr.write(t) }): () => void {
+export interface ProgressView {
+  /** Prints a line above the bars (anything else written to stderr would tear them). */
+  log(line: string): void;
+  detach(): void;
+}
+
+export function attachProgressView(
+  coordinator: EventEmitter<CoordinatorEvents>,
+  sink: ProgressSink = { isTTY: Boolean(process.stderr.isTTY), write: (t) => void process.stderr.write(t) },
+): ProgressView {
   const done = new Map<number, number>();
   let epoch = -1;
   let numSamples = 0;
@@ -91,7 +100,7 @@ export function attachProgressView(coordinator: EventEmitter<CoordinatorEvents>,
   coordinator.on('progress', onProgress);
   coordinator.on('event', onEvent);
   coordinator.on('epochAudit', onAudit);
-  return () => {
+  const detach = () => {
     clearInterval(timer);
     clearBars();
     coordinator.off('joined', onJoined);
@@ -101,4 +110,5 @@ export function attachProgressView(coordinator: EventEmitter<CoordinatorEvents>,
     coordinator.off('event', onEvent);
     coordinator.off('epochAudit', onAudit);
   };
+  return { log, detach };
 }
