@@ -92,7 +92,9 @@ export async function coordinatorSettings(values: Values): Promise<CoordinatorSe
   if (values.length !== undefined && values.dataset !== undefined) throw new UsageError('give either --length or --dataset, not both');
   let length = intFlag('length', values.length, 10_000, 0);
   if (values.dataset !== undefined) {
-    const dataset = await openDataset({ dataset: values.dataset });
+    const dataset = await openDataset({ dataset: values.dataset }).catch((err: unknown) => {
+      throw new UsageError(`--dataset: ${err instanceof Error ? err.message : String(err)}`);
+    });
     length = dataset.length;
     await dataset.close?.();
   }

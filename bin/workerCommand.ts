@@ -5,7 +5,7 @@
 import { openDataset, rangeDataset, type Dataset } from '../worker/datasets.ts';
 import { initProcessGroup } from '../worker/processGroup.ts';
 import { loadStepModule, noopStep, type StepFn } from '../worker/stepModule.ts';
-import { exitWithParent, intFlag, parseFlags } from './usage.ts';
+import { exitWithParent, intFlag, parseFlags, UsageError } from './usage.ts';
 import { parseStepMs } from './faultFlags.ts';
 import { withSimulatedWork } from '../worker/simulatedWork.ts';
 
@@ -73,8 +73,11 @@ export async function run(argv: string[]): Promise<number> {
 
   const reconnectTimeoutMs = intFlag('reconnect-timeout-ms', values['reconnect-timeout-ms'], 30_000, 0);
   const work = parseStepMs(values['step-ms'], values.straggler ?? []);
-  const userDataset = values.dataset ? await openDataset({ dataset: values.dataset }) : undefined;
-  const userStep: StepFn = values.step ? await loadStepModule(values.step) : noopStep;
+  const asUsage = (flag: string) => (err: unknown): never => {
+    throw new UsageError(`--${flag}: ${err instanceof Error ? err.message : String(err)}`);
+  };
+  const userDataset = values.dataset ? await openDataset({ dataset: values.dataset }).catch(asUsage('dataset')) : undefined;
+  const userStep: StepFn = values.step ? await loadStepModule(values.step).catch(asUsage('step')) : noopStep;
   const pg = await initProcessGroup({ initMethod: 'env://', env, rank, worldSize, timeoutMs, reconnectTimeoutMs, token: values.token, length: userDataset?.length });
   const step = work ? withSimulatedWork(userStep, work, pg.config.seed) : userStep;
   const dataset: Dataset = userDataset ?? rangeDataset(pg.config.length);
