@@ -53,6 +53,8 @@ main(process.argv.slice(2))
     },
   )
   .finally(() => {
-    // A forked worker's IPC channel would keep the process alive after its work is done.
+    // A forked worker's IPC channel would keep the process alive after its work is done;
+    // leaving it is no orphaning, so the exit-with-parent watch goes first.
+    process.removeAllListeners('disconnect');
     if (process.connected) process.disconnect();
   });

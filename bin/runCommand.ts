@@ -4,6 +4,7 @@ import { writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Launcher } from '../coordinator/launcher.ts';
+import { loadStepModule } from '../worker/stepModule.ts';
 import { attachProgressView, type ProgressView } from '../coordinator/progressView.ts';
 import { formatSummary } from '../coordinator/report.ts';
 import { parseCoordinatorKill, parseKill, parseStepMs } from './faultFlags.ts';
@@ -71,6 +72,12 @@ export async function run(argv: string[]): Promise<number> {
   const coordinatorKills = (values['kill-coordinator'] ?? []).map(parseCoordinatorKill);
   parseStepMs(values['step-ms'], values.straggler ?? []);
   if (values.resume !== undefined && !existsSync(values.resume)) throw new UsageError(`--resume: ${values.resume} does not exist`);
+  // Every worker would fail to load a bad step module, and the group would never form: say so now.
+  if (values.step !== undefined) {
+    await loadStepModule(values.step).catch((err: unknown) => {
+      throw new UsageError(`--step: ${err instanceof Error ? err.message : String(err)}`);
+    });
+  }
 
   const coordinatorArgs: string[] = ['--world-size', range.min === range.max ? String(range.max) : `${range.min}:${range.max}`];
   for (const flag of PASSED_TO_COORDINATOR) {

@@ -80,6 +80,8 @@ export class Launcher {
   private finished = false;
   private restarts = 0;
   private readonly pidOfRank = new Map<number, number>();
+  private groupFormed = false;
+  private failEarly: (error: string) => void = () => {};
   private readonly replacements = new Map<number, number>();
   private readonly pendingKills: WorkerKill[];
   private readonly pendingCoordinatorKills: CoordinatorKill[];
@@ -92,9 +94,13 @@ export class Launcher {
   }
 
   async run(): Promise<LaunchResult> {
-    const done = new Promise<RunReport>((resolve) => this.events.once('done', resolve));
+    const done = new Promise<RunReport>((resolve, reject) => {
+      this.events.once('done', resolve);
+      this.failEarly = (error) => reject(new LaunchError(error));
+    });
     this.events.on('joined', (e) => this.pidOfRank.set(e.rank, e.pid));
     this.events.on('epochStart', (e) => {
+      this.groupFormed = true;
       for (const { rank, pid } of e.ranks) if (pid !== null) this.pidOfRank.set(rank, pid);
     });
     this.events.on('progress', (p) => this.checkFaults(p));
@@ -103,7 +109,10 @@ export class Launcher {
     // A wildcard bind is reached locally through loopback.
     if (host !== '0.0.0.0' && host !== '::') this.host = host;
     for (let rank = 0; rank < this.options.workers; rank++) this.startWorker(rank);
-    const report = await done;
+    const report = await done.catch(async (err: unknown) => {
+      await this.stop();
+      throw err;
+    });
     this.finished = true;
     const workers = await this.reap(10_000);
     await this.waitCoordinatorExit(5000);
@@ -163,6 +172,11 @@ export class Launcher {
     this.workerChildren.push(entry);
     this.pipeLines(child, `rank ${rank}`);
     void entry.exited.then(async (exit) => {
+      if (exit !== 0 && !entry.killedByLauncher && !this.groupFormed && !this.finished && !this.stopping && !this.options.replaceDead) {
+        // The group can never form without it: fail now instead of at the rendezvous timeout.
+        this.failEarly(`worker rank ${rank} exited (${exit}) before the group formed; its output is above`);
+        return;
+      }
       if (exit === 0 || this.finished || this.stopping || !this.options.replaceDead) return;
       // Back off when replacements keep failing, as torchrun's restarts do.
       const attempt = (this.replacements.get(rank) ?? 0) + 1;

@@ -75,8 +75,17 @@ describe('distsampler run (multi-process)', () => {
     for (const pid of pids) expect(isAlive(pid)).toBe(false);
   });
 
+  it('fails at once, not at the rendezvous timeout, when a worker dies before the group forms', async () => {
+    const started = Date.now();
+    const run = startCli(['run', '--workers', '2', '--step', 'test/fixtures/failsInWorkers.ts']);
+    const { code } = await run.exited;
+    expect(code).toBe(1);
+    expect(run.stderr()).toMatch(/exited \(2\) before the group formed/);
+    expect(Date.now() - started).toBeLessThan(20_000);
+  });
+
   it('exits 2 with a one-line message naming the flag for bad input', async () => {
-    for (const args of [['run', '--workers', '0'], ['run', '--epochs', 'many'], ['run', '--on-failure', 'panic'], ['coordinator'], ['run', '--bogus']]) {
+    for (const args of [['run', '--workers', '0'], ['run', '--epochs', 'many'], ['run', '--on-failure', 'panic'], ['coordinator'], ['run', '--bogus'], ['run', '--step', 'nope.ts'], ['run', '--kill', '9@0:0.5']]) {
       const cli = startCli(args);
       const { code } = await cli.exited;
       expect(code, args.join(' ')).toBe(2);
