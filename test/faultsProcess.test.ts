@@ -194,9 +194,10 @@ describe('real SIGKILLs through distsampler run', () => {
       const [epoch] = report.epochs;
       const { undelivered, duplicates } = tally(deliveries.counts.get(0)!);
       expect(undelivered).toBe(0);
-      // The killed worker was inside a 5 ms step almost all the time: its batch comes again.
-      expect(duplicates, 'positions really delivered twice').toBeGreaterThan(0);
-      expect(duplicates).toBeLessThanOrEqual(16);
+      // Its last ack named the batch it was handed next: the report counts that batch, and what was
+      // really delivered twice never exceeds it (the kill can land just before the step recorded it).
+      expect(epoch.redelivered, 'the in-flight batch is counted').toBeGreaterThan(0);
+      expect(epoch.redelivered).toBeLessThanOrEqual(16);
       expect(epoch.redelivered, `report.redelivered vs ${duplicates} positions really delivered twice`).toBeGreaterThanOrEqual(duplicates);
       expectRedeliveryBound(report, `run ${args.join(' ')}`);
     }, 45_000);
