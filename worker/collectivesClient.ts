@@ -225,12 +225,12 @@ export class CollectivesClient {
     }
   }
 
-  /** Rejects every pending call with err (the connection dropped); later calls still go out. */
   /** Moves the numbering up to the group's (an elastic newcomer joining collectives mid-run). */
   syncSeq(seq: number): void {
     if (seq > this.nextSeq) this.nextSeq = seq;
   }
 
+  /** Rejects every pending call with err (the connection dropped); later calls still go out. */
   failAll(err: Error): void {
     const calls = [...this.collectives.values(), ...this.requests.values()];
     this.collectives.clear();
