@@ -644,7 +644,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.bufferAck(message.unit, state);
     if (message.inflight && message.inflight.unit !== message.unit) this.bufferAck(message.inflight.unit, state);
     if (outcome.advanced > 0) {
-      const unit = state.ledger.allUnits().find((u) => u.id === message.unit)!;
+      const unit = state.ledger.unit(message.unit)!;
       this.emit('progress', {
         epoch: state.ledger.epoch,
         rank: unit.origin,
@@ -847,7 +847,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
 
   private bufferAck(unitId: number, state: EpochState): void {
     if (!this.journal) return;
-    const unit = state.ledger.allUnits().find((u) => u.id === unitId);
+    const unit = state.ledger.unit(unitId);
     if (!unit) return;
     this.pendingAcks.set(unitId, [unit.cursor, unit.inflight]);
     if (this.flushTimer === undefined) {

@@ -21,13 +21,6 @@ export interface Reassignment {
   readonly unit: number;
 }
 
-export interface LedgerEvent {
-  readonly type: 'death' | 'reassign' | 'leave';
-  readonly rank: number;
-  /** For a death: the offsets its units had reached (acknowledged cursor per origin). */
-  readonly detail: string;
-}
-
 export class EpochLedger {
   readonly epoch: number;
   readonly worldSize: number;
@@ -88,6 +81,11 @@ export class EpochLedger {
 
   unitsOf(owner: number): WorkUnit[] {
     return [...this.units.values()].filter((u) => u.owner === owner).map(toWire);
+  }
+
+  /** One unit by id (acks name it; no copy of the table on that hot path). */
+  unit(id: number): Readonly<LedgerUnit> | undefined {
+    return this.units.get(id);
   }
 
   allUnits(): readonly LedgerUnit[] {

@@ -56,9 +56,3 @@ export class PositionOutOfRangeError extends DistSamplerError {
     super('ERR_POSITION_OUT_OF_RANGE', `${what} ${value} is out of range [0, ${limit})`);
   }
 }
-
-export class PlanTooLargeError extends DistSamplerError {
-  constructor(length: number, engine: string, reason: string) {
-    super('ERR_PLAN_TOO_LARGE', `The ${engine} engine cannot plan length ${length}: ${reason}`);
-  }
-}

@@ -40,7 +40,6 @@ export const CloseCode = {
   Shutdown: 4011,
 } as const;
 export type CloseCodeName = keyof typeof CloseCode;
-export type CloseCodeValue = (typeof CloseCode)[CloseCodeName];
 
 export function closeCodeName(code: number): string {
   const entry = Object.entries(CloseCode).find(([, value]) => value === code);
@@ -87,6 +86,11 @@ export type StoreOpName = (typeof StoreOp)[keyof typeof StoreOp];
 
 const timeoutMs = nonNegInt.max(24 * 3600 * 1000);
 
+/** A const object's values as the non-empty tuple z.enum wants: the kinds are defined once, above. */
+function valuesOf<T extends string>(kinds: Record<string, T>): [T, ...T[]] {
+  return Object.values(kinds) as [T, ...T[]];
+}
+
 // ---- worker -> coordinator ------------------------------------------------------------
 
 export const ClientMessageSchema = z.discriminatedUnion('t', [
@@ -122,16 +126,16 @@ export const ClientMessageSchema = z.discriminatedUnion('t', [
   z.object({
     t: z.literal('collective'),
     seq: nonNegInt,
-    op: z.enum(['barrier', 'broadcast', 'allGather', 'allReduce']),
+    op: z.enum(valuesOf(CollectiveOp)),
     value: z.json().optional(),
     src: nonNegInt.optional(),
-    reduce: z.enum(['sum', 'min', 'max', 'product']).optional(),
+    reduce: z.enum(valuesOf(ReduceOp)).optional(),
     timeoutMs,
   }),
   z.object({
     t: z.literal('store'),
     req: nonNegInt,
-    op: z.enum(['set', 'get', 'add', 'wait', 'compareSet']),
+    op: z.enum(valuesOf(StoreOp)),
     keys: z.array(key).min(1).max(64),
     value: storeValue.optional(),
     expected: storeValue.optional(),
