@@ -39,8 +39,11 @@ export type CollectiveErrorCodeName = (typeof CollectiveErrorCode)[keyof typeof 
 export interface CollectivesOptions {
   /** Live ranks, ascending; read when a collective completes, so elastic membership just works. */
   members(): readonly number[];
-  /** Should not throw: state is settled before replies go out, but a throw stops the remaining replies. */
-  send(rank: number, message: ServerMessage): void;
+  /**
+   * One message to these ranks (a result goes to every member at once, so it is encoded once).
+   * Should not throw: state is settled before replies go out, but a throw stops the remaining replies.
+   */
+  send(ranks: readonly number[], message: ServerMessage): void;
   scheduler: Scheduler;
 }
 
@@ -273,14 +276,15 @@ export class Collectives {
       return;
     }
     const message: ServerMessage = value === undefined ? { t: 'collectiveResult', seq: entry.seq } : { t: 'collectiveResult', seq: entry.seq, value };
-    const size = frameBytes(message);
+    // A result without a value (barrier) is a few bytes: no need to measure it.
+    const size = value === undefined ? 0 : frameBytes(message);
     if (size > MAX_FRAME_BYTES) {
       // The worker's socket would drop a frame this large; fail cleanly instead.
       this.fail(entry, CollectiveErrorCode.TooLarge, `${label(entry.op, entry.seq)} failed: the result is ${size} bytes, over the ${MAX_FRAME_BYTES}-byte frame limit`);
       return;
     }
     this.settle(entry);
-    for (const rank of members) this.options.send(rank, message);
+    this.options.send(members, message);
   }
 
   private expire(entry: Pending): void {
@@ -319,7 +323,7 @@ export class Collectives {
   }
 
   private reply(rank: number, seq: number, code: CollectiveErrorCodeName, message: string, missing: readonly number[]): void {
-    this.options.send(rank, { t: 'collectiveError', seq, code, message, missing: [...missing] });
+    this.options.send([rank], { t: 'collectiveError', seq, code, message, missing: [...missing] });
   }
 }
 

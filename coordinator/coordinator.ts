@@ -201,10 +201,13 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     }
     this.scheduler = options.scheduler ?? realScheduler;
     this.rendezvous = new Rendezvous({ worldSize: max, length: this.config.length });
-    const send = (rank: number, message: ServerMessage) => this.sendTo(rank, message);
     // Standbys join collectives with the epoch that admits them.
-    this.collectives = new Collectives({ members: () => (this.current ? this.activeLive() : this.rendezvous.liveRanks()), send, scheduler: this.scheduler });
-    this.store = new KeyValueStore({ send, scheduler: this.scheduler });
+    this.collectives = new Collectives({
+      members: () => (this.current ? this.activeLive() : this.rendezvous.liveRanks()),
+      send: (ranks, message) => this.sendAll(ranks, message),
+      scheduler: this.scheduler,
+    });
+    this.store = new KeyValueStore({ send: (rank, message) => this.sendTo(rank, message), scheduler: this.scheduler });
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
     if (options.journalPath) {
       this.journal = options.restore ? Journal.append(options.journalPath) : Journal.create(options.journalPath, this.config, this.range);
@@ -662,7 +665,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     if (!state || this.phase !== 'running' || !state.ledger.complete) return;
     this.flushAcks();
     this.phase = 'reporting';
-    for (const rank of this.activeLive()) this.sendTo(rank, { t: 'epochEnd', epoch: state.ledger.epoch });
+    this.sendAll(this.activeLive(), { t: 'epochEnd', epoch: state.ledger.epoch });
     state.reportTimer = this.scheduler.setTimeout(() => this.finishEpoch(), this.options.reportTimeoutMs);
     this.maybeFinishEpoch();
   }
@@ -879,6 +882,18 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   private sendTo(rank: number, message: ServerMessage): void {
     const peer = this.byRank.get(rank);
     if (peer) this.send(peer, message);
+  }
+
+  /** The same frame to several ranks, encoded once (collective results, epochEnd). */
+  private sendAll(ranks: readonly number[], message: ServerMessage): void {
+    let frame: Buffer | undefined;
+    for (const rank of ranks) {
+      const ws = this.byRank.get(rank)?.ws;
+      if (!ws || ws.readyState !== ws.OPEN) continue;
+      frame ??= Buffer.from(encode(message));
+      // A Buffer goes out as is (a server does not mask); binary: false keeps it a text frame.
+      ws.send(frame, { binary: false });
+    }
   }
 
   private send(peer: Peer, message: ServerMessage): void {

@@ -24,7 +24,7 @@ function coordinator(ranks: readonly number[] = [0, 1, 2, 3]) {
   const scheduler = new FakeScheduler();
   const state = { members: [...ranks] };
   const sent: Sent[] = [];
-  const collectives = new Collectives({ members: () => state.members, send: (rank, message) => sent.push({ rank, message }), scheduler });
+  const collectives = new Collectives({ members: () => state.members, send: (ranks, message) => ranks.forEach((rank) => sent.push({ rank, message })), scheduler });
   return { scheduler, state, sent, collectives };
 }
 
@@ -49,7 +49,7 @@ function group(size: number, clientOptions: { timeoutMs?: number; graceMs?: numb
     const wired = overWire(message, parseServerMessage);
     if (!clients[rank].handle(wired)) throw new Error(`client ${rank} did not consume ${wired.t}`);
   };
-  const collectives = new Collectives({ members: () => state.members, send: toClient, scheduler });
+  const collectives = new Collectives({ members: () => state.members, send: (ranks, message) => ranks.forEach((rank) => toClient(rank, message)), scheduler });
   const store = new KeyValueStore({ send: toClient, scheduler });
   const outbox: { rank: number; message: ClientMessage }[] = [];
   for (let rank = 0; rank < size; rank++) {

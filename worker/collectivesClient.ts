@@ -265,7 +265,8 @@ export class CollectivesClient {
     const problem = timeoutProblem(timeoutMs) ?? srcProblem(body.src);
     if (problem) return Promise.reject(new CollectiveError('ERR_COLLECTIVE_INVALID', `${body.op}: ${problem}`, this.nextSeq));
     const message: CollectiveMessage = { t: 'collective', seq: this.nextSeq, timeoutMs, ...body };
-    const size = frameBytes(message);
+    // Without a value (barrier, a non-src broadcast) the frame is a few bytes: no need to measure it.
+    const size = body.value === undefined ? 0 : frameBytes(message);
     if (size > MAX_FRAME_BYTES) {
       return Promise.reject(new CollectiveError('ERR_COLLECTIVE_INVALID', `${body.op}: the value makes a ${size}-byte frame, over the ${MAX_FRAME_BYTES}-byte limit`, message.seq));
     }
