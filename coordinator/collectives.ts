@@ -210,48 +210,40 @@ export class Collectives {
 
   /** Does this call agree with the first one on what the collective is? */
   private checkAgainst(entry: Pending, rank: number, msg: CollectiveMessage): Failure | undefined {
-    const name = label(entry.op, entry.seq);
-    const mismatch = (what: string): Failure => ({ code: CollectiveErrorCode.Mismatch, message: `${name} mismatch: ${what}`, missing: [] });
     if (msg.op !== entry.op) {
-      return mismatch(`rank ${entry.firstRank} called ${entry.op}, rank ${rank} called ${msg.op}`);
+      return mismatch(entry, `rank ${entry.firstRank} called ${entry.op}, rank ${rank} called ${msg.op}`);
     }
     if (entry.op === 'allReduce' && (msg.reduce ?? 'sum') !== entry.reduce) {
-      return mismatch(`rank ${entry.firstRank} reduces with ${entry.reduce}, rank ${rank} with ${msg.reduce ?? 'sum'}`);
+      return mismatch(entry, `rank ${entry.firstRank} reduces with ${entry.reduce}, rank ${rank} with ${msg.reduce ?? 'sum'}`);
     }
     if (entry.op === 'broadcast' && msg.src !== entry.src) {
-      return mismatch(`rank ${entry.firstRank} broadcasts from src ${String(entry.src)}, rank ${rank} from src ${String(msg.src)}`);
+      return mismatch(entry, `rank ${entry.firstRank} broadcasts from src ${String(entry.src)}, rank ${rank} from src ${String(msg.src)}`);
     }
     return undefined;
   }
 
   /** Is this rank's value usable for the op (and, for allReduce, the same shape as the others)? */
   private checkValue(entry: Pending, rank: number, value: Json | undefined, members: readonly number[]): Failure | undefined {
-    const name = label(entry.op, entry.seq);
-    const invalid = (what: string): Failure => ({ code: CollectiveErrorCode.Invalid, message: `${name} invalid: ${what}`, missing: [] });
     switch (entry.op) {
       case 'barrier':
         return undefined;
       case 'broadcast': {
-        if (entry.src === undefined) return invalid(`rank ${rank} gave no src`);
-        if (!members.includes(entry.src)) return invalid(`src ${entry.src} is not a member rank (members: ${listRanks(members)})`);
-        if (rank === entry.src && value === undefined) return invalid(`src rank ${rank} supplied no value`);
+        if (entry.src === undefined) return invalid(entry, `rank ${rank} gave no src`);
+        if (!members.includes(entry.src)) return invalid(entry, `src ${entry.src} is not a member rank (members: ${listRanks(members)})`);
+        if (rank === entry.src && value === undefined) return invalid(entry, `src rank ${rank} supplied no value`);
         return undefined;
       }
       case 'allGather':
-        return value === undefined ? invalid(`rank ${rank} supplied no value`) : undefined;
+        return value === undefined ? invalid(entry, `rank ${rank} supplied no value`) : undefined;
       case 'allReduce': {
         const shape = shapeOf(value);
-        if (!shape) return invalid(`rank ${rank} passed ${describe(value)}; allReduce takes a finite number or an array of finite numbers`);
+        if (!shape) return invalid(entry, `rank ${rank} passed ${describe(value)}; allReduce takes a finite number or an array of finite numbers`);
         if (!entry.shape) {
           entry.shape = shape;
           return undefined;
         }
         if (!sameShape(entry.shape, shape)) {
-          return {
-            code: CollectiveErrorCode.Mismatch,
-            message: `${name} mismatch: rank ${this.shapeRank(entry, rank)} passed ${describeShape(entry.shape)}, rank ${rank} passed ${describeShape(shape)}`,
-            missing: [],
-          };
+          return mismatch(entry, `rank ${this.shapeRank(entry, rank)} passed ${describeShape(entry.shape)}, rank ${rank} passed ${describeShape(shape)}`);
         }
         return undefined;
       }
@@ -407,6 +399,15 @@ function describe(value: Json | undefined): string {
 
 function label(op: CollectiveOpName, seq: number): string {
   return `${op} #${seq}`;
+}
+
+/** Built only when a check fails: the per-call path creates no closures. */
+function mismatch(entry: Pending, what: string): Failure {
+  return { code: CollectiveErrorCode.Mismatch, message: `${label(entry.op, entry.seq)} mismatch: ${what}`, missing: [] };
+}
+
+function invalid(entry: Pending, what: string): Failure {
+  return { code: CollectiveErrorCode.Invalid, message: `${label(entry.op, entry.seq)} invalid: ${what}`, missing: [] };
 }
 
 function listRanks(ranks: readonly number[]): string {

@@ -320,7 +320,8 @@ export class CollectivesClient {
   ): Promise<R> {
     return new Promise<R>((resolve, reject) => {
       const call: PendingCall<M> = {
-        onReply: (reply) => {
+        // A method, not an arrow: tsx (keepNames) wraps every named arrow in a per-call __name().
+        onReply(reply) {
           try {
             resolve(decode(reply));
           } catch (err) {
