@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Barrier latency of real PyTorch gloo, for the `group` bench section (bench/group.ts).
 
-    gloo_barrier.py --world=4 --warmup=20 --iters=200
+    gloo_barrier.py --world=4 --warmup=3000 --iters=1000
 
 Forks WORLD processes (torch is imported once, in the parent), each calls
 init_process_group('gloo', init_method='tcp://127.0.0.1:PORT') on a free loopback port,
-does WARMUP untimed barriers, then ITERS timed ones (time.perf_counter around dist.barrier()).
-Prints one JSON line: {"ok": true, "torch": ..., "world": ..., "latenciesMs": [[rank 0's], ...],
-"initMs": ...} or {"ok": false, "message": ...}. Every child is reaped (killed on error).
+does WARMUP then ITERS barriers, each timed (time.perf_counter around dist.barrier()).
+Prints one JSON line: {"ok": true, "torch": ..., "world": ..., "warmupLatenciesMs": [[rank 0's], ...],
+"latenciesMs": [[rank 0's], ...], "initMs": ...} or {"ok": false, "message": ...}.
+Every child is reaped (killed on error).
 """
 import argparse
 import json
@@ -34,16 +35,19 @@ def worker(rank: int, world: int, port: int, warmup: int, iters: int, queue) -> 
         t0 = time.perf_counter()
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
         init_ms = (time.perf_counter() - t0) * 1000
-        for _ in range(warmup):
-            dist.barrier()
-        latencies = []
-        for _ in range(iters):
-            start = time.perf_counter()
-            dist.barrier()
-            latencies.append((time.perf_counter() - start) * 1000)
+        def timed(count):
+            out = []
+            for _ in range(count):
+                start = time.perf_counter()
+                dist.barrier()
+                out.append((time.perf_counter() - start) * 1000)
+            return out
+
+        warmup_latencies = timed(warmup)
+        latencies = timed(iters)
         dist.barrier()
         dist.destroy_process_group()
-        queue.put({"rank": rank, "ok": True, "latenciesMs": latencies, "initMs": init_ms})
+        queue.put({"rank": rank, "ok": True, "warmupLatenciesMs": warmup_latencies, "latenciesMs": latencies, "initMs": init_ms})
     except BaseException as error:  # report, never hang the parent
         queue.put({"rank": rank, "ok": False, "message": f"{type(error).__name__}: {error}", "trace": traceback.format_exc()[-800:]})
 
@@ -111,6 +115,7 @@ def main() -> int:
         "warmup": args.warmup,
         "iters": args.iters,
         "initMs": max(results[r]["initMs"] for r in results),
+        "warmupLatenciesMs": [results[r]["warmupLatenciesMs"] for r in range(args.world)],
         "latenciesMs": [results[r]["latenciesMs"] for r in range(args.world)],
     }))
     return 0

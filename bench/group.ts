@@ -42,10 +42,12 @@ interface Plan {
   readonly rendezvousWorlds: readonly number[];
   readonly manyCount: number;
   readonly barrierWorlds: readonly number[];
+  /** Calls before the timed ones: enough for V8 to have optimised the hot path (see the legend). */
   readonly warmup: number;
   readonly iters: number;
+  /** The first this-many calls of a fresh process, reported apart as the cold figure. */
+  readonly coldCalls: number;
   readonly barrierRounds: number;
-  readonly echoIters: number;
   readonly rolloverEpochs: number;
   readonly rolloverLength: number;
   readonly throughputLength: number;
@@ -58,10 +60,10 @@ function planFrom(options: SectionOptions): Plan {
         rendezvousWorlds: [8],
         manyCount: 32,
         barrierWorlds: [4],
-        warmup: 10,
-        iters: 50,
+        warmup: 300,
+        iters: 100,
+        coldCalls: 50,
         barrierRounds: 1,
-        echoIters: 200,
         rolloverEpochs: 4,
         rolloverLength: 4096,
         throughputLength: 200_000,
@@ -71,10 +73,10 @@ function planFrom(options: SectionOptions): Plan {
         rendezvousWorlds: [8, 32],
         manyCount: 128,
         barrierWorlds: [4, 16],
-        warmup: 20,
-        iters: 200,
+        warmup: 3000,
+        iters: 1000,
+        coldCalls: 200,
         barrierRounds: 2,
-        echoIters: 1000,
         rolloverEpochs: 12,
         rolloverLength: 8192,
         throughputLength: 2_000_000,
@@ -212,6 +214,11 @@ class Children {
 
 // ---- small helpers ----------------------------------------------------------------------------
 
+/** The row's figures: p50/p99/max after the warm-up, and the p50 of the cold calls. */
+function latencyStats(steady: readonly number[], cold: readonly number[]): Record<string, Cell> {
+  return { count: steady.length, p50Ms: percentile(steady, 0.5), p99Ms: percentile(steady, 0.99), maxMs: Math.max(...steady), coldP50Ms: percentile(cold, 0.5) };
+}
+
 /** Nearest-rank percentile of unsorted samples. */
 function percentile(values: readonly number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -297,8 +304,18 @@ async function measureRendezvous(options: SectionOptions, worldSize: number, pro
 
 // ---- 2. barrier and the ws floor --------------------------------------------------------------
 
-/** One round: W bench workers, each `warmup` + `iters` barriers; every timed call's latency. */
-async function barrierLatencies(options: SectionOptions, worldSize: number, plan: Plan): Promise<number[]> {
+/** Latencies of one round, every rank pooled: after the warm-up, and the first coldCalls of each process. */
+interface Latencies {
+  readonly steady: number[];
+  readonly cold: number[];
+}
+
+function split(perRank: readonly { readonly warmupMs: readonly number[]; readonly latenciesMs: readonly number[] }[], plan: Plan): Latencies {
+  return { steady: perRank.flatMap((r) => r.latenciesMs), cold: perRank.flatMap((r) => r.warmupMs.slice(0, plan.coldCalls)) };
+}
+
+/** One round: W bench workers, each `warmup` + `iters` barriers, every call timed. */
+async function barrierLatencies(options: SectionOptions, worldSize: number, plan: Plan): Promise<Latencies> {
   const children = new Children(options.repoRoot);
   let coordinator: Coordinator | undefined;
   try {
@@ -311,7 +328,7 @@ async function barrierLatencies(options: SectionOptions, worldSize: number, plan
     const results = await children.collect('latencies');
     const report = await withTimeout(coordinator.done, STEP_TIMEOUT_MS, 'coordinator');
     if (!report.ok) throw new Error(`the coordinator's run failed: ${report.error ?? 'audit not ok'}`);
-    return results.flatMap((r) => r.latenciesMs);
+    return split(results, plan);
   } finally {
     await coordinator?.close();
     await children.dispose();
@@ -334,12 +351,11 @@ async function measureEcho(options: SectionOptions, plan: Plan): Promise<BenchRo
     });
     const address = server.address();
     if (typeof address !== 'object' || address === null) throw new Error('echo server has no address');
-    children.spawn({ mode: 'echo', warmup: Math.min(100, plan.echoIters), iters: plan.echoIters }, 1);
+    children.spawn({ mode: 'echo', warmup: plan.warmup, iters: plan.iters }, 1);
     await children.ready();
     children.go(`ws://127.0.0.1:${address.port}`);
-    const [result] = await children.collect('latencies');
-    const all = result.latenciesMs;
-    return ok(name, { ...identity, count: all.length, p50Ms: percentile(all, 0.5), p99Ms: percentile(all, 0.99), maxMs: Math.max(...all) });
+    const { steady, cold } = split(await children.collect('latencies'), plan);
+    return ok(name, { ...identity, ...latencyStats(steady, cold) });
   } catch (error) {
     return errorRow(name, identity, error);
   } finally {
@@ -403,10 +419,11 @@ interface GlooResult {
   readonly torch?: string;
   readonly initMs?: number;
   readonly latenciesMs?: readonly (readonly number[])[];
+  readonly warmupLatenciesMs?: readonly (readonly number[])[];
 }
 
-/** One round of bench/gloo_barrier.py: every timed dist.barrier() latency of every rank. */
-async function glooLatencies(options: SectionOptions, worldSize: number, plan: Plan): Promise<{ latencies: number[]; torch: string; initMs: number }> {
+/** One round of bench/gloo_barrier.py: every dist.barrier() latency of every rank. */
+async function glooLatencies(options: SectionOptions, worldSize: number, plan: Plan): Promise<Latencies & { torch: string; initMs: number }> {
   const script = join(options.repoRoot, 'bench', 'gloo_barrier.py');
   const output = await runProcess(PYTHON, [script, `--world=${worldSize}`, `--warmup=${plan.warmup}`, `--iters=${plan.iters}`, `--timeout=${STEP_TIMEOUT_MS / 1000 - 10}`], options.repoRoot, STEP_TIMEOUT_MS);
   const line = output.stdout.trim().split('\n').pop() ?? '';
@@ -420,8 +437,10 @@ async function glooLatencies(options: SectionOptions, worldSize: number, plan: P
     const tail = output.stderr.trim().split('\n').slice(-3).join(' | ');
     throw new Error(`gloo_barrier.py ${output.timedOut ? 'timed out' : `exited ${output.code}`} without a result${tail ? `: ${tail}` : ''}`);
   }
-  if (!parsed.ok || !parsed.latenciesMs) throw new Error(parsed.message ?? 'gloo_barrier.py failed');
-  return { latencies: parsed.latenciesMs.flat(), torch: parsed.torch ?? '', initMs: parsed.initMs ?? NaN };
+  if (!parsed.ok || !parsed.latenciesMs || !parsed.warmupLatenciesMs) throw new Error(parsed.message ?? 'gloo_barrier.py failed');
+  const warmup = parsed.warmupLatenciesMs;
+  const perRank = parsed.latenciesMs.map((latenciesMs, rank) => ({ latenciesMs, warmupMs: warmup[rank] ?? [] }));
+  return { ...split(perRank, plan), torch: parsed.torch ?? '', initMs: parsed.initMs ?? NaN };
 }
 
 /**
@@ -433,8 +452,12 @@ async function measureBarriers(options: SectionOptions, worldSize: number, plan:
   const glooName = `barrier/gloo/${worldSize}`;
   const oursIdentity = { what: `barrier, distsampler, ${worldSize} processes`, world: worldSize };
   const glooIdentity = { what: `barrier, PyTorch gloo, ${worldSize} processes`, world: worldSize };
-  const ours: number[] = [];
-  const gloo: number[] = [];
+  const ours: Latencies = { steady: [], cold: [] };
+  const gloo: Latencies = { steady: [], cold: [] };
+  const pool = (into: Latencies, round: Latencies): void => {
+    into.steady.push(...round.steady);
+    into.cold.push(...round.cold);
+  };
   let oursError: unknown;
   let glooError: unknown;
   let torch = '';
@@ -443,7 +466,7 @@ async function measureBarriers(options: SectionOptions, worldSize: number, plan:
     if (oursError === undefined) {
       options.log(`barrier: ${worldSize} processes, round ${round + 1} of ${plan.barrierRounds} ...`);
       try {
-        ours.push(...(await barrierLatencies(options, worldSize, plan)));
+        pool(ours, await barrierLatencies(options, worldSize, plan));
       } catch (error) {
         oursError = error;
       }
@@ -452,7 +475,7 @@ async function measureBarriers(options: SectionOptions, worldSize: number, plan:
       options.log(`gloo barrier: ${worldSize} processes, round ${round + 1} of ${plan.barrierRounds} ...`);
       try {
         const result = await glooLatencies(options, worldSize, plan);
-        gloo.push(...result.latencies);
+        pool(gloo, result);
         torch = result.torch;
         initMs.push(result.initMs);
       } catch (error) {
@@ -460,10 +483,9 @@ async function measureBarriers(options: SectionOptions, worldSize: number, plan:
       }
     }
   }
-  const stats = (all: readonly number[]): Record<string, Cell> => ({ count: all.length, p50Ms: percentile(all, 0.5), p99Ms: percentile(all, 0.99), maxMs: Math.max(...all) });
   const rounds = plan.barrierRounds > 1 ? `${plan.barrierRounds} rounds pooled` : '1 round';
   const rows: BenchRow[] = [];
-  rows.push(oursError !== undefined ? errorRow(oursName, oursIdentity, oursError) : ok(oursName, { ...oursIdentity, ...stats(ours), rounds }));
+  rows.push(oursError !== undefined ? errorRow(oursName, oursIdentity, oursError) : ok(oursName, { ...oursIdentity, ...latencyStats(ours.steady, ours.cold), rounds }));
   if (torchMissing === undefined) {
     rows.push(
       glooError !== undefined
@@ -471,7 +493,7 @@ async function measureBarriers(options: SectionOptions, worldSize: number, plan:
         : ok(glooName, {
             ...glooIdentity,
             what: `barrier, PyTorch ${torch} gloo, ${worldSize} processes`,
-            ...stats(gloo),
+            ...latencyStats(gloo.steady, gloo.cold),
             rounds,
             detail: `${rounds}; issue's reference p50 ${GLOO_REFERENCE_P50_MS[worldSize] ?? '-'} ms; init_process_group ${initMs.map((v) => formatMs(v)).join(', ')}`,
           }),
@@ -778,10 +800,12 @@ function compare(rows: BenchRow[]): BenchRow[] {
         extra.p99Ratio = Number(row.values.p99Ms) / Number(gloo.values.p99Ms);
         extra.target = 'p50 <= gloo';
         extra.meets = p50 <= gloo.values.p50Ms;
+        if (typeof row.values.coldP50Ms === 'number' && typeof gloo.values.coldP50Ms === 'number') extra.coldRatio = row.values.coldP50Ms / gloo.values.coldP50Ms;
       }
       const parts = [
         extra.overFloor === undefined ? undefined : `p50 = ${(extra.overFloor as number).toFixed(1)}x the ws round trip`,
         extra.p99Ratio === undefined ? undefined : `p99 ${(extra.p99Ratio as number).toFixed(2)}x gloo's`,
+        extra.coldRatio === undefined ? undefined : `cold p50 ${(extra.coldRatio as number).toFixed(2)}x gloo's`,
       ].filter((s): s is string => s !== undefined);
       return { ...row, values: { ...row.values, ...extra, detail: [String(row.values.rounds ?? ''), ...parts].filter((x) => x !== '').join('; ') } };
     }
@@ -809,6 +833,7 @@ export const columns: readonly Column[] = [
   { header: 'p50 ms', align: 'right', get: measured((row) => ms(row.values.p50Ms)) },
   { header: 'p99 ms', align: 'right', get: measured((row) => ms(row.values.p99Ms)) },
   { header: 'max ms', align: 'right', get: measured((row) => ms(row.values.maxMs)) },
+  { header: 'cold p50', align: 'right', get: measured((row) => ms(row.values.coldP50Ms)) },
   { header: 'ms', align: 'right', get: measured((row) => ms(row.values.ms)) },
   {
     header: 'samples/s',
@@ -834,9 +859,12 @@ export const legend: readonly string[] = [
   '  performance.timeOrigin + performance.now() in each process.',
   'rendezvous/W processes: the children fork, import everything and wait; then go. ms = first hello at the coordinator -> the',
   '  last initProcessGroup resolved (worker clock). rendezvous/128 in 1 process: the same with 128 initProcessGroup calls in one child.',
-  'barrier: latency of each pg.barrier() call on every rank (20 warm-up, 200 timed per rank; --quick 10 and 50), p50/p99 over',
-  '  all calls; gloo: dist.barrier() timed the same way (tcp:// init, forked ranks, 1 torch thread each); ratio = ours / gloo p50.',
-  '  ws round trip: one client process, one echo `ws` server here, one barrier-sized frame in flight: the floor of any round trip.',
+  'barrier: latency of each pg.barrier() call on every rank: 3,000 warm-up calls, then 1,000 timed per rank (--quick 300 and 100);',
+  '  p50/p99/max over the timed calls of all ranks. gloo: dist.barrier() timed the same way, same counts (tcp:// init, forked ranks,',
+  '  1 torch thread each); ratio = ours / gloo p50. cold p50: the first 200 calls (--quick 50) of each fresh process. Our hot path is',
+  '  JavaScript that V8 optimises only after a few thousand calls (a plain ws echo runs 3-4x faster once optimised; under',
+  '  --jitless it stays at its cold speed), so the cold figure is the unoptimised one; gloo is C++ and flat from its first call.',
+  '  ws round trip: one client process, one echo `ws` server here, one barrier-sized frame in flight, the same counts: the floor.',
   'rollover: 4 processes, no-op step; per epoch e, the coordinator processing the last ack of e -> the last worker holding epoch',
   '  e+1 (its loop body starts); ratio = p50 / ws round trip p50.',
   'e2e: one epoch, no-op step, batch 256; ms = the best run. With a coordinator: epochStart -> the last ack processed (the',

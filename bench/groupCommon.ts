@@ -9,7 +9,7 @@ export type WorkerSpec =
   | { readonly mode: 'rendezvous' }
   /** `count` concurrent initProcessGroup calls from this one process. */
   | { readonly mode: 'many'; readonly count: number }
-  /** initProcessGroup, `warmup` untimed then `iters` timed barriers, then the (tiny) epochs. */
+  /** initProcessGroup, `warmup` then `iters` barriers (each timed), then the (tiny) epochs. */
   | { readonly mode: 'barrier'; readonly warmup: number; readonly iters: number }
   /** A plain ws client: `warmup` + `iters` round trips to an echo server, one at a time. */
   | { readonly mode: 'echo'; readonly warmup: number; readonly iters: number }
@@ -36,7 +36,8 @@ export type ParentMessage = { readonly t: 'go'; readonly url: string };
 export type ChildMessage =
   | { readonly t: 'ready'; readonly at: number }
   | { readonly t: 'rendezvous'; readonly connectAt: number; readonly welcomedAt: readonly number[] }
-  | { readonly t: 'latencies'; readonly latenciesMs: readonly number[] }
+  /** Every call's latency in order: the warm-up ones, then the measured ones. */
+  | { readonly t: 'latencies'; readonly warmupMs: readonly number[]; readonly latenciesMs: readonly number[] }
   /** cpuMs: this process's CPU time (user + system) from the first epoch's arrival to its last step's return. */
   | { readonly t: 'epochs'; readonly rank: number; readonly receivedAt: readonly number[]; readonly samples: number; readonly cpuMs: number }
   /** cpuMs: this process's CPU time from the go to done. */

@@ -73,19 +73,25 @@ async function rendezvous(url: string, count: number): Promise<ChildMessage> {
   return { t: 'rendezvous', connectAt, welcomedAt };
 }
 
-async function barriers(url: string, warmup: number, iters: number): Promise<ChildMessage> {
-  const pg = await initProcessGroup({ initMethod: url, timeoutMs: INIT_TIMEOUT_MS });
-  for (let i = 0; i < warmup; i++) await pg.barrier();
-  const latenciesMs: number[] = new Array(iters);
-  for (let i = 0; i < iters; i++) {
+/** `count` calls one after another; each one's latency in ms. */
+async function timedCalls(count: number, call: () => Promise<void>): Promise<number[]> {
+  const latenciesMs: number[] = new Array(count);
+  for (let i = 0; i < count; i++) {
     const start = performance.now();
-    await pg.barrier();
+    await call();
     latenciesMs[i] = performance.now() - start;
   }
+  return latenciesMs;
+}
+
+async function barriers(url: string, warmup: number, iters: number): Promise<ChildMessage> {
+  const pg = await initProcessGroup({ initMethod: url, timeoutMs: INIT_TIMEOUT_MS });
+  const warmupMs = await timedCalls(warmup, () => pg.barrier());
+  const latenciesMs = await timedCalls(iters, () => pg.barrier());
   // The coordinator's one tiny epoch: consume it so the run finishes cleanly.
   await drainEpochs(pg);
   await pg.destroy();
-  return { t: 'latencies', latenciesMs };
+  return { t: 'latencies', warmupMs, latenciesMs };
 }
 
 /** One client, one echo server, one message in flight: the floor under any round trip of ours. */
@@ -102,15 +108,11 @@ async function echo(url: string, warmup: number, iters: number): Promise<ChildMe
       ws.once('message', () => resolve());
       ws.send(frame(seq));
     });
-  const latenciesMs: number[] = new Array(iters);
-  for (let i = 0; i < warmup; i++) await roundTrip(i);
-  for (let i = 0; i < iters; i++) {
-    const start = performance.now();
-    await roundTrip(warmup + i);
-    latenciesMs[i] = performance.now() - start;
-  }
+  let seq = 0;
+  const warmupMs = await timedCalls(warmup, () => roundTrip(seq++));
+  const latenciesMs = await timedCalls(iters, () => roundTrip(seq++));
   ws.close();
-  return { t: 'latencies', latenciesMs };
+  return { t: 'latencies', warmupMs, latenciesMs };
 }
 
 async function epochs(url: string, batchSize: number): Promise<ChildMessage> {
