@@ -12,6 +12,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { WebSocketServer, type WebSocket } from 'ws';
 import {
   CloseCode,
+  closeReason,
   encode,
   MAX_FRAME_BYTES,
   parseClientMessage,
@@ -22,6 +23,7 @@ import {
 } from '../shared/protocol.ts';
 import { computeNumSamples } from '../shared/sampler.ts';
 import { Collectives } from './collectives.ts';
+import { PeerSocket } from './peerSocket.ts';
 import { EpochLedger, type Reassignment } from './epochLedger.ts';
 import { Heartbeat } from './heartbeat.ts';
 import { auditInBackground, PlanAuditor } from './planAuditor.ts';
@@ -225,7 +227,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       res.writeHead(req.url === '/status' ? 200 : 426, { 'content-type': 'application/json' });
       res.end(JSON.stringify(this.status()));
     });
-    const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES, clientTracking: false });
+    const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES, clientTracking: false, WebSocket: PeerSocket });
     http.on('upgrade', (req, socket, head) => this.upgrade(req, socket, head));
     wss.on('connection', (ws) => this.accept(ws));
     this.http = http;
@@ -337,7 +339,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       this.handle(peer, parsed.message);
     });
     ws.on('error', () => {
-      /* 'close' follows; ws has already chosen the close code (1009 for an oversized frame) */
+      /* 'close' follows; ws has already closed the socket (an oversized frame: 4007, see PeerSocket) */
     });
     ws.on('close', () => this.disconnected(peer));
   }
@@ -345,7 +347,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   private reject(peer: Peer, code: number, reason: string): void {
     if (peer.rank !== null) this.recordEvent('refused', peer.rank, reason);
     else this.emit('refused', { reason, closeCode: code });
-    peer.ws.close(code, reason.slice(0, 120));
+    peer.ws.close(code, closeReason(reason));
   }
 
   private handle(peer: Peer, message: ClientMessage): void {
@@ -373,7 +375,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     const decision = this.rendezvous.join({ workerId: message.workerId, version: message.v, rank: message.rank, length: message.length });
     if (!decision.ok) {
       this.emit('refused', { reason: decision.reason, closeCode: decision.closeCode });
-      peer.ws.close(decision.closeCode, decision.reason.slice(0, 120));
+      peer.ws.close(decision.closeCode, closeReason(decision.reason));
       return;
     }
     const { rank, rejoined } = decision;
@@ -734,7 +736,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.flushAcks();
     for (const peer of this.peers) {
       this.send(peer, { t: 'abort', reason, code: closeCode === CloseCode.RendezvousTimeout ? 'ERR_RENDEZVOUS_TIMEOUT' : 'ERR_ABORTED' });
-      peer.ws.close(closeCode, reason.slice(0, 120));
+      peer.ws.close(closeCode, closeReason(reason));
     }
     this.collectives.close(reason);
     const state = this.current;

@@ -30,6 +30,8 @@ export const CloseCode = {
   ForeignAck: 4005,
   /** A message out of order (anything before hello, a second hello, ...). */
   OutOfOrder: 4006,
+  /** A frame over MAX_FRAME_BYTES (ws alone would say 1009 with no reason). */
+  FrameTooLarge: 4007,
   /** The rendezvous did not fill before its timeout. */
   RendezvousTimeout: 4008,
   /** The group was aborted (a worker died under --on-failure abort, or the coordinator gave up). */
@@ -201,11 +203,35 @@ function parseWith<T>(schema: z.ZodType<T>, raw: string): ParseResult<T> {
   } catch {
     return { ok: false, reason: 'frame is not valid JSON' };
   }
-  const result = schema.safeParse(data);
+  let result: ReturnType<typeof schema.safeParse>;
+  try {
+    result = schema.safeParse(data);
+  } catch (err) {
+    // z.json() recurses: a value nested a few thousand deep overflows the stack. Refuse it, never crash.
+    if (err instanceof RangeError) return { ok: false, reason: 'frame nests too deeply' };
+    throw err;
+  }
   if (result.success) return { ok: true, message: result.data };
   const issue = result.error.issues[0];
   const where = issue.path.length ? ` at ${issue.path.join('.')}` : '';
-  return { ok: false, reason: `invalid message${where}: ${issue.message}`.slice(0, 120) };
+  return { ok: false, reason: `invalid message${where}: ${issue.message}` };
+}
+
+/** A WebSocket close reason may hold 123 bytes of UTF-8; longer ones make ws.close() throw. */
+export const MAX_CLOSE_REASON_BYTES = 123;
+
+/** Cuts a close reason to what fits, on a character boundary. */
+export function closeReason(text: string): string {
+  if (Buffer.byteLength(text, 'utf8') <= MAX_CLOSE_REASON_BYTES) return text;
+  let out = '';
+  let bytes = 0;
+  for (const char of text) {
+    const size = Buffer.byteLength(char, 'utf8');
+    if (bytes + size > MAX_CLOSE_REASON_BYTES) break;
+    out += char;
+    bytes += size;
+  }
+  return out;
 }
 
 /** Validates a frame from a worker. */

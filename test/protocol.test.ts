@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CloseCode, encode, parseClientMessage, parseServerMessage, ProtocolError, PROTOCOL_VERSION } from '../shared/protocol.ts';
+import { CloseCode, closeReason, encode, MAX_CLOSE_REASON_BYTES, parseClientMessage, parseServerMessage, ProtocolError, PROTOCOL_VERSION } from '../shared/protocol.ts';
 
 describe('protocol validation', () => {
   it('accepts every well-formed client message', () => {
@@ -25,6 +25,23 @@ describe('protocol validation', () => {
     expect(parseClientMessage('null')).toMatchObject({ ok: false });
     const r = parseClientMessage('{"t":"ack","epoch":0,"unit":1.5,"cursor":1,"inflight":null}');
     expect(r.ok ? '' : r.reason).toMatch(/unit/);
+  });
+
+  it('refuses a value nested too deeply for the schema instead of throwing', () => {
+    const depth = 20_000;
+    const frame = `{"t":"collective","seq":0,"op":"allGather","timeoutMs":0,"value":${'['.repeat(depth)}${']'.repeat(depth)}}`;
+    expect(parseClientMessage(frame)).toEqual({ ok: false, reason: 'frame nests too deeply' });
+    const reply = `{"t":"collectiveResult","seq":0,"value":${'['.repeat(depth)}${']'.repeat(depth)}}`;
+    expect(parseServerMessage(reply)).toEqual({ ok: false, reason: 'frame nests too deeply' });
+  });
+
+  it('cuts close reasons to 123 bytes of UTF-8 on a character boundary', () => {
+    expect(closeReason('short')).toBe('short');
+    const cut = closeReason(`rank 3 is taken by ${'ü'.repeat(100)}`);
+    expect(Buffer.byteLength(cut, 'utf8')).toBeLessThanOrEqual(MAX_CLOSE_REASON_BYTES);
+    expect(cut.startsWith('rank 3 is taken by üü')).toBe(true);
+    expect(cut).not.toContain('\uFFFD');
+    expect(Buffer.byteLength(closeReason('€'.repeat(60)), 'utf8')).toBe(123);
   });
 
   it('round-trips server messages through encode and parse', () => {

@@ -12,7 +12,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
-import { CloseCode, closeCodeName, encode, MAX_FRAME_BYTES, parseServerMessage, PROTOCOL_VERSION, ProtocolError } from '../shared/protocol.ts';
+import { CloseCode, closeCodeName, closeReason, encode, MAX_FRAME_BYTES, parseServerMessage, PROTOCOL_VERSION, ProtocolError } from '../shared/protocol.ts';
 import type { ClientMessage, RunConfig, ServerMessage, WorkUnit } from '../shared/protocol.ts';
 import type { ShardPlan } from '../shared/sampler.ts';
 import { allocateIndexTable, type IndexTable } from '../shared/randperm.ts';
@@ -416,7 +416,7 @@ export class ProcessGroup {
   private receive(raw: string): void {
     const parsed = parseServerMessage(raw);
     if (!parsed.ok) {
-      this.ws.close(CloseCode.Malformed, parsed.reason.slice(0, 120));
+      this.ws.close(CloseCode.Malformed, closeReason(parsed.reason));
       return;
     }
     const message = parsed.message;
