@@ -17,6 +17,7 @@ import {
   MAX_FRAME_BYTES,
   parseClientMessage,
   PROTOCOL_VERSION,
+  RunConfigSchema,
   type ClientMessage,
   type RunConfig,
   type ServerMessage,
@@ -181,6 +182,12 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     const { min, max } = this.range;
     if (!Number.isSafeInteger(min) || !Number.isSafeInteger(max) || min < 1 || max < min) {
       throw new CoordinatorConfigError(`world size must be an integer >= 1 or MIN:MAX with 1 <= MIN <= MAX, got ${min === max ? min : `${min}:${max}`}`);
+    }
+    // The welcome carries the config through the wire's schema: refuse here what workers would refuse there.
+    const checked = RunConfigSchema.safeParse(this.config);
+    if (!checked.success) {
+      const issue = checked.error.issues[0];
+      throw new CoordinatorConfigError(`invalid run config${issue.path.length ? ` at ${issue.path.join('.')}` : ''}: ${issue.message}`);
     }
     this.groupSize = max;
     const deadAfterMs = options.deadAfterMs ?? 5000;

@@ -171,6 +171,21 @@ describe('coordinator and workers over loopback', () => {
     expect(() => new Coordinator({ worldSize: 1, config: config(), host: '0.0.0.0' })).toThrow(CoordinatorConfigError);
   });
 
+  it('refuses a run config workers could not accept, at construction, naming the field', () => {
+    const bad: Array<[Partial<RunConfig>, RegExp]> = [
+      [{ length: -5 }, /at length/],
+      [{ seed: 'abc' }, /at seed/],
+      [{ engine: 'nope' as RunConfig['engine'] }, /at engine/],
+      [{ batchSize: 0 }, /at batchSize/],
+      [{ seed: 7 as unknown as string }, /at seed/],
+      [{ epochs: 1.5 }, /at epochs/],
+    ];
+    for (const [over, message] of bad) {
+      expect(() => new Coordinator({ worldSize: 2, config: config(over) }), JSON.stringify(over)).toThrow(message);
+      expect(() => new Coordinator({ worldSize: 2, config: config(over) })).toThrow(CoordinatorConfigError);
+    }
+  });
+
   it('closes malformed, binary and oversized frames with their codes while the group carries on', async () => {
     const { coordinator, url } = await startCoordinator(2);
     const first = initProcessGroup({ initMethod: url, rank: 0 });
