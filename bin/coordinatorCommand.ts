@@ -47,6 +47,7 @@ export async function run(argv: string[]): Promise<number> {
     deadAfterMs: settings.deadAfterMs,
     rendezvousTimeoutMs: settings.rendezvousTimeoutMs,
     settleMs: settings.settleMs,
+    lingerMs: settings.lingerMs,
     onFailure: settings.onFailure,
     waitTimeoutMs: settings.waitTimeoutMs,
     journalPath,

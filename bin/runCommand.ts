@@ -43,7 +43,7 @@ interrupted or failed run prints the command that resumes it.
 /** Flags `run` hands to its coordinator process unchanged. */
 const PASSED_TO_COORDINATOR = [
   'epochs', 'length', 'dataset', 'batch-size', 'seed', 'engine', 'host', 'heartbeat-ms', 'dead-after-ms',
-  'rendezvous-timeout-ms', 'on-failure', 'wait-timeout-ms', 'settle-ms',
+  'rendezvous-timeout-ms', 'on-failure', 'wait-timeout-ms', 'settle-ms', 'linger-ms',
 ] as const;
 
 export async function run(argv: string[]): Promise<number> {

@@ -25,6 +25,7 @@ export const RUN_CONFIG_FLAGS = {
   'on-failure': { type: 'string' },
   'wait-timeout-ms': { type: 'string' },
   'settle-ms': { type: 'string' },
+  'linger-ms': { type: 'string' },
   journal: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies FlagOptions;
@@ -54,6 +55,9 @@ Coordinator:
   --wait-timeout-ms MS       with --on-failure wait (default 30000)
   --settle-ms MS             elastic (MIN:MAX): once MIN workers joined, wait this long for more
                              before starting (default 2000)
+  --linger-ms MS             after the last epoch, keep serving collectives and the store to
+                             workers that have not called destroy() yet, at most this long
+                             (default 30000)
   --journal FILE             append-only journal (fsync'd) of config, membership, epochs and
                              acknowledged cursors; started again with the same FILE after a crash,
                              the coordinator continues the run where it stopped
@@ -74,6 +78,7 @@ export interface CoordinatorSettings {
   onFailure: FailurePolicyName;
   waitTimeoutMs: number;
   settleMs: number;
+  lingerMs: number;
   journalPath?: string;
 }
 
@@ -127,6 +132,7 @@ export async function coordinatorSettings(values: Values): Promise<CoordinatorSe
     onFailure: onFailure as FailurePolicyName,
     waitTimeoutMs: intFlag('wait-timeout-ms', values['wait-timeout-ms'], 30_000, 1),
     settleMs: intFlag('settle-ms', values['settle-ms'], 2000, 0),
+    lingerMs: intFlag('linger-ms', values['linger-ms'], 30_000, 0),
     journalPath: values.journal,
   };
 }

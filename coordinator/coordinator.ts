@@ -68,6 +68,11 @@ export interface CoordinatorOptions {
   readonly rejoinTimeoutMs?: number;
   /** How often acknowledged cursors are flushed to the journal. */
   readonly journalFlushMs?: number;
+  /**
+   * After the last epoch, how long collectives and the store keep serving workers that have not
+   * left yet (like torch, the group lives until destroy); then their sockets are closed. 30 s.
+   */
+  readonly lingerMs?: number;
   readonly scheduler?: Scheduler;
 }
 
@@ -143,6 +148,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     onFailure: FailurePolicyName;
     waitTimeoutMs: number;
     rejoinTimeoutMs: number;
+    lingerMs: number;
     journalFlushMs: number;
   };
   private readonly scheduler: Scheduler;
@@ -165,12 +171,19 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   private settleTimer: unknown;
   private rejoinTimer: unknown;
   private flushTimer: unknown;
+  private lingerTimer: unknown;
   private readonly restoredFrom: JournalState | undefined;
   private readonly resuming: boolean;
   private finalReport: RunReport | undefined;
   private resolveDone!: (report: RunReport) => void;
   /** Settles with the report when the run finishes or aborts (never rejects). */
   readonly done: Promise<RunReport>;
+  private resolveDrained!: () => void;
+  /**
+   * Settles once the run has ended and every worker has left (destroy()), died, or outstayed
+   * lingerMs. A process hosting the coordinator closes it after this, not right after `done`.
+   */
+  readonly drained: Promise<void>;
 
   constructor(options: CoordinatorOptions) {
     super();
@@ -204,12 +217,13 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       waitTimeoutMs: options.waitTimeoutMs ?? 30_000,
       rejoinTimeoutMs: options.rejoinTimeoutMs ?? Math.max(10_000, 2 * deadAfterMs),
       journalFlushMs: options.journalFlushMs ?? 50,
+      lingerMs: options.lingerMs ?? 30_000,
     };
     if (!isLoopback(this.options.host) && !this.options.token) {
       throw new CoordinatorConfigError(`refusing to listen on non-loopback host ${this.options.host} without a token (--token or DISTSAMPLER_TOKEN)`);
     }
     this.scheduler = options.scheduler ?? realScheduler;
-    this.rendezvous = new Rendezvous({ worldSize: max, length: this.config.length });
+    this.rendezvous = new Rendezvous({ worldSize: max, minWorldSize: min, length: this.config.length });
     // Standbys join collectives with the epoch that admits them.
     this.collectives = new Collectives({
       members: () => (this.current ? this.activeLive() : this.rendezvous.liveRanks()),
@@ -218,6 +232,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     });
     this.store = new KeyValueStore({ send: (rank, message) => this.sendTo(rank, message), scheduler: this.scheduler });
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
+    this.drained = new Promise((resolve) => (this.resolveDrained = resolve));
     if (options.journalPath) {
       this.journal = options.restore ? Journal.append(options.journalPath) : Journal.create(options.journalPath, this.config, this.range);
     }
@@ -271,11 +286,12 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   /** Stops everything: closes sockets and the server. The report settles `done` if not yet. */
   async close(reason = 'coordinator shutting down'): Promise<void> {
     if (this.phase !== 'finished' && this.phase !== 'aborted') this.abort(reason, CloseCode.Shutdown);
-    for (const timer of [this.rendezvousTimer, this.settleTimer, this.rejoinTimer, this.flushTimer]) this.scheduler.clearTimeout(timer);
+    for (const timer of [this.rendezvousTimer, this.settleTimer, this.rejoinTimer, this.flushTimer, this.lingerTimer]) this.scheduler.clearTimeout(timer);
     for (const peer of this.peers) {
       peer.heartbeat.stop();
       peer.ws.terminate();
     }
+    this.resolveDrained();
     this.collectives.close(reason);
     this.store.close();
     this.journal?.close();
@@ -290,7 +306,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   async crash(): Promise<void> {
     this.phase = 'aborted';
     this.current?.stopAudit();
-    for (const timer of [this.rendezvousTimer, this.settleTimer, this.rejoinTimer, this.flushTimer]) this.scheduler.clearTimeout(timer);
+    for (const timer of [this.rendezvousTimer, this.settleTimer, this.rejoinTimer, this.flushTimer, this.lingerTimer]) this.scheduler.clearTimeout(timer);
     for (const timer of this.waitTimers.values()) this.scheduler.clearTimeout(timer);
     if (this.current) this.scheduler.clearTimeout(this.current.reportTimer);
     this.pendingAcks.clear();
@@ -379,7 +395,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   private hello(peer: Peer, message: Extract<ClientMessage, { t: 'hello' }>): void {
     if (peer.rank !== null) return this.reject(peer, CloseCode.OutOfOrder, 'a second hello on one connection');
     if (this.phase === 'finished' || this.phase === 'aborted') return this.reject(peer, CloseCode.Shutdown, `the run is ${this.phase}`);
-    const decision = this.rendezvous.join({ workerId: message.workerId, version: message.v, rank: message.rank, length: message.length });
+    const decision = this.rendezvous.join({ workerId: message.workerId, version: message.v, rank: message.rank, length: message.length, worldSize: message.worldSize });
     if (!decision.ok) {
       this.emit('refused', { reason: decision.reason, closeCode: decision.closeCode });
       peer.ws.close(decision.closeCode, closeReason(decision.reason));
@@ -470,7 +486,13 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     if (rank === null || this.byRank.get(rank) !== peer) return;
     this.byRank.delete(rank);
     this.store.dropRank(rank);
-    if (this.phase === 'finished' || this.phase === 'aborted') return;
+    if (this.phase === 'finished' || this.phase === 'aborted') {
+      // After the run: a departure only shrinks the group its collectives wait for.
+      this.rendezvous.disconnected(rank);
+      this.collectives.memberLost(rank);
+      this.maybeDrained();
+      return;
+    }
     if (this.phase === 'rendezvous') {
       // Before the group exists a departure simply frees the rank.
       this.release(rank);
@@ -727,11 +749,19 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
 
   private finish(): void {
     this.phase = 'finished';
-    for (const peer of this.byRank.values()) {
-      this.send(peer, { t: 'finish', reason: `all ${this.config.epochs} epochs done` });
-      peer.ws.close(CloseCode.Finished, 'finished');
-    }
+    // Workers stay connected until they leave: collectives and the store serve them till then.
+    for (const peer of this.byRank.values()) this.send(peer, { t: 'finish', reason: `all ${this.config.epochs} epochs done` });
     this.settle(this.audits.every((a) => a.ok));
+    this.lingerTimer = this.scheduler.setTimeout(() => {
+      for (const peer of this.byRank.values()) peer.ws.close(CloseCode.Finished, 'finished');
+    }, this.options.lingerMs);
+    this.maybeDrained();
+  }
+
+  private maybeDrained(): void {
+    if ((this.phase !== 'finished' && this.phase !== 'aborted') || this.byRank.size > 0) return;
+    this.scheduler.clearTimeout(this.lingerTimer);
+    this.resolveDrained();
   }
 
   private abort(reason: string, closeCode: number): void {
@@ -750,6 +780,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     if (state && !this.audits.some((a) => a.epoch === state.ledger.epoch)) this.audits.push(auditOf(state, [], false));
     // A coordinator shut down from outside (Ctrl-C) leaves its journal resumable.
     this.settle(false, reason, closeCode !== CloseCode.Shutdown);
+    this.maybeDrained();
   }
 
   private rendezvousExpired(): void {
@@ -774,6 +805,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     if (state.ended) {
       this.phase = state.ended.ok ? 'finished' : 'aborted';
       this.settle(state.ended.ok, state.ended.error, false);
+      this.maybeDrained();
       return;
     }
     if (!state.current && state.audits.length === 0) {

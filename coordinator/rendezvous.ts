@@ -11,6 +11,8 @@ export interface JoinRequest {
   readonly rank?: number;
   /** The dataset length the worker sees, when it says. */
   readonly length?: number;
+  /** The world size the worker was started for (torchrun's WORLD_SIZE), when it says. */
+  readonly worldSize?: number;
 }
 
 export type JoinDecision =
@@ -18,13 +20,17 @@ export type JoinDecision =
   | { readonly ok: false; readonly closeCode: number; readonly reason: string };
 
 export interface RendezvousOptions {
+  /** The most ranks the group takes (an elastic group's MAX). */
   readonly worldSize: number;
+  /** An elastic group's MIN; a worker's WORLD_SIZE may be anything in MIN..MAX. Default worldSize. */
+  readonly minWorldSize?: number;
   readonly length: number;
   readonly version?: number;
 }
 
 export class Rendezvous {
   readonly worldSize: number;
+  private readonly minWorldSize: number;
   private readonly length: number;
   private readonly version: number;
   /** rank -> workerId of its holder, live or not */
@@ -33,6 +39,7 @@ export class Rendezvous {
 
   constructor(options: RendezvousOptions) {
     this.worldSize = options.worldSize;
+    this.minWorldSize = options.minWorldSize ?? options.worldSize;
     this.length = options.length;
     this.version = options.version ?? PROTOCOL_VERSION;
   }
@@ -43,6 +50,10 @@ export class Rendezvous {
     }
     if (request.length !== undefined && request.length !== this.length) {
       return refuse(CloseCode.ConfigMismatch, `dataset length ${request.length} differs from the coordinator's ${this.length}`);
+    }
+    if (request.worldSize !== undefined && (request.worldSize < this.minWorldSize || request.worldSize > this.worldSize)) {
+      const size = this.minWorldSize === this.worldSize ? `${this.worldSize}` : `${this.minWorldSize}..${this.worldSize}`;
+      return refuse(CloseCode.ConfigMismatch, `WORLD_SIZE ${request.worldSize} differs from the coordinator's world size ${size}`);
     }
     // A worker that comes back (reconnect, coordinator restart) gets its rank again.
     const previous = this.rankOf(request.workerId);

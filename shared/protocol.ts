@@ -24,7 +24,7 @@ export const CloseCode = {
   RankTaken: 4002,
   /** The group is full (a worker beyond the world size). */
   GroupFull: 4003,
-  /** The worker's dataset length differs from the coordinator's. */
+  /** The worker's dataset length or WORLD_SIZE differs from the coordinator's. */
   ConfigMismatch: 4004,
   /** An ack for positions the worker does not own, beyond its shard, or for another epoch. */
   ForeignAck: 4005,
@@ -106,6 +106,8 @@ export const ClientMessageSchema = z.discriminatedUnion('t', [
     rank: nonNegInt.optional(),
     /** The dataset length the worker sees; must equal the coordinator's. */
     length: nonNegInt.optional(),
+    /** The world size the worker was started for (WORLD_SIZE); must be within the coordinator's. */
+    worldSize: nonNegInt.min(1).optional(),
   }),
   z.object({
     t: z.literal('ack'),

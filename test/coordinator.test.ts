@@ -2,6 +2,8 @@
  * The coordinator and initProcessGroup over real loopback sockets, in one process:
  * rendezvous refusals, the token, hostile frames, collectives and the store.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { Coordinator, CoordinatorConfigError } from '../coordinator/coordinator.ts';
@@ -9,6 +11,7 @@ import { planFor } from '../shared/runPlan.ts';
 import { CloseCode, PROTOCOL_VERSION, type RunConfig } from '../shared/protocol.ts';
 import { rangeDataset } from '../worker/datasets.ts';
 import { initProcessGroup, type ProcessGroup } from '../worker/processGroup.ts';
+import { flush, track } from './support/promises.ts';
 
 const config = (over: Partial<RunConfig> = {}): RunConfig => ({
   length: 101,
@@ -140,6 +143,20 @@ describe('coordinator and workers over loopback', () => {
     const groups = await Promise.all([0, 1].map((rank) => initProcessGroup({ initMethod: url, rank })));
     await Promise.all(groups.map(consume));
     expect((await coordinator.done).ok).toBe(true);
+  });
+
+  it('refuses a worker started for another WORLD_SIZE at the rendezvous, not as a death after joining', async () => {
+    const { coordinator, url } = await startCoordinator(2, { epochs: 1 });
+    const first = initProcessGroup({ initMethod: url, rank: 0, worldSize: 2 });
+    await expect(initProcessGroup({ initMethod: url, rank: 1, worldSize: 3 })).rejects.toMatchObject({
+      closeCode: CloseCode.ConfigMismatch,
+      message: expect.stringMatching(/WORLD_SIZE 3 differs from the coordinator's world size 2/),
+    });
+    const second = await initProcessGroup({ initMethod: url, rank: 1, worldSize: 2 });
+    await Promise.all([consume(await first), consume(second)]);
+    const report = await coordinator.done;
+    expect(report.ok).toBe(true);
+    expect(report.epochs.flatMap((e) => e.events)).toEqual([]);
   });
 
   it('refuses a worker beyond the world size and one with a different dataset length', async () => {
@@ -284,5 +301,72 @@ describe('coordinator and workers over loopback', () => {
     }
     await expect(pgs[0].store.get('never', { timeoutMs: 200 })).rejects.toMatchObject({ code: 'ERR_STORE_TIMEOUT' });
     await Promise.all(pgs.map(consume));
+  });
+});
+
+/** Every epoch consumed, no destroy(): the group is still there for what comes after the loop. */
+async function consumeOnly(pg: ProcessGroup): Promise<void> {
+  for await (const epoch of pg.epochs()) {
+    for await (const batch of epoch.batches(rangeDataset(pg.config.length))) void batch;
+  }
+}
+
+describe('after the last epoch', () => {
+  const children = new Set<ChildProcess>();
+  afterEach(() => {
+    for (const child of children) child.kill('SIGKILL');
+    children.clear();
+  });
+
+  it('keeps collectives and the store serving until every worker has left (torch: until destroy)', async () => {
+    const { coordinator, url } = await startCoordinator(2, { epochs: 1 });
+    const pgs = await Promise.all([0, 1].map((rank) => initProcessGroup({ initMethod: url, rank })));
+    await Promise.all(pgs.map(consumeOnly));
+    expect((await coordinator.done).ok).toBe(true);
+
+    await Promise.all(pgs.map((pg) => pg.barrier()));
+    expect(await Promise.all(pgs.map((pg) => pg.allReduce(pg.rank + 1, 'sum')))).toEqual([3, 3]);
+    await pgs[0].store.set('checkpoint', 'saved');
+    expect(await pgs[1].store.get('checkpoint')).toBe('saved');
+
+    const drained = track(coordinator.drained);
+    await pgs[0].destroy();
+    await flush();
+    expect(drained.settled).toBe(false);
+    // A barrier waits only for the members still there.
+    await pgs[1].barrier();
+    await pgs[1].destroy();
+    await coordinator.drained;
+  });
+
+  it('closes a worker that never leaves after lingerMs', async () => {
+    const { coordinator, url } = await startCoordinator(2, { epochs: 1 }, { lingerMs: 200 });
+    const pgs = await Promise.all([0, 1].map((rank) => initProcessGroup({ initMethod: url, rank })));
+    await Promise.all(pgs.map(consumeOnly));
+    await coordinator.drained;
+    await expect(pgs[0].barrier()).rejects.toMatchObject({ code: 'ERR_CONNECTION_LOST' });
+  });
+
+  it('lets a worker process that never calls destroy() exit once its last call returns', async () => {
+    const { coordinator, port } = await startCoordinator(2, { epochs: 2 }, { lingerMs: 60_000 });
+    const fixture = fileURLToPath(new URL('./fixtures/workerWithoutDestroy.ts', import.meta.url));
+    const exits = [0, 1].map((rank) => {
+      const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), fixture], {
+        env: { ...process.env, MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), WORLD_SIZE: '2', RANK: String(rank) },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      children.add(child);
+      let out = '';
+      child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+      return new Promise<{ code: number | null; out: string }>((resolve) => child.once('exit', (code) => resolve({ code, out })));
+    });
+    const results = await Promise.all(exits);
+    expect(results).toEqual([
+      { code: 0, out: 'rank 0 done\n' },
+      { code: 0, out: 'rank 1 done\n' },
+    ]);
+    expect((await coordinator.done).ok).toBe(true);
+    // Their exit closed the sockets: the coordinator is drained long before lingerMs.
+    await coordinator.drained;
   });
 });

@@ -177,6 +177,8 @@ describe('elastic membership', () => {
     const late = await initProcessGroup({ initMethod: url });
     const lateResult = await work(late);
     await Promise.all(early);
+    // Every member sees the group's new size, not the one it joined with.
+    expect([...groups, late].map((pg) => pg.worldSize)).toEqual([3, 3, 3]);
     const report = await coordinator.done;
     expect(report.ok).toBe(true);
     expect(report.epochs.map((e) => e.worldSize)).toEqual([2, 3]);

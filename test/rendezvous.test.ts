@@ -31,6 +31,19 @@ describe('Rendezvous', () => {
     expect(r.join({ workerId: 'b', version: v })).toMatchObject({ ok: false, closeCode: CloseCode.GroupFull });
   });
 
+  it('refuses a WORLD_SIZE outside the group’s size (an elastic group takes MIN..MAX)', () => {
+    const fixed = new Rendezvous({ worldSize: 2, length: 10 });
+    const d = fixed.join({ workerId: 'a', version: v, worldSize: 3 });
+    expect(d).toMatchObject({ ok: false, closeCode: CloseCode.ConfigMismatch });
+    expect(d.ok ? '' : d.reason).toBe("WORLD_SIZE 3 differs from the coordinator's world size 2");
+    expect(fixed.join({ workerId: 'a', version: v, worldSize: 2 })).toMatchObject({ ok: true });
+
+    const elastic = new Rendezvous({ worldSize: 4, minWorldSize: 2, length: 10 });
+    expect(elastic.join({ workerId: 'a', version: v, worldSize: 1 })).toMatchObject({ ok: false, reason: expect.stringMatching(/world size 2\.\.4$/) });
+    expect(elastic.join({ workerId: 'b', version: v, worldSize: 5 })).toMatchObject({ ok: false, closeCode: CloseCode.ConfigMismatch });
+    expect(elastic.join({ workerId: 'c', version: v, worldSize: 3 })).toMatchObject({ ok: true });
+  });
+
   it('refuses another protocol version and a different dataset length', () => {
     const r = new Rendezvous({ worldSize: 2, length: 10 });
     expect(r.join({ workerId: 'a', version: v + 1 })).toMatchObject({ ok: false, closeCode: CloseCode.VersionMismatch });

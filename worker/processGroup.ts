@@ -11,6 +11,7 @@
  * reconnects with exponential backoff and jitter, re-identifies, and carries on.
  */
 import { randomUUID } from 'node:crypto';
+import type { Socket } from 'node:net';
 import WebSocket from 'ws';
 import { CloseCode, closeCodeName, closeReason, encode, MAX_FRAME_BYTES, parseServerMessage, PROTOCOL_VERSION, ProtocolError } from '../shared/protocol.ts';
 import type { ClientMessage, RunConfig, ServerMessage, WorkUnit } from '../shared/protocol.ts';
@@ -107,6 +108,8 @@ interface Endpoint {
   readonly token?: string;
   readonly workerId: string;
   readonly length?: number;
+  /** WORLD_SIZE, checked by the coordinator at the rendezvous. */
+  readonly worldSize?: number;
 }
 
 export function resolveInitUrl(options: InitOptions): { url: string; rank?: number; worldSize?: number; token?: string } {
@@ -139,11 +142,15 @@ interface Handshake {
   welcome: Welcome;
   /** Frames that arrived right behind the welcome, before anyone listened for them. */
   early: string[];
+  /** The TCP socket under ws (from its 'upgrade' response), to unref once the run is over. */
+  socket: Socket | undefined;
 }
 
 function handshake(endpoint: Endpoint, rank: number | undefined, timeoutMs: number): Promise<Handshake> {
-  const { url, token, workerId, length } = endpoint;
+  const { url, token, workerId, length, worldSize } = endpoint;
   const ws = new WebSocket(url, { maxPayload: MAX_FRAME_BYTES, headers: token ? { authorization: `Bearer ${token}` } : {} });
+  let socket: Socket | undefined;
+  ws.once('upgrade', (response) => (socket = response.socket));
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => fail(new InitError('ERR_INIT_TIMEOUT', `no welcome from ${url} within ${timeoutMs} ms (the group did not fill)`)), timeoutMs);
     function fail(error: Error): void {
@@ -170,6 +177,7 @@ function handshake(endpoint: Endpoint, rank: number | undefined, timeoutMs: numb
         pid: process.pid,
         ...(rank !== undefined ? { rank } : {}),
         ...(length !== undefined ? { length } : {}),
+        ...(worldSize !== undefined ? { worldSize } : {}),
       };
       ws.send(encode(hello));
     });
@@ -182,7 +190,7 @@ function handshake(endpoint: Endpoint, rank: number | undefined, timeoutMs: numb
         const early: string[] = [];
         ws.on('message', (frame) => early.push(frame.toString()));
         ws.on('error', () => {});
-        resolve({ ws, welcome: parsed.message, early });
+        resolve({ ws, welcome: parsed.message, early, socket });
         return;
       }
       const abort = parsed.ok && parsed.message.t === 'abort' ? parsed.message : undefined;
@@ -216,20 +224,16 @@ async function handshakeWithRetry(endpoint: Endpoint, rank: number | undefined, 
 /** Joins the group: resolves once the coordinator has assigned a rank and the group is complete. */
 export async function initProcessGroup(options: InitOptions = {}): Promise<ProcessGroup> {
   const { url, rank, worldSize, token } = resolveInitUrl(options);
-  const endpoint: Endpoint = { url, token, workerId: options.workerId ?? randomUUID(), length: options.length };
-  const { ws, welcome, early } = await handshakeWithRetry(endpoint, rank, options.timeoutMs ?? 120_000);
-  if (worldSize !== undefined && (worldSize < welcome.minWorldSize || worldSize > welcome.maxWorldSize)) {
-    ws.terminate();
-    const range = welcome.minWorldSize === welcome.maxWorldSize ? `${welcome.maxWorldSize}` : `${welcome.minWorldSize}..${welcome.maxWorldSize}`;
-    throw new InitError('ERR_WORLD_SIZE_MISMATCH', `WORLD_SIZE ${worldSize} differs from the coordinator's world size ${range}`);
-  }
-  return new ProcessGroup({ ws, welcome, early }, endpoint, options.reconnectTimeoutMs ?? 30_000);
+  const endpoint: Endpoint = { url, token, workerId: options.workerId ?? randomUUID(), length: options.length, worldSize };
+  const { ws, welcome, early, socket } = await handshakeWithRetry(endpoint, rank, options.timeoutMs ?? 120_000);
+  return new ProcessGroup({ ws, welcome, early, socket }, endpoint, options.reconnectTimeoutMs ?? 30_000);
 }
 
 export class ProcessGroup {
   private readonly inbox = new Inbox();
   private readonly client: CollectivesClient;
   private ws: WebSocket;
+  private socket: Socket | undefined;
   private currentRank: number;
   private currentWorldSize: number;
   private readonly closed: Promise<void>;
@@ -243,16 +247,23 @@ export class ProcessGroup {
   reconnects = 0;
 
   constructor(
-    { ws, welcome, early }: Handshake,
+    { ws, welcome, early, socket }: Handshake,
     private readonly endpoint: Endpoint,
     private readonly reconnectTimeoutMs: number,
   ) {
     this.ws = ws;
+    this.socket = socket;
     this.currentRank = welcome.rank;
     this.currentWorldSize = welcome.worldSize;
     this.config = welcome.config;
     this.workerId = welcome.workerId;
-    this.client = new CollectivesClient({ rank: () => this.currentRank, send: (m) => this.send(m) });
+    this.client = new CollectivesClient({
+      rank: () => this.currentRank,
+      send: (m) => {
+        this.send(m);
+        this.holdOpen();
+      },
+    });
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
     this.attach(ws, early);
   }
@@ -293,6 +304,7 @@ export class ProcessGroup {
         // A restarted coordinator re-sends the epoch that just ended: its report follows.
         if (this.lastEnded && message.epoch <= this.lastEnded.epoch) continue;
         this.currentRank = message.rank;
+        this.currentWorldSize = message.worldSize;
         this.client.syncSeq(message.seq);
         const epoch = new Epoch(this, message.epoch, message.worldSize, message.units);
         yield epoch;
@@ -363,6 +375,16 @@ export class ProcessGroup {
     if (this.ws.readyState === WebSocket.OPEN) this.ws.send(encode(message));
   }
 
+  /**
+   * After the last epoch the connection stays up for collectives until destroy(); like a torch
+   * process that never calls destroy_process_group, an idle one must still be able to exit.
+   */
+  private holdOpen(): void {
+    if (!this.finished) return;
+    if (this.client.pending > 0) this.socket?.ref();
+    else this.socket?.unref();
+  }
+
   private attach(ws: WebSocket, early: readonly string[]): void {
     ws.removeAllListeners();
     for (const frame of early) this.receive(frame);
@@ -391,8 +413,9 @@ export class ProcessGroup {
       if (Date.now() + delay > deadline) break;
       await new Promise((r) => setTimeout(r, delay));
       try {
-        const { ws, welcome, early } = await handshake(this.endpoint, this.currentRank, Math.max(1, Math.min(5000, deadline - Date.now())));
+        const { ws, welcome, early, socket } = await handshake(this.endpoint, this.currentRank, Math.max(1, Math.min(5000, deadline - Date.now())));
         this.ws = ws;
+        this.socket = socket;
         this.currentRank = welcome.rank;
         this.reconnects++;
         this.attach(ws, early);
@@ -420,7 +443,14 @@ export class ProcessGroup {
       return;
     }
     const message = parsed.message;
-    if (this.client.handle(message)) return;
+    if (this.client.handle(message)) {
+      this.holdOpen();
+      return;
+    }
+    if (message.t === 'finish') {
+      this.finished = true;
+      this.holdOpen();
+    }
     switch (message.t) {
       case 'epoch':
       case 'assign':
