@@ -17,7 +17,7 @@ type Json = Exclude<CollectiveMessage['value'], undefined>;
 
 /** The `code` of every collectiveError the coordinator sends. */
 export const CollectiveErrorCode = {
-  /** Some members did not contribute within the first contribution's timeoutMs. */
+  /** Some members did not contribute within a caller's timeoutMs (the earliest deadline wins). */
   Timeout: 'ERR_COLLECTIVE_TIMEOUT',
   /** Ranks disagree on op, reduce, src or allReduce shape for the same seq. */
   Mismatch: 'ERR_COLLECTIVE_MISMATCH',
@@ -69,7 +69,9 @@ interface Pending {
   readonly op: CollectiveOpName;
   readonly reduce: ReduceOpName;
   readonly src: number | undefined;
-  readonly timeoutMs: number;
+  /** The timeout of the caller whose deadline is the earliest: the one the collective keeps. */
+  timeoutMs: number;
+  deadline: number | undefined;
   readonly startedAt: number;
   /** The rank whose call set op/reduce/src/shape, named in mismatch messages. */
   readonly firstRank: number;
@@ -137,6 +139,7 @@ export class Collectives {
         this.fail(entry, problem.code, problem.message);
         return;
       }
+      this.tighten(entry, msg.timeoutMs);
     }
     entry.values.set(rank, msg.value);
 
@@ -194,6 +197,7 @@ export class Collectives {
       reduce: msg.reduce ?? 'sum',
       src: msg.src,
       timeoutMs: msg.timeoutMs,
+      deadline: undefined,
       startedAt: this.options.scheduler.now(),
       firstRank: rank,
       shape: undefined,
@@ -201,11 +205,23 @@ export class Collectives {
       timer: undefined,
     };
     this.pending.set(msg.seq, entry);
-    // 0 means no deadline (like Node's socket timeouts); memberLost and close still end it.
-    if (msg.timeoutMs > 0) {
-      entry.timer = this.options.scheduler.setTimeout(() => this.expire(entry), msg.timeoutMs);
-    }
+    this.tighten(entry, msg.timeoutMs);
     return entry;
+  }
+
+  /**
+   * Each caller's own timeout holds, as in torch: no rank waits past its deadline, so the
+   * earliest one among the callers is the collective's. 0 means no deadline (like Node's socket
+   * timeouts); memberLost and close still end it.
+   */
+  private tighten(entry: Pending, timeoutMs: number): void {
+    if (timeoutMs <= 0) return;
+    const deadline = this.options.scheduler.now() + timeoutMs;
+    if (entry.deadline !== undefined && entry.deadline <= deadline) return;
+    this.options.scheduler.clearTimeout(entry.timer);
+    entry.deadline = deadline;
+    entry.timeoutMs = timeoutMs;
+    entry.timer = this.options.scheduler.setTimeout(() => this.expire(entry), timeoutMs);
   }
 
   /** Does this call agree with the first one on what the collective is? */

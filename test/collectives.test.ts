@@ -279,6 +279,37 @@ describe('Collectives (coordinator side)', () => {
     expect(collectives.pendingCollectives()).toEqual([{ seq: 1, op: 'allGather', arrived: [0], waitingFor: [1], startedAt: 50 }]);
   });
 
+  it('a later caller with an earlier deadline times the collective out for everyone at its deadline', () => {
+    const { collectives, sent, scheduler } = coordinator([0, 1, 2]);
+    collectives.contribute(0, call(0, 'barrier', { timeoutMs: 8000 }));
+    scheduler.advance(50);
+    collectives.contribute(1, call(0, 'barrier', { timeoutMs: 100 }));
+    // Only the earliest deadline is armed.
+    expect(scheduler.pendingTimers).toBe(1);
+    scheduler.advance(99);
+    expect(sent).toEqual([]);
+    scheduler.advance(1);
+    const error = { t: 'collectiveError', seq: 0, code: 'ERR_COLLECTIVE_TIMEOUT', message: 'barrier #0 timed out after 100 ms: rank 2 did not arrive', missing: [2] };
+    expect(sent).toEqual([
+      { rank: 0, message: error },
+      { rank: 1, message: error },
+    ]);
+    expect(scheduler.pendingTimers).toBe(0);
+  });
+
+  it('a later caller with a later deadline does not extend the first one', () => {
+    const { collectives, sent, scheduler } = coordinator([0, 1, 2]);
+    collectives.contribute(0, call(0, 'barrier', { timeoutMs: 100 }));
+    scheduler.advance(50);
+    collectives.contribute(1, call(0, 'barrier', { timeoutMs: 8000 }));
+    collectives.contribute(1, call(1, 'barrier', { timeoutMs: 0 }));
+    scheduler.advance(50);
+    expect(sent.map((s) => s.message)).toEqual([
+      expect.objectContaining({ seq: 0, message: 'barrier #0 timed out after 100 ms: rank 2 did not arrive' }),
+      expect.objectContaining({ seq: 0, message: 'barrier #0 timed out after 100 ms: rank 2 did not arrive' }),
+    ]);
+  });
+
   it('timeoutMs 0 means no deadline', () => {
     const { collectives, sent, scheduler } = coordinator([0, 1]);
     collectives.contribute(0, call(0, 'barrier', { timeoutMs: 0 }));
