@@ -155,11 +155,11 @@ export class Collectives {
    * A member died or left. torch would hang; we fail every pending collective at once for the
    * ranks that arrived (the lost rank is not sent anything).
    */
-  memberLost(rank: number): void {
+  memberLost(rank: number, how: 'left' | 'died' = 'left'): void {
     this.lastSeq.delete(rank);
     for (const entry of [...this.pending.values()]) {
       entry.values.delete(rank);
-      this.fail(entry, CollectiveErrorCode.MemberLost, `${label(entry.op, entry.seq)} failed: rank ${rank} left the group`, rank);
+      this.fail(entry, CollectiveErrorCode.MemberLost, `${label(entry.op, entry.seq)} failed: rank ${rank} ${how === 'left' ? 'left the group' : 'died (its connection dropped without a leave)'}`, rank);
     }
   }
 

@@ -87,7 +87,7 @@ export class CoordinatorConfigError extends Error {
 export class RendezvousTimeoutError extends Error {
   readonly code = 'ERR_RENDEZVOUS_TIMEOUT';
   constructor(readonly missing: number[], timeoutMs: number) {
-    super(`rendezvous timed out after ${timeoutMs} ms: ranks ${missing.join(', ')} never joined`);
+    super(`rendezvous timed out after ${timeoutMs} ms: ${missing.length === 1 ? 'rank' : 'ranks'} ${missing.join(', ')} never joined`);
     this.name = 'RendezvousTimeoutError';
   }
 }
@@ -361,16 +361,21 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       if (!parsed.ok) return this.reject(peer, CloseCode.Malformed, parsed.reason);
       this.handle(peer, parsed.message);
     });
-    ws.on('error', () => {
-      /* 'close' follows; ws has already closed the socket (an oversized frame: 4007, see PeerSocket) */
+    ws.on('error', (err: Error & { code?: string }) => {
+      // ws has already closed the socket ('close' follows); an oversized frame is a refusal worth naming.
+      if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') this.noteRefusal(peer, CloseCode.FrameTooLarge, `frame over the ${MAX_FRAME_BYTES}-byte limit`);
     });
-    ws.on('close', () => this.disconnected(peer));
+    ws.on('close', (code) => this.disconnected(peer, code));
   }
 
   private reject(peer: Peer, code: number, reason: string): void {
+    this.noteRefusal(peer, code, reason);
+    peer.ws.close(code, closeReason(reason));
+  }
+
+  private noteRefusal(peer: Peer, code: number, reason: string): void {
     if (peer.rank !== null) this.recordEvent('refused', peer.rank, reason);
     else this.emit('refused', { reason, closeCode: code });
-    peer.ws.close(code, closeReason(reason));
   }
 
   private handle(peer: Peer, message: ClientMessage): void {
@@ -479,7 +484,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     });
   }
 
-  private disconnected(peer: Peer): void {
+  private disconnected(peer: Peer, closeCode: number): void {
     peer.heartbeat.stop();
     this.peers.delete(peer);
     const rank = peer.rank;
@@ -489,7 +494,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     if (this.phase === 'finished' || this.phase === 'aborted') {
       // After the run: a departure only shrinks the group its collectives wait for.
       this.rendezvous.disconnected(rank);
-      this.collectives.memberLost(rank);
+      // destroy() after the run closes normally without a leave (there is no work left to hand back).
+      this.collectives.memberLost(rank, peer.leaving || closeCode === CloseCode.Finished ? 'left' : 'died');
       this.maybeDrained();
       return;
     }
@@ -499,7 +505,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       return;
     }
     this.rendezvous.disconnected(rank);
-    this.collectives.memberLost(rank);
+    this.collectives.memberLost(rank, peer.leaving ? 'left' : 'died');
     const state = this.current;
     if (!state || this.phase === 'between' || !state.active.has(rank)) {
       this.recordEvent(peer.leaving ? 'leave' : 'death', rank, 'standby, no work');

@@ -310,6 +310,15 @@ describe('Collectives (coordinator side)', () => {
     ]);
   });
 
+  it('says a lost member died when its connection dropped without a leave', () => {
+    const { collectives, sent } = coordinator([0, 1]);
+    collectives.contribute(0, call(0, 'barrier'));
+    collectives.memberLost(1, 'died');
+    expect(sent).toEqual([
+      { rank: 0, message: { t: 'collectiveError', seq: 0, code: 'ERR_COLLECTIVE_MEMBER_LOST', message: 'barrier #0 failed: rank 1 died (its connection dropped without a leave)', missing: [1] } },
+    ]);
+  });
+
   it('timeoutMs 0 means no deadline', () => {
     const { collectives, sent, scheduler } = coordinator([0, 1]);
     collectives.contribute(0, call(0, 'barrier', { timeoutMs: 0 }));

@@ -215,6 +215,8 @@ describe('coordinator and workers over loopback', () => {
       ['{"t":"ack","epoch":0,"unit":0,"cursor":1,"inflight":null}', CloseCode.OutOfOrder],
       ['x'.repeat(200_000), CloseCode.FrameTooLarge],
     ];
+    const refused: number[] = [];
+    coordinator.on('refused', (event: { closeCode: number }) => refused.push(event.closeCode));
     for (const [frame, code] of hostile) {
       const ws = await rawClient(url);
       const closed = closeOf(ws);
@@ -223,6 +225,8 @@ describe('coordinator and workers over loopback', () => {
       expect(got, `frame ${String(frame).slice(0, 30)}`).toBe(code);
       expect(reason.length, `reason for frame ${String(frame).slice(0, 30)}`).toBeGreaterThan(0);
     }
+    // Each refusal is also told to whoever watches the coordinator (the CLI logs them).
+    expect(refused).toEqual(hostile.map(([, code]) => code));
     const pgs = await Promise.all([first, initProcessGroup({ initMethod: url, rank: 1 })]);
     await Promise.all(pgs.map(consume));
     expect((await coordinator.done).ok).toBe(true);
