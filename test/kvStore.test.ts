@@ -144,6 +144,13 @@ describe('store end to end (clients wired to the KeyValueStore in memory)', () =
     ]);
   });
 
+  it('wait on no keys resolves at once without a request, like TCPStore', async () => {
+    const sent: unknown[] = [];
+    const client = new CollectivesClient({ rank: () => 0, send: (m) => sent.push(m), scheduler: new FakeScheduler() });
+    await expect(client.wait([])).resolves.toBeUndefined();
+    expect(sent).toEqual([]);
+  });
+
   it('the client gives up with StoreNoReplyError when the coordinator never answers', async () => {
     const scheduler = new FakeScheduler();
     const client = new CollectivesClient({ rank: () => 0, send: () => {}, scheduler, timeoutMs: 100, graceMs: 50 });

@@ -168,8 +168,9 @@ export class CollectivesClient {
     return this.store({ op: 'add', keys: [key], amount }, opts, (reply) => reply.count);
   }
 
-  /** Resolves once every key exists. */
+  /** Resolves once every key exists (at once for no keys, like TCPStore). */
   wait(keys: readonly string[], opts?: CallOptions): Promise<void> {
+    if (keys.length === 0) return this.closedWith ? Promise.reject(this.closedWith) : Promise.resolve();
     return this.store({ op: 'wait', keys: [...keys] }, opts, () => undefined);
   }
 

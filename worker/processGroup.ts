@@ -28,12 +28,12 @@ export interface InitOptions {
   readonly initMethod?: string;
   /** Claim this rank; absent: RANK from the environment, else the lowest free rank. */
   readonly rank?: number;
-  /** Expected world size; refused locally if outside the coordinator's MIN..MAX. */
+  /** Expected world size (WORLD_SIZE); the coordinator refuses it at the rendezvous if outside its MIN..MAX. */
   readonly worldSize?: number;
   readonly token?: string;
-  /** How long to wait for the welcome (connect plus rendezvous). */
+  /** How long to wait for the welcome (connect plus rendezvous); 120 s. */
   readonly timeoutMs?: number;
-  /** How long to keep reconnecting to a coordinator that went away. */
+  /** How long to keep reconnecting to a coordinator that went away; 30 s. */
   readonly reconnectTimeoutMs?: number;
   /** The dataset length this worker sees; the coordinator refuses a mismatch. */
   readonly length?: number;
@@ -124,16 +124,30 @@ export function resolveInitUrl(options: InitOptions): { url: string; rank?: numb
   if (method === 'env://') {
     const port = intFrom('MASTER_PORT', env.MASTER_PORT);
     if (port === undefined) throw new InitError('ERR_INIT_ENV', 'env:// needs MASTER_PORT (and MASTER_ADDR, default 127.0.0.1)');
+    if (port < 1 || port > 65535) throw new InitError('ERR_INIT_ENV', `MASTER_PORT must be a port in 1..65535, got '${env.MASTER_PORT}'`);
     const host = env.MASTER_ADDR || '127.0.0.1';
-    return {
-      url: `ws://${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${port}`,
-      rank: options.rank ?? intFrom('RANK', env.RANK),
-      worldSize: options.worldSize ?? intFrom('WORLD_SIZE', env.WORLD_SIZE),
-      token,
-    };
+    const url = `ws://${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${port}`;
+    if (!URL.canParse(url)) throw new InitError('ERR_INIT_ENV', `MASTER_ADDR '${host}' is not a host name or address`);
+    return checkedMembership({ url, rank: options.rank ?? intFrom('RANK', env.RANK), worldSize: options.worldSize ?? intFrom('WORLD_SIZE', env.WORLD_SIZE), token });
   }
-  if (/^wss?:\/\/[^/]+/.test(method)) return { url: method, rank: options.rank, worldSize: options.worldSize, token };
+  if (/^wss?:\/\/[^/]+/.test(method)) {
+    if (!URL.canParse(method)) throw new InitError('ERR_INIT_METHOD', `init method '${method}' is not a valid URL`);
+    return checkedMembership({ url: method, rank: options.rank, worldSize: options.worldSize, token });
+  }
   throw new InitError('ERR_INIT_METHOD', `unsupported init method '${method}': use env:// or ws://host:port`);
+}
+
+/** A rank and world size the coordinator could accept at all; refused here with the name of the setting. */
+function checkedMembership<T extends { rank?: number; worldSize?: number }>(resolved: T): T {
+  const { rank, worldSize } = resolved;
+  if (worldSize !== undefined && !(Number.isSafeInteger(worldSize) && worldSize >= 1)) {
+    throw new InitError('ERR_INIT_ENV', `world size (WORLD_SIZE) must be an integer >= 1, got ${worldSize}`);
+  }
+  if (rank !== undefined && !(Number.isSafeInteger(rank) && rank >= 0)) throw new InitError('ERR_INIT_ENV', `rank (RANK) must be an integer >= 0, got ${rank}`);
+  if (rank !== undefined && worldSize !== undefined && rank >= worldSize) {
+    throw new InitError('ERR_INIT_ENV', `rank (RANK) ${rank} is beyond the world size (WORLD_SIZE) ${worldSize}: ranks are 0..${worldSize - 1}`);
+  }
+  return resolved;
 }
 
 /** Opens a socket, says hello and resolves at the welcome (or rejects with why not). */
@@ -152,7 +166,10 @@ function handshake(endpoint: Endpoint, rank: number | undefined, timeoutMs: numb
   let socket: Socket | undefined;
   ws.once('upgrade', (response) => (socket = response.socket));
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => fail(new InitError('ERR_INIT_TIMEOUT', `no welcome from ${url} within ${timeoutMs} ms (the group did not fill)`)), timeoutMs);
+    const timer = setTimeout(
+      () => fail(new InitError('ERR_INIT_TIMEOUT', `no welcome from ${url} within ${timeoutMs} ms: the group did not fill (${url.replace(/^ws/, 'http')}/status lists the missing ranks)`)),
+      timeoutMs,
+    );
     function fail(error: Error): void {
       clearTimeout(timer);
       ws.removeAllListeners();
@@ -224,6 +241,10 @@ async function handshakeWithRetry(endpoint: Endpoint, rank: number | undefined, 
 /** Joins the group: resolves once the coordinator has assigned a rank and the group is complete. */
 export async function initProcessGroup(options: InitOptions = {}): Promise<ProcessGroup> {
   const { url, rank, worldSize, token } = resolveInitUrl(options);
+  for (const name of ['timeoutMs', 'reconnectTimeoutMs'] as const) {
+    const value = options[name];
+    if (value !== undefined && !(Number.isFinite(value) && value > 0)) throw new InitError('ERR_INIT_OPTIONS', `${name} must be a positive number of ms, got ${value}`);
+  }
   const endpoint: Endpoint = { url, token, workerId: options.workerId ?? randomUUID(), length: options.length, worldSize };
   const { ws, welcome, early, socket } = await handshakeWithRetry(endpoint, rank, options.timeoutMs ?? 120_000);
   return new ProcessGroup({ ws, welcome, early, socket }, endpoint, options.reconnectTimeoutMs ?? 30_000);
