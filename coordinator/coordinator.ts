@@ -601,7 +601,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       this.compactRanks();
       const live = this.rendezvous.liveRanks().length;
       if (live < this.range.min) {
-        return this.abort(`the group shrank to ${live} workers, below the minimum world size ${this.range.min}`, CloseCode.Aborted);
+        return this.abort(`the group shrank to ${live} ${live === 1 ? 'worker' : 'workers'}, below the minimum world size ${this.range.min}`, CloseCode.Aborted);
       }
       this.groupSize = Math.min(live, this.range.max);
     }

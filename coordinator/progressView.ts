@@ -78,7 +78,7 @@ export function attachProgressView(
     worldSize = e.worldSize;
     numSamples = e.numSamples;
     done.clear();
-    log(`epoch ${e.epoch} started: ${e.worldSize} ranks x ${e.numSamples} samples`);
+    log(`epoch ${e.epoch} started: ${e.worldSize} ${e.worldSize === 1 ? 'rank' : 'ranks'} x ${e.numSamples} ${e.numSamples === 1 ? 'sample' : 'samples'}`);
   };
   const onProgress = (e: { rank: number; acknowledged: number }) => {
     done.set(e.rank, e.acknowledged);
