@@ -122,6 +122,8 @@ interface EpochState {
   /** Ranks taking part in this epoch (standbys wait for the next one). */
   active: Set<number>;
   reports: Map<number, { samples: number; sha256: string; waitMs: number }>;
+  /** Positions each rank acknowledged (as this coordinator saw them): the count for a rank that never reports. */
+  acked: Map<number, number>;
   pids: Map<number, number>;
   reportTimer?: unknown;
   /** The plan's per-rank digests, derived here while the epoch runs. */
@@ -632,7 +634,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.phase = 'running';
     const pids = new Map<number, number>();
     for (const [rank, peer] of this.byRank) if (peer.pid !== null) pids.set(rank, peer.pid);
-    this.current = { ledger, startedAtWallMs, events, active, reports: new Map(), pids, ...this.startAudit(ledger) };
+    this.current = { ledger, startedAtWallMs, events, active, reports: new Map(), acked: new Map(), pids, ...this.startAudit(ledger) };
     this.journal?.compact(this.snapshot());
     this.emit('epochStart', {
       epoch: ledger.epoch,
@@ -684,6 +686,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.bufferAck(message.unit, state);
     if (message.inflight && message.inflight.unit !== message.unit) this.bufferAck(message.inflight.unit, state);
     if (outcome.advanced > 0) {
+      state.acked.set(rank, (state.acked.get(rank) ?? 0) + outcome.advanced);
       const unit = state.ledger.unit(message.unit)!;
       this.emit('progress', {
         epoch: state.ledger.epoch,
@@ -730,20 +733,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     if (this.phase !== 'reporting') return;
     this.scheduler.clearTimeout(state.reportTimer);
     const { ledger } = state;
-    const expected = state.auditor.finish();
-    const ranks: RankAudit[] = [];
-    const reporters = new Set([...state.reports.keys(), ...Array.from({ length: ledger.worldSize }, (_, r) => r)]);
-    for (const rank of [...reporters].sort((a, b) => a - b)) {
-      const report = state.reports.get(rank);
-      ranks.push({
-        rank,
-        pid: state.pids.get(rank) ?? null,
-        samples: report?.samples ?? 0,
-        sha256: report?.sha256 ?? null,
-        planSha256: expected[rank] ?? null,
-        waitMs: report?.waitMs ?? null,
-      });
-    }
+    const ranks = rankAudits(state, state.auditor.finish());
     const faulted = state.events.some((e) => e.type !== 'join');
     const ok = ledger.missing === 0 && (faulted || ranks.every((r) => r.sha256 !== null && r.sha256 === r.planSha256));
     const audit = auditOf(state, ranks, ok);
@@ -783,7 +773,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     }
     this.collectives.close(reason);
     const state = this.current;
-    if (state && !this.audits.some((a) => a.epoch === state.ledger.epoch)) this.audits.push(auditOf(state, [], false));
+    if (state && !this.audits.some((a) => a.epoch === state.ledger.epoch)) this.audits.push(auditOf(state, rankAudits(state, {}), false));
     // A coordinator shut down from outside (Ctrl-C) leaves its journal resumable.
     this.settle(false, reason, closeCode !== CloseCode.Shutdown);
     this.maybeDrained();
@@ -825,7 +815,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       this.groupSize = c.worldSize;
       this.phase = 'running';
       const active = new Set([...state.members.keys()]);
-      this.current = { ledger, startedAtWallMs: c.startedAtWallMs, events: [...c.events], active, reports: new Map(), pids: new Map(c.pids), ...this.startAudit(ledger) };
+      this.current = { ledger, startedAtWallMs: c.startedAtWallMs, events: [...c.events], active, reports: new Map(), acked: new Map(), pids: new Map(c.pids), ...this.startAudit(ledger) };
       this.recordEvent('restart', null, `coordinator restarted from its journal with ${ledger.missing} positions unacknowledged`);
       if (ledger.complete) {
         this.phase = 'reporting';
@@ -946,6 +936,27 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   private send(peer: Peer, message: ServerMessage): void {
     if (peer.ws.readyState === peer.ws.OPEN) peer.ws.send(encode(message));
   }
+}
+
+/**
+ * One row per rank of the plan (and any other that reported): its own report where it sent one;
+ * for a rank that never did (it died, or the epoch was aborted) the positions it acknowledged.
+ */
+function rankAudits(state: EpochState, expected: Readonly<Record<number, string>>): RankAudit[] {
+  const ranks = new Set([...state.reports.keys(), ...state.acked.keys(), ...Array.from({ length: state.ledger.worldSize }, (_, r) => r)]);
+  return [...ranks]
+    .sort((a, b) => a - b)
+    .map((rank) => {
+      const report = state.reports.get(rank);
+      return {
+        rank,
+        pid: state.pids.get(rank) ?? null,
+        samples: report?.samples ?? state.acked.get(rank) ?? 0,
+        sha256: report?.sha256 ?? null,
+        planSha256: expected[rank] ?? null,
+        waitMs: report?.waitMs ?? null,
+      };
+    });
 }
 
 function auditOf(state: EpochState, ranks: RankAudit[], ok: boolean): EpochAudit {

@@ -8,9 +8,12 @@ import type { RunConfig } from '../shared/protocol.ts';
 export interface RankAudit {
   rank: number;
   pid: number | null;
-  /** Samples this rank's worker consumed this epoch (its own shard plus anything reassigned to it). */
+  /**
+   * Samples this rank's worker consumed this epoch (its own shard plus anything reassigned to it),
+   * from its report; for a rank that never reported, the positions it was seen to acknowledge.
+   */
   samples: number;
-  /** sha256 over the dataset indices it consumed, in order; null when it never reported (it died). */
+  /** sha256 over the dataset indices it consumed, in order; null when it never reported (it died, or the epoch was aborted). */
   sha256: string | null;
   /** The digest of this rank's shard in PyTorch's plan, derived by the coordinator. */
   planSha256: string | null;

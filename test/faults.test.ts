@@ -90,7 +90,10 @@ describe('worker death, seeded', () => {
         expect(positions.size, context).toBe(plan.totalSize);
         const deaths = audit.events.filter((e) => e.type === 'death').length;
         expect(audit.redelivered, context).toBeLessThanOrEqual(batchSize * deaths);
+        // Every acknowledged position is some rank's sample, the dead rank's included.
+        expect(audit.ranks.reduce((sum, r) => sum + r.samples, 0), context).toBe(audit.consumed);
       }
+      expect(report.epochs[dieEpoch].ranks[victim].sha256, context).toBeNull();
       expect(report.epochs[dieEpoch].events.some((e) => e.type === 'death' && e.rank === victim), context).toBe(true);
       await coordinator.close();
     }
@@ -105,6 +108,11 @@ describe('failure policies', () => {
     const report = await coordinator.done;
     expect(report.ok).toBe(false);
     expect(report.error).toMatch(/^rank 1 died at origin 1 offset \d+\/80/);
+    // The aborted epoch still says who was there and what each acknowledged.
+    const aborted = report.epochs.at(-1)!;
+    expect(aborted.ranks.map((r) => [r.rank, r.pid, r.sha256])).toEqual([0, 1, 2].map((rank) => [rank, process.pid, null]));
+    expect(aborted.ranks.reduce((sum, r) => sum + r.samples, 0)).toBe(aborted.consumed);
+    expect(aborted.ranks[1].samples).toBeGreaterThan(0);
     for (const r of [results[0], results[2]]) {
       expect(r.error).toMatchObject({ name: 'GroupAbortedError', message: expect.stringMatching(/rank 1 died at origin 1 offset/) });
     }
@@ -237,7 +245,7 @@ describe('elastic membership', () => {
     await Promise.all([work(groups[0]), work(groups[1], (e, b) => e === 0 && b === 1)]);
     const report = await coordinator.done;
     expect(report.ok).toBe(false);
-    expect(report.error).toBe('the group shrank to 1 workers, below the minimum world size 2');
+    expect(report.error).toBe('the group shrank to 1 worker, below the minimum world size 2');
     expect(report.epochs[0].missing).toBe(0);
   });
 
