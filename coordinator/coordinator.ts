@@ -135,6 +135,18 @@ function rangeOf(worldSize: number | WorldSizeRange): WorldSizeRange {
   return typeof worldSize === 'number' ? { min: worldSize, max: worldSize } : worldSize;
 }
 
+/**
+ * The process group's server: rendezvous, epochs, the ledger of acknowledged positions, the
+ * audit, collectives and the store, over WebSockets on one HTTP server.
+ *
+ *   const coordinator = new Coordinator({ worldSize: 4, config });
+ *   const { host, port } = await coordinator.listen();
+ *   const report = await coordinator.done;   // the run ended (ok or not)
+ *   await coordinator.drained;               // every worker has left
+ *   await coordinator.close();
+ *
+ * @throws CoordinatorConfigError for a world size, host or run config it cannot serve
+ */
 export class Coordinator extends EventEmitter<CoordinatorEvents> {
   readonly config: RunConfig;
   readonly range: WorldSizeRange;
