@@ -1,13 +1,14 @@
 /** `distsampler coordinator`: a standalone coordinator for workers started elsewhere. */
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { Coordinator } from '../coordinator/coordinator.ts';
+import { Coordinator, CoordinatorConfigError, isLoopback, type CoordinatorOptions } from '../coordinator/coordinator.ts';
 import { forwardEvents, type BridgedEvent } from '../coordinator/eventBridge.ts';
 import { readJournal, type JournalState } from '../coordinator/journal.ts';
 import { attachProgressView } from '../coordinator/progressView.ts';
-import { formatSummary } from '../coordinator/report.ts';
+import { formatSummary, type RunReport } from '../coordinator/report.ts';
 import { coordinatorSettings, RUN_CONFIG_FLAGS, RUN_CONFIG_HELP, worldSizeFlag } from './runConfigFlags.ts';
-import { exitWithParent, parseFlags, UsageError } from './usage.ts';
+import { wsUrl } from './endpoints.ts';
+import { exitWithParent, parseFlags, plural, UsageError } from './usage.ts';
 
 const HELP = `usage: distsampler coordinator --world-size W|MIN:MAX [flags]
 
@@ -34,10 +35,11 @@ export async function run(argv: string[]): Promise<number> {
   const { restore, resume, journalPath } = journalPlan(settings.journalPath, values.resume);
   if (values['world-size'] === undefined && !(restore && !resume)) throw new UsageError('--world-size is required');
   const worldSize = worldSizeFlag('world-size', values['world-size'], 1);
+  requireTokenOffLoopback(settings.host, settings.token);
   const ipc = values.ipc && process.send ? (m: BridgedEvent) => void process.send!(m) : undefined;
   const release = exitWithParent();
 
-  const coordinator = new Coordinator({
+  const coordinator = createCoordinator({
     worldSize,
     config: settings.config,
     host: settings.host,
@@ -59,10 +61,21 @@ export async function run(argv: string[]): Promise<number> {
   const stop = () => void coordinator.close('interrupted');
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
-  const { host, port } = await coordinator.listen();
+  const { host, port } = await coordinator.listen().catch(async (err: NodeJS.ErrnoException) => {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+    view?.detach();
+    await coordinator.close('could not listen');
+    // A journal this attempt just created holds nothing worth keeping.
+    if (journalPath !== undefined && !restore) rmSync(journalPath, { force: true });
+    release();
+    if (err.code === 'EADDRINUSE') throw new UsageError(`--port ${settings.port}: the port is already in use on ${settings.host}`);
+    if (err.code === 'EADDRNOTAVAIL') throw new UsageError(`--host ${settings.host}: not an address of this machine`);
+    throw err;
+  });
   if (!ipc) {
-    const size = typeof worldSize === 'number' ? `${worldSize}` : `${worldSize.min}..${worldSize.max}`;
-    view?.log(`listening on ws://${host}:${port} for ${restore && !resume ? 'the journaled group' : `${size} workers`}`);
+    const size = typeof worldSize === 'number' ? plural(worldSize, 'worker') : `${worldSize.min}..${worldSize.max} workers`;
+    view?.log(`listening on ${wsUrl(host, port)} for ${restore && !resume ? 'the journaled group' : size}`);
     if (restore) view?.log(`continuing the run journaled in ${journalPath} (its config wins over flags)`);
   }
   const report = await coordinator.done;
@@ -71,9 +84,39 @@ export async function run(argv: string[]): Promise<number> {
   view?.detach();
   process.off('SIGINT', stop);
   process.off('SIGTERM', stop);
-  if (settings.reportPath) await writeFile(settings.reportPath, JSON.stringify(report, null, 2) + '\n');
+  // The table first: a report that cannot be written must not hide the audit.
   if (!ipc) process.stdout.write(formatSummary(report) + '\n');
+  if (settings.reportPath && !(await writeReport('coordinator', settings.reportPath, report))) return 1;
   return report.ok ? 0 : 1;
+}
+
+/** Writes the JSON report; on failure says why on stderr and returns false. */
+export async function writeReport(command: string, path: string, report: RunReport): Promise<boolean> {
+  try {
+    await writeFile(path, JSON.stringify(report, null, 2) + '\n');
+    return true;
+  } catch (err) {
+    process.stderr.write(`distsampler ${command}: --report: cannot write ${path}: ${err instanceof Error ? err.message : String(err)}\n`);
+    return false;
+  }
+}
+
+/**
+ * The coordinator refuses a non-loopback bind without a token (CoordinatorConfigError); the
+ * same rule here makes it a usage error that names the flags.
+ */
+function requireTokenOffLoopback(host: string, token: string | undefined): void {
+  if (!isLoopback(host) && !token) throw new UsageError(`--host ${host} is not loopback: give --token (or DISTSAMPLER_TOKEN), or bind --host 127.0.0.1`);
+}
+
+/** Whatever else the coordinator refuses in its options is bad input too: exit 2, not a crash. */
+function createCoordinator(options: CoordinatorOptions): Coordinator {
+  try {
+    return new Coordinator(options);
+  } catch (err) {
+    if (err instanceof CoordinatorConfigError) throw new UsageError(err.message);
+    throw err;
+  }
 }
 
 /** What the journal flags mean: a fresh run, a restart of an unfinished one, or a resume. */

@@ -1,15 +1,16 @@
 /** `distsampler run`: a coordinator and W local worker processes, like `torchrun --standalone`. */
 import { existsSync, rmSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { readJournal, type WorldSizeRange } from '../coordinator/journal.ts';
 import { Launcher } from '../coordinator/launcher.ts';
 import { loadStepModule } from '../worker/stepModule.ts';
 import { attachProgressView, type ProgressView } from '../coordinator/progressView.ts';
 import { formatSummary } from '../coordinator/report.ts';
 import { parseCoordinatorKill, parseKill, parseStepMs } from './faultFlags.ts';
 import { coordinatorSettings, RUN_CONFIG_FLAGS, RUN_CONFIG_HELP, worldSizeFlag } from './runConfigFlags.ts';
-import { intFlag, parseFlags, UsageError } from './usage.ts';
+import { journalPlan, writeReport } from './coordinatorCommand.ts';
+import { intFlag, parseFlags, plural, UsageError } from './usage.ts';
 
 const HELP = `usage: distsampler run [--workers W] [flags]
 
@@ -18,7 +19,8 @@ LOCAL_RANK, DISTSAMPLER_TOKEN), shows live per-rank progress on stderr, prints a
 audit table and exits 0 only if every epoch's audit holds: no planned position missing and,
 without faults, every rank's digest equal to PyTorch's plan.
 
-  --workers W                number of worker processes (default 4)
+  --workers W                number of worker processes (default 4); each worker's WORLD_SIZE,
+                             so it must be within --world-size
   --world-size MIN:MAX       elastic bounds for the group (default W:W)
   --step FILE                a .ts/.js module exporting async step(batch, ctx) (default: no-op)
   --resume FILE              continue a stopped run from its journal, with --workers W workers
@@ -36,8 +38,9 @@ Simulation (faults are injected by this launcher; everything replays from the se
   --step-ms MEAN[:JITTER]    simulated work per sample in ms, jitter seeded by --seed
 
 ${RUN_CONFIG_HELP}
-run keeps a journal by default (in the temp folder, deleted after a successful run); an
-interrupted or failed run prints the command that resumes it.
+run keeps a journal by default (in the temp folder, deleted after a successful run and after
+one that stopped before any epoch began); an interrupted or failed run that began an epoch
+prints the command that resumes it.
 `;
 
 /** Flags `run` hands to its coordinator process unchanged. */
@@ -66,12 +69,21 @@ export async function run(argv: string[]): Promise<number> {
   const settings = await coordinatorSettings(values);
   const worldSize = worldSizeFlag('world-size', values['world-size'], workers);
   const range = typeof worldSize === 'number' ? { min: worldSize, max: worldSize } : worldSize;
-  if (workers > range.max) throw new UsageError(`--workers ${workers} is more than the world size allows (${range.max})`);
-  const kills = (values.kill ?? []).map(parseKill);
-  for (const k of kills) if (k.rank >= workers) throw new UsageError(`--kill ${k.rank}@...: there are only ranks 0..${workers - 1}`);
-  const coordinatorKills = (values['kill-coordinator'] ?? []).map(parseCoordinatorKill);
-  parseStepMs(values['step-ms'], values.straggler ?? []);
   if (values.resume !== undefined && !existsSync(values.resume)) throw new UsageError(`--resume: ${values.resume} does not exist`);
+  // The coordinator child would refuse these journals only after the launch: refuse them now.
+  const { restore, resume } = journalPlan(settings.journalPath, values.resume);
+  // A restarted journal keeps its group and its config; a fresh run or a resume takes the flags'.
+  const restarted = restore !== undefined && !resume;
+  checkWorkers(workers, restarted ? restore.worldSize : range, restarted ? `the world size journaled in ${settings.journalPath}` : '--world-size');
+  const epochs = (restore?.config ?? settings.config).epochs;
+  const kills = (values.kill ?? []).map(parseKill);
+  for (const [i, k] of kills.entries()) {
+    if (k.rank >= workers) throw new UsageError(`--kill ${values.kill![i]}: rank ${k.rank} does not exist (${workers === 1 ? 'there is only rank 0' : `ranks are 0..${workers - 1}`})`);
+    checkFaultEpoch('kill', values.kill![i], k.epoch, epochs);
+  }
+  const coordinatorKills = (values['kill-coordinator'] ?? []).map(parseCoordinatorKill);
+  for (const [i, k] of coordinatorKills.entries()) checkFaultEpoch('kill-coordinator', values['kill-coordinator']![i], k.epoch, epochs);
+  parseStepMs(values['step-ms'], values.straggler ?? []);
   // Every worker would fail to load a bad step module, and the group would never form: say so now.
   if (values.step !== undefined) {
     await loadStepModule(values.step).catch((err: unknown) => {
@@ -112,31 +124,74 @@ export async function run(argv: string[]): Promise<number> {
     onNote: note,
   });
   view = attachProgressView(launcher.events);
-  const resumeHint = `resume with: npm run cli -- run --resume ${journalPath} --workers ${workers}`;
+  // A run that stopped offers to resume what it journaled; with no epoch begun there is
+  // nothing to resume, and a journal of our own in the temp folder would only pile up.
+  const afterFailure = () => {
+    if (resumable(journalPath)) note(`resume with: npm run cli -- run --resume ${journalPath} --workers ${workers}`);
+    else if (ownJournal) removeJournal(journalPath);
+  };
   const interrupt = () => {
     note('\ninterrupted: stopping every worker and the coordinator');
     void launcher.stop().then(() => {
-      note(resumeHint);
+      afterFailure();
       process.exit(130);
     });
   };
   process.once('SIGINT', interrupt);
   process.once('SIGTERM', interrupt);
   try {
-    const { report, workers: exits, coordinatorRestarts } = await launcher.run();
+    const result = await launcher.run().catch((err: unknown) => {
+      view?.detach();
+      view = undefined;
+      afterFailure();
+      throw err;
+    });
     view.detach();
     view = undefined;
-    if (settings.reportPath) await writeFile(settings.reportPath, JSON.stringify(report, null, 2) + '\n');
+    const { report, workers: exits, coordinatorRestarts } = result;
     process.stdout.write(formatSummary(report) + '\n');
     const killed = exits.filter((w) => w.killedByLauncher).length;
+    // bench/soak.ts and the fault tests parse this line as it is: keep its "(s)".
     if (killed || coordinatorRestarts) process.stdout.write(`faults injected: ${killed} worker kill(s), ${coordinatorRestarts} coordinator restart(s)\n`);
     const failed = exits.filter((w) => w.exit !== 0 && !w.killedByLauncher);
     if (failed.length) note(`workers that exited non-zero: ${failed.map((w) => `rank ${w.rank} pid ${w.pid} (${w.exit ?? 'killed'})`).join(', ')}`);
-    if (report.ok && ownJournal) rmSync(journalPath, { force: true });
-    else if (!report.ok) note(resumeHint);
-    return report.ok ? 0 : 1;
+    // After the table, so a report that cannot be written does not hide the audit.
+    const written = settings.reportPath === undefined || (await writeReport('run', settings.reportPath, report));
+    if (report.ok && ownJournal) removeJournal(journalPath);
+    else if (!report.ok) afterFailure();
+    return report.ok && written ? 0 : 1;
   } finally {
     process.off('SIGINT', interrupt);
     process.off('SIGTERM', interrupt);
   }
+}
+
+/** WORLD_SIZE is the number of workers: the coordinator refuses it outside MIN..MAX at the rendezvous. */
+function checkWorkers(workers: number, range: WorldSizeRange, source: string): void {
+  const size = range.min === range.max ? `${range.max}` : `${range.min}:${range.max}`;
+  if (workers < range.min) throw new UsageError(`--workers ${workers} does not fit ${source} ${size}: the group needs at least ${plural(range.min, 'worker')}`);
+  if (workers > range.max) throw new UsageError(`--workers ${workers} does not fit ${source} ${size}: the group takes at most ${plural(range.max, 'worker')}`);
+}
+
+/** A fault planned for an epoch the run never reaches would silently never fire. */
+function checkFaultEpoch(flag: string, raw: string, epoch: number, epochs: number): void {
+  if (epoch < epochs) return;
+  const has = epochs === 0 ? 'has no epochs' : epochs === 1 ? 'has only epoch 0' : `has epochs 0..${epochs - 1}`;
+  throw new UsageError(`--${flag} ${raw}: epoch ${epoch} never runs, the run ${has} (--epochs ${epochs})`);
+}
+
+/** Whether the journal holds an epoch that began: only then is there anything to resume. */
+function resumable(path: string): boolean {
+  try {
+    const state = readJournal(path);
+    return state.audits.length > 0 || state.current !== undefined;
+  } catch {
+    return false;
+  }
+}
+
+/** The journal and the temp file a compaction may have left beside it. */
+function removeJournal(path: string): void {
+  rmSync(path, { force: true });
+  rmSync(`${path}.tmp`, { force: true });
 }

@@ -1,9 +1,12 @@
 /** Flags shared by `run` and `coordinator`: the run config and the coordinator's knobs. */
+import { accessSync, constants, statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { ENGINE_NAMES, isEngineName } from '../shared/permutation.ts';
 import type { RunConfig } from '../shared/protocol.ts';
 import { openDataset } from '../worker/datasets.ts';
 import { FailurePolicy, type FailurePolicyName } from '../coordinator/coordinator.ts';
 import type { WorldSizeRange } from '../coordinator/journal.ts';
+import { hostValue } from './endpoints.ts';
 import { intFlag, seedFlag, UsageError, type FlagOptions } from './usage.ts';
 
 export const RUN_CONFIG_FLAGS = {
@@ -93,6 +96,26 @@ export function worldSizeFlag(name: string, raw: string | undefined, fallback: n
   return min === max ? min : { min, max };
 }
 
+/**
+ * A file the run writes (the report at its end, the journal from its start): checked before
+ * anything runs, so a long run does not fail at its last step for a typo in a path.
+ */
+export function outputFileFlag(name: string, path: string | undefined): string | undefined {
+  if (path === undefined) return undefined;
+  if (path === '') throw new UsageError(`--${name} needs a file name`);
+  const dir = dirname(resolve(path));
+  const dirStat = statSync(dir, { throwIfNoEntry: false });
+  if (!dirStat) throw new UsageError(`--${name}: directory ${dir} does not exist`);
+  if (!dirStat.isDirectory()) throw new UsageError(`--${name}: ${dir} is not a directory`);
+  if (statSync(path, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`--${name}: ${path} is a directory, not a file`);
+  try {
+    accessSync(dir, constants.W_OK);
+  } catch {
+    throw new UsageError(`--${name}: cannot write in directory ${dir}`);
+  }
+  return path;
+}
+
 export async function coordinatorSettings(values: Values): Promise<CoordinatorSettings> {
   if (values.length !== undefined && values.dataset !== undefined) throw new UsageError('give either --length or --dataset, not both');
   let length = intFlag('length', values.length, 10_000, 0);
@@ -122,10 +145,10 @@ export async function coordinatorSettings(values: Values): Promise<CoordinatorSe
       epochs: intFlag('epochs', values.epochs, 3, 0),
     },
     datasetPath: values.dataset,
-    host: values.host ?? '127.0.0.1',
+    host: hostValue('--host', values.host ?? '127.0.0.1'),
     port: intFlag('port', values.port, 0, 0, 65535),
     token: values.token ?? process.env.DISTSAMPLER_TOKEN ?? undefined,
-    reportPath: values.report,
+    reportPath: outputFileFlag('report', values.report),
     heartbeatMs,
     deadAfterMs,
     rendezvousTimeoutMs: intFlag('rendezvous-timeout-ms', values['rendezvous-timeout-ms'], 60_000, 1),
@@ -133,6 +156,6 @@ export async function coordinatorSettings(values: Values): Promise<CoordinatorSe
     waitTimeoutMs: intFlag('wait-timeout-ms', values['wait-timeout-ms'], 30_000, 1),
     settleMs: intFlag('settle-ms', values['settle-ms'], 2000, 0),
     lingerMs: intFlag('linger-ms', values['linger-ms'], 30_000, 0),
-    journalPath: values.journal,
+    journalPath: outputFileFlag('journal', values.journal),
   };
 }

@@ -34,6 +34,11 @@ export function intFlag(name: string, raw: string | undefined, fallback: number,
   return value;
 }
 
+/** `1 worker`, `2 workers`: the plural only when the count is not 1. */
+export function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`;
+}
+
 /** A seed: any integer, kept exact as a bigint when it is beyond 2^53. */
 export function seedFlag(raw: string | undefined): number | bigint {
   if (raw === undefined) return 0;

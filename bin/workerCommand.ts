@@ -4,7 +4,8 @@
  */
 import { openDataset, rangeDataset, type Dataset } from '../worker/datasets.ts';
 import { initProcessGroup } from '../worker/processGroup.ts';
-import { loadStepModule, noopStep, type StepFn } from '../worker/stepModule.ts';
+import { loadStepModule, noopStep, type Batch, type StepContext, type StepFn } from '../worker/stepModule.ts';
+import { hostValue } from './endpoints.ts';
 import { exitWithParent, intFlag, parseFlags, UsageError } from './usage.ts';
 import { parseStepMs } from './faultFlags.ts';
 import { withSimulatedWork } from '../worker/simulatedWork.ts';
@@ -63,33 +64,87 @@ export async function run(argv: string[]): Promise<number> {
   // A worker forked by `run` must not outlive its launcher, even if the launcher is SIGKILLed.
   const release = exitWithParent();
 
-  const env = { ...process.env };
-  if (values['master-addr'] !== undefined) env.MASTER_ADDR = values['master-addr'];
-  if (values['master-port'] !== undefined) env.MASTER_PORT = String(intFlag('master-port', values['master-port'], 0, 1, 65535));
-  const rank = values.rank === undefined ? undefined : intFlag('rank', values.rank, 0, 0);
-  const worldSize = values['world-size'] === undefined ? undefined : intFlag('world-size', values['world-size'], 1, 1);
+  const { env, rank, worldSize } = connection(values, process.env);
   const timeoutMs = intFlag('timeout-ms', values['timeout-ms'], 120_000, 1);
   const batchSize = values['batch-size'] === undefined ? undefined : intFlag('batch-size', values['batch-size'], 1, 1);
 
   const reconnectTimeoutMs = intFlag('reconnect-timeout-ms', values['reconnect-timeout-ms'], 30_000, 0);
   const work = parseStepMs(values['step-ms'], values.straggler ?? []);
   const asUsage = (flag: string) => (err: unknown): never => {
-    throw new UsageError(`--${flag}: ${err instanceof Error ? err.message : String(err)}`);
+    throw new UsageError(`--${flag}: ${errorText(err)}`);
   };
   const userDataset = values.dataset ? await openDataset({ dataset: values.dataset }).catch(asUsage('dataset')) : undefined;
   const userStep: StepFn = values.step ? await loadStepModule(values.step).catch(asUsage('step')) : noopStep;
   const pg = await initProcessGroup({ initMethod: 'env://', env, rank, worldSize, timeoutMs, reconnectTimeoutMs, token: values.token, length: userDataset?.length });
   const step = work ? withSimulatedWork(userStep, work, pg.config.seed) : userStep;
   const dataset: Dataset = userDataset ?? rangeDataset(pg.config.length);
+  let failed = true;
   try {
     for await (const epoch of pg.epochs()) {
       const ctx = { rank: epoch.rank, worldSize: epoch.worldSize, epoch: epoch.epoch };
-      for await (const batch of epoch.batches(dataset, { batchSize })) await step(batch, ctx);
+      for await (const batch of epoch.batches(dataset, { batchSize })) await runStep(step, batch, ctx);
     }
+    failed = false;
+  } catch (err) {
+    if (!(err instanceof StepError)) throw err;
+    process.stderr.write(`distsampler worker: ${err.message}\n`);
+    return 1;
   } finally {
-    await pg.destroy();
+    // A worker that failed is no clean departure: it drops the connection without a leave, as
+    // a crash would, so the coordinator counts a death and applies its failure policy.
+    if (failed) pg.kill();
+    else await pg.destroy();
     await dataset.close?.();
     release();
   }
   return 0;
+}
+
+/** The user's step threw: this worker failed, the group did not. */
+class StepError extends Error {
+  constructor(ctx: StepContext, cause: unknown) {
+    super(`rank ${ctx.rank}: the step failed in epoch ${ctx.epoch}: ${errorText(cause)}`, { cause });
+    this.name = 'StepError';
+  }
+}
+
+async function runStep(step: StepFn, batch: Batch, ctx: StepContext): Promise<void> {
+  try {
+    await step(batch, ctx);
+  } catch (err) {
+    throw new StepError(ctx, err);
+  }
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+type ConnectionFlags = { 'master-addr'?: string; 'master-port'?: string; rank?: string; 'world-size'?: string };
+
+/**
+ * Where to join, from the flags or else torchrun's environment, checked here so that a bad
+ * value is a usage error naming the flag or the variable, not a failed connection.
+ */
+function connection(values: ConnectionFlags, processEnv: NodeJS.ProcessEnv): { env: NodeJS.ProcessEnv; rank?: number; worldSize?: number } {
+  const port = values['master-port'] !== undefined ? intFlag('master-port', values['master-port'], 0, 1, 65535) : envInt('MASTER_PORT', processEnv.MASTER_PORT, 1, 65535);
+  if (port === undefined) throw new UsageError('no coordinator port: set MASTER_PORT or pass --master-port');
+  // As the process group reads it: an empty MASTER_ADDR means the default.
+  const host = values['master-addr'] !== undefined ? hostValue('--master-addr', values['master-addr']) : hostValue('MASTER_ADDR', processEnv.MASTER_ADDR || '127.0.0.1');
+  return {
+    env: { ...processEnv, MASTER_ADDR: host, MASTER_PORT: String(port) },
+    rank: values.rank !== undefined ? intFlag('rank', values.rank, 0, 0) : envInt('RANK', processEnv.RANK, 0),
+    worldSize: values['world-size'] !== undefined ? intFlag('world-size', values['world-size'], 1, 1) : envInt('WORLD_SIZE', processEnv.WORLD_SIZE, 1),
+  };
+}
+
+/** An integer environment variable within [min, max]; unset or empty is undefined. */
+function envInt(name: string, raw: string | undefined, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
+  if (raw === undefined || raw === '') return undefined;
+  const value = Number(raw);
+  if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(value) || value < min || value > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `in [${min}, ${max}]`;
+    throw new UsageError(`${name} must be an integer ${range}, got '${raw}'`);
+  }
+  return value;
 }

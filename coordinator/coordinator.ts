@@ -987,6 +987,7 @@ function auditOf(state: EpochState, ranks: RankAudit[], ok: boolean): EpochAudit
   };
 }
 
-function isLoopback(host: string): boolean {
+/** Hosts that only this machine can reach: the ones a coordinator may bind without a token. */
+export function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || host.startsWith('127.');
 }

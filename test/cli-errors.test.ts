@@ -1,0 +1,229 @@
+/** CLI refusals and failure paths: bad input exits 2 naming the flag, failures keep what matters. */
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import type { RunReport } from '../coordinator/report.ts';
+import { exitWithin, killStarted, startCli, type CliProcess } from './support/cli.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'distsampler-cli-errors-'));
+afterEach(killStarted);
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Runs the CLI to its end (at most `timeoutMs`) and returns it. */
+async function finished(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 15_000): Promise<CliProcess & { code: number | null }> {
+  const cli = startCli(args, env);
+  const { code } = await exitWithin(cli, timeoutMs);
+  return Object.assign(cli, { code });
+}
+
+/** Exit 2 with exactly one line on stderr matching every pattern. */
+async function expectUsageError(args: string[], patterns: RegExp[], env: NodeJS.ProcessEnv = {}): Promise<void> {
+  const cli = await finished(args, env);
+  const lines = cli.stderr().trim().split('\n');
+  expect(cli.code, `${args.join(' ')}\n${cli.stderr()}`).toBe(2);
+  expect(lines, args.join(' ')).toHaveLength(1);
+  for (const pattern of patterns) expect(lines[0], args.join(' ')).toMatch(pattern);
+  expect(cli.stderr(), 'nothing was started').not.toMatch(/joined|listening/);
+}
+
+/** A step module in the test's folder (.mts: the temp folder has no package.json saying ESM). */
+function stepModule(name: string, source: string): string {
+  const path = join(dir, `${name}.mts`);
+  writeFileSync(path, source);
+  return path;
+}
+
+/** A fresh folder to serve as the child's TMPDIR, where `run` keeps its own journal. */
+function freshTmp(name: string): string {
+  const path = join(dir, name);
+  mkdirSync(path);
+  return path;
+}
+
+const journals = (folder: string) => readdirSync(folder).filter((f) => f.endsWith('.journal'));
+
+function canListen(host: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(0, host, () => server.close(() => resolve(true)));
+  });
+}
+const ipv6 = await canListen('::1');
+
+describe('run: workers and the world size', () => {
+  it('refuses fewer workers than the world size or an elastic MIN, exit 2 naming --workers and --world-size', async () => {
+    await expectUsageError(['run', '--workers', '2', '--world-size', '3', '--length', '100'], [/--workers 2/, /--world-size 3/, /at least 3 workers/]);
+    await expectUsageError(['run', '--workers', '1', '--world-size', '2:4', '--length', '100'], [/--workers 1/, /--world-size 2:4/, /at least 2 workers/]);
+    await expectUsageError(['run', '--workers', '5', '--world-size', '2:4', '--length', '100'], [/--workers 5/, /--world-size 2:4/, /at most 4 workers/]);
+  });
+
+  it('still runs an elastic group with workers between MIN and MAX', async () => {
+    const run = await finished(['run', '--workers', '3', '--world-size', '2:4', '--settle-ms', '100', '--epochs', '1', '--length', '120']);
+    expect(run.code, run.stderr()).toBe(0);
+    expect(run.stdout()).toMatch(/audit OK/);
+  });
+});
+
+describe('--report', () => {
+  it('refuses --report in a missing directory before running, exit 2', async () => {
+    await expectUsageError(['run', '--length', '100', '--epochs', '1', '--report', join(dir, 'nonexistent', 'r.json')], [/^distsampler run: --report: /, /does not exist/]);
+    await expectUsageError(['coordinator', '--world-size', '1', '--report', join(dir, 'nonexistent', 'r.json')], [/--report: /, /does not exist/]);
+  });
+
+  it('refuses --report naming a directory before running, exit 2', async () => {
+    await expectUsageError(['run', '--length', '100', '--epochs', '1', '--report', dir], [/--report: /, /is a directory/]);
+    await expectUsageError(['coordinator', '--world-size', '1', '--report', dir], [/--report: /, /is a directory/]);
+  });
+
+  it('prints the audit table, then the error, when the report cannot be written at the end', async () => {
+    const doomed = join(dir, 'doomed');
+    mkdirSync(doomed);
+    // The check up front passes; a worker removes the report's directory mid-run.
+    const step = stepModule('removesReportDir', `import { rmSync } from 'node:fs';
+export function step(): void { rmSync(process.env.DOOMED_DIR!, { recursive: true, force: true }); }
+`);
+    const run = await finished(['run', '--workers', '2', '--epochs', '1', '--length', '100', '--step', step, '--report', join(doomed, 'r.json')], { DOOMED_DIR: doomed });
+    expect(run.code, run.stderr()).toBe(1);
+    expect(run.stdout()).toMatch(/audit OK/);
+    expect(run.stderr()).toMatch(/--report: cannot write .*r\.json/);
+    expect(existsSync(doomed)).toBe(false);
+  });
+});
+
+describe('bad input is a usage error, not a crash', () => {
+  it('refuses coordinator --host 0.0.0.0 without a token, exit 2 naming --host and --token', async () => {
+    await expectUsageError(['coordinator', '--world-size', '2', '--host', '0.0.0.0'], [/--host 0\.0\.0\.0/, /--token/], { DISTSAMPLER_TOKEN: '' });
+  });
+
+  it('refuses a --port already in use, exit 2 naming --port, and leaves no journal behind', async () => {
+    const busy = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', () => resolve()));
+    const port = (busy.address() as { port: number }).port;
+    const journal = join(dir, 'busy-port.journal');
+    try {
+      await expectUsageError(['coordinator', '--world-size', '1', '--port', String(port), '--journal', journal], [new RegExp(`--port ${port}: the port is already in use`)]);
+      expect(existsSync(journal)).toBe(false);
+    } finally {
+      await new Promise((resolve) => busy.close(resolve));
+    }
+  });
+
+  it('refuses a worker without MASTER_PORT, naming MASTER_PORT and --master-port', async () => {
+    await expectUsageError(['worker', '--timeout-ms', '3000'], [/MASTER_PORT/, /--master-port/], { MASTER_PORT: '' });
+  });
+
+  it('refuses bad env:// variables and --master-addr, exit 2 naming each', async () => {
+    const cases: Array<[NodeJS.ProcessEnv, string[], RegExp]> = [
+      [{ MASTER_PORT: 'abc' }, [], /^distsampler worker: MASTER_PORT .*'abc'/],
+      [{ MASTER_PORT: '99999' }, [], /^distsampler worker: MASTER_PORT .*'99999'/],
+      [{ MASTER_PORT: '29500', RANK: 'x' }, [], /^distsampler worker: RANK .*'x'/],
+      [{ MASTER_PORT: '29500', WORLD_SIZE: '0' }, [], /^distsampler worker: WORLD_SIZE .*'0'/],
+      [{ MASTER_PORT: '29500' }, ['--master-addr', 'bad host'], /^distsampler worker: --master-addr .*'bad host'/],
+    ];
+    for (const [env, args, pattern] of cases) {
+      await expectUsageError(['worker', '--timeout-ms', '3000', ...args], [pattern], { MASTER_ADDR: '', RANK: '', WORLD_SIZE: '', ...env });
+    }
+  });
+
+  it('refuses run --journal holding a finished run before launching, exit 2', async () => {
+    const journal = join(dir, 'finished.journal');
+    const config = { length: 100, seed: '0', shuffle: true, dropLast: false, engine: 'torch', batchSize: 32, epochs: 1 };
+    writeFileSync(journal, [{ k: 'run', v: 1, config, worldSize: { min: 2, max: 2 } }, { k: 'end', ok: true }].map((r) => JSON.stringify(r)).join('\n') + '\n');
+    await expectUsageError(['run', '--workers', '2', '--journal', journal], [/^distsampler run: --journal: /, /already finished/]);
+  });
+});
+
+describe('URLs and wording', () => {
+  it.skipIf(!ipv6)('prints an IPv6 host bracketed (ws://[::1]:PORT), and a worker joins through it', async () => {
+    const coordinator = startCli(['coordinator', '--world-size', '1', '--host', '::1', '--epochs', '1', '--length', '10']);
+    const [, url, port] = await coordinator.waitFor(/listening on (ws:\/\/\[::1\]:(\d+)) for 1 worker\n/);
+    expect(URL.canParse(url)).toBe(true);
+    const worker = startCli(['worker'], { MASTER_ADDR: '::1', MASTER_PORT: port, RANK: '0', WORLD_SIZE: '1' });
+    expect((await exitWithin(worker, 15_000)).code, worker.stderr()).toBe(0);
+    expect((await exitWithin(coordinator, 15_000)).code, coordinator.stderr()).toBe(0);
+  });
+
+  it('says "for 1 worker", not "for 1 workers"', async () => {
+    const coordinator = startCli(['coordinator', '--world-size', '1']);
+    await coordinator.waitFor(/listening on/);
+    expect(coordinator.stderr()).toMatch(/ for 1 worker\n/);
+  });
+});
+
+describe('faults planned for epochs that never run', () => {
+  it('refuses --kill and --kill-coordinator naming an epoch >= --epochs, exit 2', async () => {
+    await expectUsageError(['run', '--epochs', '2', '--length', '100', '--kill', '0@5:0.5'], [/--kill 0@5:0\.5/, /epoch 5/, /--epochs 2/]);
+    await expectUsageError(['run', '--epochs', '2', '--length', '100', '--kill', '0@2:0.5'], [/--kill 0@2:0\.5/, /epoch 2/]);
+    await expectUsageError(['run', '--epochs', '2', '--length', '100', '--kill-coordinator', '3:0.5'], [/--kill-coordinator 3:0\.5/, /epoch 3/]);
+  });
+});
+
+describe('journals of runs that stopped', () => {
+  it('removes its own journal and prints no resume hint when the run failed at the rendezvous', async () => {
+    const tmp = freshTmp('rendezvous-failed');
+    // Rank 1 never joins (it exits at once, cleanly): the rendezvous times out before any epoch.
+    const step = stepModule('rank1NeverJoins', `if (process.env.RANK === '1') process.exit(0);
+export function step(): void {}
+`);
+    const run = await finished(['run', '--workers', '2', '--epochs', '1', '--length', '100', '--rendezvous-timeout-ms', '1500', '--step', step], { TMPDIR: tmp });
+    expect(run.code, run.stderr()).toBe(1);
+    expect(run.stdout() + run.stderr()).toMatch(/rendezvous timed out/);
+    expect(run.stderr()).not.toMatch(/resume with/);
+    expect(journals(tmp)).toEqual([]);
+  });
+
+  it('removes its own journal when a worker dies before the group forms', async () => {
+    const tmp = freshTmp('launch-failed');
+    const run = await finished(['run', '--workers', '2', '--step', 'test/fixtures/failsInWorkers.ts'], { TMPDIR: tmp });
+    expect(run.code, run.stderr()).toBe(1);
+    expect(run.stderr()).toMatch(/before the group formed/);
+    expect(run.stderr()).not.toMatch(/resume with/);
+    expect(journals(tmp)).toEqual([]);
+  });
+
+  it('keeps the journal and the resume hint when an epoch started', async () => {
+    const tmp = freshTmp('epoch-failed');
+    const run = await finished(['run', '--workers', '2', '--epochs', '1', '--length', '2000', '--batch-size', '10', '--step-ms', '0.2', '--kill', '1@0:0.3', '--on-failure', 'abort'], { TMPDIR: tmp });
+    expect(run.code, run.stderr()).toBe(1);
+    expect(run.stdout()).toMatch(/faults injected: 1 worker kill\(s\)/);
+    const [journal] = journals(tmp);
+    expect(journal).toBeDefined();
+    expect(run.stderr()).toContain(`resume with: npm run cli -- run --resume ${join(tmp, journal)} --workers 2`);
+  });
+
+  it('never removes a --journal the user gave, even when no epoch started', async () => {
+    const journal = join(dir, 'user.journal');
+    const run = await finished(['run', '--workers', '2', '--journal', journal, '--step', 'test/fixtures/failsInWorkers.ts']);
+    expect(run.code, run.stderr()).toBe(1);
+    expect(existsSync(journal)).toBe(true);
+  });
+});
+
+describe('a step that throws', () => {
+  it('is a death, not a clean leave: the worker exits non-zero and its work is reassigned, nothing lost', async () => {
+    const step = stepModule('throwsOnRank1', `let batches = 0;
+export async function step(_batch: unknown, ctx: { rank: number; epoch: number }): Promise<void> {
+  await new Promise((resolve) => setTimeout(resolve, 2));
+  if (ctx.rank === 1 && ctx.epoch === 0 && ++batches === 3) throw new Error('boom on the third batch');
+}
+`);
+    const reportPath = join(dir, 'throws.json');
+    const run = await finished(['run', '--workers', '3', '--epochs', '1', '--length', '600', '--batch-size', '10', '--step', step, '--report', reportPath]);
+    expect(run.code, run.stderr()).toBe(0);
+    expect(run.stderr()).toMatch(/\[rank 1\] distsampler worker: rank 1: the step failed in epoch 0: boom on the third batch/);
+    expect(run.stderr()).toMatch(/workers that exited non-zero: rank 1 pid \d+ \(1\)/);
+    const report = JSON.parse(readFileSync(reportPath, 'utf8')) as RunReport;
+    const [epoch] = report.epochs;
+    const rank1 = epoch.events.filter((e) => e.rank === 1).map((e) => e.type);
+    expect(rank1).toContain('death');
+    expect(rank1).not.toContain('leave');
+    expect(epoch.events.some((e) => e.type === 'reassign')).toBe(true);
+    expect(epoch).toMatchObject({ planned: 600, missing: 0 });
+    // The batch whose step threw was in flight: delivered again elsewhere, within one batch.
+    expect(epoch.redelivered).toBeLessThanOrEqual(10);
+    expect(report.ok).toBe(true);
+  });
+});
