@@ -79,15 +79,17 @@ export async function run(argv: string[]): Promise<number> {
     if (restore) view?.log(`continuing the run journaled in ${journalPath} (its config wins over flags)`);
   }
   const report = await coordinator.done;
-  release();
-  await coordinator.close();
   view?.detach();
-  process.off('SIGINT', stop);
-  process.off('SIGTERM', stop);
   // The table first: a report that cannot be written must not hide the audit.
   if (!ipc) process.stdout.write(formatSummary(report) + '\n');
-  if (settings.reportPath && !(await writeReport('coordinator', settings.reportPath, report))) return 1;
-  return report.ok ? 0 : 1;
+  const written = settings.reportPath === undefined || (await writeReport('coordinator', settings.reportPath, report));
+  // Workers may still use collectives and the store after the last epoch; they leave with destroy().
+  await coordinator.drained;
+  release();
+  await coordinator.close();
+  process.off('SIGINT', stop);
+  process.off('SIGTERM', stop);
+  return report.ok && written ? 0 : 1;
 }
 
 /** Writes the JSON report; on failure says why on stderr and returns false. */

@@ -6,6 +6,8 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { RunReport } from '../coordinator/report.ts';
 import { ShardPlan } from '../shared/sampler.ts';
 import { digestIndices } from '../shared/shardDigest.ts';
+import { rangeDataset } from '../worker/datasets.ts';
+import { initProcessGroup } from '../worker/processGroup.ts';
 import { isAlive, killStarted, startCli } from './support/cli.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'distsampler-launcher-'));
@@ -62,6 +64,27 @@ describe('distsampler run (multi-process)', () => {
     const report = readReport(reportPath);
     expect(report.ok).toBe(true);
     for (const audit of report.epochs) for (const r of audit.ranks) expect(r.sha256).toBe(r.planSha256);
+  });
+
+  it('keeps a standalone coordinator serving collectives after the last epoch until its workers leave', async () => {
+    const coordinator = startCli(['coordinator', '--world-size', '2', '--epochs', '1', '--length', '40', '--linger-ms', '20000']);
+    const [, port] = await coordinator.waitFor(/listening on ws:\/\/127\.0\.0\.1:(\d+)/);
+    const pgs = await Promise.all([0, 1].map((rank) => initProcessGroup({ initMethod: `ws://127.0.0.1:${port}`, rank })));
+    await Promise.all(
+      pgs.map(async (pg) => {
+        for await (const epoch of pg.epochs()) for await (const batch of epoch.batches(rangeDataset(pg.config.length))) void batch;
+      }),
+    );
+    await coordinator.waitFor(/audit OK/);
+    expect(await Promise.all(pgs.map((pg) => pg.allReduce(pg.rank + 1, 'sum', { timeoutMs: 5000 })))).toEqual([3, 3]);
+    await pgs[0].store.set('saved', 'yes');
+    expect(await pgs[1].store.get('saved', { timeoutMs: 5000 })).toBe('yes');
+    expect(isAlive(coordinator.child.pid!)).toBe(true);
+    const started = Date.now();
+    await Promise.all(pgs.map((pg) => pg.destroy()));
+    expect((await coordinator.exited).code, coordinator.stderr()).toBe(0);
+    // It went when they left, not at --linger-ms.
+    expect(Date.now() - started).toBeLessThan(10_000);
   });
 
   it('stops every worker on Ctrl-C (SIGINT) and exits 130', async () => {
