@@ -7,7 +7,7 @@ import { openDataset } from '../worker/datasets.ts';
 import { FailurePolicy, type FailurePolicyName } from '../coordinator/coordinator.ts';
 import type { WorldSizeRange } from '../coordinator/journal.ts';
 import { hostValue } from './endpoints.ts';
-import { intFlag, seedFlag, UsageError, type FlagOptions } from './usage.ts';
+import { intFlag, msFlag, seedFlag, UsageError, type FlagOptions } from './usage.ts';
 
 export const RUN_CONFIG_FLAGS = {
   epochs: { type: 'string' },
@@ -131,8 +131,8 @@ export async function coordinatorSettings(values: Values): Promise<CoordinatorSe
   const onFailure = values['on-failure'] ?? FailurePolicy.Reassign;
   const policies = Object.values(FailurePolicy) as string[];
   if (!policies.includes(onFailure)) throw new UsageError(`--on-failure must be one of ${policies.join(', ')}, got '${onFailure}'`);
-  const heartbeatMs = intFlag('heartbeat-ms', values['heartbeat-ms'], 1000, 10);
-  const deadAfterMs = intFlag('dead-after-ms', values['dead-after-ms'], 5000, 10);
+  const heartbeatMs = msFlag('heartbeat-ms', values['heartbeat-ms'], 1000, 10);
+  const deadAfterMs = msFlag('dead-after-ms', values['dead-after-ms'], 5000, 10);
   if (deadAfterMs <= heartbeatMs) throw new UsageError(`--dead-after-ms (${deadAfterMs}) must be larger than --heartbeat-ms (${heartbeatMs})`);
   return {
     config: {
@@ -151,11 +151,11 @@ export async function coordinatorSettings(values: Values): Promise<CoordinatorSe
     reportPath: outputFileFlag('report', values.report),
     heartbeatMs,
     deadAfterMs,
-    rendezvousTimeoutMs: intFlag('rendezvous-timeout-ms', values['rendezvous-timeout-ms'], 60_000, 1),
+    rendezvousTimeoutMs: msFlag('rendezvous-timeout-ms', values['rendezvous-timeout-ms'], 60_000, 1),
     onFailure: onFailure as FailurePolicyName,
-    waitTimeoutMs: intFlag('wait-timeout-ms', values['wait-timeout-ms'], 30_000, 1),
-    settleMs: intFlag('settle-ms', values['settle-ms'], 2000, 0),
-    lingerMs: intFlag('linger-ms', values['linger-ms'], 30_000, 0),
+    waitTimeoutMs: msFlag('wait-timeout-ms', values['wait-timeout-ms'], 30_000, 1),
+    settleMs: msFlag('settle-ms', values['settle-ms'], 2000, 0),
+    lingerMs: msFlag('linger-ms', values['linger-ms'], 30_000, 0),
     journalPath: outputFileFlag('journal', values.journal),
   };
 }

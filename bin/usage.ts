@@ -24,6 +24,14 @@ export function parseFlags<T extends FlagOptions>(argv: readonly string[], optio
 }
 
 /** A flag's value as an integer within [min, max], or a UsageError naming the flag. */
+/** The longest duration a Node timer holds (longer ones fire at once): the ceiling of every *-ms flag. */
+export const MAX_DURATION_MS = 2 ** 31 - 1;
+
+/** A duration flag in ms: an integer in [min, MAX_DURATION_MS]. */
+export function msFlag(name: string, raw: string | undefined, fallback: number, min: number): number {
+  return intFlag(name, raw, fallback, min, MAX_DURATION_MS);
+}
+
 export function intFlag(name: string, raw: string | undefined, fallback: number, min = Number.MIN_SAFE_INTEGER, max = Number.MAX_SAFE_INTEGER): number {
   if (raw === undefined) return fallback;
   if (!/^-?\d+$/.test(raw.trim())) throw new UsageError(`--${name} must be an integer, got '${raw}'`);

@@ -6,7 +6,7 @@ import { openDataset, rangeDataset, type Dataset } from '../worker/datasets.ts';
 import { initProcessGroup } from '../worker/processGroup.ts';
 import { loadStepModule, noopStep, type Batch, type StepContext, type StepFn } from '../worker/stepModule.ts';
 import { hostValue } from './endpoints.ts';
-import { exitWithParent, intFlag, parseFlags, UsageError } from './usage.ts';
+import { exitWithParent, intFlag, msFlag, parseFlags, UsageError } from './usage.ts';
 import { parseStepMs } from './faultFlags.ts';
 import { withSimulatedWork } from '../worker/simulatedWork.ts';
 
@@ -65,10 +65,10 @@ export async function run(argv: string[]): Promise<number> {
   const release = exitWithParent();
 
   const { env, rank, worldSize } = connection(values, process.env);
-  const timeoutMs = intFlag('timeout-ms', values['timeout-ms'], 120_000, 1);
+  const timeoutMs = msFlag('timeout-ms', values['timeout-ms'], 120_000, 1);
   const batchSize = values['batch-size'] === undefined ? undefined : intFlag('batch-size', values['batch-size'], 1, 1);
 
-  const reconnectTimeoutMs = intFlag('reconnect-timeout-ms', values['reconnect-timeout-ms'], 30_000, 0);
+  const reconnectTimeoutMs = msFlag('reconnect-timeout-ms', values['reconnect-timeout-ms'], 30_000, 0);
   const work = parseStepMs(values['step-ms'], values.straggler ?? []);
   const asUsage = (flag: string) => (err: unknown): never => {
     throw new UsageError(`--${flag}: ${errorText(err)}`);

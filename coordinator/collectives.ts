@@ -71,6 +71,8 @@ interface Pending {
   readonly src: number | undefined;
   /** The timeout of the caller whose deadline is the earliest: the one the collective keeps. */
   timeoutMs: number;
+  /** The rank whose timeout that is, named when it is not the first caller's. */
+  timeoutRank: number;
   deadline: number | undefined;
   readonly startedAt: number;
   /** The rank whose call set op/reduce/src/shape, named in mismatch messages. */
@@ -139,7 +141,7 @@ export class Collectives {
         this.fail(entry, problem.code, problem.message);
         return;
       }
-      this.tighten(entry, msg.timeoutMs);
+      this.tighten(entry, rank, msg.timeoutMs);
     }
     entry.values.set(rank, msg.value);
 
@@ -197,6 +199,7 @@ export class Collectives {
       reduce: msg.reduce ?? 'sum',
       src: msg.src,
       timeoutMs: msg.timeoutMs,
+      timeoutRank: rank,
       deadline: undefined,
       startedAt: this.options.scheduler.now(),
       firstRank: rank,
@@ -205,7 +208,7 @@ export class Collectives {
       timer: undefined,
     };
     this.pending.set(msg.seq, entry);
-    this.tighten(entry, msg.timeoutMs);
+    this.tighten(entry, rank, msg.timeoutMs);
     return entry;
   }
 
@@ -214,13 +217,14 @@ export class Collectives {
    * earliest one among the callers is the collective's. 0 means no deadline (like Node's socket
    * timeouts); memberLost and close still end it.
    */
-  private tighten(entry: Pending, timeoutMs: number): void {
+  private tighten(entry: Pending, rank: number, timeoutMs: number): void {
     if (timeoutMs <= 0) return;
     const deadline = this.options.scheduler.now() + timeoutMs;
     if (entry.deadline !== undefined && entry.deadline <= deadline) return;
     this.options.scheduler.clearTimeout(entry.timer);
     entry.deadline = deadline;
     entry.timeoutMs = timeoutMs;
+    entry.timeoutRank = rank;
     entry.timer = this.options.scheduler.setTimeout(() => this.expire(entry), timeoutMs);
   }
 
@@ -301,7 +305,8 @@ export class Collectives {
     const missing = this.options.members().filter((r) => !entry.values.has(r));
     const who = missing.length === 1 ? `rank ${missing[0]} did not arrive` : `ranks ${listRanks(missing)} did not arrive`;
     // Same shape as torch's monitored_barrier: which ranks, after how long.
-    this.fail(entry, CollectiveErrorCode.Timeout, `${label(entry.op, entry.seq)} timed out after ${entry.timeoutMs} ms: ${who}`);
+    const whose = entry.timeoutRank === entry.firstRank ? '' : ` (rank ${entry.timeoutRank}'s timeout, which ended first)`;
+    this.fail(entry, CollectiveErrorCode.Timeout, `${label(entry.op, entry.seq)} timed out after ${entry.timeoutMs} ms${whose}: ${who}`);
   }
 
   /**

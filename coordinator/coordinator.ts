@@ -233,6 +233,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       journalFlushMs: options.journalFlushMs ?? 50,
       lingerMs: options.lingerMs ?? 30_000,
     };
+    checkDurations(this.options);
     if (!isLoopback(this.options.host) && !this.options.token) {
       throw new CoordinatorConfigError(`refusing to listen on non-loopback host ${this.options.host} without a token (--token or DISTSAMPLER_TOKEN)`);
     }
@@ -331,6 +332,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     }
     this.collectives.close('crashed');
     this.store.close();
+    this.resolveDrained();
     await new Promise<void>((resolve) => (this.http ? this.http.close(() => resolve()) : resolve()));
     this.http?.closeAllConnections();
   }
@@ -761,7 +763,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     for (const peer of this.byRank.values()) this.send(peer, { t: 'finish', reason: `all ${this.config.epochs} epochs done` });
     this.settle(this.audits.every((a) => a.ok));
     this.lingerTimer = this.scheduler.setTimeout(() => {
-      for (const peer of this.byRank.values()) peer.ws.close(CloseCode.Finished, 'finished');
+      for (const peer of this.byRank.values()) peer.ws.close(CloseCode.Finished, `the run ended ${this.options.lingerMs} ms ago (lingerMs)`);
     }, this.options.lingerMs);
     this.maybeDrained();
   }
@@ -985,6 +987,32 @@ function auditOf(state: EpochState, ranks: RankAudit[], ok: boolean): EpochAudit
     events: state.events,
     ok,
   };
+}
+
+/** Node's timers clamp anything longer to 1 ms: a duration beyond this would fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** Every duration option is a number of ms a timer can hold; the ones marked 1 cannot be 0. */
+function checkDurations(options: Coordinator['options']): void {
+  const durations: Array<[string, number, number]> = [
+    ['heartbeatMs', options.heartbeatMs, 1],
+    ['deadAfterMs', options.deadAfterMs, 1],
+    ['rendezvousTimeoutMs', options.rendezvousTimeoutMs, 1],
+    ['settleMs', options.settleMs, 0],
+    ['reportTimeoutMs', options.reportTimeoutMs, 1],
+    ['waitTimeoutMs', options.waitTimeoutMs, 1],
+    ['rejoinTimeoutMs', options.rejoinTimeoutMs, 1],
+    ['journalFlushMs', options.journalFlushMs, 1],
+    ['lingerMs', options.lingerMs, 0],
+  ];
+  for (const [name, value, min] of durations) {
+    if (!(Number.isFinite(value) && value >= min && value <= MAX_TIMER_MS)) {
+      throw new CoordinatorConfigError(`${name} must be a number of ms in [${min}, ${MAX_TIMER_MS}], got ${value}`);
+    }
+  }
+  if (options.deadAfterMs <= options.heartbeatMs) {
+    throw new CoordinatorConfigError(`deadAfterMs (${options.deadAfterMs}) must be larger than heartbeatMs (${options.heartbeatMs})`);
+  }
 }
 
 /** Hosts that only this machine can reach: the ones a coordinator may bind without a token. */

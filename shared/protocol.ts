@@ -11,6 +11,12 @@ export const PROTOCOL_VERSION = 1;
 export const MAX_FRAME_BYTES = 64 * 1024;
 
 /**
+ * Deepest nesting of a collective's value the client sends. The schema's JSON check recurses,
+ * so far deeper values would overflow the stack of whoever validates them (which refuses them).
+ */
+export const MAX_VALUE_DEPTH = 1000;
+
+/**
  * Close codes. 4xxx are ours; each names the condition so a peer can tell a refusal from a crash.
  */
 export const CloseCode = {

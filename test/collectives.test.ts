@@ -9,7 +9,7 @@ import {
   CollectivesClient,
   type JsonValue,
 } from '../worker/collectivesClient.ts';
-import { encode, parseClientMessage, parseServerMessage, type ClientMessage, type ServerMessage } from '../shared/protocol.ts';
+import { encode, MAX_VALUE_DEPTH, parseClientMessage, parseServerMessage, type ClientMessage, type ServerMessage } from '../shared/protocol.ts';
 import { flush, track } from './support/promises.ts';
 
 // ---- harnesses ----------------------------------------------------------------------------------
@@ -245,6 +245,35 @@ describe('collectives end to end (clients wired to the coordinator in memory)', 
     expect(sent).toEqual([{ t: 'collective', seq: 0, op: 'barrier', timeoutMs: 30000 }]);
   });
 
+  it('refuses a cyclic or too deeply nested value locally (a rejection, never a throw), without using up a seq', async () => {
+    const sent: ClientMessage[] = [];
+    const client = new CollectivesClient({ rank: () => 0, send: (m) => sent.push(m), scheduler: new FakeScheduler() });
+    const cyclic: { self?: unknown } = {};
+    cyclic.self = cyclic;
+    const nest = (depth: number): JsonValue => {
+      let value: JsonValue = [];
+      for (let i = 1; i < depth; i++) value = [value];
+      return value;
+    };
+    await expect(client.allGather(cyclic as JsonValue)).rejects.toMatchObject({ code: 'ERR_COLLECTIVE_INVALID', message: expect.stringMatching(/cannot be sent as JSON/) });
+    await expect(client.allGather(nest(MAX_VALUE_DEPTH + 1))).rejects.toMatchObject({ message: `allGather: the value nests deeper than ${MAX_VALUE_DEPTH} levels` });
+    await expect(client.allGather(nest(50_000))).rejects.toMatchObject({ code: 'ERR_COLLECTIVE_INVALID' });
+    void client.allGather(nest(MAX_VALUE_DEPTH));
+    expect(sent).toHaveLength(1);
+    expect(sent[0]).toMatchObject({ seq: 0, op: 'allGather' });
+  });
+
+  it('carries a value nested MAX_VALUE_DEPTH deep through both schemas and back', async () => {
+    const { clients } = group(2);
+    let deep: JsonValue = 'leaf';
+    for (let i = 0; i < MAX_VALUE_DEPTH - 1; i++) deep = [deep];
+    const results = await Promise.all(clients.map((c) => c.allGather(deep)));
+    expect(results).toEqual([
+      [deep, deep],
+      [deep, deep],
+    ]);
+  });
+
   it('handle() consumes only collective and store replies', () => {
     const client = new CollectivesClient({ rank: () => 0, send: () => {}, scheduler: new FakeScheduler() });
     expect(client.handle({ t: 'epochEnd', epoch: 1 })).toBe(false);
@@ -289,7 +318,13 @@ describe('Collectives (coordinator side)', () => {
     scheduler.advance(99);
     expect(sent).toEqual([]);
     scheduler.advance(1);
-    const error = { t: 'collectiveError', seq: 0, code: 'ERR_COLLECTIVE_TIMEOUT', message: 'barrier #0 timed out after 100 ms: rank 2 did not arrive', missing: [2] };
+    const error = {
+      t: 'collectiveError',
+      seq: 0,
+      code: 'ERR_COLLECTIVE_TIMEOUT',
+      message: "barrier #0 timed out after 100 ms (rank 1's timeout, which ended first): rank 2 did not arrive",
+      missing: [2],
+    };
     expect(sent).toEqual([
       { rank: 0, message: error },
       { rank: 1, message: error },

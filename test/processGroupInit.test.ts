@@ -24,14 +24,18 @@ describe('initProcessGroup refuses bad settings before connecting', () => {
     [{ env: { MASTER_PORT: '99999' } }, 'ERR_INIT_ENV', /MASTER_PORT must be a port in 1\.\.65535, got '99999'/],
     [{ env: { MASTER_PORT: '0' } }, 'ERR_INIT_ENV', /MASTER_PORT must be a port/],
     [{ env: { MASTER_PORT: '29500', MASTER_ADDR: 'bad host' } }, 'ERR_INIT_ENV', /MASTER_ADDR 'bad host' is not a host name/],
+    [{ env: { MASTER_PORT: '29500', MASTER_ADDR: 'host/path' } }, 'ERR_INIT_ENV', /MASTER_ADDR 'host\/path' is not a host name/],
+    [{ env: { MASTER_PORT: '29500', MASTER_ADDR: 'user@host' } }, 'ERR_INIT_ENV', /MASTER_ADDR 'user@host'/],
     [{ env: { MASTER_PORT: '29500', RANK: 'x' } }, 'ERR_INIT_ENV', /RANK must be a non-negative integer, got 'x'/],
     [{ env: { MASTER_PORT: '29500', WORLD_SIZE: '0' } }, 'ERR_INIT_ENV', /WORLD_SIZE\) must be an integer >= 1, got 0/],
     [{ env: { MASTER_PORT: '29500', RANK: '4', WORLD_SIZE: '4' } }, 'ERR_INIT_ENV', /RANK\) 4 is beyond the world size \(WORLD_SIZE\) 4: ranks are 0\.\.3/],
     [{ initMethod: 'ws://127.0.0.1:1', rank: -1 }, 'ERR_INIT_ENV', /rank \(RANK\) must be an integer >= 0, got -1/],
     [{ initMethod: 'ws://127.0.0.1:1', rank: 1.5 }, 'ERR_INIT_ENV', /got 1\.5/],
-    [{ initMethod: 'ws://127.0.0.1:1', timeoutMs: Number.NaN }, 'ERR_INIT_OPTIONS', /timeoutMs must be a positive number of ms, got NaN/],
-    [{ initMethod: 'ws://127.0.0.1:1', reconnectTimeoutMs: 0 }, 'ERR_INIT_OPTIONS', /reconnectTimeoutMs must be a positive/],
+    [{ initMethod: 'ws://127.0.0.1:1', timeoutMs: Number.NaN }, 'ERR_INIT_OPTIONS', /timeoutMs must be a number of ms in \[1, 2147483647\], got NaN/],
+    [{ initMethod: 'ws://127.0.0.1:1', timeoutMs: 3e9 }, 'ERR_INIT_OPTIONS', /timeoutMs must be a number of ms in \[1, 2147483647\], got 3000000000/],
+    [{ initMethod: 'ws://127.0.0.1:1', reconnectTimeoutMs: -1 }, 'ERR_INIT_OPTIONS', /reconnectTimeoutMs must be a number of ms in \[0, /],
     [{ initMethod: 'tcp://127.0.0.1:1' }, 'ERR_INIT_METHOD', /use env:\/\/ or ws:\/\/host:port/],
+    [{ initMethod: 'ws://127.0.0.1:0' }, 'ERR_INIT_METHOD', /port 0 is not a port/],
   ] as const)('refuses %j with %s', async (options, code, message) => {
     const err = await refusal(options);
     expect(err.code).toBe(code);

@@ -6,7 +6,7 @@
  * Every rank must call collectives in the same order (as in torch.distributed); this client
  * numbers them 0, 1, 2, ... and the coordinator matches calls across ranks by that number.
  */
-import { MAX_FRAME_BYTES, type ClientMessage, type ReduceOpName, type ServerMessage } from '../shared/protocol.ts';
+import { MAX_FRAME_BYTES, MAX_VALUE_DEPTH, type ClientMessage, type ReduceOpName, type ServerMessage } from '../shared/protocol.ts';
 import { DistSamplerError } from '../shared/errors.ts';
 import { realScheduler, type Scheduler } from '../coordinator/scheduler.ts';
 
@@ -267,10 +267,8 @@ export class CollectivesClient {
     if (problem) return Promise.reject(new CollectiveError('ERR_COLLECTIVE_INVALID', `${body.op}: ${problem}`, this.nextSeq));
     const message: CollectiveMessage = { t: 'collective', seq: this.nextSeq, timeoutMs, ...body };
     // Without a value (barrier, a non-src broadcast) the frame is a few bytes: no need to measure it.
-    const size = body.value === undefined ? 0 : frameBytes(message);
-    if (size > MAX_FRAME_BYTES) {
-      return Promise.reject(new CollectiveError('ERR_COLLECTIVE_INVALID', `${body.op}: the value makes a ${size}-byte frame, over the ${MAX_FRAME_BYTES}-byte limit`, message.seq));
-    }
+    const valueProblem = body.value === undefined ? undefined : sendableProblem(message, body.value);
+    if (valueProblem) return Promise.reject(new CollectiveError('ERR_COLLECTIVE_INVALID', `${body.op}: ${valueProblem}`, message.seq));
     this.nextSeq++;
     const seq = message.seq;
     return this.start(this.collectives, seq, message, timeoutMs, (reply) => decode(reply.value), () => {
@@ -380,6 +378,32 @@ function storeProblem(body: Omit<StoreMessage, 't' | 'req' | 'timeoutMs'>): stri
   }
   if (body.amount !== undefined && !Number.isSafeInteger(body.amount)) return `amount ${body.amount} must be a safe integer`;
   return undefined;
+}
+
+/** Why a value cannot go out in one frame: not JSON (a cycle), too large, or nested too deeply. */
+function sendableProblem(message: ClientMessage, value: JsonValue): string | undefined {
+  let size: number;
+  try {
+    size = frameBytes(message);
+  } catch (err) {
+    return `the value cannot be sent as JSON (${err instanceof Error ? err.message.split('\n')[0] : String(err)})`;
+  }
+  if (size > MAX_FRAME_BYTES) return `the value makes a ${size}-byte frame, over the ${MAX_FRAME_BYTES}-byte limit`;
+  if (depthOf(value) > MAX_VALUE_DEPTH) return `the value nests deeper than ${MAX_VALUE_DEPTH} levels`;
+  return undefined;
+}
+
+/** Nesting depth of an acyclic JSON value, without recursion (the value may be deep). */
+function depthOf(value: JsonValue): number {
+  let deepest = 0;
+  const stack: Array<[JsonValue, number]> = [[value, 1]];
+  while (stack.length > 0) {
+    const [node, depth] = stack.pop()!;
+    if (node === null || typeof node !== 'object') continue;
+    deepest = Math.max(deepest, depth);
+    for (const child of Array.isArray(node) ? node : Object.values(node)) stack.push([child, depth + 1]);
+  }
+  return deepest;
 }
 
 function frameBytes(message: ClientMessage): number {

@@ -19,6 +19,7 @@ import type { ShardPlan } from '../shared/sampler.ts';
 import { allocateIndexTable, type IndexTable } from '../shared/randperm.ts';
 import { ShardDigest } from '../shared/shardDigest.ts';
 import { planFor } from '../shared/runPlan.ts';
+import { isHost, wsUrl } from '../shared/endpoint.ts';
 import { CollectivesClient } from './collectivesClient.ts';
 import type { Dataset } from './datasets.ts';
 import type { Batch } from './stepModule.ts';
@@ -75,6 +76,8 @@ export interface BatchOptions {
 type Welcome = Extract<ServerMessage, { t: 'welcome' }>;
 type FlowMessage = Extract<ServerMessage, { t: 'epoch' | 'assign' | 'epochEnd' | 'finish' | 'abort' }> | { t: 'closed'; error: Error };
 
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Closes after which a worker tries to reconnect: the coordinator died or restarts. */
 const RECONNECTABLE = new Set([1001, 1006, 1011, 1012, 1013]);
 
@@ -126,12 +129,13 @@ export function resolveInitUrl(options: InitOptions): { url: string; rank?: numb
     if (port === undefined) throw new InitError('ERR_INIT_ENV', 'env:// needs MASTER_PORT (and MASTER_ADDR, default 127.0.0.1)');
     if (port < 1 || port > 65535) throw new InitError('ERR_INIT_ENV', `MASTER_PORT must be a port in 1..65535, got '${env.MASTER_PORT}'`);
     const host = env.MASTER_ADDR || '127.0.0.1';
-    const url = `ws://${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${port}`;
-    if (!URL.canParse(url)) throw new InitError('ERR_INIT_ENV', `MASTER_ADDR '${host}' is not a host name or address`);
+    if (!isHost(host)) throw new InitError('ERR_INIT_ENV', `MASTER_ADDR '${host}' is not a host name or address`);
+    const url = wsUrl(host, port);
     return checkedMembership({ url, rank: options.rank ?? intFrom('RANK', env.RANK), worldSize: options.worldSize ?? intFrom('WORLD_SIZE', env.WORLD_SIZE), token });
   }
   if (/^wss?:\/\/[^/]+/.test(method)) {
     if (!URL.canParse(method)) throw new InitError('ERR_INIT_METHOD', `init method '${method}' is not a valid URL`);
+    if (new URL(method).port === '0') throw new InitError('ERR_INIT_METHOD', `init method '${method}': port 0 is not a port a coordinator listens on`);
     return checkedMembership({ url: method, rank: options.rank, worldSize: options.worldSize, token });
   }
   throw new InitError('ERR_INIT_METHOD', `unsupported init method '${method}': use env:// or ws://host:port`);
@@ -241,9 +245,12 @@ async function handshakeWithRetry(endpoint: Endpoint, rank: number | undefined, 
 /** Joins the group: resolves once the coordinator has assigned a rank and the group is complete. */
 export async function initProcessGroup(options: InitOptions = {}): Promise<ProcessGroup> {
   const { url, rank, worldSize, token } = resolveInitUrl(options);
-  for (const name of ['timeoutMs', 'reconnectTimeoutMs'] as const) {
+  // Node's timers fire at once beyond 2^31 - 1 ms; 0 reconnect time means no reconnecting.
+  for (const [name, min] of [['timeoutMs', 1], ['reconnectTimeoutMs', 0]] as const) {
     const value = options[name];
-    if (value !== undefined && !(Number.isFinite(value) && value > 0)) throw new InitError('ERR_INIT_OPTIONS', `${name} must be a positive number of ms, got ${value}`);
+    if (value !== undefined && !(Number.isFinite(value) && value >= min && value <= MAX_TIMER_MS)) {
+      throw new InitError('ERR_INIT_OPTIONS', `${name} must be a number of ms in [${min}, ${MAX_TIMER_MS}], got ${value}`);
+    }
   }
   const endpoint: Endpoint = { url, token, workerId: options.workerId ?? randomUUID(), length: options.length, worldSize };
   const { ws, welcome, early, socket } = await handshakeWithRetry(endpoint, rank, options.timeoutMs ?? 120_000);
@@ -420,7 +427,7 @@ export class ProcessGroup {
       void this.reconnect(code, reason);
       return;
     }
-    const error = new ConnectionLostError(code, code === CloseCode.Finished ? 'finished' : reason);
+    const error = new ConnectionLostError(code, this.destroyed ? 'this process called destroy()' : reason || (code === CloseCode.Finished ? 'finished' : ''));
     this.client.close(error);
     this.inbox.push({ t: 'closed', error });
     this.resolveClosed();
