@@ -203,6 +203,15 @@ describe('coordinator and workers over loopback', () => {
     }
   });
 
+  it('refuses durations a timer cannot hold, and a heartbeat no shorter than the dead-after window', () => {
+    const make = (extra: Partial<ConstructorParameters<typeof Coordinator>[0]>) => () => new Coordinator({ worldSize: 1, config: config(), ...extra });
+    expect(make({ lingerMs: 3e9 })).toThrow(/lingerMs must be a number of ms in \[0, 2147483647\], got 3000000000/);
+    expect(make({ heartbeatMs: 0 })).toThrow(/heartbeatMs must be a number of ms in \[1,/);
+    expect(make({ rendezvousTimeoutMs: Number.NaN })).toThrow(CoordinatorConfigError);
+    expect(make({ heartbeatMs: 5000, deadAfterMs: 5000 })).toThrow(/deadAfterMs \(5000\) must be larger than heartbeatMs \(5000\)/);
+    expect(make({ lingerMs: 0, settleMs: 0 })).not.toThrow();
+  });
+
   it('closes malformed, binary and oversized frames with their codes while the group carries on', async () => {
     const { coordinator, url } = await startCoordinator(2);
     const first = initProcessGroup({ initMethod: url, rank: 0 });
