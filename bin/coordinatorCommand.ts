@@ -1,5 +1,6 @@
 /** `distsampler coordinator`: a standalone coordinator for workers started elsewhere. */
 import { existsSync, rmSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { writeFile } from 'node:fs/promises';
 import { Coordinator, CoordinatorConfigError, isLoopback, type CoordinatorOptions } from '../coordinator/coordinator.ts';
 import { forwardEvents, type BridgedEvent } from '../coordinator/eventBridge.ts';
@@ -36,6 +37,9 @@ export async function run(argv: string[]): Promise<number> {
   if (values['world-size'] === undefined && !(restore && !resume)) throw new UsageError('--world-size is required');
   const worldSize = worldSizeFlag('world-size', values['world-size'], 1);
   requireTokenOffLoopback(settings.host, settings.token);
+  if (settings.reportPath !== undefined && journalPath !== undefined && resolve(settings.reportPath) === resolve(journalPath)) {
+    throw new UsageError(`--report ${settings.reportPath} is the journal: the report would overwrite what a restart or resume needs`);
+  }
   const ipc = values.ipc && process.send ? (m: BridgedEvent) => void process.send!(m) : undefined;
   const release = exitWithParent();
 
@@ -58,7 +62,11 @@ export async function run(argv: string[]): Promise<number> {
   });
   if (ipc) forwardEvents(coordinator, ipc);
   const view = ipc ? undefined : attachProgressView(coordinator);
-  const stop = () => void coordinator.close('interrupted');
+  let interrupted = false;
+  const stop = () => {
+    interrupted = true;
+    void coordinator.close('interrupted');
+  };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   const { host, port } = await coordinator.listen().catch(async (err: NodeJS.ErrnoException) => {
@@ -89,7 +97,24 @@ export async function run(argv: string[]): Promise<number> {
   await coordinator.close();
   process.off('SIGINT', stop);
   process.off('SIGTERM', stop);
+  if (interrupted && !report.ok) {
+    // Its workers were told to stop: a new group takes over what the journal holds.
+    if (!ipc && journalPath !== undefined && resumable(journalPath)) {
+      process.stderr.write(`resume with: npm run cli -- coordinator --resume ${journalPath} --world-size W (then start W workers)\n`);
+    }
+    return 130;
+  }
   return report.ok && written ? 0 : 1;
+}
+
+/** Whether the journal holds an epoch that began: only then is there anything to resume. */
+export function resumable(path: string): boolean {
+  try {
+    const state = readJournal(path);
+    return state.audits.length > 0 || state.current !== undefined;
+  } catch {
+    return false;
+  }
 }
 
 /** Writes the JSON report; on failure says why on stderr and returns false. */

@@ -4,8 +4,11 @@ import { UsageError } from './usage.ts';
 
 export { wsUrl } from '../shared/endpoint.ts';
 
-/** A host a worker can connect to. `label` is what the person set: `--master-addr` or `MASTER_ADDR`. */
+/**
+ * A host to bind or connect to, IPv6 without brackets (`[::1]` is `::1`: what bind and the
+ * loopback check expect). `label` is what the person set: `--host`, `--master-addr`, `MASTER_ADDR`.
+ */
 export function hostValue(label: string, host: string): string {
   if (!isHost(host)) throw new UsageError(`${label} must be a host name or IP address, got '${host}'`);
-  return host;
+  return host.replace(/^\[(.*)\]$/, '$1');
 }

@@ -1,7 +1,8 @@
 /** `distsampler run`: a coordinator and W local worker processes, like `torchrun --standalone`. */
 import { existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
+import { createServer } from 'node:net';
 import { readJournal, type WorldSizeRange } from '../coordinator/journal.ts';
 import { Launcher } from '../coordinator/launcher.ts';
 import { loadStepModule } from '../worker/stepModule.ts';
@@ -9,7 +10,7 @@ import { attachProgressView, type ProgressView } from '../coordinator/progressVi
 import { formatSummary } from '../coordinator/report.ts';
 import { parseCoordinatorKill, parseKill, parseStepMs } from './faultFlags.ts';
 import { coordinatorSettings, RUN_CONFIG_FLAGS, RUN_CONFIG_HELP, worldSizeFlag } from './runConfigFlags.ts';
-import { journalPlan, writeReport } from './coordinatorCommand.ts';
+import { journalPlan, resumable, writeReport } from './coordinatorCommand.ts';
 import { intFlag, parseFlags, plural, UsageError } from './usage.ts';
 
 const HELP = `usage: distsampler run [--workers W] [flags]
@@ -105,8 +106,15 @@ export async function run(argv: string[]): Promise<number> {
   for (const s of values.straggler ?? []) workerArgs.push(`--straggler=${s}`);
   workerArgs.push(`--reconnect-timeout-ms=${Math.max(30_000, 3 * settings.deadAfterMs)}`);
 
-  const ownJournal = values.resume === undefined && settings.journalPath === undefined;
   const journalPath = values.resume ?? settings.journalPath ?? join(tmpdir(), `distsampler-${process.pid}-${Date.now()}.journal`);
+  // Ours: made by this run, or by an earlier `run` whose printed resume command this is.
+  const ownJournal = (values.resume === undefined && settings.journalPath === undefined) || isRunTempJournal(journalPath);
+  if (settings.reportPath !== undefined && sameFile(settings.reportPath, journalPath)) {
+    throw new UsageError(`--report ${settings.reportPath} is the run's journal: the report would overwrite what a resume needs`);
+  }
+  if (settings.port !== 0) await requireFreePort(settings.host, settings.port);
+  // The same workers again: their data, their step and their simulated work (the config is journaled).
+  const resumeCommand = shellCommand(['npm', 'run', 'cli', '--', 'run', '--resume', journalPath, '--workers', String(workers), ...workerArgs.filter((a) => !a.startsWith('--reconnect-timeout-ms')), ...(settings.reportPath ? ['--report', settings.reportPath] : [])]);
   let view: ProgressView | undefined;
   const note = (line: string) => (view ? view.log(line) : process.stderr.write(`${line}\n`));
   const launcher = new Launcher({
@@ -127,7 +135,7 @@ export async function run(argv: string[]): Promise<number> {
   // A run that stopped offers to resume what it journaled; with no epoch begun there is
   // nothing to resume, and a journal of our own in the temp folder would only pile up.
   const afterFailure = () => {
-    if (resumable(journalPath)) note(`resume with: npm run cli -- run --resume ${journalPath} --workers ${workers}`);
+    if (resumable(journalPath)) note(`resume with: ${resumeCommand}`);
     else if (ownJournal) removeJournal(journalPath);
   };
   const interrupt = () => {
@@ -180,14 +188,29 @@ function checkFaultEpoch(flag: string, raw: string, epoch: number, epochs: numbe
   throw new UsageError(`--${flag} ${raw}: epoch ${epoch} never runs, the run ${has} (--epochs ${epochs})`);
 }
 
-/** Whether the journal holds an epoch that began: only then is there anything to resume. */
-function resumable(path: string): boolean {
-  try {
-    const state = readJournal(path);
-    return state.audits.length > 0 || state.current !== undefined;
-  } catch {
-    return false;
-  }
+/** The name `run` gives its own journal in the temp folder. */
+function isRunTempJournal(path: string): boolean {
+  return dirname(resolve(path)) === resolve(tmpdir()) && /^distsampler-\d+-\d+\.journal$/.test(basename(path));
+}
+
+function sameFile(a: string, b: string): boolean {
+  return resolve(a) === resolve(b);
+}
+
+/** The coordinator child would only fail after the launch on a busy --port: find out now. */
+function requireFreePort(host: string, port: number): Promise<void> {
+  return new Promise((resolvePort, reject) => {
+    const probe = createServer();
+    probe.once('error', (err: NodeJS.ErrnoException) =>
+      reject(err.code === 'EADDRINUSE' ? new UsageError(`--port ${port}: the port is already in use on ${host}`) : new UsageError(`--host ${host} --port ${port}: ${err.message}`)),
+    );
+    probe.listen(port, host, () => probe.close(() => resolvePort()));
+  });
+}
+
+/** A command line to paste into a POSIX shell: words quoted only where they need it. */
+function shellCommand(words: readonly string[]): string {
+  return words.map((w) => (/^[\w@%+=:,./-]+$/.test(w) ? w : `'${w.replace(/'/g, `'\\''`)}'`)).join(' ');
 }
 
 /** The journal and the temp file a compaction may have left beside it. */

@@ -107,7 +107,15 @@ export function outputFileFlag(name: string, path: string | undefined): string |
   const dirStat = statSync(dir, { throwIfNoEntry: false });
   if (!dirStat) throw new UsageError(`--${name}: directory ${dir} does not exist`);
   if (!dirStat.isDirectory()) throw new UsageError(`--${name}: ${dir} is not a directory`);
-  if (statSync(path, { throwIfNoEntry: false })?.isDirectory()) throw new UsageError(`--${name}: ${path} is a directory, not a file`);
+  const existing = statSync(path, { throwIfNoEntry: false });
+  if (existing?.isDirectory()) throw new UsageError(`--${name}: ${path} is a directory, not a file`);
+  if (existing) {
+    try {
+      accessSync(path, constants.W_OK);
+    } catch {
+      throw new UsageError(`--${name}: cannot write ${path}`);
+    }
+  }
   try {
     accessSync(dir, constants.W_OK);
   } catch {

@@ -128,6 +128,24 @@ describe('bad input is a usage error, not a crash', () => {
     }
   });
 
+  it('refuses run --port already in use before launching, exit 2 naming --port', async () => {
+    const busy = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', () => resolve()));
+    const port = (busy.address() as { port: number }).port;
+    try {
+      await expectUsageError(['run', '--workers', '2', '--port', String(port)], [new RegExp(`^distsampler run: --port ${port}: the port is already in use`)]);
+    } finally {
+      await new Promise((resolve) => busy.close(resolve));
+    }
+  });
+
+  it('refuses a --report that is the journal (it would overwrite what a resume needs), exit 2', async () => {
+    const same = join(dir, 'both.json');
+    await expectUsageError(['run', '--workers', '2', '--journal', same, '--report', same], [/--report .*both\.json is the run's journal/]);
+    await expectUsageError(['coordinator', '--world-size', '2', '--journal', same, '--report', same], [/--report .*both\.json is the journal/]);
+    expect(existsSync(same)).toBe(false);
+  });
+
   it('refuses run --journal holding a finished run before launching, exit 2', async () => {
     const journal = join(dir, 'finished.journal');
     const config = { length: 100, seed: '0', shuffle: true, dropLast: false, engine: 'torch', batchSize: 32, epochs: 1 };
@@ -138,7 +156,8 @@ describe('bad input is a usage error, not a crash', () => {
 
 describe('URLs and wording', () => {
   it.skipIf(!ipv6)('prints an IPv6 host bracketed (ws://[::1]:PORT), and a worker joins through it', async () => {
-    const coordinator = startCli(['coordinator', '--world-size', '1', '--host', '::1', '--epochs', '1', '--length', '10']);
+    // Bracketed as in a URL, it is the same loopback host.
+    const coordinator = startCli(['coordinator', '--world-size', '1', '--host', '[::1]', '--epochs', '1', '--length', '10']);
     const [, url, port] = await coordinator.waitFor(/listening on (ws:\/\/\[::1\]:(\d+)) for 1 worker\n/);
     expect(URL.canParse(url)).toBe(true);
     const worker = startCli(['worker'], { MASTER_ADDR: '::1', MASTER_PORT: port, RANK: '0', WORLD_SIZE: '1' });
@@ -191,7 +210,48 @@ export function step(): void {}
     expect(run.stdout()).toMatch(/faults injected: 1 worker kill\(s\)/);
     const [journal] = journals(tmp);
     expect(journal).toBeDefined();
-    expect(run.stderr()).toContain(`resume with: npm run cli -- run --resume ${join(tmp, journal)} --workers 2`);
+    expect(run.stderr()).toContain(`resume with: npm run cli -- run --resume ${join(tmp, journal)} --workers 2 --step-ms=0.2`);
+  });
+
+  it('prints a resume command that brings back the workers’ dataset and step, and cleans up after it', async () => {
+    const tmp = freshTmp('resume-flags');
+    const data = join(dir, 'resume-data.jsonl');
+    writeFileSync(data, Array.from({ length: 400 }, (_, i) => JSON.stringify({ i })).join('\n') + '\n');
+    const marks = join(dir, 'resume-marks.txt');
+    const step = stepModule('marksBatches', `import { appendFileSync } from 'node:fs';
+export async function step(batch: { samples: unknown[] }): Promise<void> {
+  await new Promise((resolve) => setTimeout(resolve, 1));
+  appendFileSync(${JSON.stringify(marks)}, JSON.stringify(batch.samples[0]) + '\\n');
+}
+`);
+    const first = await finished(['run', '--workers', '2', '--epochs', '2', '--dataset', data, '--batch-size', '10', '--step', step, '--kill', '1@0:0.4', '--on-failure', 'abort'], { TMPDIR: tmp });
+    expect(first.code, first.stderr()).toBe(1);
+    const hint = /resume with: npm run cli -- (.*)/.exec(first.stderr())?.[1] ?? '';
+    expect(hint).toContain(`--dataset ${data}`);
+    expect(hint).toContain(`--step ${step}`);
+    writeFileSync(marks, '');
+    // The paths here have no spaces, so the printed words split on spaces.
+    const resumed = await finished(hint.split(' '), { TMPDIR: tmp }, 30_000);
+    expect(resumed.code, resumed.stderr()).toBe(0);
+    const firstSamples = readFileSync(marks, 'utf8').trim().split('\n').map((line) => JSON.parse(line) as unknown);
+    // The resumed workers ran the step on the file's records, not on the synthetic range.
+    expect(firstSamples.length).toBeGreaterThan(0);
+    for (const sample of firstSamples) expect(sample).toMatchObject({ i: expect.any(Number) });
+    // The journal was run's own (in the temp folder): the successful resume removed it.
+    expect(journals(tmp)).toEqual([]);
+  });
+
+  it('coordinator: Ctrl-C mid-run exits 130 and says how to resume its journal', async () => {
+    const journal = join(dir, 'interrupted.journal');
+    const coordinator = startCli(['coordinator', '--world-size', '1', '--epochs', '1', '--length', '100000', '--batch-size', '10', '--journal', journal]);
+    const [, port] = await coordinator.waitFor(/listening on ws:\/\/127\.0\.0\.1:(\d+)/);
+    const worker = startCli(['worker', '--step-ms', '0.05'], { MASTER_ADDR: '127.0.0.1', MASTER_PORT: port, RANK: '0', WORLD_SIZE: '1' });
+    await coordinator.waitFor(/epoch 0 started/);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    coordinator.child.kill('SIGINT');
+    expect((await exitWithin(coordinator, 15_000)).code, coordinator.stderr()).toBe(130);
+    expect(coordinator.stderr()).toContain(`resume with: npm run cli -- coordinator --resume ${journal} --world-size W`);
+    expect((await exitWithin(worker, 15_000)).code).not.toBe(0);
   });
 
   it('never removes a --journal the user gave, even when no epoch started', async () => {

@@ -189,7 +189,7 @@ function handshake(endpoint: Endpoint, rank: number | undefined, timeoutMs: numb
       );
     });
     ws.on('error', (err) => fail(new InitError('ERR_INIT_CONNECT', `cannot reach the coordinator at ${url}: ${err.message}`)));
-    ws.on('close', (code, reason) => fail(new ProtocolError(code, `the coordinator refused this worker: ${reason.toString() || closeCodeName(code)}`)));
+    ws.on('close', (code, reason) => fail(new ProtocolError(code, `the coordinator refused this worker (${code} ${closeCodeName(code)}): ${reason.toString() || 'no reason given'}`)));
     ws.on('open', () => {
       const hello: ClientMessage = {
         t: 'hello',
