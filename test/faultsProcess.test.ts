@@ -315,7 +315,8 @@ describe('real SIGKILLs against a standalone coordinator and env:// workers', ()
       coordinator.child.kill('SIGINT');
       const { code } = await exitWithin(coordinator, 10_000);
       expect(coordinator.stderr(), `with journal: ${withJournal}`).not.toMatch(/EBADF/);
-      expect(code, `with journal: ${withJournal}`).toBe(1);
+      // 128 + SIGINT, as `run` and shells report a Ctrl-C.
+      expect(code, `with journal: ${withJournal}`).toBe(130);
       expect(readReport(reportPath), `with journal: ${withJournal}`).toMatchObject({ ok: false, error: 'interrupted' });
     }
   }, 30_000);
