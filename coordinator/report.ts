@@ -72,6 +72,17 @@ export function reportConfig(config: RunConfig, worldSize: number): RunReport['c
   };
 }
 
+/** Each kind of event once, in order of first appearance, counted when it repeats: `reassign r0 x8`. */
+function eventsCell(events: readonly EpochEvent[]): string {
+  const counts = new Map<string, number>();
+  for (const ev of events) {
+    if (ev.type === 'join') continue;
+    const label = `${ev.type}${ev.rank === null ? '' : ` r${ev.rank}`}`;
+    counts.set(label, (counts.get(label) ?? 0) + 1);
+  }
+  return [...counts].map(([label, n]) => (n === 1 ? label : `${label} x${n}`)).join(', ') || '-';
+}
+
 /** The per-epoch summary table printed at the end of a run. */
 export function formatSummary(report: RunReport): string {
   const header = ['epoch', 'world', 'planned', 'consumed', 'missing', 'redelivered', 'ms', 'digests', 'events'];
@@ -86,7 +97,7 @@ export function formatSummary(report: RunReport): string {
       String(e.redelivered),
       String(Math.round(e.durationMs)),
       `${matched}/${e.ranks.length} match plan`,
-      e.events.filter((ev) => ev.type !== 'join').map((ev) => `${ev.type}${ev.rank === null ? '' : ` r${ev.rank}`}`).join(', ') || '-',
+      eventsCell(e.events),
     ];
   });
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
