@@ -80,7 +80,14 @@ export function attachProgressView(
     done.clear();
     log(`epoch ${e.epoch} started: ${e.worldSize} ${e.worldSize === 1 ? 'rank' : 'ranks'} x ${e.numSamples} ${e.numSamples === 1 ? 'sample' : 'samples'}`);
   };
-  const onProgress = (e: { rank: number; acknowledged: number }) => {
+  const onProgress = (e: { epoch: number; rank: number; acknowledged: number; numSamples: number; planned: number }) => {
+    // A coordinator restarted from its journal resumes an epoch whose start this view never saw.
+    if (e.epoch !== epoch) {
+      epoch = e.epoch;
+      numSamples = e.numSamples;
+      worldSize = e.numSamples === 0 ? 0 : Math.round(e.planned / e.numSamples);
+      done.clear();
+    }
     done.set(e.rank, e.acknowledged);
     dirty = true;
   };

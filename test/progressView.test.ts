@@ -1,0 +1,31 @@
+/** The progress view, driven by a plain EventEmitter and a recording sink: no coordinator, no terminal. */
+import { EventEmitter } from 'node:events';
+import { describe, expect, it } from 'vitest';
+import type { CoordinatorEvents } from '../coordinator/coordinator.ts';
+import { attachProgressView } from '../coordinator/progressView.ts';
+
+function setup() {
+  const coordinator = new EventEmitter<CoordinatorEvents>();
+  const written: string[] = [];
+  const view = attachProgressView(coordinator, { isTTY: false, write: (text) => void written.push(text) });
+  return { coordinator, written, view };
+}
+
+describe('progress view (plain lines)', () => {
+  it('shows per-rank progress of an epoch it saw start, then its audit line', () => {
+    const { coordinator, written, view } = setup();
+    coordinator.emit('epochStart', { epoch: 0, worldSize: 2, numSamples: 5, ranks: [] });
+    coordinator.emit('progress', { epoch: 0, rank: 1, acknowledged: 3, numSamples: 5, consumed: 3, planned: 10 });
+    coordinator.emit('epochAudit', { epoch: 0, worldSize: 2, ranks: [], planned: 10, consumed: 10, missing: 0, redelivered: 0, durationMs: 7, events: [], ok: true });
+    view.detach();
+    expect(written).toEqual(['epoch 0 started: 2 ranks x 5 samples\n', 'epoch 0: r0 0/5  r1 3/5\n', 'epoch 0 done in 7 ms: missing 0, redelivered 0\n']);
+  });
+
+  it('picks up an epoch it never saw start (a coordinator restarted from its journal) from the progress itself', () => {
+    const { coordinator, written, view } = setup();
+    coordinator.emit('progress', { epoch: 3, rank: 0, acknowledged: 4, numSamples: 6, consumed: 9, planned: 12 });
+    coordinator.emit('epochAudit', { epoch: 3, worldSize: 2, ranks: [], planned: 12, consumed: 12, missing: 0, redelivered: 0, durationMs: 2, events: [], ok: true });
+    view.detach();
+    expect(written[0]).toBe('epoch 3: r0 4/6  r1 0/6\n');
+  });
+});
