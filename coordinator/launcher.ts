@@ -123,11 +123,21 @@ export class Launcher {
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    const all = [...this.workerChildren.map((w) => w.child), ...(this.coordinator ? [this.coordinator] : [])];
-    for (const child of all) if (isRunning(child)) child.kill('SIGTERM');
+    const coordinator = this.coordinator;
+    const workers = this.workerChildren.map((w) => w.child);
+    const all = [...workers, ...(coordinator ? [coordinator] : [])];
     const deadline = setTimeout(() => {
       for (const child of all) if (isRunning(child)) child.kill('SIGKILL');
-    }, 2000);
+    }, 3000);
+    // The coordinator first: stopped, it tells its workers to stop, and journals no deaths. Workers
+    // stopped first would look to it like deaths, and their work would be reassigned in the journal.
+    if (coordinator && isRunning(coordinator)) {
+      coordinator.kill('SIGTERM');
+      let grace: NodeJS.Timeout | undefined;
+      await Promise.race([exitOf(coordinator), new Promise<void>((resolve) => (grace = setTimeout(resolve, 1000)))]);
+      clearTimeout(grace);
+    }
+    for (const child of workers) if (isRunning(child)) child.kill('SIGTERM');
     await Promise.all(all.map((c) => exitOf(c)));
     clearTimeout(deadline);
   }
