@@ -100,7 +100,10 @@ export async function run(argv: string[]): Promise<number> {
   if (interrupted && !report.ok) {
     // Its workers were told to stop: a new group takes over what the journal holds.
     if (!ipc && journalPath !== undefined && resumable(journalPath)) {
-      process.stderr.write(`resume with: npm run cli -- coordinator --resume ${journalPath} --world-size W (then start W workers)\n`);
+      const size = coordinator.range.min === coordinator.range.max ? `${coordinator.range.max}` : `${coordinator.range.min}:${coordinator.range.max}`;
+      const report = settings.reportPath === undefined ? '' : ` --report ${settings.reportPath}`;
+      process.stderr.write(`resume with: npm run cli -- coordinator --resume ${journalPath} --world-size ${size}${report}\n`);
+      process.stderr.write('(then start that many workers; any --world-size will do: the new group takes over what is left)\n');
     }
     return 130;
   }

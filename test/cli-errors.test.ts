@@ -241,17 +241,25 @@ export async function step(batch: { samples: unknown[] }): Promise<void> {
     expect(journals(tmp)).toEqual([]);
   });
 
-  it('coordinator: Ctrl-C mid-run exits 130 and says how to resume its journal', async () => {
+  it('coordinator: Ctrl-C mid-run exits 130 and prints a resume command that works as printed', async () => {
     const journal = join(dir, 'interrupted.journal');
-    const coordinator = startCli(['coordinator', '--world-size', '1', '--epochs', '1', '--length', '100000', '--batch-size', '10', '--journal', journal]);
+    const coordinator = startCli(['coordinator', '--world-size', '1', '--epochs', '1', '--length', '20000', '--batch-size', '10', '--journal', journal]);
     const [, port] = await coordinator.waitFor(/listening on ws:\/\/127\.0\.0\.1:(\d+)/);
     const worker = startCli(['worker', '--step-ms', '0.05'], { MASTER_ADDR: '127.0.0.1', MASTER_PORT: port, RANK: '0', WORLD_SIZE: '1' });
     await coordinator.waitFor(/epoch 0 started/);
     await new Promise((resolve) => setTimeout(resolve, 300));
     coordinator.child.kill('SIGINT');
     expect((await exitWithin(coordinator, 15_000)).code, coordinator.stderr()).toBe(130);
-    expect(coordinator.stderr()).toContain(`resume with: npm run cli -- coordinator --resume ${journal} --world-size W`);
+    expect(coordinator.stderr()).toContain(`resume with: npm run cli -- coordinator --resume ${journal} --world-size 1\n`);
     expect((await exitWithin(worker, 15_000)).code).not.toBe(0);
+    // The printed command, as printed, continues the run with a new worker.
+    const [, command] = /resume with: npm run cli -- (.*)/.exec(coordinator.stderr())!;
+    const resumed = startCli(command.split(' '));
+    const [, resumedPort] = await resumed.waitFor(/listening on ws:\/\/127\.0\.0\.1:(\d+)/);
+    const fresh = startCli(['worker'], { MASTER_ADDR: '127.0.0.1', MASTER_PORT: resumedPort, RANK: '0', WORLD_SIZE: '1' });
+    expect((await exitWithin(fresh, 20_000)).code, fresh.stderr()).toBe(0);
+    expect((await exitWithin(resumed, 20_000)).code, resumed.stderr()).toBe(0);
+    expect(resumed.stdout()).toMatch(/audit OK/);
   });
 
   it('never removes a --journal the user gave, even when no epoch started', async () => {
