@@ -132,6 +132,12 @@ export class Collectives {
     }
 
     let entry = this.pending.get(seq);
+    if (msg.refused !== undefined) {
+      entry ??= this.open(rank, msg);
+      entry.values.set(rank, undefined);
+      this.fail(entry, CollectiveErrorCode.Invalid, `${label(entry.op, entry.seq)} invalid: rank ${rank} could not make the call: ${msg.refused}`);
+      return;
+    }
     if (!entry) {
       entry = this.open(rank, msg);
     } else {

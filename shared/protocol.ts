@@ -141,6 +141,11 @@ export const ClientMessageSchema = z.discriminatedUnion('t', [
     src: nonNegInt.optional(),
     reduce: z.enum(valuesOf(ReduceOp)).optional(),
     timeoutMs,
+    /**
+     * The caller could not make this call (its value too large, too deep or not JSON, a bad
+     * argument): the collective fails for every rank at once, and every rank's numbering stays aligned.
+     */
+    refused: z.string().max(300).optional(),
   }),
   z.object({
     t: z.literal('store'),

@@ -236,16 +236,31 @@ describe('collectives end to end (clients wired to the coordinator in memory)', 
     expect(sent).toHaveLength(2);
   });
 
-  it('refuses a bad timeout or an oversized value locally without using up a seq', async () => {
+  it('a call it cannot make (bad timeout, oversized value) rejects at once and still spends its seq, telling the coordinator', async () => {
     const sent: ClientMessage[] = [];
     const client = new CollectivesClient({ rank: () => 0, send: (m) => sent.push(m), scheduler: new FakeScheduler() });
-    await expect(client.barrier({ timeoutMs: -1 })).rejects.toMatchObject({ code: 'ERR_COLLECTIVE_INVALID' });
-    await expect(client.allGather('x'.repeat(70_000))).rejects.toMatchObject({ code: 'ERR_COLLECTIVE_INVALID' });
+    await expect(client.barrier({ timeoutMs: -1 })).rejects.toMatchObject({ code: 'ERR_COLLECTIVE_INVALID', seq: 0 });
+    await expect(client.allGather('x'.repeat(70_000))).rejects.toMatchObject({ code: 'ERR_COLLECTIVE_INVALID', seq: 1, message: expect.stringMatching(/70010-byte frame|over the 65536-byte limit/) });
     void client.barrier();
-    expect(sent).toEqual([{ t: 'collective', seq: 0, op: 'barrier', timeoutMs: 30000 }]);
+    expect(sent).toEqual([
+      { t: 'collective', seq: 0, op: 'barrier', timeoutMs: 30000, refused: expect.stringMatching(/^timeoutMs -1 must be/) },
+      { t: 'collective', seq: 1, op: 'allGather', timeoutMs: 30000, refused: expect.stringMatching(/over the 65536-byte limit/) },
+      { t: 'collective', seq: 2, op: 'barrier', timeoutMs: 30000 },
+    ]);
   });
 
-  it('refuses a cyclic or too deeply nested value locally (a rejection, never a throw), without using up a seq', async () => {
+  it('a rank that cannot make its call fails the collective for every rank at once, and the next one works', async () => {
+    const { clients } = group(3);
+    const outcomes = await Promise.allSettled([clients[0].allGather('ok'), clients[1].allGather('x'.repeat(70_000)), clients[2].allGather('ok')]);
+    for (const [rank, outcome] of outcomes.entries()) {
+      expect(outcome.status, `rank ${rank}`).toBe('rejected');
+      expect((outcome as PromiseRejectedResult).reason, `rank ${rank}`).toMatchObject({ code: 'ERR_COLLECTIVE_INVALID', seq: 0 });
+    }
+    expect(String((outcomes[0] as PromiseRejectedResult).reason)).toMatch(/allGather #0 invalid: rank 1 could not make the call: the value makes a \d+-byte frame/);
+    expect(await Promise.all(clients.map((c) => c.allReduce(1)))).toEqual([3, 3, 3]);
+  });
+
+  it('refuses a cyclic or too deeply nested value with a rejection (never a throw), telling the coordinator', async () => {
     const sent: ClientMessage[] = [];
     const client = new CollectivesClient({ rank: () => 0, send: (m) => sent.push(m), scheduler: new FakeScheduler() });
     const cyclic: { self?: unknown } = {};
@@ -256,11 +271,17 @@ describe('collectives end to end (clients wired to the coordinator in memory)', 
       return value;
     };
     await expect(client.allGather(cyclic as JsonValue)).rejects.toMatchObject({ code: 'ERR_COLLECTIVE_INVALID', message: expect.stringMatching(/cannot be sent as JSON/) });
-    await expect(client.allGather(nest(MAX_VALUE_DEPTH + 1))).rejects.toMatchObject({ message: `allGather: the value nests deeper than ${MAX_VALUE_DEPTH} levels` });
+    await expect(client.allGather(nest(MAX_VALUE_DEPTH + 1))).rejects.toMatchObject({ message: `allGather #1: the value nests deeper than ${MAX_VALUE_DEPTH} levels` });
     await expect(client.allGather(nest(50_000))).rejects.toMatchObject({ code: 'ERR_COLLECTIVE_INVALID' });
     void client.allGather(nest(MAX_VALUE_DEPTH));
-    expect(sent).toHaveLength(1);
-    expect(sent[0]).toMatchObject({ seq: 0, op: 'allGather' });
+    // Three refusals the coordinator hears about, then the one that went out with its value.
+    expect(sent.map((m) => (m.t === 'collective' ? [m.seq, m.refused !== undefined] : []))).toEqual([
+      [0, true],
+      [1, true],
+      [2, true],
+      [3, false],
+    ]);
+    expect(sent[3]).toMatchObject({ seq: 3, op: 'allGather', value: nest(MAX_VALUE_DEPTH) });
   });
 
   it('carries a value nested MAX_VALUE_DEPTH deep through both schemas and back', async () => {

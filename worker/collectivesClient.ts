@@ -262,15 +262,21 @@ export class CollectivesClient {
   ): Promise<R> {
     if (this.closedWith) return Promise.reject(this.closedWith);
     const timeoutMs = opts?.timeoutMs ?? this.defaultTimeoutMs;
-    // Checked before a seq is taken: a call that never goes out must not shift later ones.
-    const problem = timeoutProblem(timeoutMs) ?? srcProblem(body.src);
-    if (problem) return Promise.reject(new CollectiveError('ERR_COLLECTIVE_INVALID', `${body.op}: ${problem}`, this.nextSeq));
-    const message: CollectiveMessage = { t: 'collective', seq: this.nextSeq, timeoutMs, ...body };
+    const seq = this.nextSeq++;
+    const message: CollectiveMessage = { t: 'collective', seq, timeoutMs, ...body };
     // Without a value (barrier, a non-src broadcast) the frame is a few bytes: no need to measure it.
-    const valueProblem = body.value === undefined ? undefined : sendableProblem(message, body.value);
-    if (valueProblem) return Promise.reject(new CollectiveError('ERR_COLLECTIVE_INVALID', `${body.op}: ${valueProblem}`, message.seq));
-    this.nextSeq++;
-    const seq = message.seq;
+    const problem = timeoutProblem(timeoutMs) ?? srcProblem(body.src) ?? (body.value === undefined ? undefined : sendableProblem(message, body.value));
+    if (problem) {
+      // The others are calling this collective too: tell the coordinator, so it fails for all of them
+      // now (not at their timeout) and this seq is spent on every rank alike.
+      const refusal: CollectiveMessage = { t: 'collective', seq, op: body.op, timeoutMs: this.defaultTimeoutMs, refused: problem.slice(0, 300) };
+      try {
+        this.options.send(refusal);
+      } catch {
+        // Not connected: the others learn of it as this rank missing.
+      }
+      return Promise.reject(new CollectiveError('ERR_COLLECTIVE_INVALID', `${body.op} #${seq}: ${problem}`, seq));
+    }
     return this.start(this.collectives, seq, message, timeoutMs, (reply) => decode(reply.value), () => {
       return new CollectiveNoReplyError(`${body.op} #${seq}: no reply from the coordinator within ${timeoutMs + this.graceMs} ms`, seq);
     });
