@@ -261,6 +261,12 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   /** Starts listening; resolves with the bound address (port 0 asks the OS for one). */
   async listen(): Promise<{ host: string; port: number }> {
     const http = createServer((req, res) => {
+      // With a token, the status (who is there, who is missing) is for its holders only.
+      if (!this.tokenMatches(req)) {
+        res.writeHead(401, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ error: 'missing or wrong DISTSAMPLER_TOKEN' }));
+        return;
+      }
       res.writeHead(req.url === '/status' ? 200 : 426, { 'content-type': 'application/json' });
       res.end(JSON.stringify(this.status()));
     });

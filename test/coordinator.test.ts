@@ -180,6 +180,10 @@ describe('coordinator and workers over loopback', () => {
       ws.on('error', () => {});
     });
     expect(status).toBe(401);
+    // The status page too: who is there and who is missing is for the token's holders.
+    const statusUrl = `${url.replace(/^ws/, 'http')}/status`;
+    expect((await fetch(statusUrl)).status).toBe(401);
+    expect((await fetch(statusUrl, { headers: { authorization: 'Bearer s3cret' } })).status).toBe(200);
     const pg = await initProcessGroup({ initMethod: url, token: 's3cret' });
     await consume(pg);
   });
