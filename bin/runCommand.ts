@@ -140,8 +140,11 @@ export async function run(argv: string[]): Promise<number> {
   };
   const interrupt = () => {
     note('\ninterrupted: stopping every worker and the coordinator');
+    // Said at once, so a second Ctrl-C (which ends this process on the spot) cannot swallow it.
+    const hinted = resumable(journalPath);
+    if (hinted) note(`resume with: ${resumeCommand}`);
     void launcher.stop().then(() => {
-      afterFailure();
+      if (!hinted) afterFailure();
       process.exit(130);
     });
   };

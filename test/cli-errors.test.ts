@@ -262,6 +262,19 @@ export async function step(batch: { samples: unknown[] }): Promise<void> {
     expect(resumed.stdout()).toMatch(/audit OK/);
   });
 
+  it('prints the resume hint at the first Ctrl-C, so a second one cannot swallow it', async () => {
+    const tmp = freshTmp('double-sigint');
+    const run = startCli(['run', '--workers', '2', '--epochs', '1', '--length', '50000', '--batch-size', '10', '--step-ms', '0.2'], { TMPDIR: tmp });
+    await run.waitFor(/epoch 0 started/);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    run.child.kill('SIGINT');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    run.child.kill('SIGINT');
+    await exitWithin(run, 15_000);
+    const [journal] = journals(tmp);
+    expect(run.stderr()).toContain(`resume with: npm run cli -- run --resume ${join(tmp, journal)} --workers 2 --step-ms=0.2`);
+  });
+
   it('never removes a --journal the user gave, even when no epoch started', async () => {
     const journal = join(dir, 'user.journal');
     const run = await finished(['run', '--workers', '2', '--journal', journal, '--step', 'test/fixtures/failsInWorkers.ts']);
