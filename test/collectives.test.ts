@@ -273,15 +273,18 @@ describe('collectives end to end (clients wired to the coordinator in memory)', 
     await expect(client.allGather(cyclic as JsonValue)).rejects.toMatchObject({ code: 'ERR_COLLECTIVE_INVALID', message: expect.stringMatching(/cannot be sent as JSON/) });
     await expect(client.allGather(nest(MAX_VALUE_DEPTH + 1))).rejects.toMatchObject({ message: `allGather #1: the value nests deeper than ${MAX_VALUE_DEPTH} levels` });
     await expect(client.allGather(nest(50_000))).rejects.toMatchObject({ code: 'ERR_COLLECTIVE_INVALID' });
+    const hostile = { toJSON: () => { throw Object.create(null) as unknown; } } as unknown as JsonValue;
+    await expect(client.allGather(hostile)).rejects.toMatchObject({ code: 'ERR_COLLECTIVE_INVALID', seq: 3 });
     void client.allGather(nest(MAX_VALUE_DEPTH));
-    // Three refusals the coordinator hears about, then the one that went out with its value.
+    // Four refusals the coordinator hears about, then the one that went out with its value.
     expect(sent.map((m) => (m.t === 'collective' ? [m.seq, m.refused !== undefined] : []))).toEqual([
       [0, true],
       [1, true],
       [2, true],
-      [3, false],
+      [3, true],
+      [4, false],
     ]);
-    expect(sent[3]).toMatchObject({ seq: 3, op: 'allGather', value: nest(MAX_VALUE_DEPTH) });
+    expect(sent[4]).toMatchObject({ seq: 4, op: 'allGather', value: nest(MAX_VALUE_DEPTH) });
   });
 
   it('carries a value nested MAX_VALUE_DEPTH deep through both schemas and back', async () => {

@@ -265,7 +265,13 @@ export class CollectivesClient {
     const seq = this.nextSeq++;
     const message: CollectiveMessage = { t: 'collective', seq, timeoutMs, ...body };
     // Without a value (barrier, a non-src broadcast) the frame is a few bytes: no need to measure it.
-    const problem = timeoutProblem(timeoutMs) ?? srcProblem(body.src) ?? (body.value === undefined ? undefined : sendableProblem(message, body.value));
+    let problem: string | undefined;
+    try {
+      problem = timeoutProblem(timeoutMs) ?? srcProblem(body.src) ?? (body.value === undefined ? undefined : sendableProblem(message, body.value));
+    } catch (err) {
+      // A value's own toJSON may throw anything: still a refusal, never a throw from here.
+      problem = `the value cannot be sent as JSON (${reasonOf(err)})`;
+    }
     if (problem) {
       // The others are calling this collective too: tell the coordinator, so it fails for all of them
       // now (not at their timeout) and this seq is spent on every rank alike.
@@ -392,11 +398,17 @@ function sendableProblem(message: ClientMessage, value: JsonValue): string | und
   try {
     size = frameBytes(message);
   } catch (err) {
-    return `the value cannot be sent as JSON (${err instanceof Error ? err.message.split('\n')[0] : String(err)})`;
+    return `the value cannot be sent as JSON (${reasonOf(err)})`;
   }
   if (size > MAX_FRAME_BYTES) return `the value makes a ${size}-byte frame, over the ${MAX_FRAME_BYTES}-byte limit`;
   if (depthOf(value) > MAX_VALUE_DEPTH) return `the value nests deeper than ${MAX_VALUE_DEPTH} levels`;
   return undefined;
+}
+
+/** A one-line reason for whatever was thrown, without calling anything on it that could throw again. */
+function reasonOf(err: unknown): string {
+  if (err instanceof Error && typeof err.message === 'string') return err.message.split('\n')[0];
+  return typeof err === 'string' ? err : 'it threw a non-Error';
 }
 
 /** Nesting depth of an acyclic JSON value, without recursion (the value may be deep). */
