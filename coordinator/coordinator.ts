@@ -267,7 +267,12 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
         res.end(JSON.stringify({ error: 'missing or wrong DISTSAMPLER_TOKEN' }));
         return;
       }
-      res.writeHead(req.url === '/status' ? 200 : 426, { 'content-type': 'application/json' });
+      if (req.url !== '/status') {
+        res.writeHead(426, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ error: 'a WebSocket endpoint: connect with ws://, or GET /status' }));
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify(this.status()));
     });
     const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES, clientTracking: false, WebSocket: PeerSocket });

@@ -171,7 +171,7 @@ function handshake(endpoint: Endpoint, rank: number | undefined, timeoutMs: numb
   ws.once('upgrade', (response) => (socket = response.socket));
   return new Promise((resolve, reject) => {
     const timer = setTimeout(
-      () => fail(new InitError('ERR_INIT_TIMEOUT', `no welcome from ${url} within ${timeoutMs} ms: the group did not fill (${url.replace(/^ws/, 'http')}/status lists the missing ranks)`)),
+      () => fail(new InitError('ERR_INIT_TIMEOUT', `no welcome from ${url} within ${timeoutMs} ms: the group did not fill (GET ${url.replace(/^ws/, 'http')}/status lists the missing ranks${token ? '; send the token as Authorization: Bearer' : ''})`)),
       timeoutMs,
     );
     function fail(error: Error): void {
