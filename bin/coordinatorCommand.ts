@@ -9,7 +9,7 @@ import { attachProgressView } from '../coordinator/progressView.ts';
 import { formatSummary, type RunReport } from '../coordinator/report.ts';
 import { coordinatorSettings, RUN_CONFIG_FLAGS, RUN_CONFIG_HELP, worldSizeFlag } from './runConfigFlags.ts';
 import { wsUrl } from './endpoints.ts';
-import { exitWithParent, parseFlags, plural, UsageError } from './usage.ts';
+import { exitWithParent, parseFlags, plural, shellCommand, UsageError } from './usage.ts';
 
 const HELP = `usage: distsampler coordinator --world-size W|MIN:MAX [flags]
 
@@ -67,7 +67,8 @@ export async function run(argv: string[]): Promise<number> {
     interrupted = true;
     void coordinator.close('interrupted');
   };
-  process.once('SIGINT', stop);
+  // Under `run` (--ipc) a Ctrl-C is the launcher's to handle; it stops this process with SIGTERM.
+  if (!ipc) process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   const { host, port } = await coordinator.listen().catch(async (err: NodeJS.ErrnoException) => {
     process.off('SIGINT', stop);
@@ -101,14 +102,22 @@ export async function run(argv: string[]): Promise<number> {
     // Its workers were told to stop: a new group takes over what the journal holds.
     if (!ipc && journalPath !== undefined && resumable(journalPath)) {
       const size = coordinator.range.min === coordinator.range.max ? `${coordinator.range.max}` : `${coordinator.range.min}:${coordinator.range.max}`;
-      const report = settings.reportPath === undefined ? '' : ` --report ${settings.reportPath}`;
-      process.stderr.write(`resume with: npm run cli -- coordinator --resume ${journalPath} --world-size ${size}${report}\n`);
-      process.stderr.write('(then start that many workers; any --world-size will do: the new group takes over what is left)\n');
+      // The journal holds the run config; the coordinator's own knobs come from the flags given.
+      const knobs = RESUME_KEEPS.flatMap((flag) => (values[flag] === undefined ? [] : [`--${flag}`, String(values[flag])]));
+      const words = ['npm', 'run', 'cli', '--', 'coordinator', '--resume', journalPath, '--world-size', size, ...knobs];
+      process.stderr.write(`resume with: ${shellCommand(words)}\n`);
+      const token = settings.token === undefined ? '' : ', with the same --token or DISTSAMPLER_TOKEN';
+      process.stderr.write(`(then start that many workers${token}; any --world-size will do: the new group takes over what is left)\n`);
     }
     return 130;
   }
   return report.ok && written ? 0 : 1;
 }
+
+/** Flags a resumed coordinator should get again (the run config itself is in the journal; the token is not printed). */
+const RESUME_KEEPS = [
+  'host', 'port', 'report', 'heartbeat-ms', 'dead-after-ms', 'rendezvous-timeout-ms', 'on-failure', 'wait-timeout-ms', 'settle-ms', 'linger-ms',
+] as const;
 
 /** Whether the journal holds an epoch that began: only then is there anything to resume. */
 export function resumable(path: string): boolean {

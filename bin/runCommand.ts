@@ -11,7 +11,7 @@ import { formatSummary } from '../coordinator/report.ts';
 import { parseCoordinatorKill, parseKill, parseStepMs } from './faultFlags.ts';
 import { coordinatorSettings, RUN_CONFIG_FLAGS, RUN_CONFIG_HELP, worldSizeFlag } from './runConfigFlags.ts';
 import { journalPlan, resumable, writeReport } from './coordinatorCommand.ts';
-import { intFlag, parseFlags, plural, UsageError } from './usage.ts';
+import { intFlag, parseFlags, plural, shellCommand, UsageError } from './usage.ts';
 
 const HELP = `usage: distsampler run [--workers W] [flags]
 
@@ -138,12 +138,14 @@ export async function run(argv: string[]): Promise<number> {
     if (resumable(journalPath)) note(`resume with: ${resumeCommand}`);
     else if (ownJournal) removeJournal(journalPath);
   };
+  /** Set once Ctrl-C (or SIGTERM) arrived: from then on this is the only way out (exit 130). */
+  let interrupted: Promise<never> | undefined;
   const interrupt = () => {
     note('\ninterrupted: stopping every worker and the coordinator');
     // Said at once, so a second Ctrl-C (which ends this process on the spot) cannot swallow it.
     const hinted = resumable(journalPath);
     if (hinted) note(`resume with: ${resumeCommand}`);
-    void launcher.stop().then(() => {
+    interrupted = launcher.stop().then((): never => {
       if (!hinted) afterFailure();
       process.exit(130);
     });
@@ -151,12 +153,15 @@ export async function run(argv: string[]): Promise<number> {
   process.once('SIGINT', interrupt);
   process.once('SIGTERM', interrupt);
   try {
-    const result = await launcher.run().catch((err: unknown) => {
+    const result = await launcher.run().catch(async (err: unknown) => {
+      // The run ending because of the interrupt is the interrupt's to report.
+      if (interrupted) return interrupted;
       view?.detach();
       view = undefined;
       afterFailure();
       throw err;
     });
+    if (interrupted) return interrupted;
     view.detach();
     view = undefined;
     const { report, workers: exits, coordinatorRestarts } = result;
@@ -211,10 +216,6 @@ function requireFreePort(host: string, port: number): Promise<void> {
   });
 }
 
-/** A command line to paste into a POSIX shell: words quoted only where they need it. */
-function shellCommand(words: readonly string[]): string {
-  return words.map((w) => (/^[\w@%+=:,./-]+$/.test(w) ? w : `'${w.replace(/'/g, `'\\''`)}'`)).join(' ');
-}
 
 /** The journal and the temp file a compaction may have left beside it. */
 function removeJournal(path: string): void {

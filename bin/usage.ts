@@ -42,6 +42,11 @@ export function intFlag(name: string, raw: string | undefined, fallback: number,
   return value;
 }
 
+/** A command line to paste into a POSIX shell: words quoted only where they need it. */
+export function shellCommand(words: readonly string[]): string {
+  return words.map((w) => (/^[\w@%+=:,./-]+$/.test(w) ? w : `'${w.replace(/'/g, `'\\''`)}'`)).join(' ');
+}
+
 /** `1 worker`, `2 workers`: the plural only when the count is not 1. */
 export function plural(count: number, noun: string): string {
   return `${count} ${noun}${count === 1 ? '' : 's'}`;
@@ -90,6 +95,13 @@ export function choiceFlag<T extends string>(name: string, raw: string | undefin
 export function exitWithParent(): () => void {
   if (!process.send) return () => {};
   const orphaned = () => process.exit(1);
+  // A terminal's Ctrl-C reaches the whole process group: the parent decides how its children stop
+  // (the coordinator first, so workers stopping are not mistaken for deaths).
+  const leaveToParent = () => {};
   process.on('disconnect', orphaned);
-  return () => process.off('disconnect', orphaned);
+  process.on('SIGINT', leaveToParent);
+  return () => {
+    process.off('disconnect', orphaned);
+    process.off('SIGINT', leaveToParent);
+  };
 }

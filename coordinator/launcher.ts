@@ -79,6 +79,8 @@ export class Launcher {
   private stopping = false;
   private finished = false;
   private restarts = 0;
+  /** Coordinators this launcher SIGKILLed itself (--kill-coordinator): their exit is expected. */
+  private readonly killedCoordinators = new WeakSet<ChildProcess>();
   private readonly pidOfRank = new Map<number, number>();
   private groupFormed = false;
   private failEarly: (error: string) => void = () => {};
@@ -156,8 +158,11 @@ export class Launcher {
       });
       child.once('exit', (code, signal) => {
         reject(new LaunchError(`the coordinator exited (${signal ?? code}) before listening`));
-        if (!this.finished && !this.stopping && signal !== 'SIGKILL') {
+        // Only a --kill-coordinator SIGKILL is expected; any other death (the OOM killer, say) stops the run.
+        if (!this.finished && !this.stopping && !this.killedCoordinators.has(child)) {
           this.options.onNote?.(`the coordinator exited unexpectedly (${signal ?? code}); stopping`);
+          // The run cannot end with a report now: fail it (stop() follows), do not leave it waiting.
+          this.failEarly(`the coordinator exited unexpectedly (${signal ?? code})`);
           void this.stop();
         }
       });
@@ -221,6 +226,7 @@ export class Launcher {
     if (!old || !isRunning(old)) return;
     this.options.onNote?.(`--kill-coordinator: SIGKILL the coordinator (pid ${old.pid}) at ${p.consumed}/${p.planned} of epoch ${p.epoch}`);
     old.removeAllListeners('message');
+    this.killedCoordinators.add(old);
     old.kill('SIGKILL');
     await exitOf(old);
     this.restarts++;

@@ -1,5 +1,6 @@
 /** CLI refusals and failure paths: bad input exits 2 naming the flag, failures keep what matters. */
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -242,19 +243,22 @@ export async function step(batch: { samples: unknown[] }): Promise<void> {
   });
 
   it('coordinator: Ctrl-C mid-run exits 130 and prints a resume command that works as printed', async () => {
-    const journal = join(dir, 'interrupted.journal');
-    const coordinator = startCli(['coordinator', '--world-size', '1', '--epochs', '1', '--length', '20000', '--batch-size', '10', '--journal', journal]);
+    // A space in the path: the printed command must quote it.
+    const journal = join(dir, 'interrupted run.journal');
+    const coordinator = startCli(['coordinator', '--world-size', '1', '--epochs', '1', '--length', '20000', '--batch-size', '10', '--journal', journal, '--linger-ms', '1000']);
     const [, port] = await coordinator.waitFor(/listening on ws:\/\/127\.0\.0\.1:(\d+)/);
     const worker = startCli(['worker', '--step-ms', '0.05'], { MASTER_ADDR: '127.0.0.1', MASTER_PORT: port, RANK: '0', WORLD_SIZE: '1' });
     await coordinator.waitFor(/epoch 0 started/);
     await new Promise((resolve) => setTimeout(resolve, 300));
     coordinator.child.kill('SIGINT');
     expect((await exitWithin(coordinator, 15_000)).code, coordinator.stderr()).toBe(130);
-    expect(coordinator.stderr()).toContain(`resume with: npm run cli -- coordinator --resume ${journal} --world-size 1\n`);
+    expect(coordinator.stderr()).toContain(`resume with: npm run cli -- coordinator --resume '${journal}' --world-size 1 --linger-ms 1000\n`);
     expect((await exitWithin(worker, 15_000)).code).not.toBe(0);
-    // The printed command, as printed, continues the run with a new worker.
+    // The printed command, split into words by a shell as it would be when pasted, continues the run.
     const [, command] = /resume with: npm run cli -- (.*)/.exec(coordinator.stderr())!;
-    const resumed = startCli(command.split(' '));
+    const words = execFileSync('sh', ['-c', `for word in ${command}; do printf '%s\\0' "$word"; done`], { encoding: 'utf8' }).split('\0').slice(0, -1);
+    expect(words).toContain(journal);
+    const resumed = startCli(words);
     const [, resumedPort] = await resumed.waitFor(/listening on ws:\/\/127\.0\.0\.1:(\d+)/);
     const fresh = startCli(['worker'], { MASTER_ADDR: '127.0.0.1', MASTER_PORT: resumedPort, RANK: '0', WORLD_SIZE: '1' });
     expect((await exitWithin(fresh, 20_000)).code, fresh.stderr()).toBe(0);
@@ -273,6 +277,31 @@ export async function step(batch: { samples: unknown[] }): Promise<void> {
     await exitWithin(run, 15_000);
     const [journal] = journals(tmp);
     expect(run.stderr()).toContain(`resume with: npm run cli -- run --resume ${join(tmp, journal)} --workers 2 --step-ms=0.2`);
+  });
+
+  it('a terminal Ctrl-C (to the whole process group) is the launcher’s to handle: workers do not die of it, one hint', async () => {
+    const tmp = freshTmp('group-sigint');
+    const run = startCli(['run', '--workers', '2', '--epochs', '1', '--length', '50000', '--batch-size', '10', '--step-ms', '0.2'], { TMPDIR: tmp }, { processGroup: true });
+    await run.waitFor(/epoch 0 started/);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    process.kill(-run.child.pid!, 'SIGINT');
+    expect((await exitWithin(run, 15_000)).code).toBe(130);
+    expect(run.stderr().match(/resume with:/g)).toHaveLength(1);
+    expect(run.stderr()).not.toMatch(/\(SIGINT\)|exited non-zero/);
+    expect(run.stdout()).not.toMatch(/audit/);
+  });
+
+  it('stops at once when its coordinator is SIGKILLed by someone else (the OOM killer, say), with a resume hint', async () => {
+    const tmp = freshTmp('coordinator-killed');
+    const run = startCli(['run', '--workers', '2', '--epochs', '1', '--length', '50000', '--batch-size', '10', '--step-ms', '0.2'], { TMPDIR: tmp });
+    await run.waitFor(/epoch 0 started/);
+    const coordinatorPid = Number(execFileSync('pgrep', ['-P', String(run.child.pid), '-f', 'coordinator'], { encoding: 'utf8' }).trim().split('\n')[0]);
+    process.kill(coordinatorPid, 'SIGKILL');
+    const started = Date.now();
+    expect((await exitWithin(run, 20_000)).code).toBe(1);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(run.stderr()).toMatch(/the coordinator exited unexpectedly \(SIGKILL\)/);
+    expect(run.stderr()).toMatch(/resume with:/);
   });
 
   it('never removes a --journal the user gave, even when no epoch started', async () => {

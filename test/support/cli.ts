@@ -7,6 +7,7 @@ const CLI = fileURLToPath(new URL('../../bin/distsampler.ts', import.meta.url));
 const TSX = import.meta.resolve('tsx');
 
 const started = new Set<ChildProcess>();
+const groupLeaders = new Set<ChildProcess>();
 
 export interface CliProcess {
   child: ChildProcess;
@@ -17,12 +18,18 @@ export interface CliProcess {
   waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
 }
 
-export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): CliProcess {
+/**
+ * `processGroup`: the CLI leads a process group of its own, as a shell's foreground job does, so a
+ * test can send a terminal's Ctrl-C to it and everything it started (`process.kill(-pid, 'SIGINT')`).
+ */
+export function startCli(args: string[], env: NodeJS.ProcessEnv = {}, options: { processGroup?: boolean } = {}): CliProcess {
   const child = spawn(process.execPath, ['--import', TSX, CLI, ...args], {
     cwd: REPO,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: options.processGroup ?? false,
   });
+  if (options.processGroup) groupLeaders.add(child);
   started.add(child);
   let out = '';
   let err = '';
@@ -78,6 +85,15 @@ export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): CliProces
 export async function killStarted(): Promise<void> {
   const alive = [...started];
   for (const child of alive) child.kill('SIGKILL');
+  // A group leader's children are in its group: take them too.
+  for (const leader of groupLeaders) {
+    try {
+      process.kill(-leader.pid!, 'SIGKILL');
+    } catch {
+      // The group is gone already.
+    }
+  }
+  groupLeaders.clear();
   await Promise.all(alive.map((c) => new Promise((r) => (c.exitCode !== null || c.signalCode !== null ? r(null) : c.once('exit', r)))));
 }
 
