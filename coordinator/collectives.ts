@@ -135,7 +135,9 @@ export class Collectives {
     if (msg.refused !== undefined) {
       entry ??= this.open(rank, msg);
       entry.values.set(rank, undefined);
-      this.fail(entry, CollectiveErrorCode.Invalid, `${label(entry.op, entry.seq)} invalid: rank ${rank} could not make the call: ${msg.refused}`);
+      // Its op may not even be the others' (a mismatch as well): say both.
+      const what = msg.op === entry.op ? 'could not make the call' : `could not make its ${msg.op} call (rank ${entry.firstRank} called ${entry.op})`;
+      this.fail(entry, CollectiveErrorCode.Invalid, `${label(entry.op, entry.seq)} invalid: rank ${rank} ${what}: ${msg.refused}`);
       return;
     }
     if (!entry) {

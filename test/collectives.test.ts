@@ -369,6 +369,15 @@ describe('Collectives (coordinator side)', () => {
     ]);
   });
 
+  it('a refusal for another op on the same seq names both ops', () => {
+    const { collectives, sent } = coordinator([0, 1]);
+    collectives.contribute(0, call(0, 'allReduce', { value: 1 }));
+    collectives.contribute(1, { t: 'collective', seq: 0, op: 'barrier', timeoutMs: 5000, refused: 'timeoutMs -1 must be an integer' });
+    expect(sent.map((s) => s.message)).toEqual(
+      [0, 1].map(() => expect.objectContaining({ message: 'allReduce #0 invalid: rank 1 could not make its barrier call (rank 0 called allReduce): timeoutMs -1 must be an integer' })),
+    );
+  });
+
   it('says a lost member died when its connection dropped without a leave', () => {
     const { collectives, sent } = coordinator([0, 1]);
     collectives.contribute(0, call(0, 'barrier'));
