@@ -41,7 +41,7 @@ export async function run(argv: string[]): Promise<number> {
     throw new UsageError(`--report ${settings.reportPath} is the journal: the report would overwrite what a restart or resume needs`);
   }
   const ipc = values.ipc && process.send ? (m: BridgedEvent) => void process.send!(m) : undefined;
-  const release = exitWithParent();
+  const release = exitWithParent({ leaveCtrlCToParent: values.ipc === true });
 
   const coordinator = createCoordinator({
     worldSize,
@@ -115,7 +115,7 @@ export async function run(argv: string[]): Promise<number> {
 }
 
 /** Flags a resumed coordinator should get again (the run config itself is in the journal; the token is not printed). */
-const RESUME_KEEPS = [
+export const RESUME_KEEPS = [
   'host', 'port', 'report', 'heartbeat-ms', 'dead-after-ms', 'rendezvous-timeout-ms', 'on-failure', 'wait-timeout-ms', 'settle-ms', 'linger-ms',
 ] as const;
 
@@ -123,7 +123,8 @@ const RESUME_KEEPS = [
 export function resumable(path: string): boolean {
   try {
     const state = readJournal(path);
-    return state.audits.length > 0 || state.current !== undefined;
+    // A run that finished well has nothing left; one that failed can be resumed.
+    return !state.ended?.ok && (state.audits.length > 0 || state.current !== undefined);
   } catch {
     return false;
   }

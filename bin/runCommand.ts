@@ -10,7 +10,7 @@ import { attachProgressView, type ProgressView } from '../coordinator/progressVi
 import { formatSummary } from '../coordinator/report.ts';
 import { parseCoordinatorKill, parseKill, parseStepMs } from './faultFlags.ts';
 import { coordinatorSettings, RUN_CONFIG_FLAGS, RUN_CONFIG_HELP, worldSizeFlag } from './runConfigFlags.ts';
-import { journalPlan, resumable, writeReport } from './coordinatorCommand.ts';
+import { journalPlan, RESUME_KEEPS, resumable, writeReport } from './coordinatorCommand.ts';
 import { intFlag, parseFlags, plural, shellCommand, UsageError } from './usage.ts';
 
 const HELP = `usage: distsampler run [--workers W] [flags]
@@ -114,7 +114,9 @@ export async function run(argv: string[]): Promise<number> {
   }
   if (settings.port !== 0) await requireFreePort(settings.host, settings.port);
   // The same workers again: their data, their step and their simulated work (the config is journaled).
-  const resumeCommand = shellCommand(['npm', 'run', 'cli', '--', 'run', '--resume', journalPath, '--workers', String(workers), ...workerArgs.filter((a) => !a.startsWith('--reconnect-timeout-ms')), ...(settings.reportPath ? ['--report', settings.reportPath] : [])]);
+  // The coordinator's knobs too; the run config is in the journal, the token is never printed.
+  const knobs = RESUME_KEEPS.flatMap((flag) => (values[flag] === undefined ? [] : [`--${flag}`, String(values[flag])]));
+  const resumeCommand = shellCommand(['npm', 'run', 'cli', '--', 'run', '--resume', journalPath, '--workers', String(workers), ...workerArgs.filter((a) => !a.startsWith('--reconnect-timeout-ms')), ...knobs]);
   let view: ProgressView | undefined;
   const note = (line: string) => (view ? view.log(line) : process.stderr.write(`${line}\n`));
   const launcher = new Launcher({
@@ -138,20 +140,23 @@ export async function run(argv: string[]): Promise<number> {
     if (resumable(journalPath)) note(`resume with: ${resumeCommand}`);
     else if (ownJournal) removeJournal(journalPath);
   };
-  /** Set once Ctrl-C (or SIGTERM) arrived: from then on this is the only way out (exit 130). */
+  /** Set once Ctrl-C (or SIGTERM) arrived: from then on this is the only way out (exit 130, or 143). */
   let interrupted: Promise<never> | undefined;
-  const interrupt = () => {
+  const interrupt = (exitCode: number) => {
     note('\ninterrupted: stopping every worker and the coordinator');
     // Said at once, so a second Ctrl-C (which ends this process on the spot) cannot swallow it.
     const hinted = resumable(journalPath);
     if (hinted) note(`resume with: ${resumeCommand}`);
     interrupted = launcher.stop().then((): never => {
       if (!hinted) afterFailure();
-      process.exit(130);
+      process.exit(exitCode);
     });
   };
-  process.once('SIGINT', interrupt);
-  process.once('SIGTERM', interrupt);
+  // 128 + the signal's number, as shells report it.
+  const onSigint = () => interrupt(130);
+  const onSigterm = () => interrupt(143);
+  process.once('SIGINT', onSigint);
+  process.once('SIGTERM', onSigterm);
   try {
     const result = await launcher.run().catch(async (err: unknown) => {
       // The run ending because of the interrupt is the interrupt's to report.
@@ -177,8 +182,8 @@ export async function run(argv: string[]): Promise<number> {
     else if (!report.ok) afterFailure();
     return report.ok && written ? 0 : 1;
   } finally {
-    process.off('SIGINT', interrupt);
-    process.off('SIGTERM', interrupt);
+    process.off('SIGINT', onSigint);
+    process.off('SIGTERM', onSigterm);
   }
 }
 

@@ -92,14 +92,14 @@ export function choiceFlag<T extends string>(name: string, raw: string | undefin
  * A process forked by a launcher must not outlive it: exit when the IPC channel drops.
  * Returns the release to call before the process disconnects on its own.
  */
-export function exitWithParent(): () => void {
+export function exitWithParent(options: { leaveCtrlCToParent?: boolean } = {}): () => void {
   if (!process.send) return () => {};
   const orphaned = () => process.exit(1);
-  // A terminal's Ctrl-C reaches the whole process group: the parent decides how its children stop
-  // (the coordinator first, so workers stopping are not mistaken for deaths).
+  // Under `run`, a terminal's Ctrl-C reaches the whole process group: the launcher decides how its
+  // children stop (the coordinator first, so workers stopping are not mistaken for deaths).
   const leaveToParent = () => {};
   process.on('disconnect', orphaned);
-  process.on('SIGINT', leaveToParent);
+  if (options.leaveCtrlCToParent) process.on('SIGINT', leaveToParent);
   return () => {
     process.off('disconnect', orphaned);
     process.off('SIGINT', leaveToParent);

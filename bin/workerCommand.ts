@@ -5,6 +5,7 @@
 import { openDataset, rangeDataset, type Dataset } from '../worker/datasets.ts';
 import { initProcessGroup } from '../worker/processGroup.ts';
 import { loadStepModule, noopStep, type Batch, type StepContext, type StepFn } from '../worker/stepModule.ts';
+import { LAUNCHED_ENV } from '../shared/launchEnv.ts';
 import { hostValue } from './endpoints.ts';
 import { exitWithParent, intFlag, msFlag, parseFlags, UsageError } from './usage.ts';
 import { parseStepMs } from './faultFlags.ts';
@@ -62,7 +63,7 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   // A worker forked by `run` must not outlive its launcher, even if the launcher is SIGKILLed.
-  const release = exitWithParent();
+  const release = exitWithParent({ leaveCtrlCToParent: process.env[LAUNCHED_ENV] === '1' });
 
   const { env, rank, worldSize } = connection(values, process.env);
   const timeoutMs = msFlag('timeout-ms', values['timeout-ms'], 120_000, 1);

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { CoordinatorEventStream, isBridgedEvent } from './eventBridge.ts';
 import type { RunReport } from './report.ts';
+import { LAUNCHED_ENV } from '../shared/launchEnv.ts';
 
 const CLI_PATH = fileURLToPath(new URL('../bin/distsampler.ts', import.meta.url));
 const TSX_LOADER = import.meta.resolve('tsx');
@@ -100,6 +101,8 @@ export class Launcher {
       this.events.once('done', resolve);
       this.failEarly = (error) => reject(new LaunchError(error));
     });
+    // It may fail before anything awaits it (the coordinator dying before it listened): not unhandled.
+    done.catch(() => {});
     this.events.on('joined', (e) => this.pidOfRank.set(e.rank, e.pid));
     this.events.on('epochStart', (e) => {
       this.groupFormed = true;
@@ -180,6 +183,8 @@ export class Launcher {
         RANK: String(rank),
         LOCAL_RANK: String(rank),
         DISTSAMPLER_TOKEN: this.token,
+        // Tells the worker that a terminal's Ctrl-C is this launcher's to handle.
+        [LAUNCHED_ENV]: '1',
       },
       stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
     });
@@ -217,7 +222,12 @@ export class Launcher {
     for (const kill of [...this.pendingCoordinatorKills]) {
       if (kill.epoch !== p.epoch || p.consumed < kill.fraction * p.planned) continue;
       this.pendingCoordinatorKills.splice(this.pendingCoordinatorKills.indexOf(kill), 1);
-      void this.restartCoordinator(p);
+      this.restartCoordinator(p).catch((err: unknown) => {
+        // A replacement that never came up (Ctrl-C while it started, or killed from outside).
+        if (this.stopping) return;
+        this.failEarly(`the restarted coordinator did not come up: ${err instanceof Error ? err.message : String(err)}`);
+        void this.stop();
+      });
     }
   }
 

@@ -1,11 +1,13 @@
 /** CLI refusals and failure paths: bad input exits 2 naming the flag, failures keep what matters. */
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { RunReport } from '../coordinator/report.ts';
+import { resumable } from '../bin/coordinatorCommand.ts';
 import { exitWithin, killStarted, startCli, type CliProcess } from './support/cli.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'distsampler-cli-errors-'));
@@ -302,6 +304,68 @@ export async function step(batch: { samples: unknown[] }): Promise<void> {
     expect(Date.now() - started).toBeLessThan(10_000);
     expect(run.stderr()).toMatch(/the coordinator exited unexpectedly \(SIGKILL\)/);
     expect(run.stderr()).toMatch(/resume with:/);
+  });
+
+  it('fails cleanly (no unhandled rejection) when its coordinator dies before it listens', async () => {
+    const run = startCli(['run', '--workers', '2', '--epochs', '1', '--length', '100']);
+    let coordinatorPid = 0;
+    for (let i = 0; i < 250 && !coordinatorPid; i++) {
+      try {
+        coordinatorPid = Number(execFileSync('pgrep', ['-P', String(run.child.pid), '-f', 'coordinator'], { encoding: 'utf8' }).trim().split('\n')[0]);
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    }
+    process.kill(coordinatorPid, 'SIGKILL');
+    expect((await exitWithin(run, 20_000)).code).toBe(1);
+    expect(run.stderr()).toMatch(/the coordinator exited/);
+    expect(run.stderr()).not.toMatch(/launcher\.ts:\d+|Unhandled|unhandled/);
+  });
+
+  it('exits 143 on SIGTERM (128 + 15)', async () => {
+    const tmp = freshTmp('sigterm');
+    const run = startCli(['run', '--workers', '2', '--epochs', '1', '--length', '50000', '--batch-size', '10', '--step-ms', '0.2'], { TMPDIR: tmp });
+    await run.waitFor(/epoch 0 started/);
+    run.child.kill('SIGTERM');
+    expect((await exitWithin(run, 15_000)).code).toBe(143);
+  });
+
+  it('says a journal is resumable only if an epoch began and the run did not finish well', () => {
+    const config = { length: 100, seed: '0', shuffle: true, dropLast: false, engine: 'torch', batchSize: 32, epochs: 1 };
+    const audit = { epoch: 0, worldSize: 2, ranks: [], planned: 100, consumed: 100, missing: 0, redelivered: 0, durationMs: 1, events: [], ok: true };
+    const write = (name: string, records: object[]): string => {
+      const path = join(dir, name);
+      writeFileSync(path, records.map((r) => JSON.stringify(r)).join('\n') + '\n');
+      return path;
+    };
+    const head = { k: 'run', v: 1, config, worldSize: { min: 2, max: 2 } };
+    expect(resumable(write('none.journal', [head]))).toBe(false);
+    expect(resumable(write('begun.journal', [head, { k: 'audit', audit }]))).toBe(true);
+    expect(resumable(write('failed.journal', [head, { k: 'audit', audit }, { k: 'end', ok: false, error: 'x' }]))).toBe(true);
+    expect(resumable(write('finished.journal', [head, { k: 'audit', audit }, { k: 'end', ok: true }]))).toBe(false);
+  });
+
+  it('a worker forked with IPC by anything but run’s launcher still stops on SIGINT', async () => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', () => resolve()));
+    const port = (closed.address() as { port: number }).port;
+    await new Promise((resolve) => closed.close(resolve));
+    const cli = fileURLToPath(new URL('../bin/distsampler.ts', import.meta.url));
+    const child = fork(cli, ['worker', '--timeout-ms', '30000'], {
+      execArgv: ['--import', import.meta.resolve('tsx')],
+      env: { ...process.env, MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), RANK: '0', WORLD_SIZE: '1', DISTSAMPLER_LAUNCHED: '' },
+      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+    });
+    try {
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+      // Booted and retrying the connection by now.
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      child.kill('SIGINT');
+      const outcome = await Promise.race([exited, new Promise<'still running'>((resolve) => setTimeout(() => resolve('still running'), 5000))]);
+      expect(outcome).not.toBe('still running');
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 
   it('never removes a --journal the user gave, even when no epoch started', async () => {
