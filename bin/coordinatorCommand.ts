@@ -37,9 +37,7 @@ export async function run(argv: string[]): Promise<number> {
   if (values['world-size'] === undefined && !(restore && !resume)) throw new UsageError('--world-size is required');
   const worldSize = worldSizeFlag('world-size', values['world-size'], 1);
   requireTokenOffLoopback(settings.host, settings.token);
-  if (settings.reportPath !== undefined && journalPath !== undefined && resolve(settings.reportPath) === resolve(journalPath)) {
-    throw new UsageError(`--report ${settings.reportPath} is the journal: the report would overwrite what a restart or resume needs`);
-  }
+  refuseReportOverJournal(settings.reportPath, journalPath, 'the journal', 'a restart or resume');
   const ipc = values.ipc && process.send ? (m: BridgedEvent) => void process.send!(m) : undefined;
   const release = exitWithParent({ leaveCtrlCToParent: values.ipc === true });
 
@@ -103,8 +101,7 @@ export async function run(argv: string[]): Promise<number> {
     if (!ipc && journalPath !== undefined && resumable(journalPath)) {
       const size = coordinator.range.min === coordinator.range.max ? `${coordinator.range.max}` : `${coordinator.range.min}:${coordinator.range.max}`;
       // The journal holds the run config; the coordinator's own knobs come from the flags given.
-      const knobs = RESUME_KEEPS.flatMap((flag) => (values[flag] === undefined ? [] : [`--${flag}`, String(values[flag])]));
-      const words = ['npm', 'run', 'cli', '--', 'coordinator', '--resume', journalPath, '--world-size', size, ...knobs];
+      const words = ['npm', 'run', 'cli', '--', 'coordinator', '--resume', journalPath, '--world-size', size, ...resumeKnobs(values)];
       process.stderr.write(`resume with: ${shellCommand(words)}\n`);
       const token = settings.token === undefined ? '' : ', with the same --token or DISTSAMPLER_TOKEN';
       process.stderr.write(`(then start that many workers${token}; any --world-size will do: the new group takes over what is left)\n`);
@@ -115,9 +112,21 @@ export async function run(argv: string[]): Promise<number> {
 }
 
 /** Flags a resumed coordinator should get again (the run config itself is in the journal; the token is not printed). */
-export const RESUME_KEEPS = [
+const RESUME_KEEPS = [
   'host', 'port', 'report', 'heartbeat-ms', 'dead-after-ms', 'rendezvous-timeout-ms', 'on-failure', 'wait-timeout-ms', 'settle-ms', 'linger-ms',
 ] as const;
+
+/** Those of RESUME_KEEPS that were given, as words of a resume command. */
+export function resumeKnobs(values: { readonly [K in (typeof RESUME_KEEPS)[number]]?: string }): string[] {
+  return RESUME_KEEPS.flatMap((flag) => (values[flag] === undefined ? [] : [`--${flag}`, values[flag]]));
+}
+
+/** The report is written over its path at the end: it must not be the journal a resume reads. */
+export function refuseReportOverJournal(reportPath: string | undefined, journalPath: string | undefined, journal: string, needs: string): void {
+  if (reportPath !== undefined && journalPath !== undefined && resolve(reportPath) === resolve(journalPath)) {
+    throw new UsageError(`--report ${reportPath} is ${journal}: the report would overwrite what ${needs} needs`);
+  }
+}
 
 /** Whether the journal holds an epoch that began: only then is there anything to resume. */
 export function resumable(path: string): boolean {

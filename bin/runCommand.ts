@@ -10,7 +10,7 @@ import { attachProgressView, type ProgressView } from '../coordinator/progressVi
 import { formatSummary } from '../coordinator/report.ts';
 import { parseCoordinatorKill, parseKill, parseStepMs } from './faultFlags.ts';
 import { coordinatorSettings, RUN_CONFIG_FLAGS, RUN_CONFIG_HELP, worldSizeFlag } from './runConfigFlags.ts';
-import { journalPlan, RESUME_KEEPS, resumable, writeReport } from './coordinatorCommand.ts';
+import { journalPlan, refuseReportOverJournal, resumable, resumeKnobs, writeReport } from './coordinatorCommand.ts';
 import { intFlag, parseFlags, plural, shellCommand, UsageError } from './usage.ts';
 
 const HELP = `usage: distsampler run [--workers W] [flags]
@@ -109,14 +109,11 @@ export async function run(argv: string[]): Promise<number> {
   const journalPath = values.resume ?? settings.journalPath ?? join(tmpdir(), `distsampler-${process.pid}-${Date.now()}.journal`);
   // Ours: made by this run, or by an earlier `run` whose printed resume command this is.
   const ownJournal = (values.resume === undefined && settings.journalPath === undefined) || isRunTempJournal(journalPath);
-  if (settings.reportPath !== undefined && sameFile(settings.reportPath, journalPath)) {
-    throw new UsageError(`--report ${settings.reportPath} is the run's journal: the report would overwrite what a resume needs`);
-  }
+  refuseReportOverJournal(settings.reportPath, journalPath, "the run's journal", 'a resume');
   if (settings.port !== 0) await requireFreePort(settings.host, settings.port);
   // The same workers again: their data, their step and their simulated work (the config is journaled).
   // The coordinator's knobs too; the run config is in the journal, the token is never printed.
-  const knobs = RESUME_KEEPS.flatMap((flag) => (values[flag] === undefined ? [] : [`--${flag}`, String(values[flag])]));
-  const resumeCommand = shellCommand(['npm', 'run', 'cli', '--', 'run', '--resume', journalPath, '--workers', String(workers), ...workerArgs.filter((a) => !a.startsWith('--reconnect-timeout-ms')), ...knobs]);
+  const resumeCommand = shellCommand(['npm', 'run', 'cli', '--', 'run', '--resume', journalPath, '--workers', String(workers), ...workerArgs.filter((a) => !a.startsWith('--reconnect-timeout-ms')), ...resumeKnobs(values)]);
   let view: ProgressView | undefined;
   const note = (line: string) => (view ? view.log(line) : process.stderr.write(`${line}\n`));
   const launcher = new Launcher({
@@ -204,10 +201,6 @@ function checkFaultEpoch(flag: string, raw: string, epoch: number, epochs: numbe
 /** The name `run` gives its own journal in the temp folder. */
 function isRunTempJournal(path: string): boolean {
   return dirname(resolve(path)) === resolve(tmpdir()) && /^distsampler-\d+-\d+\.journal$/.test(basename(path));
-}
-
-function sameFile(a: string, b: string): boolean {
-  return resolve(a) === resolve(b);
 }
 
 /** The coordinator child would only fail after the launch on a busy --port: find out now. */

@@ -1,5 +1,6 @@
 /** Command-line flag parsing shared by every command, on node:util's parseArgs. */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { MAX_TIMER_MS } from '../coordinator/scheduler.ts';
 
 /** A bad flag or value: the CLI prints the one-line message and exits 2. */
 export class UsageError extends Error {
@@ -24,12 +25,9 @@ export function parseFlags<T extends FlagOptions>(argv: readonly string[], optio
 }
 
 /** A flag's value as an integer within [min, max], or a UsageError naming the flag. */
-/** The longest duration a Node timer holds (longer ones fire at once): the ceiling of every *-ms flag. */
-export const MAX_DURATION_MS = 2 ** 31 - 1;
-
-/** A duration flag in ms: an integer in [min, MAX_DURATION_MS]. */
+/** A duration flag in ms: an integer in [min, MAX_TIMER_MS], the longest delay a timer holds. */
 export function msFlag(name: string, raw: string | undefined, fallback: number, min: number): number {
-  return intFlag(name, raw, fallback, min, MAX_DURATION_MS);
+  return intFlag(name, raw, fallback, min, MAX_TIMER_MS);
 }
 
 export function intFlag(name: string, raw: string | undefined, fallback: number, min = Number.MIN_SAFE_INTEGER, max = Number.MAX_SAFE_INTEGER): number {

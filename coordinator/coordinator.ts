@@ -33,7 +33,7 @@ import { KeyValueStore } from './kvStore.ts';
 import { Rendezvous } from './rendezvous.ts';
 import { planFor } from '../shared/runPlan.ts';
 import { reportConfig, type EpochAudit, type EpochEvent, type RankAudit, type RunReport } from './report.ts';
-import { realScheduler, type Scheduler } from './scheduler.ts';
+import { MAX_TIMER_MS, realScheduler, type Scheduler } from './scheduler.ts';
 
 export const FailurePolicy = { Reassign: 'reassign', Abort: 'abort', Wait: 'wait' } as const;
 export type FailurePolicyName = (typeof FailurePolicy)[keyof typeof FailurePolicy];
@@ -999,9 +999,6 @@ function auditOf(state: EpochState, ranks: RankAudit[], ok: boolean): EpochAudit
     ok,
   };
 }
-
-/** Node's timers clamp anything longer to 1 ms: a duration beyond this would fire at once. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Every duration option is a number of ms a timer can hold; the ones marked 1 cannot be 0. */
 function checkDurations(options: Coordinator['options']): void {

@@ -11,6 +11,9 @@ export interface Scheduler {
   clearTimeout(handle: unknown): void;
 }
 
+/** The longest delay a Node timer holds: a longer one fires at once (with a TimeoutOverflowWarning). */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Node's timers and wall clock. */
 export const realScheduler: Scheduler = {
   now: () => Date.now(),

@@ -20,6 +20,7 @@ import { allocateIndexTable, type IndexTable } from '../shared/randperm.ts';
 import { ShardDigest } from '../shared/shardDigest.ts';
 import { planFor } from '../shared/runPlan.ts';
 import { isHost, wsUrl } from '../shared/endpoint.ts';
+import { MAX_TIMER_MS } from '../coordinator/scheduler.ts';
 import { CollectivesClient } from './collectivesClient.ts';
 import type { Dataset } from './datasets.ts';
 import type { Batch } from './stepModule.ts';
@@ -75,8 +76,6 @@ export interface BatchOptions {
 
 type Welcome = Extract<ServerMessage, { t: 'welcome' }>;
 type FlowMessage = Extract<ServerMessage, { t: 'epoch' | 'assign' | 'epochEnd' | 'finish' | 'abort' }> | { t: 'closed'; error: Error };
-
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Closes after which a worker tries to reconnect: the coordinator died or restarts. */
 const RECONNECTABLE = new Set([1001, 1006, 1011, 1012, 1013]);
