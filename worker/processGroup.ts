@@ -343,10 +343,8 @@ export class ProcessGroup {
         continue;
       }
       if (message.t === 'assign') continue;
-      if (message.t === 'finish') {
-        this.finished = true;
-        return;
-      }
+      // receive() marked the group finished when the message arrived.
+      if (message.t === 'finish') return;
       this.raise(message);
     }
   }
