@@ -1,6 +1,6 @@
 /** Command-line flag parsing shared by every command, on node:util's parseArgs. */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { MAX_TIMER_MS } from '../coordinator/scheduler.ts';
+import { MAX_TIMER_MS } from '../shared/scheduler.ts';
 
 /** A bad flag or value: the CLI prints the one-line message and exits 2. */
 export class UsageError extends Error {

@@ -10,7 +10,7 @@
  * fast and tell every rank, including the ones that arrive late, the same error.
  */
 import { MAX_FRAME_BYTES, type ClientMessage, type CollectiveOpName, type ReduceOpName, type ServerMessage } from '../shared/protocol.ts';
-import type { Scheduler } from './scheduler.ts';
+import type { Scheduler } from '../shared/scheduler.ts';
 
 export type CollectiveMessage = Extract<ClientMessage, { t: 'collective' }>;
 type Json = Exclude<CollectiveMessage['value'], undefined>;

@@ -33,7 +33,7 @@ import { KeyValueStore } from './kvStore.ts';
 import { Rendezvous } from './rendezvous.ts';
 import { planFor } from '../shared/runPlan.ts';
 import { reportConfig, type EpochAudit, type EpochEvent, type RankAudit, type RunReport } from './report.ts';
-import { MAX_TIMER_MS, realScheduler, type Scheduler } from './scheduler.ts';
+import { MAX_TIMER_MS, realScheduler, type Scheduler } from '../shared/scheduler.ts';
 
 export const FailurePolicy = { Reassign: 'reassign', Abort: 'abort', Wait: 'wait' } as const;
 export type FailurePolicyName = (typeof FailurePolicy)[keyof typeof FailurePolicy];

@@ -2,7 +2,7 @@
  * Liveness of one peer over ws ping/pong. The peer is a tiny interface, so tests drive the
  * heartbeat with a fake and no sockets.
  */
-import type { Scheduler } from './scheduler.ts';
+import type { Scheduler } from '../shared/scheduler.ts';
 
 export interface HeartbeatPeer {
   ping(): void;

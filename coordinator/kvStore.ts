@@ -18,7 +18,7 @@
  */
 import { DistSamplerError } from '../shared/errors.ts';
 import type { ClientMessage, ServerMessage } from '../shared/protocol.ts';
-import type { Scheduler } from './scheduler.ts';
+import type { Scheduler } from '../shared/scheduler.ts';
 
 export type StoreMessage = Extract<ClientMessage, { t: 'store' }>;
 

@@ -46,6 +46,8 @@ export const CloseCode = {
   HeartbeatTimeout: 4010,
   /** The coordinator is shutting down. */
   Shutdown: 4011,
+  /** The connection sent no valid hello within the coordinator's hello timeout. */
+  HelloTimeout: 4012,
 } as const;
 export type CloseCodeName = keyof typeof CloseCode;
 
@@ -123,6 +125,17 @@ export const ClientMessageSchema = z.discriminatedUnion('t', [
     cursor: nonNegInt,
     /** The batch now handed to the step (offsets [unit's cursor, end)), for redelivery accounting. */
     inflight: z.object({ unit: nonNegInt, end: nonNegInt }).nullable(),
+  }),
+  /**
+   * After a reconnect: this worker handed offsets of `unit` up to `end` to its step although the
+   * coordinator had already cut the unit there and given the rest to others (it was declared dead
+   * while it still ran). Those positions were delivered twice; the coordinator counts them.
+   */
+  z.object({
+    t: z.literal('overrun'),
+    epoch: int,
+    unit: nonNegInt,
+    end: nonNegInt,
   }),
   z.object({
     t: z.literal('epochReport'),

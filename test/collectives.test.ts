@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Collectives, type CollectiveMessage } from '../coordinator/collectives.ts';
 import { KeyValueStore } from '../coordinator/kvStore.ts';
-import { FakeScheduler } from '../coordinator/scheduler.ts';
+import { FakeScheduler } from './support/fakeScheduler.ts';
 import {
   CollectiveError,
   CollectiveNoReplyError,

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { Coordinator } from '../coordinator/coordinator.ts';
 import { Heartbeat } from '../coordinator/heartbeat.ts';
-import { FakeScheduler } from '../coordinator/scheduler.ts';
+import { FakeScheduler } from './support/fakeScheduler.ts';
 import { PROTOCOL_VERSION } from '../shared/protocol.ts';
 import { rangeDataset } from '../worker/datasets.ts';
 import { initProcessGroup } from '../worker/processGroup.ts';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { KeyValueStore, StoreFullError, type StoreMessage } from '../coordinator/kvStore.ts';
-import { FakeScheduler } from '../coordinator/scheduler.ts';
+import { FakeScheduler } from './support/fakeScheduler.ts';
 import { CollectivesClient, StoreError, StoreNoReplyError, StoreTimeoutError } from '../worker/collectivesClient.ts';
 import { encode, parseClientMessage, parseServerMessage, type ClientMessage, type ServerMessage } from '../shared/protocol.ts';
 import { flush, track } from './support/promises.ts';

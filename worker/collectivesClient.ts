@@ -8,7 +8,7 @@
  */
 import { MAX_FRAME_BYTES, MAX_VALUE_DEPTH, type ClientMessage, type ReduceOpName, type ServerMessage } from '../shared/protocol.ts';
 import { DistSamplerError } from '../shared/errors.ts';
-import { realScheduler, type Scheduler } from '../coordinator/scheduler.ts';
+import { realScheduler, type Scheduler } from '../shared/scheduler.ts';
 
 /** Anything JSON can carry; structurally the same as zod's JSONType the wire validates with. */
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };

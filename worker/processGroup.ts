@@ -20,7 +20,7 @@ import { allocateIndexTable, type IndexTable } from '../shared/randperm.ts';
 import { ShardDigest } from '../shared/shardDigest.ts';
 import { planFor } from '../shared/runPlan.ts';
 import { isHost, wsUrl } from '../shared/endpoint.ts';
-import { MAX_TIMER_MS } from '../coordinator/scheduler.ts';
+import { MAX_TIMER_MS } from '../shared/scheduler.ts';
 import { CollectivesClient } from './collectivesClient.ts';
 import type { Dataset } from './datasets.ts';
 import type { Batch } from './stepModule.ts';
