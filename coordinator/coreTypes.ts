@@ -110,3 +110,28 @@ export const PlantedBug = {
   CountZombieAck: 'countZombieAck',
 } as const;
 export type PlantedBugName = (typeof PlantedBug)[keyof typeof PlantedBug];
+
+/** The core's state as the simulator's invariants read it (copies; changing them changes nothing). */
+export interface CoreView {
+  readonly phase: 'rendezvous' | 'running' | 'reporting' | 'between' | 'finished' | 'aborted';
+  /** The epoch in progress (running or reporting), if any. */
+  readonly epoch:
+    | {
+        readonly epoch: number;
+        readonly worldSize: number;
+        readonly numSamples: number;
+        readonly units: readonly import('./epochLedger.ts').LedgerUnit[];
+        readonly consumed: number;
+        readonly redelivered: number;
+        /** Ranks taking part in the epoch. */
+        readonly active: readonly number[];
+      }
+    | undefined;
+  readonly audits: readonly EpochAudit[];
+  /** Which connection holds which rank now. */
+  readonly peers: ReadonlyMap<PeerId, { readonly rank: number | null; readonly workerId: string | null }>;
+  /** rank -> workerId of every member, live or not (what the journal records). */
+  readonly members: ReadonlyMap<number, string>;
+  /** The final report, once the run ended. */
+  readonly report: RunReport | undefined;
+}
