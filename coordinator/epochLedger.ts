@@ -9,6 +9,12 @@ export interface LedgerUnit extends WorkUnit {
   owner: number;
   /** End of the batch the owner is stepping through right now (>= cursor). */
   inflight: number;
+  /**
+   * Offsets [from, to) of this unit were handed to another worker after its owner was lost;
+   * double deliveries of them are counted up to `counted` (the in-flight batch at the loss, then
+   * whatever the lost worker reports it still delivered: an `overrun`).
+   */
+  redone?: { from: number; to: number; counted: number };
 }
 
 export type AckOutcome = { readonly ok: true; readonly advanced: number } | { readonly ok: false; readonly reason: string };
@@ -40,7 +46,7 @@ export class EpochLedger {
       return;
     }
     for (const unit of restored.units) {
-      this.units.set(unit.id, { ...unit });
+      this.units.set(unit.id, copyUnit(unit));
       this.nextId = Math.max(this.nextId, unit.id + 1);
       this.consumedCount += unit.cursor - unit.start;
     }
@@ -49,7 +55,7 @@ export class EpochLedger {
 
   /** A copy of every unit, for the journal. */
   snapshot(): LedgerUnit[] {
-    return [...this.units.values()].map((u) => ({ ...u }));
+    return [...this.units.values()].map(copyUnit);
   }
 
   /** Owners that still have unacknowledged offsets. */
@@ -139,11 +145,27 @@ export class EpochLedger {
     if (targets.length === 0) return [];
     const moved: Reassignment[] = [];
     for (const unit of [...this.units.values()]) {
-      if (unit.owner !== owner) continue;
-      if (countInflight) this.redeliveredCount += Math.max(0, Math.min(unit.inflight, unit.end) - unit.cursor);
+      if (unit.owner !== owner || unit.cursor >= unit.end) continue;
+      this.markRedone(unit, countInflight);
       moved.push(...this.split(unit, targets));
     }
     return moved;
+  }
+
+  /**
+   * A lost worker came back and says it handed offsets of `unitId` up to `end` to its step after
+   * they were given to another: each one beyond what was already counted is a double delivery.
+   * Clamped to the handed-over range, so a report can never count a position twice.
+   * @returns the positions newly counted as redelivered
+   */
+  overrun(unitId: number, end: number): number {
+    const redone = this.units.get(unitId)?.redone;
+    if (!redone) return 0;
+    const counted = Math.min(Math.max(end, redone.counted), redone.to);
+    const added = counted - redone.counted;
+    redone.counted = counted;
+    this.redeliveredCount += added;
+    return added;
   }
 
   /**
@@ -154,7 +176,7 @@ export class EpochLedger {
     const moved: Reassignment[] = [];
     for (const unit of [...this.units.values()]) {
       if (unit.cursor >= unit.end) continue;
-      this.redeliveredCount += Math.max(0, Math.min(unit.inflight, unit.end) - unit.cursor);
+      this.markRedone(unit, true);
       moved.push(...this.split(unit, live));
     }
     return moved;
@@ -165,12 +187,20 @@ export class EpochLedger {
     const moved: WorkUnit[] = [];
     for (const unit of this.units.values()) {
       if (unit.owner !== from || unit.cursor === unit.end) continue;
-      this.redeliveredCount += Math.max(0, Math.min(unit.inflight, unit.end) - unit.cursor);
+      this.markRedone(unit, true);
       unit.inflight = unit.cursor;
       unit.owner = to;
       moved.push(toWire(unit));
     }
     return moved;
+  }
+
+  /** The owner of `unit` is lost: what it had in flight will be delivered again (counted now). */
+  private markRedone(unit: LedgerUnit, countInflight: boolean): void {
+    const inflightEnd = Math.max(unit.cursor, Math.min(unit.inflight, unit.end));
+    const counted = countInflight ? inflightEnd : unit.cursor;
+    this.redeliveredCount += counted - unit.cursor;
+    unit.redone = { from: unit.cursor, to: unit.end, counted };
   }
 
   /** Cuts `unit` at its cursor and deals the tail to `targets` in contiguous, near-equal parts. */
@@ -195,6 +225,10 @@ export class EpochLedger {
     this.units.set(unit.id, unit);
     return unit;
   }
+}
+
+function copyUnit(unit: LedgerUnit): LedgerUnit {
+  return unit.redone ? { ...unit, redone: { ...unit.redone } } : { ...unit };
 }
 
 function toWire(unit: LedgerUnit): WorkUnit {

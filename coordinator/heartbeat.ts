@@ -20,6 +20,11 @@ export class Heartbeat {
     private readonly scheduler: Scheduler,
     private readonly intervalMs: number,
     private readonly deadAfterMs: number,
+    /**
+     * Since when this process has been running without a stall: silence before that is ours,
+     * not the peer's (a peer is dead when it was silent, not when we were).
+     */
+    private readonly awakeSince: () => number = () => Number.NEGATIVE_INFINITY,
   ) {
     this.lastSeen = scheduler.now();
     this.schedule();
@@ -41,7 +46,7 @@ export class Heartbeat {
 
   private tick(): void {
     if (this.stopped) return;
-    const silent = this.scheduler.now() - this.lastSeen;
+    const silent = this.scheduler.now() - Math.max(this.lastSeen, this.awakeSince());
     if (silent >= this.deadAfterMs) {
       this.stopped = true;
       this.peer.dead(silent);

@@ -13,3 +13,14 @@ export function wsUrl(host: string, port: number): string {
 export function isHost(host: string): boolean {
   return host !== '' && !/[\s/?#@\\]/.test(host) && URL.canParse(wsUrl(host, 1));
 }
+
+/**
+ * Hosts only this machine can reach: the ones a coordinator may bind without a token.
+ * An address, not a prefix: `127.foo.example` is a name anyone's DNS may point anywhere.
+ */
+export function isLoopback(host: string): boolean {
+  const bare = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
+  if (bare.toLowerCase() === 'localhost' || bare === '::1' || bare === '0:0:0:0:0:0:0:1') return true;
+  const v4 = /^(?:::ffff:)?(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/i.exec(bare);
+  return v4 !== null && v4.slice(1).every((octet) => Number(octet) <= 255) && Number(v4[1]) === 127;
+}

@@ -1,0 +1,67 @@
+/**
+ * One epoch as the core tracks it beside its ledger (who takes part, what they reported, what
+ * happened), and the audit row it becomes when the epoch ends. Pure.
+ */
+import type { EpochLedger } from './epochLedger.ts';
+import type { PlanAuditor } from './planAuditor.ts';
+import type { EpochAudit, EpochEvent, RankAudit } from './report.ts';
+
+export interface EpochReportEntry {
+  readonly samples: number;
+  readonly sha256: string;
+  readonly waitMs: number;
+}
+
+export interface EpochState {
+  readonly ledger: EpochLedger;
+  readonly startedAtWallMs: number;
+  readonly events: EpochEvent[];
+  /** Ranks taking part in this epoch (standbys wait for the next one). */
+  readonly active: Set<number>;
+  readonly reports: Map<number, EpochReportEntry>;
+  /** Positions each rank acknowledged (as this coordinator saw them): the count for a rank that never reports. */
+  readonly acked: Map<number, number>;
+  /** Positions each worker process acknowledged: its report may not claim fewer samples. */
+  readonly ackedByWorker: Map<string, number>;
+  readonly pids: Map<number, number>;
+  reportTimer?: number;
+  /** The plan's per-rank digests, derived by the coordinator itself while the epoch runs. */
+  readonly auditor: PlanAuditor;
+}
+
+/**
+ * One row per rank of the plan (and any other that reported): its own report where it sent one;
+ * for a rank that never did (it died, or the epoch was aborted) the positions it acknowledged.
+ */
+export function rankAudits(state: EpochState, expected: Readonly<Record<number, string>>): RankAudit[] {
+  const ranks = new Set([...state.reports.keys(), ...state.acked.keys(), ...Array.from({ length: state.ledger.worldSize }, (_, r) => r)]);
+  return [...ranks]
+    .sort((a, b) => a - b)
+    .map((rank) => {
+      const report = state.reports.get(rank);
+      return {
+        rank,
+        pid: state.pids.get(rank) ?? null,
+        samples: report?.samples ?? state.acked.get(rank) ?? 0,
+        sha256: report?.sha256 ?? null,
+        planSha256: expected[rank] ?? null,
+        waitMs: report?.waitMs ?? null,
+      };
+    });
+}
+
+export function auditOf(state: EpochState, ranks: RankAudit[], ok: boolean, nowWallMs: number): EpochAudit {
+  const { ledger } = state;
+  return {
+    epoch: ledger.epoch,
+    worldSize: ledger.worldSize,
+    ranks,
+    planned: ledger.planned,
+    consumed: ledger.consumed,
+    missing: ledger.missing,
+    redelivered: ledger.redelivered,
+    durationMs: nowWallMs - state.startedAtWallMs,
+    events: state.events,
+    ok,
+  };
+}

@@ -1,0 +1,111 @@
+import { describe, expect, it } from 'vitest';
+import { CloseCode } from '../shared/protocol.ts';
+import { isLoopback } from '../shared/endpoint.ts';
+import { CoreDriver, runConfig } from './support/coreDriver.ts';
+
+const liveness = { heartbeatMs: 300, deadAfterMs: 1500 };
+
+function twoWorkers(driver: CoreDriver): [number, number] {
+  const a = driver.join('worker-a');
+  const b = driver.join('worker-b');
+  return [a, b];
+}
+
+describe('liveness: a peer is dead when it was silent, not when we were', () => {
+  it('does not declare live workers dead after the coordinator itself stalled past deadAfterMs', () => {
+    const driver = new CoreDriver({ settings: liveness });
+    const [a, b] = twoWorkers(driver);
+    driver.advance(600);
+    driver.pong(a);
+    driver.pong(b);
+    // SIGSTOP for 3 s, SIGCONT: the timers fire before the pongs waiting in the sockets are read.
+    driver.advance(3000, { stalled: true });
+    driver.pong(a);
+    driver.pong(b);
+    driver.advance(600);
+    expect(driver.closes()).toEqual([]);
+    expect(driver.core.status().live).toEqual([0, 1]);
+  });
+
+  it('declares dead the one worker that stays silent while the coordinator runs', () => {
+    const driver = new CoreDriver({ settings: liveness });
+    const [a, b] = twoWorkers(driver);
+    for (let t = 0; t < 2000; t += 100) {
+      driver.advance(100);
+      driver.pong(a);
+    }
+    expect(driver.closes()).toEqual([{ peer: b, code: null, reason: 'terminated' }]);
+  });
+
+  it('still declares a silent worker dead after a stall, once it stayed silent deadAfterMs past the wake-up', () => {
+    const driver = new CoreDriver({ settings: liveness });
+    const [a, b] = twoWorkers(driver);
+    driver.advance(3000, { stalled: true });
+    for (let t = 0; t < 1400; t += 100) {
+      driver.advance(100);
+      driver.pong(a);
+    }
+    expect(driver.closes()).toEqual([]);
+    for (let t = 0; t < 400; t += 100) {
+      driver.advance(100);
+      driver.pong(a);
+    }
+    expect(driver.closes().map((c) => c.peer)).toEqual([b]);
+  });
+});
+
+describe('connections', () => {
+  it('closes a connection that sends no hello within helloTimeoutMs with 4012', () => {
+    const driver = new CoreDriver({ settings: { helloTimeoutMs: 10_000, deadAfterMs: 100_000 } });
+    const silent = driver.connect();
+    driver.advance(9_999);
+    expect(driver.closes()).toEqual([]);
+    driver.advance(1);
+    expect(driver.closes()).toEqual([{ peer: silent, code: CloseCode.HelloTimeout, reason: 'no hello within 10000 ms' }]);
+  });
+
+  it('keeps a connection that said hello past the hello timeout', () => {
+    const driver = new CoreDriver({ settings: { helloTimeoutMs: 1000, heartbeatMs: 300, deadAfterMs: 100_000 } });
+    driver.join('worker-a');
+    driver.advance(5000);
+    expect(driver.closes()).toEqual([]);
+  });
+
+  it('treats only loopback addresses as loopback, not names that start like one', () => {
+    for (const host of ['127.0.0.1', '127.1.2.3', 'localhost', '::1', '[::1]', '::ffff:127.0.0.1']) expect(isLoopback(host), host).toBe(true);
+    for (const host of ['127.foo.example', '127.0.0.1.nip.io', '0.0.0.0', '10.0.0.1', '1270.0.0.1', '127.0.0.256', 'example.com', '::']) expect(isLoopback(host), host).toBe(false);
+  });
+});
+
+describe('redelivery accounting', () => {
+  it('counts what a cut-off worker reports it still delivered, once, clamped to what was handed over', () => {
+    const driver = new CoreDriver({ config: runConfig({ length: 100, batchSize: 10 }) });
+    const [a] = twoWorkers(driver);
+    // Rank 0 acks [0, 10) and starts [10, 20); then it is lost and its tail [10, 50) goes to rank 1.
+    driver.send(a, { t: 'ack', epoch: 0, unit: 0, cursor: 0, inflight: { unit: 0, end: 10 } });
+    driver.send(a, { t: 'ack', epoch: 0, unit: 0, cursor: 10, inflight: { unit: 0, end: 20 } });
+    driver.closed(a);
+    expect(driver.core.view().epoch?.redelivered).toBe(10);
+    // It was only stalled: it comes back and says it handed out up to offset 40.
+    const back = driver.connect();
+    driver.send(back, { t: 'hello', v: 1, workerId: 'worker-a', pid: 1, rank: 0 });
+    driver.send(back, { t: 'overrun', epoch: 0, unit: 0, end: 40 });
+    expect(driver.core.view().epoch?.redelivered).toBe(30);
+    driver.send(back, { t: 'overrun', epoch: 0, unit: 0, end: 40 });
+    driver.send(back, { t: 'overrun', epoch: 0, unit: 0, end: 1_000_000 });
+    expect(driver.core.view().epoch?.redelivered).toBe(40);
+  });
+
+  it('refuses an epoch report that claims fewer samples than the worker acknowledged', () => {
+    const driver = new CoreDriver({ config: runConfig({ length: 20, batchSize: 10 }) });
+    const [a, b] = twoWorkers(driver);
+    for (const peer of [a, b]) {
+      const unit = peer === a ? 0 : 1;
+      driver.send(peer, { t: 'ack', epoch: 0, unit, cursor: 0, inflight: { unit, end: 10 } });
+      driver.send(peer, { t: 'ack', epoch: 0, unit, cursor: 10, inflight: null });
+    }
+    expect(driver.framesTo(a).at(-1)).toEqual({ t: 'epochEnd', epoch: 0 });
+    driver.send(a, { t: 'epochReport', epoch: 0, samples: 3, sha256: '0'.repeat(64), waitMs: 0 });
+    expect(driver.closes()).toEqual([{ peer: a, code: CloseCode.Malformed, reason: 'epoch report says 3 samples, but this worker acknowledged 10' }]);
+  });
+});
