@@ -20,6 +20,7 @@ import { PlanAuditor } from './planAuditor.ts';
 import { reportConfig, type EpochAudit, type EpochEvent, type RunReport } from './report.ts';
 import { Rendezvous } from './rendezvous.ts';
 import { TimerTable } from './timerTable.ts';
+import { JournalWriter } from './journalWriter.ts';
 
 export interface GroupCoreOptions {
   readonly settings: CoreSettings;
@@ -48,14 +49,10 @@ interface Peer {
   helloTimer: number | undefined;
 }
 
-/** Journal records between compactions before the next flush rewrites the file. */
-const COMPACT_AFTER = 2000;
-
 export class GroupCore {
   readonly config: RunConfig;
   readonly range: WorldSizeRange;
   private readonly settings: CoreSettings;
-  private readonly journaling: boolean;
   private readonly plantedBug: PlantedBugName | undefined;
   private readonly timers: TimerTable;
   private readonly rendezvous: Rendezvous;
@@ -74,9 +71,7 @@ export class GroupCore {
   private readonly zombies = new Map<PeerId, number>();
   private readonly audits: EpochAudit[] = [];
   private readonly waitTimers = new Map<number, number>();
-  private readonly pendingAcks = new Map<number, [number, number]>();
-  private journalLines = 0;
-  private journalBroken = false;
+  private readonly journal: JournalWriter;
   /** The journal holds an end record: compaction must keep it. */
   private journalEnded = false;
   private phase: Phase = 'rendezvous';
@@ -86,7 +81,6 @@ export class GroupCore {
   private rendezvousTimer: number | undefined;
   private settleTimer: number | undefined;
   private rejoinTimer: number | undefined;
-  private flushTimer: number | undefined;
   private lingerTimer: number | undefined;
   private finalReport: RunReport | undefined;
   private drainedSent = false;
@@ -109,7 +103,6 @@ export class GroupCore {
       const issue = checked.error.issues[0];
       throw new CoordinatorConfigError(`invalid run config${issue.path.length ? ` at ${issue.path.join('.')}` : ''}: ${issue.message}`);
     }
-    this.journaling = options.journaling ?? true;
     this.plantedBug = options.plantedBug;
     this.groupSize = max;
     this.timers = new TimerTable((effect) => this.effects.push(effect));
@@ -121,6 +114,16 @@ export class GroupCore {
       scheduler: this.timers,
     });
     this.store = new KeyValueStore({ send: (rank, message) => this.sendTo(rank, message), scheduler: this.timers });
+    this.journal = new JournalWriter({
+      enabled: options.journaling ?? true,
+      flushMs: this.settings.journalFlushMs,
+      timers: this.timers,
+      sink: (effect) => this.effects.push(effect),
+      snapshot: () => this.snapshot(),
+      ledger: () => this.current?.ledger,
+      // The planted bug loses every acks record: a restart then believes fewer positions were done.
+      dropAcks: this.plantedBug === PlantedBug.RestartDropsLastAcks,
+    });
   }
 
   /** The largest group this coordinator admits. */
@@ -167,7 +170,7 @@ export class GroupCore {
         if (this.current && this.phase !== 'aborted') this.current.auditor.work();
         break;
       case InputKind.JournalFailed:
-        this.journalBroken = true;
+        this.journal.markBroken();
         this.abort(input.error, CloseCode.Aborted, false);
         break;
       case InputKind.Shutdown:
@@ -272,7 +275,7 @@ export class GroupCore {
     if (this.restoredFrom && !this.resuming) return this.restart(this.restoredFrom);
     if (this.restoredFrom) this.audits.push(...this.restoredFrom.audits);
     this.rendezvousTimer = this.timers.setTimeout(() => this.rendezvousExpired(), this.settings.rendezvousTimeoutMs);
-    if (this.restoredFrom) this.compact();
+    if (this.restoredFrom) this.journal.compact();
   }
 
   private connected(id: PeerId): void {
@@ -345,7 +348,7 @@ export class GroupCore {
     peer.workerId = message.workerId;
     peer.pid = message.pid;
     this.byRank.set(rank, peer);
-    if (!rejoined) this.journalWrite({ k: 'member', rank, workerId: message.workerId });
+    if (!rejoined) this.journal.write({ k: 'member', rank, workerId: message.workerId });
     const state = this.current;
     const standby = this.phase !== 'rendezvous' && this.isElastic && !(state?.active.has(rank) ?? false);
     this.emit('joined', { rank, pid: message.pid, workerId: message.workerId, rejoined, standby });
@@ -369,7 +372,7 @@ export class GroupCore {
     if (!rejoined) {
       // A replacement redoes what its predecessor had in flight: count it, and journal the handover.
       state.ledger.transfer(rank, rank);
-      this.journalUnits(state);
+      this.journal.units(state.ledger);
     }
     // A replacement or a reconnect resumes the rank's units from their acknowledged cursors.
     this.sendEpoch(rank);
@@ -490,7 +493,7 @@ export class GroupCore {
 
   private release(rank: number): void {
     this.rendezvous.release(rank);
-    this.journalWrite({ k: 'unmember', rank });
+    this.journal.write({ k: 'unmember', rank });
   }
 
   private cancelWait(rank: number): void {
@@ -514,7 +517,7 @@ export class GroupCore {
     const state = this.current!;
     if (moved.length === 0) return this.maybeCompleteEpoch();
     // Journal before sending: a restarted coordinator must not hand the same tail out twice.
-    this.journalUnits(state);
+    this.journal.units(state.ledger);
     const byTarget = new Map<number, number[]>();
     for (const m of moved) {
       this.recordEvent('reassign', m.to, `origin ${m.origin} offsets [${m.start}, ${m.end})${from === null ? '' : ` from rank ${from}`}`);
@@ -572,7 +575,7 @@ export class GroupCore {
     const pids = new Map<number, number>();
     for (const [rank, peer] of this.byRank) if (peer.pid !== null) pids.set(rank, peer.pid);
     this.current = this.epochState(ledger, startedAtWallMs, events, active, pids);
-    this.compact();
+    this.journal.compact();
     this.emit('epochStart', {
       epoch: ledger.epoch,
       worldSize: ledger.worldSize,
@@ -606,8 +609,8 @@ export class GroupCore {
       this.byRank.delete(rank);
       this.byRank.set(to, peer);
       peer.rank = to;
-      this.journalWrite({ k: 'unmember', rank });
-      this.journalWrite({ k: 'member', rank: to, workerId: peer.workerId! });
+      this.journal.write({ k: 'unmember', rank });
+      this.journal.write({ k: 'member', rank: to, workerId: peer.workerId! });
     }
   }
 
@@ -622,8 +625,8 @@ export class GroupCore {
     const sender = this.plantedBug === PlantedBug.AcceptForeignAck ? (state.ledger.unit(message.unit)?.owner ?? rank) : rank;
     const outcome = state.ledger.ack(sender, message.epoch, message.unit, message.cursor, message.inflight);
     if (!outcome.ok) return this.reject(peer, CloseCode.ForeignAck, outcome.reason);
-    this.bufferAck(message.unit, state);
-    if (message.inflight && message.inflight.unit !== message.unit) this.bufferAck(message.inflight.unit, state);
+    this.journal.bufferAck(message.unit);
+    if (message.inflight && message.inflight.unit !== message.unit) this.journal.bufferAck(message.inflight.unit);
     if (outcome.advanced > 0) {
       state.acked.set(rank, (state.acked.get(rank) ?? 0) + outcome.advanced);
       state.ackedByWorker.set(peer.workerId!, (state.ackedByWorker.get(peer.workerId!) ?? 0) + outcome.advanced);
@@ -644,13 +647,13 @@ export class GroupCore {
   private overrun(message: Extract<ClientMessage, { t: 'overrun' }>): void {
     const state = this.current;
     if (!state || message.epoch !== state.ledger.epoch) return;
-    if (state.ledger.overrun(message.unit, message.end) > 0) this.journalUnits(state);
+    if (state.ledger.overrun(message.unit, message.end) > 0) this.journal.units(state.ledger);
   }
 
   private maybeCompleteEpoch(): void {
     const state = this.current;
     if (!state || this.phase !== 'running' || !state.ledger.complete) return;
-    this.flushAcks();
+    this.journal.flushAcks();
     this.phase = 'reporting';
     this.sendAll(this.activeLive(), { t: 'epochEnd', epoch: state.ledger.epoch });
     state.reportTimer = this.timers.setTimeout(() => this.finishEpoch(), this.settings.reportTimeoutMs);
@@ -689,7 +692,7 @@ export class GroupCore {
     const ok = ledger.missing === 0 && (faulted || ranks.every((r) => r.sha256 !== null && r.sha256 === r.planSha256));
     const audit = auditOf(state, ranks, ok, this.now);
     this.audits.push(audit);
-    this.journalWrite({ k: 'audit', audit });
+    this.journal.write({ k: 'audit', audit });
     this.emit('epochAudit', audit);
     this.startEpoch(ledger.epoch + 1);
   }
@@ -724,7 +727,7 @@ export class GroupCore {
     this.phase = 'aborted';
     for (const timer of [this.rendezvousTimer, this.settleTimer, this.rejoinTimer]) this.timers.clearTimeout(timer);
     for (const timer of this.waitTimers.values()) this.timers.clearTimeout(timer);
-    this.flushAcks();
+    this.journal.flushAcks();
     const code = closeCode === CloseCode.RendezvousTimeout ? 'ERR_RENDEZVOUS_TIMEOUT' : 'ERR_ABORTED';
     // The peers stay known until their `closed` arrives: the run is over, so that changes nothing.
     for (const peer of this.peers.values()) {
@@ -746,7 +749,7 @@ export class GroupCore {
     }
     this.collectives.close(reason);
     this.store.close();
-    this.flushAcks();
+    this.journal.flushAcks();
     this.timers.clearAll();
     if (!this.drainedSent) {
       this.drainedSent = true;
@@ -765,7 +768,7 @@ export class GroupCore {
     if (this.finalReport) return;
     this.finalReport = { ok, config: reportConfig(this.config, this.groupSize), epochs: this.audits, ...(error ? { error } : {}) };
     if (final) {
-      this.journalWrite({ k: 'end', ok, ...(error ? { error } : {}) });
+      this.journal.write({ k: 'end', ok, ...(error ? { error } : {}) });
       this.journalEnded = true;
     }
     this.emit('done', this.finalReport);
@@ -793,7 +796,9 @@ export class GroupCore {
       const ledger = new EpochLedger(c.epoch, c.worldSize, c.numSamples, c);
       this.groupSize = c.worldSize;
       this.phase = 'running';
-      this.current = this.epochState(ledger, c.startedAtWallMs, [...c.events], new Set([...state.members.keys()]), new Map(c.pids));
+      // Standbys (elastic ranks beyond the epoch's world) wait for the next epoch, as before the crash.
+      const active = new Set([...state.members.keys()].filter((rank) => rank < c.worldSize));
+      this.current = this.epochState(ledger, c.startedAtWallMs, [...c.events], active, new Map(c.pids));
       this.recordEvent('restart', null, `coordinator restarted from its journal with ${ledger.missing} positions unacknowledged`);
       if (ledger.complete) {
         this.phase = 'reporting';
@@ -828,48 +833,6 @@ export class GroupCore {
     this.maybeFinishEpoch();
   }
 
-  // ---- journal ----------------------------------------------------------------------
-
-  private journalWrite(record: JournalRecord): void {
-    if (!this.journaling || this.journalBroken) return;
-    if (record.k !== 'acks') this.flushAcks();
-    this.effects.push({ kind: EffectKind.Journal, record });
-    this.journalLines++;
-  }
-
-  private journalUnits(state: EpochState): void {
-    this.journalWrite({ k: 'units', epoch: state.ledger.epoch, units: state.ledger.snapshot(), redelivered: state.ledger.redelivered });
-  }
-
-  private compact(): void {
-    if (!this.journaling || this.journalBroken) return;
-    this.pendingAcks.clear();
-    this.effects.push({ kind: EffectKind.Compact, state: this.snapshot() });
-    this.journalLines = 0;
-  }
-
-  private bufferAck(unitId: number, state: EpochState): void {
-    if (!this.journaling || this.journalBroken) return;
-    const unit = state.ledger.unit(unitId);
-    if (!unit) return;
-    this.pendingAcks.set(unitId, [unit.cursor, unit.inflight]);
-    if (this.flushTimer === undefined) {
-      this.flushTimer = this.timers.setTimeout(() => {
-        this.flushTimer = undefined;
-        this.flushAcks();
-      }, this.settings.journalFlushMs);
-    }
-  }
-
-  private flushAcks(): void {
-    if (this.pendingAcks.size === 0 || !this.current) return;
-    const cursors = [...this.pendingAcks].map(([id, [cursor, inflight]]): [number, number, number] => [id, cursor, inflight]);
-    this.pendingAcks.clear();
-    // The planted bug loses every acks record: a restart then believes fewer positions were done.
-    if (this.plantedBug !== PlantedBug.RestartDropsLastAcks) this.journalWrite({ k: 'acks', epoch: this.current.ledger.epoch, cursors });
-    if (this.journalLines >= COMPACT_AFTER) this.compact();
-  }
-
   // ---- output -----------------------------------------------------------------------
 
   private recordEvent(type: EpochEvent['type'], rank: number | null, detail: string): void {
@@ -877,7 +840,7 @@ export class GroupCore {
     const event: EpochEvent = { type, rank, atMs: state ? this.now - state.startedAtWallMs : 0, detail };
     if (state) {
       state.events.push(event);
-      this.journalWrite({ k: 'event', epoch: state.ledger.epoch, event });
+      this.journal.write({ k: 'event', epoch: state.ledger.epoch, event });
     }
     this.emit('event', { ...event, epoch: state?.ledger.epoch ?? null });
   }

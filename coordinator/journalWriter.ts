@@ -1,0 +1,87 @@
+/**
+ * What the core journals, as effects: decisions before the frames that announce them, acks
+ * coalesced (a flush every journalFlushMs, or before any other record), and a compaction once the
+ * file has grown. Pure: the host appends what it is told to.
+ */
+import type { Scheduler } from '../shared/scheduler.ts';
+import { EffectKind, type CoreEffect } from './coreTypes.ts';
+import type { EpochLedger } from './epochLedger.ts';
+import type { JournalRecord, JournalState } from './journal.ts';
+
+/** Journal records between compactions before the next flush rewrites the file. */
+const COMPACT_AFTER = 2000;
+
+export interface JournalWriterOptions {
+  /** False when the coordinator has no journal file: nothing is emitted. */
+  readonly enabled: boolean;
+  readonly flushMs: number;
+  readonly timers: Scheduler;
+  readonly sink: (effect: CoreEffect) => void;
+  /** What a compaction writes: the core's state now. */
+  readonly snapshot: () => JournalState;
+  /** The epoch whose acks are being buffered. */
+  readonly ledger: () => EpochLedger | undefined;
+  /** Test only (plantedBug restartDropsLastAcks): acks are never journaled. */
+  readonly dropAcks?: boolean;
+}
+
+export class JournalWriter {
+  private readonly pendingAcks = new Map<number, [cursor: number, inflight: number]>();
+  private lines = 0;
+  private flushTimer: unknown;
+  /** A write failed: nothing more is journaled (the run stops; the file stays resumable). */
+  private broken = false;
+
+  constructor(private readonly options: JournalWriterOptions) {}
+
+  private get active(): boolean {
+    return this.options.enabled && !this.broken;
+  }
+
+  markBroken(): void {
+    this.broken = true;
+    this.pendingAcks.clear();
+  }
+
+  write(record: JournalRecord): void {
+    if (!this.active) return;
+    if (record.k !== 'acks') this.flushAcks();
+    this.options.sink({ kind: EffectKind.Journal, record });
+    this.lines++;
+  }
+
+  /** The ledger's units as they are now (after a reassignment, a handover, an overrun). */
+  units(ledger: EpochLedger): void {
+    this.write({ k: 'units', epoch: ledger.epoch, units: ledger.snapshot(), redelivered: ledger.redelivered });
+  }
+
+  compact(): void {
+    if (!this.active) return;
+    // The snapshot holds every cursor: buffered acks are in it.
+    this.pendingAcks.clear();
+    this.options.sink({ kind: EffectKind.Compact, state: this.options.snapshot() });
+    this.lines = 0;
+  }
+
+  /** A unit's cursor moved: journal it with the next flush. */
+  bufferAck(unitId: number): void {
+    const unit = this.active ? this.options.ledger()?.unit(unitId) : undefined;
+    if (!unit) return;
+    this.pendingAcks.set(unitId, [unit.cursor, unit.inflight]);
+    if (this.flushTimer === undefined) {
+      this.flushTimer = this.options.timers.setTimeout(() => {
+        this.flushTimer = undefined;
+        this.flushAcks();
+      }, this.options.flushMs);
+    }
+  }
+
+  flushAcks(): void {
+    const ledger = this.options.ledger();
+    if (this.pendingAcks.size === 0 || !ledger) return;
+    const cursors = [...this.pendingAcks].map(([id, [cursor, inflight]]): [number, number, number] => [id, cursor, inflight]);
+    this.pendingAcks.clear();
+    if (!this.options.dropAcks) this.write({ k: 'acks', epoch: ledger.epoch, cursors });
+    if (this.lines >= COMPACT_AFTER) this.compact();
+  }
+}
