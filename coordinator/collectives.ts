@@ -8,9 +8,14 @@
  *
  * Where we differ from torch, on purpose: torch hangs when a peer dies or disagrees; we fail
  * fast and tell every rank, including the ones that arrive late, the same error.
+ *
+ * One member cannot hurt the others: what it may hold pending is bounded, and a seq out of line
+ * (not its next one, or far past the group) is refused; contribute() then returns a refusal and
+ * the caller closes that member's connection. Nothing else changes.
  */
-import { MAX_FRAME_BYTES, type ClientMessage, type CollectiveOpName, type ReduceOpName, type ServerMessage } from '../shared/protocol.ts';
+import { CloseCode, MAX_FRAME_BYTES, type ClientMessage, type CollectiveOpName, type ReduceOpName, type ServerMessage } from '../shared/protocol.ts';
 import type { Scheduler } from '../shared/scheduler.ts';
+import { compute, describe, describeShape, Overflow, sameShape, shapeOf, type Shape } from './collectiveReductions.ts';
 
 export type CollectiveMessage = Extract<ClientMessage, { t: 'collective' }>;
 type Json = Exclude<CollectiveMessage['value'], undefined>;
@@ -62,7 +67,11 @@ interface Failure {
   readonly missing: readonly number[];
 }
 
-type Shape = { kind: 'scalar' } | { kind: 'array'; length: number };
+/** A failed collective, remembered for its stragglers. */
+interface FailureRecord extends Failure {
+  /** The rank that opened the collective: a straggler other than it makes the seq agreed. */
+  readonly firstRank: number;
+}
 
 interface Pending {
   readonly seq: number;
@@ -79,98 +88,165 @@ interface Pending {
   readonly firstRank: number;
   shape: Shape | undefined;
   readonly values: Map<number, Json | undefined>;
+  /** Bytes of each rank's value (ranks without a value are absent), charged to that rank. */
+  readonly sizes: Map<number, number>;
   timer: unknown;
 }
+
+/** Why a member's contribution was refused: the caller closes that member's connection with it. */
+export interface CollectiveRefusal {
+  readonly closeCode: number;
+  /** Short enough for a WebSocket close frame (at most 123 bytes). */
+  readonly reason: string;
+}
+
+/**
+ * How far past the group's frontier (nextSeq) a member's call may be: seqs nextSeq up to
+ * nextSeq + SEQ_WINDOW - 1. Honest ranks are never further apart than the calls one issues
+ * without awaiting them; 64 leaves room for any pipelining, and nextSeq, which every epoch frame
+ * carries, cannot be pushed far from where the group really is.
+ */
+export const SEQ_WINDOW = 64;
+
+/**
+ * Collectives one member may be waiting in at once: its calls in flight, since a call it awaits
+ * cannot be pending past the others' arrival. A member whose calls nobody joins (and timeoutMs 0
+ * never expires) would otherwise grow the coordinator without bound. As many as the window.
+ */
+export const MAX_PENDING_PER_MEMBER = 64;
+
+/**
+ * Bytes of values (as JSON) one member may have pending: 64 values of up to MAX_FRAME_BYTES.
+ * A bound of its own, so raising the frame limit or the count does not unbound memory: the
+ * coordinator holds at most members x 4 MiB of values.
+ */
+export const MAX_PENDING_BYTES_PER_MEMBER = 4 * 1024 * 1024;
 
 /** Failed seqs are remembered so stragglers get the same error instead of a fresh wait; bounded. */
 const MAX_FAILURE_RECORDS = 1024;
 
+/** What one member holds in pending collectives. */
+interface Held {
+  count: number;
+  bytes: number;
+}
+
 export class Collectives {
   private readonly pending = new Map<number, Pending>();
-  private readonly failures = new Map<number, Failure>();
-  /** Highest seq each rank contributed to: seqs only go up, so anything lower is a duplicate. */
+  private readonly failures = new Map<number, FailureRecord>();
+  /**
+   * Last seq each member contributed to (forgotten when it is lost): its next call must be the
+   * one after; anything lower is a duplicate.
+   */
   private readonly lastSeq = new Map<number, number>();
+  /** What each member holds in pending collectives, against the per-member bounds. */
+  private readonly held = new Map<number, Held>();
   private closedReason: string | undefined;
 
-  /** The highest seq anyone contributed to, so a newcomer can be told where the group is. */
-  private highestSeq = -1;
+  /**
+   * The highest seq two members contributed to (or the whole group, a group of one): where the
+   * group is. One member alone cannot move it, so one absurd seq never reaches the epoch frames.
+   * -1 until then (a new run, or a restarted coordinator that has not seen the group yet).
+   */
+  private agreedThrough = -1;
 
   constructor(private readonly options: CollectivesOptions) {}
 
-  /** The seq of the group's next collective (sent with each epoch so elastic newcomers line up). */
+  /**
+   * The seq of the group's next collective (sent with each epoch so elastic newcomers line up):
+   * the one after the highest seq members agreed on. A rank running ahead on its own does not
+   * count, so a newcomer joins the collective the others are still to make.
+   */
   get nextSeq(): number {
-    return this.highestSeq + 1;
+    return this.agreedThrough + 1;
   }
 
-  /** One rank's call of collective `msg.seq`. */
-  contribute(rank: number, msg: CollectiveMessage): void {
+  /**
+   * One rank's call of collective `msg.seq`. Returns a refusal when the call is out of line or
+   * over the member's bounds: the caller must close that member's connection with it (and then
+   * call memberLost). A refused call changes nothing.
+   */
+  contribute(rank: number, msg: CollectiveMessage): CollectiveRefusal | undefined {
     const { seq } = msg;
     if (this.closedReason !== undefined) {
       this.reply(rank, seq, CollectiveErrorCode.Closed, `${label(msg.op, seq)} failed: ${this.closedReason}`, []);
-      return;
+      return undefined;
     }
     const members = this.options.members();
     if (!members.includes(rank)) {
       this.reply(rank, seq, CollectiveErrorCode.NotMember, `${label(msg.op, seq)} refused: rank ${rank} is not a member of the group (members: ${listRanks(members)})`, []);
-      return;
+      return undefined;
     }
     const last = this.lastSeq.get(rank);
     if (last !== undefined && seq <= last) {
       const what = seq === last ? 'twice' : `after #${last}`;
       // Only the offender hears about it: the others' collective is still fine.
       this.reply(rank, seq, CollectiveErrorCode.Duplicate, `${label(msg.op, seq)} refused: rank ${rank} contributed to #${seq} ${what}`, []);
-      return;
+      return undefined;
+    }
+    const outOfLine = this.outOfLine(rank, seq, last);
+    if (outOfLine) return outOfLine;
+    const failed = this.failures.get(seq);
+    // A refusal or a straggler is answered at once: nothing is held for it.
+    const size = failed || msg.refused !== undefined ? 0 : valueBytes(msg.value);
+    if (!failed && msg.refused === undefined) {
+      const over = this.overBounds(rank, seq, size);
+      if (over) return over;
     }
     this.lastSeq.set(rank, seq);
-    this.highestSeq = Math.max(this.highestSeq, seq);
 
-    const failed = this.failures.get(seq);
     if (failed) {
+      if (rank !== failed.firstRank) this.agree(seq);
       // A straggler: the collective already failed for the others; tell it the same.
       this.reply(rank, seq, failed.code, failed.message, failed.missing);
-      return;
+      return undefined;
     }
 
     let entry = this.pending.get(seq);
+    if (entry && rank !== entry.firstRank) this.agree(seq);
     if (msg.refused !== undefined) {
       entry ??= this.open(rank, msg);
-      entry.values.set(rank, undefined);
+      this.hold(entry, rank, undefined, 0);
       // Its op may not even be the others' (a mismatch as well): say both.
       const what = msg.op === entry.op ? 'could not make the call' : `could not make its ${msg.op} call (rank ${entry.firstRank} called ${entry.op})`;
       this.fail(entry, CollectiveErrorCode.Invalid, `${label(entry.op, entry.seq)} invalid: rank ${rank} ${what}: ${msg.refused}`);
-      return;
+      return undefined;
     }
     if (!entry) {
       entry = this.open(rank, msg);
     } else {
       const problem = this.checkAgainst(entry, rank, msg);
       if (problem) {
-        entry.values.set(rank, msg.value);
+        this.hold(entry, rank, msg.value, size);
         this.fail(entry, problem.code, problem.message);
-        return;
+        return undefined;
       }
       this.tighten(entry, rank, msg.timeoutMs);
     }
-    entry.values.set(rank, msg.value);
+    this.hold(entry, rank, msg.value, size);
 
     const problem = this.checkValue(entry, rank, msg.value, members);
     if (problem) {
       this.fail(entry, problem.code, problem.message);
-      return;
+      return undefined;
     }
     this.maybeComplete(entry);
+    return undefined;
   }
 
   /**
-   * A member died or left. torch would hang; we fail every pending collective at once for the
-   * ranks that arrived (the lost rank is not sent anything).
+   * A member died or left, in any phase. torch would hang; we fail every pending collective at
+   * once for the ranks that arrived (the lost rank is not sent anything), whether or not
+   * members() still lists it. Its numbering and what it held are forgotten: reconnected, it
+   * continues its numbering as a member whose first call is taken anywhere within the window.
    */
   memberLost(rank: number, how: 'left' | 'died' = 'left'): void {
     this.lastSeq.delete(rank);
     for (const entry of [...this.pending.values()]) {
-      entry.values.delete(rank);
+      this.unhold(entry, rank);
       this.fail(entry, CollectiveErrorCode.MemberLost, `${label(entry.op, entry.seq)} failed: rank ${rank} ${how === 'left' ? 'left the group' : 'died (its connection dropped without a leave)'}`, rank);
     }
+    this.held.delete(rank);
   }
 
   /** Fails everything pending and refuses new contributions; clears every timer. */
@@ -180,6 +256,12 @@ export class Collectives {
     for (const entry of [...this.pending.values()]) {
       this.fail(entry, CollectiveErrorCode.Closed, `${label(entry.op, entry.seq)} failed: ${reason}`);
     }
+  }
+
+  /** What one member holds in pending collectives (calls, bytes of values), against its bounds. */
+  heldBy(rank: number): { readonly count: number; readonly bytes: number } {
+    const held = this.held.get(rank);
+    return { count: held?.count ?? 0, bytes: held?.bytes ?? 0 };
   }
 
   /** Collectives still waiting for ranks, oldest seq first. */
@@ -198,6 +280,63 @@ export class Collectives {
 
   // ---- internals --------------------------------------------------------------------------
 
+  /**
+   * Is this seq in line for this member? Its next one if it has called before, or a jump up to
+   * the group's frontier (a worker moves its numbering up to an epoch frame's seq); for a first
+   * call (a new member, a reconnect, a restarted coordinator) anything within the window of the
+   * group's frontier, or anything at all before the group has agreed on a seq.
+   */
+  private outOfLine(rank: number, seq: number, last: number | undefined): CollectiveRefusal | undefined {
+    // Its successor must be a safe integer too: nextSeq may become seq + 1 and goes on the wire.
+    if (seq >= Number.MAX_SAFE_INTEGER) return refuse(seq, `no seq can follow it`);
+    if (last !== undefined && seq !== last + 1 && seq > this.nextSeq) return refuse(seq, `rank ${rank} sent #${last} last, so #${last + 1} is next`);
+    if (this.agreedThrough >= 0 && seq - this.nextSeq >= SEQ_WINDOW) {
+      return refuse(seq, `beyond the ${SEQ_WINDOW} seqs open from the group's #${this.nextSeq}`);
+    }
+    return undefined;
+  }
+
+  /** Would holding one more value of `size` bytes put this member over its bounds? */
+  private overBounds(rank: number, seq: number, size: number): CollectiveRefusal | undefined {
+    const held = this.held.get(rank);
+    if (!held) return size > MAX_PENDING_BYTES_PER_MEMBER ? refuse(seq, `its value is ${size} bytes, over ${MAX_PENDING_BYTES_PER_MEMBER}`) : undefined;
+    if (held.count >= MAX_PENDING_PER_MEMBER) return refuse(seq, `rank ${rank} has ${held.count} collectives pending, the most one member may`);
+    if (held.bytes + size > MAX_PENDING_BYTES_PER_MEMBER) {
+      return refuse(seq, `rank ${rank}'s pending collectives would hold ${held.bytes + size} bytes, over ${MAX_PENDING_BYTES_PER_MEMBER}`);
+    }
+    return undefined;
+  }
+
+  /** Stores a rank's value in the collective, charged to that rank until the collective settles. */
+  private hold(entry: Pending, rank: number, value: Json | undefined, size: number): void {
+    entry.values.set(rank, value);
+    if (size > 0) entry.sizes.set(rank, size);
+    const held = this.held.get(rank);
+    if (held) {
+      held.count++;
+      held.bytes += size;
+    } else {
+      this.held.set(rank, { count: 1, bytes: size });
+    }
+  }
+
+  /** Takes a rank's value out of the collective and gives it back its share. */
+  private unhold(entry: Pending, rank: number): void {
+    if (!entry.values.delete(rank)) return;
+    const size = entry.sizes.get(rank) ?? 0;
+    entry.sizes.delete(rank);
+    const held = this.held.get(rank);
+    if (!held) return;
+    held.count--;
+    held.bytes -= size;
+    if (held.count === 0) this.held.delete(rank);
+  }
+
+  /** Two members called this seq (or all did): the group has reached it. */
+  private agree(seq: number): void {
+    if (seq > this.agreedThrough) this.agreedThrough = seq;
+  }
+
   /** The first contribution fixes op, reduce and src and starts the timer. */
   private open(rank: number, msg: CollectiveMessage): Pending {
     const entry: Pending = {
@@ -213,6 +352,7 @@ export class Collectives {
       firstRank: rank,
       shape: undefined,
       values: new Map(),
+      sizes: new Map(),
       timer: undefined,
     };
     this.pending.set(msg.seq, entry);
@@ -291,8 +431,8 @@ export class Collectives {
     try {
       value = compute(entry, members);
     } catch (err) {
-      if (!(err instanceof ComputeFailure)) throw err;
-      this.fail(entry, err.code, `${label(entry.op, entry.seq)} failed: ${err.message}`);
+      if (!(err instanceof Overflow)) throw err;
+      this.fail(entry, CollectiveErrorCode.Invalid, `${label(entry.op, entry.seq)} failed: ${err.message}`);
       return;
     }
     const message: ServerMessage = value === undefined ? { t: 'collectiveResult', seq: entry.seq } : { t: 'collectiveResult', seq: entry.seq, value };
@@ -304,6 +444,7 @@ export class Collectives {
       return;
     }
     this.settle(entry);
+    this.agree(entry.seq);
     this.options.send(members, message);
   }
 
@@ -328,7 +469,7 @@ export class Collectives {
     if (lostRank !== undefined) missingSet.add(lostRank);
     const missing = [...missingSet].sort((a, b) => a - b);
     this.settle(entry);
-    this.failures.set(entry.seq, { code, message, missing });
+    this.failures.set(entry.seq, { code, message, missing, firstRank: entry.firstRank });
     if (this.failures.size > MAX_FAILURE_RECORDS) {
       const oldest = this.failures.keys().next();
       if (!oldest.done) this.failures.delete(oldest.value);
@@ -337,8 +478,17 @@ export class Collectives {
     for (const rank of sortedRanks(entry.values.keys())) this.reply(rank, entry.seq, code, message, missing);
   }
 
+  /** Ends the wait: the entry leaves `pending` and every rank gets its share back (its values stay, for the replies). */
   private settle(entry: Pending): void {
     this.pending.delete(entry.seq);
+    for (const [rank, size] of entry.sizes) {
+      const held = this.held.get(rank);
+      if (held) held.bytes -= size;
+    }
+    for (const rank of entry.values.keys()) {
+      const held = this.held.get(rank);
+      if (held && --held.count === 0) this.held.delete(rank);
+    }
     this.options.scheduler.clearTimeout(entry.timer);
     entry.timer = undefined;
   }
@@ -346,84 +496,6 @@ export class Collectives {
   private reply(rank: number, seq: number, code: CollectiveErrorCodeName, message: string, missing: readonly number[]): void {
     this.options.send([rank], { t: 'collectiveError', seq, code, message, missing: [...missing] });
   }
-}
-
-// ---- the reductions ---------------------------------------------------------------------------
-
-class ComputeFailure extends Error {
-  constructor(
-    readonly code: CollectiveErrorCodeName,
-    message: string,
-  ) {
-    super(message);
-    this.name = 'ComputeFailure';
-  }
-}
-
-const REDUCERS: Record<ReduceOpName, (a: number, b: number) => number> = {
-  sum: (a, b) => a + b,
-  min: (a, b) => Math.min(a, b),
-  max: (a, b) => Math.max(a, b),
-  product: (a, b) => a * b,
-};
-
-/** Values were checked on arrival; members all contributed. Ranks are folded in ascending order, so results are deterministic. */
-function compute(entry: Pending, members: readonly number[]): Json | undefined {
-  switch (entry.op) {
-    case 'barrier':
-      return undefined;
-    case 'broadcast':
-      return entry.values.get(entry.src as number);
-    case 'allGather': {
-      // Indexed by rank: holes (ranks that are not members) are null, as JSON has no undefined.
-      const size = members.length === 0 ? 0 : members[members.length - 1] + 1;
-      const out: Json[] = new Array<Json>(size).fill(null);
-      for (const rank of members) out[rank] = entry.values.get(rank) ?? null;
-      return out;
-    }
-    case 'allReduce': {
-      const fold = REDUCERS[entry.reduce];
-      const inputs = members.map((r) => entry.values.get(r) as number | number[]);
-      let acc: number | number[] = Array.isArray(inputs[0]) ? [...inputs[0]] : inputs[0];
-      for (const next of inputs.slice(1)) {
-        if (Array.isArray(acc) && Array.isArray(next)) {
-          const arr: number[] = acc;
-          acc = arr.map((a, i) => fold(a, next[i]));
-        } else {
-          acc = fold(acc as number, next as number);
-        }
-      }
-      const finite = Array.isArray(acc) ? acc.every(Number.isFinite) : Number.isFinite(acc);
-      if (!finite) {
-        // JSON would carry Infinity as null; say so instead of lying.
-        throw new ComputeFailure(CollectiveErrorCode.Invalid, `the ${entry.reduce} overflowed to Infinity, which JSON cannot carry`);
-      }
-      return acc;
-    }
-  }
-}
-
-function shapeOf(value: Json | undefined): Shape | undefined {
-  if (typeof value === 'number') return Number.isFinite(value) ? { kind: 'scalar' } : undefined;
-  if (Array.isArray(value) && value.every((v) => typeof v === 'number' && Number.isFinite(v))) return { kind: 'array', length: value.length };
-  return undefined;
-}
-
-function sameShape(a: Shape, b: Shape): boolean {
-  if (a.kind === 'scalar' || b.kind === 'scalar') return a.kind === b.kind;
-  return a.length === b.length;
-}
-
-function describeShape(shape: Shape): string {
-  return shape.kind === 'scalar' ? 'a number' : `an array of ${shape.length} numbers`;
-}
-
-function describe(value: Json | undefined): string {
-  if (value === undefined) return 'no value';
-  if (value === null) return 'null';
-  if (Array.isArray(value)) return 'an array with non-numbers';
-  if (typeof value === 'number') return `${value}`;
-  return `a ${typeof value}`;
 }
 
 function label(op: CollectiveOpName, seq: number): string {
@@ -445,6 +517,16 @@ function listRanks(ranks: readonly number[]): string {
 
 function sortedRanks(ranks: Iterable<number>): number[] {
   return [...ranks].sort((a, b) => a - b);
+}
+
+/** What a refused call is told: Malformed, as the wire's other refusals of a frame that makes no sense. */
+function refuse(seq: number, why: string): CollectiveRefusal {
+  return { closeCode: CloseCode.Malformed, reason: `collective #${seq} refused: ${why}` };
+}
+
+/** Bytes of a value as JSON: what a member is charged for holding it. Values are parsed JSON, so this cannot throw. */
+function valueBytes(value: Json | undefined): number {
+  return value === undefined ? 0 : Buffer.byteLength(JSON.stringify(value), 'utf8');
 }
 
 function frameBytes(message: ServerMessage): number {

@@ -316,7 +316,7 @@ export class GroupCore {
       case 'epochReport':
         return this.epochReport(peer, rank, message);
       case 'collective': {
-        const refusal = this.collectives.contribute(rank, message) as { closeCode: number; reason: string } | undefined | void;
+        const refusal = this.collectives.contribute(rank, message);
         if (refusal) this.reject(peer, refusal.closeCode, refusal.reason);
         return;
       }
@@ -432,18 +432,20 @@ export class GroupCore {
     this.timers.clearTimeout(peer.helloTimer);
     const rank = peer.rank;
     if (rank === null || this.byRank.get(rank) !== peer) return;
+    // Only a member of the collectives can hold them up: a standby's death leaves them alone.
+    const member = (this.current ? this.activeLive() : this.rendezvous.liveRanks()).includes(rank);
     this.byRank.delete(rank);
     this.store.dropRank(rank);
     if (this.phase === 'finished' || this.phase === 'aborted') {
       // After the run: a departure only shrinks the group its collectives wait for; destroy()
       // after the run closes normally without a leave (there is no work left to hand back).
       this.rendezvous.disconnected(rank);
-      this.collectives.memberLost(rank, peer.leaving || closeCode === CloseCode.Finished ? 'left' : 'died');
+      if (member) this.collectives.memberLost(rank, peer.leaving || closeCode === CloseCode.Finished ? 'left' : 'died');
       this.maybeDrained();
       return;
     }
     // In every phase, the rendezvous too: its pending collectives fail at once for the others.
-    this.collectives.memberLost(rank, peer.leaving ? 'left' : 'died');
+    if (member) this.collectives.memberLost(rank, peer.leaving ? 'left' : 'died');
     if (this.phase === 'rendezvous') {
       // Before the group exists a departure simply frees the rank.
       this.release(rank);

@@ -1,6 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { Collectives, type CollectiveMessage } from '../coordinator/collectives.ts';
-import { KeyValueStore } from '../coordinator/kvStore.ts';
 import { FakeScheduler } from './support/fakeScheduler.ts';
 import {
   CollectiveError,
@@ -9,71 +7,9 @@ import {
   CollectivesClient,
   type JsonValue,
 } from '../worker/collectivesClient.ts';
-import { encode, MAX_VALUE_DEPTH, parseClientMessage, parseServerMessage, type ClientMessage, type ServerMessage } from '../shared/protocol.ts';
+import { MAX_VALUE_DEPTH, type ClientMessage } from '../shared/protocol.ts';
 import { flush, track } from './support/promises.ts';
-
-// ---- harnesses ----------------------------------------------------------------------------------
-
-interface Sent {
-  rank: number;
-  message: ServerMessage;
-}
-
-/** The coordinator side alone, with a recorded send. */
-function coordinator(ranks: readonly number[] = [0, 1, 2, 3]) {
-  const scheduler = new FakeScheduler();
-  const state = { members: [...ranks] };
-  const sent: Sent[] = [];
-  const collectives = new Collectives({ members: () => state.members, send: (ranks, message) => ranks.forEach((rank) => sent.push({ rank, message })), scheduler });
-  return { scheduler, state, sent, collectives };
-}
-
-function call(seq: number, op: CollectiveMessage['op'], extra: Partial<CollectiveMessage> = {}): CollectiveMessage {
-  return { t: 'collective', seq, op, timeoutMs: 5000, ...extra };
-}
-
-/** Round-trips through the wire encoding and schema, so the tests also prove every frame is valid. */
-function overWire<M extends ClientMessage | ServerMessage>(message: M, parse: (raw: string) => { ok: boolean }): M {
-  const raw = encode(message);
-  const parsed = parse(raw) as { ok: true; message: M } | { ok: false; reason: string };
-  if (!parsed.ok) throw new Error(`invalid frame ${raw}: ${parsed.reason}`);
-  return parsed.message;
-}
-
-/** W clients wired to one Collectives and one KeyValueStore in memory. */
-function group(size: number, clientOptions: { timeoutMs?: number; graceMs?: number } = {}) {
-  const scheduler = new FakeScheduler();
-  const state = { members: Array.from({ length: size }, (_, r) => r) };
-  const clients: CollectivesClient[] = [];
-  const toClient = (rank: number, message: ServerMessage): void => {
-    const wired = overWire(message, parseServerMessage);
-    if (!clients[rank].handle(wired)) throw new Error(`client ${rank} did not consume ${wired.t}`);
-  };
-  const collectives = new Collectives({ members: () => state.members, send: (ranks, message) => ranks.forEach((rank) => toClient(rank, message)), scheduler });
-  const store = new KeyValueStore({ send: toClient, scheduler });
-  const outbox: { rank: number; message: ClientMessage }[] = [];
-  for (let rank = 0; rank < size; rank++) {
-    clients.push(
-      new CollectivesClient({
-        rank: () => rank,
-        send: (message) => {
-          const wired = overWire(message, parseClientMessage);
-          outbox.push({ rank, message: wired });
-          if (wired.t === 'collective') collectives.contribute(rank, wired);
-          else if (wired.t === 'store') store.request(rank, wired);
-        },
-        scheduler,
-        ...clientOptions,
-      }),
-    );
-  }
-  return { scheduler, state, clients, collectives, store, outbox };
-}
-
-
-function errorsTo(sent: Sent[]) {
-  return sent.filter((s) => s.message.t === 'collectiveError');
-}
+import { call, clientGroup as group, collectivesSide as coordinator } from './support/collectivesHarness.ts';
 
 // ---- end to end -------------------------------------------------------------------------------
 
