@@ -4,7 +4,7 @@
  * simulator (`test/sim`) both translate their world into these inputs and carry out these effects.
  */
 import type { ClientMessage, ServerMessage } from '../shared/protocol.ts';
-import type { JournalRecord, JournalState } from './journal.ts';
+import type { JournalRecord, JournalState } from './journalRecords.ts';
 import type { EpochAudit, EpochEvent, RunReport } from './report.ts';
 
 /** A connection as the core knows it: a number the shell chose, never reused within one core. */

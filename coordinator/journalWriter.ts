@@ -6,7 +6,7 @@
 import type { Scheduler } from '../shared/scheduler.ts';
 import { EffectKind, type CoreEffect } from './coreTypes.ts';
 import type { EpochLedger } from './epochLedger.ts';
-import type { JournalRecord, JournalState } from './journal.ts';
+import type { JournalRecord, JournalState } from './journalRecords.ts';
 
 /** Journal records between compactions before the next flush rewrites the file. */
 const COMPACT_AFTER = 2000;
