@@ -1,0 +1,116 @@
+/** EpochCursor: the worker's epoch bookkeeping as a pure state machine (no socket, no clock). */
+import { describe, expect, it } from 'vitest';
+import { EpochCursor, type BatchRange, type EpochFrame } from '../worker/epochCursor.ts';
+import type { WorkUnit } from '../shared/protocol.ts';
+
+const unit = (id: number, start: number, end: number, cursor = start, origin = id): WorkUnit => ({ id, origin, start, end, cursor });
+
+/** Asks for the next batch `count` times (each step returning before the next ask). */
+function deliver(cursor: EpochCursor, batchSize: number, count: number): { batches: BatchRange[]; frames: EpochFrame[] } {
+  const batches: BatchRange[] = [];
+  const frames: EpochFrame[] = [];
+  for (let i = 0; i < count; i++) {
+    const next = cursor.next(batchSize);
+    frames.push(...next.frames);
+    if (next.batch) batches.push(next.batch);
+  }
+  return { batches, frames };
+}
+
+const acks = (frames: readonly EpochFrame[]) => frames.filter((f) => f.t === 'ack');
+const overruns = (frames: readonly EpochFrame[]) => frames.filter((f) => f.t === 'overrun');
+
+describe('EpochCursor hands out batches and acks them', () => {
+  it('acks each batch when the next is asked for, naming the new one in flight, and closes with inflight null', () => {
+    const cursor = new EpochCursor(3, [unit(0, 0, 20)]);
+    expect(cursor.next(8)).toEqual({ batch: { unit: 0, origin: 0, start: 0, end: 8 }, frames: [{ t: 'ack', epoch: 3, unit: 0, cursor: 0, inflight: { unit: 0, end: 8 } }] });
+    expect(cursor.next(8).frames).toEqual([{ t: 'ack', epoch: 3, unit: 0, cursor: 8, inflight: { unit: 0, end: 16 } }]);
+    expect(cursor.next(8)).toEqual({ batch: { unit: 0, origin: 0, start: 16, end: 20 }, frames: [{ t: 'ack', epoch: 3, unit: 0, cursor: 16, inflight: { unit: 0, end: 20 } }] });
+    expect(cursor.next(8)).toEqual({ batch: undefined, frames: [{ t: 'ack', epoch: 3, unit: 0, cursor: 20, inflight: null }] });
+    expect(cursor.next(8)).toEqual({ batch: undefined, frames: [] });
+  });
+
+  it('takes up an assigned unit after its own, once', () => {
+    const cursor = new EpochCursor(0, [unit(0, 0, 4)]);
+    deliver(cursor, 4, 2);
+    expect(cursor.receive({ t: 'assign', units: [unit(7, 10, 14, 10, 1)] })).toEqual([]);
+    cursor.receive({ t: 'assign', units: [unit(7, 10, 14, 10, 1)] });
+    const { batches } = deliver(cursor, 4, 3);
+    expect(batches).toEqual([{ unit: 7, origin: 1, start: 10, end: 14 }]);
+  });
+});
+
+describe('EpochCursor while the connection is down', () => {
+  it('hands out nothing and sends nothing until the epoch is re-sent, then resumes where the coordinator says', () => {
+    const cursor = new EpochCursor(0, [unit(0, 0, 100)]);
+    deliver(cursor, 8, 3); // delivered up to 24, the step for [16, 24) running
+    cursor.receive({ t: 'connectionLost' });
+    expect(cursor.suspended).toBe(true);
+    expect(cursor.next(8)).toEqual({ batch: undefined, frames: [] });
+    expect(cursor.next(8)).toEqual({ batch: undefined, frames: [] });
+    // Nothing was cut: the coordinator holds cursor 8; the completed [8, 24) is acked again, not redone.
+    const frames = cursor.receive({ t: 'epoch', units: [unit(0, 0, 100, 8)] });
+    expect(frames).toEqual([{ t: 'ack', epoch: 0, unit: 0, cursor: 24, inflight: null }]);
+    expect(cursor.suspended).toBe(false);
+    expect(cursor.next(8).batch).toEqual({ unit: 0, origin: 0, start: 24, end: 32 });
+  });
+});
+
+describe('EpochCursor reconciling after it was declared dead', () => {
+  it('a unit cut at 40 while it delivered up to 72: one overrun with end 72, no ack beyond 40, no further batch from it', () => {
+    const cursor = new EpochCursor(2, [unit(0, 0, 100)]);
+    deliver(cursor, 8, 9); // delivered [0, 72); done up to 64, [64, 72) in flight
+    cursor.receive({ t: 'connectionLost' });
+    const frames = cursor.receive({ t: 'epoch', units: [unit(0, 0, 40, 40)] });
+    expect(overruns(frames)).toEqual([{ t: 'overrun', epoch: 2, unit: 0, end: 72 }]);
+    // The step for [64, 72) returns afterwards, then the work is asked for again.
+    const after = deliver(cursor, 8, 3);
+    expect(after.batches).toEqual([]);
+    for (const ack of acks([...frames, ...after.frames])) {
+      expect(ack.cursor).toBeLessThanOrEqual(40);
+      if (ack.inflight) expect(ack.inflight.end).toBeLessThanOrEqual(40);
+    }
+  });
+
+  it('goes on with a new unit after the cut one and reports the cut only once over two reconnects', () => {
+    const cursor = new EpochCursor(0, [unit(0, 0, 100)]);
+    deliver(cursor, 10, 5); // delivered 50
+    cursor.receive({ t: 'connectionLost' });
+    const first = cursor.receive({ t: 'epoch', units: [unit(0, 0, 30, 30), unit(5, 60, 70, 60, 2)] });
+    expect(overruns(first)).toEqual([{ t: 'overrun', epoch: 0, unit: 0, end: 50 }]);
+    expect(cursor.next(10).batch).toEqual({ unit: 5, origin: 2, start: 60, end: 70 });
+    cursor.receive({ t: 'connectionLost' });
+    const second = cursor.receive({ t: 'epoch', units: [unit(0, 0, 30, 30), unit(5, 60, 70, 60, 2)] });
+    expect(overruns(second)).toEqual([]);
+    expect(acks(second)).toEqual([{ t: 'ack', epoch: 0, unit: 5, cursor: 60, inflight: { unit: 5, end: 70 } }]);
+  });
+
+  it('a unit the coordinator no longer lists: an overrun for what it delivered, and the unit dropped', () => {
+    const cursor = new EpochCursor(1, [unit(0, 0, 50), unit(3, 50, 60, 50, 1)]);
+    deliver(cursor, 10, 3); // delivered [0, 30) of unit 0
+    cursor.receive({ t: 'connectionLost' });
+    const frames = cursor.receive({ t: 'epoch', units: [unit(3, 50, 60, 50, 1)] });
+    expect(frames).toEqual([{ t: 'overrun', epoch: 1, unit: 0, end: 30 }]);
+    const { batches, frames: later } = deliver(cursor, 10, 3);
+    expect(batches).toEqual([{ unit: 3, origin: 1, start: 50, end: 60 }]);
+    expect(later.every((f) => f.t === 'ack' && f.unit === 3)).toBe(true);
+  });
+
+  it('nothing cut: no overrun', () => {
+    const cursor = new EpochCursor(0, [unit(0, 0, 50), unit(1, 0, 50, 0, 1)]);
+    deliver(cursor, 10, 6); // unit 0 done, [0, 10) of unit 1 in flight
+    cursor.receive({ t: 'connectionLost' });
+    const frames = cursor.receive({ t: 'epoch', units: [unit(0, 0, 50, 50), unit(1, 0, 50, 0, 1)] });
+    expect(overruns(frames)).toEqual([]);
+    expect(frames).toEqual([{ t: 'ack', epoch: 0, unit: 1, cursor: 0, inflight: { unit: 1, end: 10 } }]);
+  });
+
+  it('a unit acknowledged in full and then no longer listed is no overrun', () => {
+    const cursor = new EpochCursor(0, [unit(0, 0, 20)]);
+    deliver(cursor, 10, 3);
+    cursor.receive({ t: 'connectionLost' });
+    cursor.receive({ t: 'epoch', units: [unit(0, 0, 20, 20)] });
+    cursor.receive({ t: 'connectionLost' });
+    expect(cursor.receive({ t: 'epoch', units: [] })).toEqual([]);
+  });
+});

@@ -1,0 +1,158 @@
+/**
+ * The worker's connection to the coordinator: one handshake (socket, hello, welcome), the first
+ * connect that keeps trying until the group forms, and the reconnect after the coordinator went
+ * away. Both retry loops use the one Backoff.
+ */
+import type { Socket } from 'node:net';
+import WebSocket from 'ws';
+import { closeCodeName, encode, MAX_FRAME_BYTES, parseServerMessage, PROTOCOL_VERSION, ProtocolError } from '../shared/protocol.ts';
+import type { ClientMessage, ServerMessage } from '../shared/protocol.ts';
+import { Backoff, CONNECT_BACKOFF, RECONNECT_BACKOFF } from './backoff.ts';
+import { GroupAbortedError, InitError } from './errors.ts';
+
+export type Welcome = Extract<ServerMessage, { t: 'welcome' }>;
+
+/** Who this worker is and where it joins; the same for every (re)connect. */
+export interface Endpoint {
+  readonly url: string;
+  readonly token?: string;
+  readonly workerId: string;
+  readonly length?: number;
+  /** WORLD_SIZE, checked by the coordinator at the rendezvous. */
+  readonly worldSize?: number;
+}
+
+/** An open, welcomed connection. */
+export interface Handshake {
+  ws: WebSocket;
+  welcome: Welcome;
+  /** Frames that arrived right behind the welcome, before anyone listened for them. */
+  early: string[];
+  /** The TCP socket under ws (from its 'upgrade' response), to unref once the run is over. */
+  socket: Socket | undefined;
+}
+
+/** For tests: the clock and random source of the retry loops. */
+export interface RetryClock {
+  readonly now?: () => number;
+  readonly random?: () => number;
+}
+
+/** Closes after which a worker tries to reconnect: the coordinator died or restarts. */
+export const RECONNECTABLE: ReadonlySet<number> = new Set([1001, 1006, 1011, 1012, 1013]);
+
+/** Opens a socket, says hello and resolves at the welcome (or rejects with why not). */
+export function handshake(endpoint: Endpoint, rank: number | undefined, timeoutMs: number): Promise<Handshake> {
+  const { url, token, workerId, length, worldSize } = endpoint;
+  const ws = new WebSocket(url, { maxPayload: MAX_FRAME_BYTES, headers: token ? { authorization: `Bearer ${token}` } : {} });
+  let socket: Socket | undefined;
+  ws.once('upgrade', (response) => (socket = response.socket));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(
+      () => fail(new InitError('ERR_INIT_TIMEOUT', `no welcome from ${url} within ${timeoutMs} ms: the group did not fill (GET ${url.replace(/^ws/, 'http')}/status lists the missing ranks${token ? '; send the token as Authorization: Bearer' : ''})`)),
+      timeoutMs,
+    );
+    function fail(error: Error): void {
+      clearTimeout(timer);
+      ws.removeAllListeners();
+      ws.on('error', () => {});
+      ws.terminate();
+      reject(error);
+    }
+    ws.on('unexpected-response', (_req, res) => {
+      fail(
+        res.statusCode === 401
+          ? new InitError('ERR_UNAUTHORIZED', `the coordinator at ${url} refused the token (HTTP 401): set DISTSAMPLER_TOKEN or --token`)
+          : new InitError('ERR_INIT_HTTP', `the coordinator at ${url} answered HTTP ${res.statusCode}`),
+      );
+    });
+    ws.on('error', (err) => fail(new InitError('ERR_INIT_CONNECT', `cannot reach the coordinator at ${url}: ${err.message}`)));
+    ws.on('close', (code, reason) => fail(new ProtocolError(code, `the coordinator refused this worker (${code} ${closeCodeName(code)}): ${reason.toString() || 'no reason given'}`)));
+    ws.on('open', () => {
+      const hello: ClientMessage = {
+        t: 'hello',
+        v: PROTOCOL_VERSION,
+        workerId,
+        pid: process.pid,
+        ...(rank !== undefined ? { rank } : {}),
+        ...(length !== undefined ? { length } : {}),
+        ...(worldSize !== undefined ? { worldSize } : {}),
+      };
+      ws.send(encode(hello));
+    });
+    ws.once('message', (data) => {
+      const parsed = parseServerMessage(data.toString());
+      if (parsed.ok && parsed.message.t === 'welcome') {
+        clearTimeout(timer);
+        ws.removeAllListeners();
+        // The epoch often rides in the same TCP segment as the welcome: keep it for the group.
+        const early: string[] = [];
+        ws.on('message', (frame) => early.push(frame.toString()));
+        ws.on('error', () => {});
+        resolve({ ws, welcome: parsed.message, early, socket });
+        return;
+      }
+      const abort = parsed.ok && parsed.message.t === 'abort' ? parsed.message : undefined;
+      fail(abort ? new GroupAbortedError(abort.code, abort.reason) : new InitError('ERR_INIT_PROTOCOL', 'the coordinator did not answer with a welcome'));
+    });
+  });
+}
+
+/**
+ * Worth another try: nobody listening yet, an attempt that timed out, or the coordinator went
+ * away mid-handshake. A refusal (4xxx, a wrong token, an abort) is final.
+ */
+export function retryable(err: unknown): boolean {
+  if (err instanceof InitError) return err.code === 'ERR_INIT_CONNECT' || err.code === 'ERR_INIT_TIMEOUT';
+  return err instanceof ProtocolError && RECONNECTABLE.has(err.closeCode);
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Like a torchrun worker waiting for its store: keeps trying until the coordinator is up and the
+ * group complete, or `timeoutMs` has passed (then the last attempt's error).
+ */
+export async function connect(endpoint: Endpoint, rank: number | undefined, timeoutMs: number, clock: RetryClock = {}): Promise<Handshake> {
+  const backoff = new Backoff({ ...CONNECT_BACKOFF, timeoutMs, ...clock });
+  for (;;) {
+    try {
+      return await handshake(endpoint, rank, Math.max(1, backoff.remaining()));
+    } catch (err) {
+      const delay = retryable(err) ? backoff.next() : undefined;
+      if (delay === undefined) throw err;
+      await sleep(delay);
+    }
+  }
+}
+
+/** Longest a single reconnect attempt waits for its welcome, so a half-open attempt is retried. */
+const RECONNECT_ATTEMPT_MS = 5000;
+
+/**
+ * After the coordinator went away: waits a backoff delay, then tries again, until a welcome,
+ * a final refusal (rejects with it) or `timeoutMs` (resolves undefined). Stops trying once
+ * `cancelled()` (resolves undefined; a welcome that races it is closed).
+ */
+export async function reconnect(
+  endpoint: Endpoint,
+  rank: number,
+  timeoutMs: number,
+  cancelled: () => boolean,
+  clock: RetryClock = {},
+): Promise<Handshake | undefined> {
+  const backoff = new Backoff({ ...RECONNECT_BACKOFF, timeoutMs, ...clock });
+  for (let delay = backoff.next(); delay !== undefined && !cancelled(); delay = backoff.next()) {
+    await sleep(delay);
+    if (cancelled()) break;
+    try {
+      const joined = await handshake(endpoint, rank, Math.max(1, Math.min(RECONNECT_ATTEMPT_MS, backoff.remaining())));
+      if (!cancelled()) return joined;
+      joined.ws.terminate();
+      break;
+    } catch (err) {
+      if (!retryable(err)) throw err;
+    }
+  }
+  return undefined;
+}

@@ -1,0 +1,156 @@
+/**
+ * One epoch's work as this worker tracks it, as a pure state machine (no socket, no timer, no
+ * clock): fed the coordinator's frames for the epoch and the connection's loss, it says which
+ * batch to hand to the step next and which frames (acks, overruns) to send.
+ *
+ * Per unit it keeps three cursors over the unit's shard offsets: `done` <= `delivered` <= `end`.
+ * `delivered` is how far offsets were handed to the step, `done` how far the step returned,
+ * `end` the coordinator's end (cut short when it gave the tail to others). It never acks beyond
+ * `end`, and reports what it delivered beyond a cut as an `overrun` so it is counted.
+ */
+import type { ClientMessage, WorkUnit } from '../shared/protocol.ts';
+
+/** Offsets [start, end) of one unit of `origin`'s shard: one batch for the step. */
+export interface BatchRange {
+  readonly unit: number;
+  readonly origin: number;
+  readonly start: number;
+  readonly end: number;
+}
+
+export type AckFrame = Extract<ClientMessage, { t: 'ack' }>;
+export type OverrunFrame = Extract<ClientMessage, { t: 'overrun' }>;
+export type EpochFrame = AckFrame | OverrunFrame;
+
+/** What the cursor is told: the coordinator's frames for this epoch, and the connection's loss. */
+export type EpochInput =
+  /** More units (a lost rank's tail). */
+  | { readonly t: 'assign'; readonly units: readonly WorkUnit[] }
+  /** The epoch re-sent (after a reconnect or a coordinator restart): its units are the truth. */
+  | { readonly t: 'epoch'; readonly units: readonly WorkUnit[] }
+  /** The connection dropped: hand out nothing until the epoch is re-sent. */
+  | { readonly t: 'connectionLost' };
+
+export interface NextBatch {
+  /** The batch to hand to the step; undefined when there is no work (or batches are held back). */
+  readonly batch: BatchRange | undefined;
+  readonly frames: EpochFrame[];
+}
+
+interface LocalUnit {
+  readonly id: number;
+  readonly origin: number;
+  readonly start: number;
+  /** The coordinator's end for this unit. */
+  end: number;
+  /** Handed to the step up to here. */
+  delivered: number;
+  /** The step returned up to here. */
+  done: number;
+  /** The highest cursor the coordinator told this worker it holds. */
+  known: number;
+}
+
+export class EpochCursor {
+  private units: LocalUnit[];
+  /** The batch handed out last, whose step has not returned yet. */
+  private inFlight: { unit: LocalUnit; end: number } | null = null;
+  private held = false;
+
+  constructor(
+    readonly epoch: number,
+    units: readonly WorkUnit[],
+  ) {
+    this.units = units.map(fromWire);
+  }
+
+  /** True while batches are held back: the connection was lost and the epoch not yet re-sent. */
+  get suspended(): boolean {
+    return this.held;
+  }
+
+  /**
+   * The step for the last batch returned (or none was handed out): the next batch of at most
+   * `batchSize` offsets, with the ack that completes the last batch and names the new one in
+   * flight. No batch (and the closing ack, `inflight: null`) when the work is done; no batch and
+   * no frame while held back.
+   */
+  next(batchSize: number): NextBatch {
+    const last = this.completeLast();
+    if (this.held) return { batch: undefined, frames: [] };
+    const unit = this.units.find((u) => u.delivered < u.end);
+    if (!unit) return { batch: undefined, frames: last ? [this.ack(last, null)] : [] };
+    const batch: BatchRange = { unit: unit.id, origin: unit.origin, start: unit.delivered, end: Math.min(unit.end, unit.delivered + batchSize) };
+    unit.delivered = batch.end;
+    this.inFlight = { unit, end: batch.end };
+    return { batch, frames: [this.ack(last ?? unit, { unit: unit.id, end: batch.end })] };
+  }
+
+  /** The step for the last batch returned and none follows (the epoch ended): its closing ack. */
+  settle(): EpochFrame[] {
+    const last = this.completeLast();
+    return last && !this.held ? [this.ack(last, null)] : [];
+  }
+
+  /** Takes in what the coordinator said (or that the connection dropped); returns the frames to send. */
+  receive(input: EpochInput): EpochFrame[] {
+    switch (input.t) {
+      case 'connectionLost':
+        this.held = true;
+        return [];
+      case 'assign':
+        for (const u of input.units) if (!this.units.some((mine) => mine.id === u.id)) this.units.push(fromWire(u));
+        return [];
+      case 'epoch':
+        return this.reconcile(input.units);
+    }
+  }
+
+  /**
+   * The coordinator's units replace this worker's. Completed offsets beyond its cursors are
+   * acknowledged again rather than redone (never beyond its end); offsets delivered beyond a
+   * unit's end, or of a unit no longer listed, are reported as an overrun. Batches resume.
+   */
+  private reconcile(serverUnits: readonly WorkUnit[]): EpochFrame[] {
+    const frames: EpochFrame[] = [];
+    const next: LocalUnit[] = [];
+    for (const u of serverUnits) {
+      const mine = this.units.find((l) => l.id === u.id);
+      if (!mine) {
+        next.push(fromWire(u));
+        continue;
+      }
+      if (mine.delivered > u.end) frames.push({ t: 'overrun', epoch: this.epoch, unit: mine.id, end: mine.delivered });
+      mine.end = u.end;
+      mine.known = Math.max(mine.known, u.cursor);
+      mine.done = Math.min(Math.max(mine.done, u.cursor), u.end);
+      mine.delivered = Math.max(Math.min(mine.delivered, u.end), mine.done);
+      const inflight = this.inFlight?.unit === mine && Math.min(this.inFlight.end, mine.end) > mine.done ? { unit: mine.id, end: Math.min(this.inFlight.end, mine.end) } : null;
+      if (mine.done > u.cursor || inflight) frames.push(this.ack(mine, inflight));
+      next.push(mine);
+    }
+    for (const gone of this.units) {
+      if (!next.includes(gone) && gone.delivered > gone.known) frames.push({ t: 'overrun', epoch: this.epoch, unit: gone.id, end: gone.delivered });
+    }
+    this.units = next;
+    this.held = false;
+    return frames;
+  }
+
+  /** Marks the in-flight batch's step as returned; the unit to acknowledge, if it is still ours. */
+  private completeLast(): LocalUnit | undefined {
+    const last = this.inFlight;
+    this.inFlight = null;
+    if (!last || !this.units.includes(last.unit)) return undefined;
+    last.unit.done = Math.max(last.unit.done, Math.min(last.end, last.unit.end));
+    return last.unit;
+  }
+
+  private ack(unit: LocalUnit, inflight: AckFrame['inflight']): AckFrame {
+    return { t: 'ack', epoch: this.epoch, unit: unit.id, cursor: unit.done, inflight };
+  }
+}
+
+function fromWire(u: WorkUnit): LocalUnit {
+  return { id: u.id, origin: u.origin, start: u.start, end: u.end, delivered: u.cursor, done: u.cursor, known: u.cursor };
+}

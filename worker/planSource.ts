@@ -1,0 +1,116 @@
+/**
+ * The shard plans of this worker's epochs. With the torch engine the plan holds the whole
+ * permutation, O(N) to derive (seconds at 1e8): derived on the main thread, it would block the
+ * event loop so long that nobody answers the coordinator's pings and the worker is taken for
+ * dead. So a large permutation is derived in a worker thread while the loop stays free.
+ */
+import { Worker } from 'node:worker_threads';
+import { torchSeed32 } from '../shared/mt19937.ts';
+import { Engine, TablePermutation } from '../shared/permutation.ts';
+import type { RunConfig } from '../shared/protocol.ts';
+import type { IndexTable } from '../shared/randperm.ts';
+import { planFor } from '../shared/runPlan.ts';
+import { ShardPlan, type PlanOptions } from '../shared/sampler.ts';
+
+/** From this length on the torch permutation is derived off the main thread (2^22: about 0.1 s here). */
+export const OFF_THREAD_FROM = 2 ** 22;
+
+/** What the permutation thread derives: torch.randperm(length) after manual_seed (its 32 bits). */
+export interface PermutationJob {
+  readonly length: number;
+  readonly seed32: number;
+}
+
+/** Epochs whose permutation is kept (the current one, and the one before for a late takeover). */
+const KEEP = 2;
+
+export class PlanSource {
+  private readonly permutations = new Map<number, TablePermutation>();
+  private readonly pending = new Map<number, Promise<void>>();
+  private threadFailed = false;
+
+  constructor(
+    private readonly config: RunConfig,
+    private readonly offThreadFrom = OFF_THREAD_FROM,
+  ) {}
+
+  /**
+   * Readies the epoch's plan without blocking the event loop: a large torch permutation is
+   * derived in a worker thread. A no-op for anything cheap (feistel, no shuffle, small N).
+   */
+  prepare(epoch: number): Promise<void> {
+    const { config } = this;
+    const large = config.shuffle && config.engine === Engine.Torch && config.length >= this.offThreadFrom;
+    if (!large || this.threadFailed || this.permutations.has(epoch)) return Promise.resolve();
+    let job = this.pending.get(epoch);
+    if (!job) {
+      job = derivePermutationOffThread({ length: config.length, seed32: torchSeed32(BigInt(config.seed), epoch) }).then(
+        (table) => this.remember(epoch, new TablePermutation(table)),
+        (err: unknown) => {
+          // Still correct, only blocking: the plan is derived on this thread when asked for.
+          this.threadFailed = true;
+          process.emitWarning(`distsampler: deriving the permutation in a worker thread failed (${err instanceof Error ? err.message : String(err)}); deriving it on the main thread`);
+        },
+      );
+      job.finally(() => this.pending.delete(epoch)).catch(() => {});
+      this.pending.set(epoch, job);
+    }
+    return job;
+  }
+
+  /** The epoch's plan for a world size (the permutation does not depend on it). */
+  plan(epoch: number, worldSize: number): ShardPlan {
+    const permutation = this.permutations.get(epoch);
+    return permutation ? new PrecomputedPlan(planOptions(this.config, worldSize, epoch), permutation) : planFor(this.config, worldSize, epoch);
+  }
+
+  private remember(epoch: number, permutation: TablePermutation): void {
+    this.permutations.set(epoch, permutation);
+    for (const old of this.permutations.keys()) if (this.permutations.size > KEEP && old !== epoch) this.permutations.delete(old);
+  }
+}
+
+/** planFor's options, without deriving anything. */
+function planOptions(config: RunConfig, worldSize: number, epoch: number): PlanOptions {
+  const seed = BigInt(config.seed);
+  const safe = seed >= BigInt(Number.MIN_SAFE_INTEGER) && seed <= BigInt(Number.MAX_SAFE_INTEGER);
+  return { length: config.length, worldSize, dropLast: config.dropLast, shuffle: config.shuffle, seed: safe ? Number(seed) : seed, epoch, engine: config.engine };
+}
+
+/**
+ * A ShardPlan over a permutation derived elsewhere. ShardPlan derives its own in its constructor,
+ * so the parent is built without shuffling (the identity, free) and the permutation set after.
+ */
+class PrecomputedPlan extends ShardPlan {
+  override readonly shuffle: boolean;
+  override readonly permutation: TablePermutation;
+  constructor(options: PlanOptions, permutation: TablePermutation) {
+    super({ ...options, shuffle: false });
+    this.shuffle = true;
+    this.permutation = permutation;
+  }
+}
+
+/**
+ * Runs permutationThread in a worker thread. From TypeScript sources (tsx, vitest) the thread
+ * has no loader of its own for .ts files, so it is started through tsx's tsImport.
+ */
+export function derivePermutationOffThread(job: PermutationJob): Promise<IndexTable> {
+  const source = import.meta.url.endsWith('.ts');
+  const entry = new URL(`./permutationThread.${source ? 'ts' : 'js'}`, import.meta.url);
+  const worker = source
+    ? new Worker(`const { workerData } = require('node:worker_threads'); import(workerData.tsx).then((api) => api.tsImport(workerData.entry, workerData.entry));`, {
+        eval: true,
+        execArgv: [],
+        workerData: { ...job, entry: entry.href, tsx: import.meta.resolve('tsx/esm/api') },
+      })
+    : new Worker(entry, { execArgv: [], workerData: job });
+  return new Promise<IndexTable>((resolve, reject) => {
+    worker.once('message', (table: IndexTable) => {
+      resolve(table);
+      void worker.terminate();
+    });
+    worker.once('error', reject);
+    worker.once('exit', (code) => reject(new Error(`the permutation thread exited (code ${code}) before posting its result`)));
+  });
+}
