@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WebSocketServer } from 'ws';
 import { Coordinator } from '../coordinator/coordinator.ts';
-import { Launcher } from '../coordinator/launcher.ts';
+import { Launcher } from '../bin/launcher.ts';
 import { planFor } from '../shared/runPlan.ts';
 import { digestIndices } from '../shared/shardDigest.ts';
 import type { RunConfig } from '../shared/protocol.ts';

@@ -145,6 +145,7 @@ function measure(spec: CaseSpec): CaseResult {
   let peakRssKb = 0;
   for (let run = 0; run < spec.runs; run++) {
     const { seed, epoch } = planSeed(spec, run);
+    // eslint-disable-next-line no-useless-assignment -- drops the reference so the previous shard can be collected
     last = undefined; // let the previous shard go before deriving the next
     let outcome: RunOutcome;
     try {

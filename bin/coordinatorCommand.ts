@@ -1,13 +1,14 @@
 /** `distsampler coordinator`: a standalone coordinator for workers started elsewhere. */
-import { existsSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { writeFile } from 'node:fs/promises';
 import { Coordinator, CoordinatorConfigError, isLoopback, type CoordinatorOptions } from '../coordinator/coordinator.ts';
-import { forwardEvents, type BridgedEvent } from '../coordinator/eventBridge.ts';
-import { readJournal, type JournalState } from '../coordinator/journal.ts';
-import { attachProgressView } from '../coordinator/progressView.ts';
-import { formatSummary, type RunReport } from '../coordinator/report.ts';
-import { coordinatorSettings, RUN_CONFIG_FLAGS, RUN_CONFIG_HELP, worldSizeFlag } from './runConfigFlags.ts';
+import { forwardEvents, type BridgedEvent } from './eventBridge.ts';
+import { describeTornTail, journalPlan as planFromJournal, JournalLockedError, JournalPlanError, resumable, type JournalPlan } from '../coordinator/journal.ts';
+import { attachProgressView } from './progressView.ts';
+import type { RunReport } from '../coordinator/report.ts';
+import { formatSummary } from './summaryTable.ts';
+import { coordinatorSettings, durationFlagWords, RUN_CONFIG_FLAGS, RUN_CONFIG_HELP, worldSizeFlag, type RunConfigValues } from './runConfigFlags.ts';
 import { wsUrl } from './endpoints.ts';
 import { exitWithParent, parseFlags, plural, shellCommand, UsageError } from './usage.ts';
 
@@ -54,10 +55,16 @@ export async function run(argv: string[]): Promise<number> {
     lingerMs: settings.lingerMs,
     onFailure: settings.onFailure,
     waitTimeoutMs: settings.waitTimeoutMs,
+    helloTimeoutMs: settings.helloTimeoutMs,
+    reportTimeoutMs: settings.reportTimeoutMs,
+    rejoinTimeoutMs: settings.rejoinTimeoutMs,
+    journalFlushMs: settings.journalFlushMs,
     journalPath,
     restore,
     resume,
   });
+  // Opening the journal to continue it cut what a crash tore: say so (under `run`, it forwards this line).
+  if (restore?.tornTail && journalPath !== undefined) process.stderr.write(`${describeTornTail(journalPath, restore.tornTail)}\n`);
   if (ipc) forwardEvents(coordinator, ipc);
   const view = ipc ? undefined : attachProgressView(coordinator);
   let interrupted = false;
@@ -96,7 +103,9 @@ export async function run(argv: string[]): Promise<number> {
   await coordinator.close();
   process.off('SIGINT', stop);
   process.off('SIGTERM', stop);
-  if (interrupted && !report.ok) {
+  // The journal could not be written (disk full, ...): the run stopped there, resumable elsewhere.
+  if (coordinator.journalFailure !== undefined) process.stderr.write(`distsampler coordinator: the run stopped: ${coordinator.journalFailure}\n`);
+  if ((interrupted || coordinator.journalFailure !== undefined) && !report.ok) {
     // Its workers were told to stop: a new group takes over what the journal holds.
     if (!ipc && journalPath !== undefined && resumable(journalPath)) {
       const size = coordinator.range.min === coordinator.range.max ? `${coordinator.range.max}` : `${coordinator.range.min}:${coordinator.range.max}`;
@@ -106,19 +115,18 @@ export async function run(argv: string[]): Promise<number> {
       const token = settings.token === undefined ? '' : ', with the same --token or DISTSAMPLER_TOKEN';
       process.stderr.write(`(then start that many workers${token}; any --world-size will do: the new group takes over what is left)\n`);
     }
-    return 130;
+    return interrupted ? 130 : 1;
   }
   return report.ok && written ? 0 : 1;
 }
 
 /** Flags a resumed coordinator should get again (the run config itself is in the journal; the token is not printed). */
-const RESUME_KEEPS = [
-  'host', 'port', 'report', 'heartbeat-ms', 'dead-after-ms', 'rendezvous-timeout-ms', 'on-failure', 'wait-timeout-ms', 'settle-ms', 'linger-ms',
-] as const;
+const RESUME_KEEPS = ['host', 'port', 'report', 'on-failure'] as const;
 
-/** Those of RESUME_KEEPS that were given, as words of a resume command. */
-export function resumeKnobs(values: { readonly [K in (typeof RESUME_KEEPS)[number]]?: string }): string[] {
-  return RESUME_KEEPS.flatMap((flag) => (values[flag] === undefined ? [] : [`--${flag}`, values[flag]]));
+/** Those of RESUME_KEEPS and the duration knobs that were given, as words of a resume command. */
+export function resumeKnobs(values: RunConfigValues): string[] {
+  const kept = RESUME_KEEPS.flatMap((flag) => (values[flag] === undefined ? [] : [`--${flag}`, values[flag]]));
+  return [...kept, ...durationFlagWords(values)];
 }
 
 /** The report is written over its path at the end: it must not be the journal a resume reads. */
@@ -128,16 +136,8 @@ export function refuseReportOverJournal(reportPath: string | undefined, journalP
   }
 }
 
-/** Whether the journal holds an epoch that began: only then is there anything to resume. */
-export function resumable(path: string): boolean {
-  try {
-    const state = readJournal(path);
-    // A run that finished well has nothing left; one that failed can be resumed.
-    return !state.ended?.ok && (state.audits.length > 0 || state.current !== undefined);
-  } catch {
-    return false;
-  }
-}
+// Lives with the journal now; re-exported for the importers that still look for it here.
+export { resumable };
 
 /** Writes the JSON report; on failure says why on stderr and returns false. */
 export async function writeReport(command: string, path: string, report: RunReport): Promise<boolean> {
@@ -164,29 +164,18 @@ function createCoordinator(options: CoordinatorOptions): Coordinator {
     return new Coordinator(options);
   } catch (err) {
     if (err instanceof CoordinatorConfigError) throw new UsageError(err.message);
+    // Another coordinator holds the journal: refused before anything is written.
+    if (err instanceof JournalLockedError) throw new UsageError(err.message);
     throw err;
   }
 }
 
-/** What the journal flags mean: a fresh run, a restart of an unfinished one, or a resume. */
-export function journalPlan(journal: string | undefined, resumeFrom: string | undefined): { restore?: JournalState; resume: boolean; journalPath?: string } {
-  if (resumeFrom !== undefined) {
-    if (journal !== undefined && journal !== resumeFrom) throw new UsageError('--resume continues writing its own journal; do not also give --journal');
-    const state = readJournalFlag('resume', resumeFrom);
-    if (state.ended?.ok) throw new UsageError(`--resume: the run in ${resumeFrom} already finished successfully`);
-    state.ended = undefined;
-    return { restore: state, resume: true, journalPath: resumeFrom };
-  }
-  if (journal === undefined || !existsSync(journal)) return { resume: false, journalPath: journal };
-  const state = readJournalFlag('journal', journal);
-  if (state.ended) throw new UsageError(`--journal: ${journal} holds a run that already ${state.ended.ok ? 'finished' : 'failed'}; remove it, pick another file, or --resume it`);
-  return { restore: state, resume: false, journalPath: journal };
-}
-
-function readJournalFlag(flag: string, path: string): JournalState {
+/** What the journal flags mean (decided by the journal module); a journal that cannot serve them is bad input: exit 2. */
+export function journalPlan(journal: string | undefined, resumeFrom: string | undefined): JournalPlan {
   try {
-    return readJournal(path);
+    return planFromJournal(journal, resumeFrom);
   } catch (err) {
-    throw new UsageError(`--${flag}: ${err instanceof Error ? err.message : String(err)}`);
+    if (err instanceof JournalPlanError) throw new UsageError(err.message);
+    throw err;
   }
 }

@@ -1,5 +1,5 @@
 /** Parsing of the simulation flags: --kill, --kill-coordinator, --straggler, --step-ms. */
-import type { CoordinatorKill, WorkerKill } from '../coordinator/launcher.ts';
+import type { CoordinatorKill, WorkerKill } from './launcher.ts';
 import type { SimulatedWork } from '../worker/simulatedWork.ts';
 import { UsageError } from './usage.ts';
 

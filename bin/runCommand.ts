@@ -3,14 +3,14 @@ import { existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { createServer } from 'node:net';
-import { readJournal, type WorldSizeRange } from '../coordinator/journal.ts';
-import { Launcher } from '../coordinator/launcher.ts';
+import { resumable, type WorldSizeRange } from '../coordinator/journal.ts';
+import { Launcher } from './launcher.ts';
 import { loadStepModule } from '../worker/stepModule.ts';
-import { attachProgressView, type ProgressView } from '../coordinator/progressView.ts';
-import { formatSummary } from '../coordinator/report.ts';
+import { attachProgressView, type ProgressView } from './progressView.ts';
+import { formatSummary } from './summaryTable.ts';
 import { parseCoordinatorKill, parseKill, parseStepMs } from './faultFlags.ts';
-import { coordinatorSettings, RUN_CONFIG_FLAGS, RUN_CONFIG_HELP, worldSizeFlag } from './runConfigFlags.ts';
-import { journalPlan, refuseReportOverJournal, resumable, resumeKnobs, writeReport } from './coordinatorCommand.ts';
+import { coordinatorSettings, durationFlagWords, RUN_CONFIG_FLAGS, RUN_CONFIG_HELP, worldSizeFlag } from './runConfigFlags.ts';
+import { journalPlan, refuseReportOverJournal, resumeKnobs, writeReport } from './coordinatorCommand.ts';
 import { intFlag, parseFlags, plural, shellCommand, UsageError } from './usage.ts';
 
 const HELP = `usage: distsampler run [--workers W] [flags]
@@ -44,11 +44,8 @@ one that stopped before any epoch began); an interrupted or failed run that bega
 prints the command that resumes it.
 `;
 
-/** Flags `run` hands to its coordinator process unchanged. */
-const PASSED_TO_COORDINATOR = [
-  'epochs', 'length', 'dataset', 'batch-size', 'seed', 'engine', 'host', 'heartbeat-ms', 'dead-after-ms',
-  'rendezvous-timeout-ms', 'on-failure', 'wait-timeout-ms', 'settle-ms', 'linger-ms',
-] as const;
+/** Flags `run` hands to its coordinator process unchanged (the duration knobs too, see durationFlagWords). */
+const PASSED_TO_COORDINATOR = ['epochs', 'length', 'dataset', 'batch-size', 'seed', 'engine', 'host', 'on-failure'] as const;
 
 export async function run(argv: string[]): Promise<number> {
   const { values } = parseFlags(argv, {
@@ -97,6 +94,7 @@ export async function run(argv: string[]): Promise<number> {
     const value = values[flag];
     if (value !== undefined) coordinatorArgs.push(`--${flag}=${value}`);
   }
+  coordinatorArgs.push(...durationFlagWords(values));
   if (values['no-shuffle']) coordinatorArgs.push('--no-shuffle');
   if (values['drop-last']) coordinatorArgs.push('--drop-last');
   const workerArgs: string[] = [];
@@ -140,9 +138,10 @@ export async function run(argv: string[]): Promise<number> {
   /** Set once Ctrl-C (or SIGTERM) arrived: from then on this is the only way out (exit 130, or 143). */
   let interrupted: Promise<never> | undefined;
   const interrupt = (exitCode: number) => {
-    note('\ninterrupted: stopping every worker and the coordinator');
-    // Said at once, so a second Ctrl-C (which ends this process on the spot) cannot swallow it.
+    // Read before anything is said: the hint goes out with the first line, so a second Ctrl-C
+    // (which ends this process on the spot) sent on seeing that line cannot swallow it.
     const hinted = resumable(journalPath);
+    note('\ninterrupted: stopping every worker and the coordinator');
     if (hinted) note(`resume with: ${resumeCommand}`);
     interrupted = launcher.stop().then((): never => {
       if (!hinted) afterFailure();

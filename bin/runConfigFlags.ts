@@ -1,10 +1,13 @@
-/** Flags shared by `run` and `coordinator`: the run config and the coordinator's knobs. */
+/**
+ * Flags shared by `run` and `coordinator`: the run config and the coordinator's knobs. The
+ * duration knobs (their flags, defaults, bounds and help lines) come from DURATION_KNOBS.
+ */
 import { accessSync, constants, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { ENGINE_NAMES, isEngineName } from '../shared/permutation.ts';
 import type { RunConfig } from '../shared/protocol.ts';
 import { openDataset } from '../worker/datasets.ts';
-import { FailurePolicy, type FailurePolicyName } from '../coordinator/coordinator.ts';
+import { CoordinatorConfigError, DURATION_KNOBS, FailurePolicy, resolveCoreSettings, type CoreSettings, type DurationKnob, type FailurePolicyName } from '../coordinator/options.ts';
 import type { WorldSizeRange } from '../coordinator/journal.ts';
 import { hostValue } from './endpoints.ts';
 import { intFlag, msFlag, seedFlag, UsageError, type FlagOptions } from './usage.ts';
@@ -22,16 +25,57 @@ export const RUN_CONFIG_FLAGS = {
   port: { type: 'string' },
   token: { type: 'string' },
   report: { type: 'string' },
+  'on-failure': { type: 'string' },
+  journal: { type: 'string' },
+  // One per DURATION_KNOBS entry (checked below): listed here so parseArgs' result is typed.
   'heartbeat-ms': { type: 'string' },
   'dead-after-ms': { type: 'string' },
+  'hello-timeout-ms': { type: 'string' },
   'rendezvous-timeout-ms': { type: 'string' },
-  'on-failure': { type: 'string' },
-  'wait-timeout-ms': { type: 'string' },
   'settle-ms': { type: 'string' },
+  'report-timeout-ms': { type: 'string' },
+  'wait-timeout-ms': { type: 'string' },
+  'rejoin-timeout-ms': { type: 'string' },
+  'journal-flush-ms': { type: 'string' },
   'linger-ms': { type: 'string' },
-  journal: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies FlagOptions;
+
+// A knob added to the table without its flag here (or a flag left after its knob went) is a bug.
+{
+  const listed = Object.keys(RUN_CONFIG_FLAGS).filter((flag) => flag.endsWith('-ms'));
+  const knobs = DURATION_KNOBS.map((k) => k.flag);
+  if (listed.length !== knobs.length || !knobs.every((flag) => listed.includes(flag))) {
+    throw new Error(`RUN_CONFIG_FLAGS lists ${listed.join(', ')} but DURATION_KNOBS has ${knobs.join(', ')}`);
+  }
+}
+
+/** Where help lines wrap, and the column their text starts in. */
+const HELP_WIDTH = 100;
+const HELP_INDENT = 29;
+
+/** One flag's help: `  --flag ARG` padded to the text column, the text wrapped under itself. */
+export function helpLine(flagWithArg: string, text: string): string {
+  const head = `  ${flagWithArg}`;
+  const lines: string[] = [];
+  let line = head.length >= HELP_INDENT - 1 ? `${head} ` : head.padEnd(HELP_INDENT);
+  let empty = true;
+  for (const word of text.split(' ')) {
+    if (!empty && line.length + 1 + word.length > HELP_WIDTH) {
+      lines.push(line);
+      line = ' '.repeat(HELP_INDENT);
+      empty = true;
+    }
+    line += empty ? word : ` ${word}`;
+    empty = false;
+  }
+  lines.push(line);
+  return lines.join('\n');
+}
+
+function knobHelp(knob: DurationKnob): string {
+  return helpLine(`--${knob.flag} MS`, `${knob.help} (default ${knob.defaultMs})`);
+}
 
 export const RUN_CONFIG_HELP = `Run config (the coordinator owns it and sends it to every worker):
   --length N                 dataset length for the synthetic range dataset (default 10000)
@@ -49,40 +93,46 @@ Coordinator:
   --port P                   port (default 0: the OS picks one)
   --token T                  shared secret checked at the WebSocket upgrade (default DISTSAMPLER_TOKEN)
   --report FILE              write the JSON run report there
-  --heartbeat-ms MS          ping interval (default 1000)
-  --dead-after-ms MS         a worker silent this long is dead (default 5000)
-  --rendezvous-timeout-ms MS fail if the group is not full by then (default 60000)
   --on-failure POLICY        reassign (default): a dead rank's unacknowledged positions go to the
                              living; abort: stop the group (PyTorch's behaviour); wait: hold the
                              rank for a replacement, then reassign after --wait-timeout-ms
-  --wait-timeout-ms MS       with --on-failure wait (default 30000)
-  --settle-ms MS             elastic (MIN:MAX): once MIN workers joined, wait this long for more
-                             before starting (default 2000)
-  --linger-ms MS             after the last epoch, keep serving collectives and the store to
-                             workers that have not called destroy() yet, at most this long
-                             (default 30000)
   --journal FILE             append-only journal (fsync'd) of config, membership, epochs and
                              acknowledged cursors; started again with the same FILE after a crash,
                              the coordinator continues the run where it stopped
+${DURATION_KNOBS.map(knobHelp).join('\n')}
 `;
 
-type Values = { [K in keyof typeof RUN_CONFIG_FLAGS]?: (typeof RUN_CONFIG_FLAGS)[K]['type'] extends 'boolean' ? boolean : string };
+export type RunConfigValues = { [K in keyof typeof RUN_CONFIG_FLAGS]?: (typeof RUN_CONFIG_FLAGS)[K]['type'] extends 'boolean' ? boolean : string };
 
-export interface CoordinatorSettings {
+/** Everything the coordinator's flags decide: the run config, where it listens, every knob resolved. */
+export interface CoordinatorSettings extends CoreSettings {
   config: RunConfig;
   datasetPath?: string;
   host: string;
   port: number;
   token?: string;
   reportPath?: string;
-  heartbeatMs: number;
-  deadAfterMs: number;
-  rendezvousTimeoutMs: number;
-  onFailure: FailurePolicyName;
-  waitTimeoutMs: number;
-  settleMs: number;
-  lingerMs: number;
   journalPath?: string;
+}
+
+/** The duration knobs given on the command line, as words `--flag value` (to pass on or to print). */
+export function durationFlagWords(values: RunConfigValues): string[] {
+  const given = new Map(Object.entries(values));
+  return DURATION_KNOBS.flatMap((knob) => {
+    const raw = given.get(knob.flag);
+    return typeof raw === 'string' ? [`--${knob.flag}`, raw] : [];
+  });
+}
+
+/** Each duration flag given, checked against its knob's bounds (UsageError naming the flag). */
+function durationFlags(values: RunConfigValues): { [K in DurationKnob['option']]?: number } {
+  const given = new Map(Object.entries(values));
+  const durations: { [K in DurationKnob['option']]?: number } = {};
+  for (const knob of DURATION_KNOBS) {
+    const raw = given.get(knob.flag);
+    if (typeof raw === 'string') durations[knob.option] = msFlag(knob.flag, raw, knob.defaultMs, knob.minMs);
+  }
+  return durations;
 }
 
 /** `W` or torchrun's elastic `MIN:MAX`. */
@@ -124,7 +174,7 @@ export function outputFileFlag(name: string, path: string | undefined): string |
   return path;
 }
 
-export async function coordinatorSettings(values: Values): Promise<CoordinatorSettings> {
+export async function coordinatorSettings(values: RunConfigValues): Promise<CoordinatorSettings> {
   if (values.length !== undefined && values.dataset !== undefined) throw new UsageError('give either --length or --dataset, not both');
   let length = intFlag('length', values.length, 10_000, 0);
   if (values.dataset !== undefined) {
@@ -137,11 +187,19 @@ export async function coordinatorSettings(values: Values): Promise<CoordinatorSe
   const engine = values.engine ?? 'torch';
   if (!isEngineName(engine)) throw new UsageError(`--engine must be one of ${ENGINE_NAMES.join(', ')}, got '${engine}'`);
   const onFailure = values['on-failure'] ?? FailurePolicy.Reassign;
-  const policies = Object.values(FailurePolicy) as string[];
+  const policies: readonly string[] = Object.values(FailurePolicy);
   if (!policies.includes(onFailure)) throw new UsageError(`--on-failure must be one of ${policies.join(', ')}, got '${onFailure}'`);
-  const heartbeatMs = msFlag('heartbeat-ms', values['heartbeat-ms'], 1000, 10);
-  const deadAfterMs = msFlag('dead-after-ms', values['dead-after-ms'], 5000, 10);
+  const durations = durationFlags(values);
+  const heartbeatMs = durations.heartbeatMs ?? knobDefault('heartbeatMs');
+  const deadAfterMs = durations.deadAfterMs ?? knobDefault('deadAfterMs');
   if (deadAfterMs <= heartbeatMs) throw new UsageError(`--dead-after-ms (${deadAfterMs}) must be larger than --heartbeat-ms (${heartbeatMs})`);
+  let knobs: CoreSettings;
+  try {
+    knobs = resolveCoreSettings({ ...durations, onFailure: onFailure as FailurePolicyName });
+  } catch (err) {
+    if (err instanceof CoordinatorConfigError) throw new UsageError(err.message);
+    throw err;
+  }
   return {
     config: {
       length,
@@ -157,13 +215,13 @@ export async function coordinatorSettings(values: Values): Promise<CoordinatorSe
     port: intFlag('port', values.port, 0, 0, 65535),
     token: values.token ?? process.env.DISTSAMPLER_TOKEN ?? undefined,
     reportPath: outputFileFlag('report', values.report),
-    heartbeatMs,
-    deadAfterMs,
-    rendezvousTimeoutMs: msFlag('rendezvous-timeout-ms', values['rendezvous-timeout-ms'], 60_000, 1),
-    onFailure: onFailure as FailurePolicyName,
-    waitTimeoutMs: msFlag('wait-timeout-ms', values['wait-timeout-ms'], 30_000, 1),
-    settleMs: msFlag('settle-ms', values['settle-ms'], 2000, 0),
-    lingerMs: msFlag('linger-ms', values['linger-ms'], 30_000, 0),
+    ...knobs,
     journalPath: outputFileFlag('journal', values.journal),
   };
+}
+
+function knobDefault(option: DurationKnob['option']): number {
+  const knob = DURATION_KNOBS.find((k) => k.option === option);
+  if (!knob) throw new Error(`no duration knob ${option}`);
+  return knob.defaultMs;
 }

@@ -63,6 +63,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   private readonly sockets = new Map<PeerId, WebSocket>();
   private readonly timers = new Map<TimerId, NodeJS.Timeout>();
   private nextPeer = 1;
+  private journalError: string | undefined;
   private idleQueued = false;
   private stopped = false;
   private http: Server | undefined;
@@ -96,6 +97,14 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     if (options.journalPath) {
       this.journal = options.restore ? Journal.append(options.journalPath) : Journal.create(options.journalPath, this.config, this.range);
     }
+  }
+
+  /**
+   * Why the journal could not be written (disk full, file too large, I/O error), if it failed:
+   * the run was stopped there, and the journal holds everything up to that point (resumable).
+   */
+  get journalFailure(): string | undefined {
+    return this.journalError;
   }
 
   /** The largest group this coordinator admits. */
@@ -281,6 +290,9 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       }
     }
     // Disk full, file too large, I/O error: the run stops cleanly, its journal still resumable.
-    if (journalFailure !== undefined) this.feed({ kind: InputKind.JournalFailed, now: Date.now(), error: journalFailure });
+    if (journalFailure !== undefined) {
+      this.journalError = journalFailure;
+      this.feed({ kind: InputKind.JournalFailed, now: Date.now(), error: journalFailure });
+    }
   }
 }

@@ -13,7 +13,7 @@ import { EffectKind, InputKind, PlantedBug, type CoordinatorEvents, type CoreEff
 import { EpochLedger, type Reassignment } from './epochLedger.ts';
 import { Heartbeat } from './heartbeat.ts';
 import { auditOf, rankAudits, type EpochState } from './epochState.ts';
-import type { JournalRecord, JournalState, JournaledEpoch, WorldSizeRange } from './journalRecords.ts';
+import type { JournalState, JournaledEpoch, WorldSizeRange } from './journalRecords.ts';
 import { KeyValueStore } from './kvStore.ts';
 import { CoordinatorConfigError, FailurePolicy, type CoreSettings } from './options.ts';
 import { PlanAuditor } from './planAuditor.ts';

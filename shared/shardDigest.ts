@@ -44,10 +44,13 @@ export class ShardDigest {
       buffer[--pos] = DIGIT_PAIRS[pair];
       small = next;
     }
+    // The last digits are written like the others; pos is dead after them.
+    /* eslint-disable no-useless-assignment */
     if (small >= 10) {
       buffer[--pos] = DIGIT_PAIRS[(small << 1) + 1];
       buffer[--pos] = DIGIT_PAIRS[small << 1];
     } else buffer[--pos] = ZERO + small;
+    /* eslint-enable no-useless-assignment */
     this.used = end;
   }
 

@@ -1,21 +1,27 @@
 /** CLI refusals and failure paths: bad input exits 2 naming the flag, failures keep what matters. */
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { execFileSync, fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import type { RunReport } from '../coordinator/report.ts';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { resumable } from '../bin/coordinatorCommand.ts';
 import { exitWithin, killStarted, startCli, type CliProcess } from './support/cli.ts';
+import { readReport } from './support/report.ts';
+import { runConfig } from './support/runConfig.ts';
+import { useTempDir } from './support/tempDir.ts';
 
-const dir = mkdtempSync(join(tmpdir(), 'distsampler-cli-errors-'));
+// Timeouts here only catch hangs: a loaded machine may start these processes slowly.
+vi.setConfig({ testTimeout: 120_000 });
+const temp = useTempDir('cli-errors');
+const dir = temp.path;
 afterEach(killStarted);
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** Runs the CLI to its end (at most `timeoutMs`) and returns it. */
-async function finished(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 15_000): Promise<CliProcess & { code: number | null }> {
+/**
+ * Runs the CLI to its end and returns it. `timeoutMs` only guards against a hang (the child is
+ * killed and its stderr shown): generous, so a loaded machine does not fail a run that was slow.
+ */
+async function finished(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 60_000): Promise<CliProcess & { code: number | null }> {
   const cli = startCli(args, env);
   const { code } = await exitWithin(cli, timeoutMs);
   return Object.assign(cli, { code });
@@ -39,11 +45,10 @@ function stepModule(name: string, source: string): string {
 }
 
 /** A fresh folder to serve as the child's TMPDIR, where `run` keeps its own journal. */
-function freshTmp(name: string): string {
-  const path = join(dir, name);
-  mkdirSync(path);
-  return path;
-}
+const freshTmp = (name: string): string => temp.folder(name);
+
+/** A line of plain progress showing acknowledged positions: the epoch is under way, and journaled. */
+const PROGRESS = /^epoch 0: r0 \d+\/\d+/m;
 
 const journals = (folder: string) => readdirSync(folder).filter((f) => f.endsWith('.journal'));
 
@@ -151,7 +156,7 @@ describe('bad input is a usage error, not a crash', () => {
 
   it('refuses run --journal holding a finished run before launching, exit 2', async () => {
     const journal = join(dir, 'finished.journal');
-    const config = { length: 100, seed: '0', shuffle: true, dropLast: false, engine: 'torch', batchSize: 32, epochs: 1 };
+    const config = runConfig();
     writeFileSync(journal, [{ k: 'run', v: 1, config, worldSize: { min: 2, max: 2 } }, { k: 'end', ok: true }].map((r) => JSON.stringify(r)).join('\n') + '\n');
     await expectUsageError(['run', '--workers', '2', '--journal', journal], [/^distsampler run: --journal: /, /already finished/]);
   });
@@ -164,8 +169,8 @@ describe('URLs and wording', () => {
     const [, url, port] = await coordinator.waitFor(/listening on (ws:\/\/\[::1\]:(\d+)) for 1 worker\n/);
     expect(URL.canParse(url)).toBe(true);
     const worker = startCli(['worker'], { MASTER_ADDR: '::1', MASTER_PORT: port, RANK: '0', WORLD_SIZE: '1' });
-    expect((await exitWithin(worker, 15_000)).code, worker.stderr()).toBe(0);
-    expect((await exitWithin(coordinator, 15_000)).code, coordinator.stderr()).toBe(0);
+    expect((await exitWithin(worker, 60_000)).code, worker.stderr()).toBe(0);
+    expect((await exitWithin(coordinator, 60_000)).code, coordinator.stderr()).toBe(0);
   });
 
   it('says "for 1 worker", not "for 1 workers"', async () => {
@@ -250,12 +255,11 @@ export async function step(batch: { samples: unknown[] }): Promise<void> {
     const coordinator = startCli(['coordinator', '--world-size', '1', '--epochs', '1', '--length', '20000', '--batch-size', '10', '--journal', journal, '--linger-ms', '1000']);
     const [, port] = await coordinator.waitFor(/listening on ws:\/\/127\.0\.0\.1:(\d+)/);
     const worker = startCli(['worker', '--step-ms', '0.05'], { MASTER_ADDR: '127.0.0.1', MASTER_PORT: port, RANK: '0', WORLD_SIZE: '1' });
-    await coordinator.waitFor(/epoch 0 started/);
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await coordinator.waitFor(PROGRESS, 60_000);
     coordinator.child.kill('SIGINT');
-    expect((await exitWithin(coordinator, 15_000)).code, coordinator.stderr()).toBe(130);
+    expect((await exitWithin(coordinator, 60_000)).code, coordinator.stderr()).toBe(130);
     expect(coordinator.stderr()).toContain(`resume with: npm run cli -- coordinator --resume '${journal}' --world-size 1 --linger-ms 1000\n`);
-    expect((await exitWithin(worker, 15_000)).code).not.toBe(0);
+    expect((await exitWithin(worker, 60_000)).code).not.toBe(0);
     // The printed command, split into words by a shell as it would be when pasted, continues the run.
     const [, command] = /resume with: npm run cli -- (.*)/.exec(coordinator.stderr())!;
     const words = execFileSync('sh', ['-c', `for word in ${command}; do printf '%s\\0' "$word"; done`], { encoding: 'utf8' }).split('\0').slice(0, -1);
@@ -263,20 +267,20 @@ export async function step(batch: { samples: unknown[] }): Promise<void> {
     const resumed = startCli(words);
     const [, resumedPort] = await resumed.waitFor(/listening on ws:\/\/127\.0\.0\.1:(\d+)/);
     const fresh = startCli(['worker'], { MASTER_ADDR: '127.0.0.1', MASTER_PORT: resumedPort, RANK: '0', WORLD_SIZE: '1' });
-    expect((await exitWithin(fresh, 20_000)).code, fresh.stderr()).toBe(0);
-    expect((await exitWithin(resumed, 20_000)).code, resumed.stderr()).toBe(0);
+    expect((await exitWithin(fresh, 60_000)).code, fresh.stderr()).toBe(0);
+    expect((await exitWithin(resumed, 60_000)).code, resumed.stderr()).toBe(0);
     expect(resumed.stdout()).toMatch(/audit OK/);
   });
 
   it('prints the resume hint at the first Ctrl-C, so a second one cannot swallow it', async () => {
     const tmp = freshTmp('double-sigint');
     const run = startCli(['run', '--workers', '2', '--epochs', '1', '--length', '50000', '--batch-size', '10', '--step-ms', '0.2'], { TMPDIR: tmp });
-    await run.waitFor(/epoch 0 started/);
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await run.waitFor(PROGRESS, 60_000);
     run.child.kill('SIGINT');
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    // The second Ctrl-C as soon as the first was taken: the hint must already be out by then.
+    await run.waitFor(/^interrupted: stopping/m);
     run.child.kill('SIGINT');
-    await exitWithin(run, 15_000);
+    await exitWithin(run, 60_000);
     const [journal] = journals(tmp);
     expect(run.stderr()).toContain(`resume with: npm run cli -- run --resume ${join(tmp, journal)} --workers 2 --step-ms=0.2`);
   });
@@ -284,10 +288,9 @@ export async function step(batch: { samples: unknown[] }): Promise<void> {
   it('a terminal Ctrl-C (to the whole process group) is the launcher’s to handle: workers do not die of it, one hint', async () => {
     const tmp = freshTmp('group-sigint');
     const run = startCli(['run', '--workers', '2', '--epochs', '1', '--length', '50000', '--batch-size', '10', '--step-ms', '0.2'], { TMPDIR: tmp }, { processGroup: true });
-    await run.waitFor(/epoch 0 started/);
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await run.waitFor(PROGRESS, 60_000);
     process.kill(-run.child.pid!, 'SIGINT');
-    expect((await exitWithin(run, 15_000)).code).toBe(130);
+    expect((await exitWithin(run, 60_000)).code).toBe(130);
     expect(run.stderr().match(/resume with:/g)).toHaveLength(1);
     expect(run.stderr()).not.toMatch(/\(SIGINT\)|exited non-zero/);
     expect(run.stdout()).not.toMatch(/audit/);
@@ -299,25 +302,18 @@ export async function step(batch: { samples: unknown[] }): Promise<void> {
     await run.waitFor(/epoch 0 started/);
     const coordinatorPid = Number(execFileSync('pgrep', ['-P', String(run.child.pid), '-f', 'coordinator'], { encoding: 'utf8' }).trim().split('\n')[0]);
     process.kill(coordinatorPid, 'SIGKILL');
-    const started = Date.now();
-    expect((await exitWithin(run, 20_000)).code).toBe(1);
-    expect(Date.now() - started).toBeLessThan(10_000);
+    expect((await exitWithin(run, 60_000)).code).toBe(1);
+    // At once: the launcher saw its coordinator go, not the workers giving up reconnecting.
     expect(run.stderr()).toMatch(/the coordinator exited unexpectedly \(SIGKILL\)/);
+    expect(run.stderr()).not.toMatch(/reconnect|gave up/i);
     expect(run.stderr()).toMatch(/resume with:/);
   });
 
   it('fails cleanly (no unhandled rejection) when its coordinator dies before it listens', async () => {
     const run = startCli(['run', '--workers', '2', '--epochs', '1', '--length', '100']);
-    let coordinatorPid = 0;
-    for (let i = 0; i < 250 && !coordinatorPid; i++) {
-      try {
-        coordinatorPid = Number(execFileSync('pgrep', ['-P', String(run.child.pid), '-f', 'coordinator'], { encoding: 'utf8' }).trim().split('\n')[0]);
-      } catch {
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
-    }
+    const coordinatorPid = await childPid(run, 'coordinator');
     process.kill(coordinatorPid, 'SIGKILL');
-    expect((await exitWithin(run, 20_000)).code).toBe(1);
+    expect((await exitWithin(run, 60_000)).code).toBe(1);
     expect(run.stderr()).toMatch(/the coordinator exited/);
     expect(run.stderr()).not.toMatch(/launcher\.ts:\d+|Unhandled|unhandled/);
   });
@@ -327,11 +323,11 @@ export async function step(batch: { samples: unknown[] }): Promise<void> {
     const run = startCli(['run', '--workers', '2', '--epochs', '1', '--length', '50000', '--batch-size', '10', '--step-ms', '0.2'], { TMPDIR: tmp });
     await run.waitFor(/epoch 0 started/);
     run.child.kill('SIGTERM');
-    expect((await exitWithin(run, 15_000)).code).toBe(143);
+    expect((await exitWithin(run, 60_000)).code).toBe(143);
   });
 
   it('says a journal is resumable only if an epoch began and the run did not finish well', () => {
-    const config = { length: 100, seed: '0', shuffle: true, dropLast: false, engine: 'torch', batchSize: 32, epochs: 1 };
+    const config = runConfig();
     const audit = { epoch: 0, worldSize: 2, ranks: [], planned: 100, consumed: 100, missing: 0, redelivered: 0, durationMs: 1, events: [], ok: true };
     const write = (name: string, records: object[]): string => {
       const path = join(dir, name);
@@ -346,10 +342,13 @@ export async function step(batch: { samples: unknown[] }): Promise<void> {
   });
 
   it('a worker forked with IPC by anything but run’s launcher still stops on SIGINT', async () => {
-    const closed = createServer();
-    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', () => resolve()));
-    const port = (closed.address() as { port: number }).port;
-    await new Promise((resolve) => closed.close(resolve));
+    // A server that accepts the connection and never answers: once the worker connects, it is
+    // past its start-up (where `run`'s workers would leave Ctrl-C to their parent).
+    const held: Socket[] = [];
+    const silent = createServer((socket) => held.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', () => resolve()));
+    const port = (silent.address() as { port: number }).port;
+    const connected = new Promise<void>((resolve) => silent.once('connection', () => resolve()));
     const cli = fileURLToPath(new URL('../bin/distsampler.ts', import.meta.url));
     const child = fork(cli, ['worker', '--timeout-ms', '30000'], {
       execArgv: ['--import', import.meta.resolve('tsx')],
@@ -358,13 +357,14 @@ export async function step(batch: { samples: unknown[] }): Promise<void> {
     });
     try {
       const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-      // Booted and retrying the connection by now.
-      await new Promise((resolve) => setTimeout(resolve, 1500));
+      await connected;
       child.kill('SIGINT');
-      const outcome = await Promise.race([exited, new Promise<'still running'>((resolve) => setTimeout(() => resolve('still running'), 5000))]);
-      expect(outcome).not.toBe('still running');
+      // A worker that ignored it would run until the test's timeout fails it.
+      expect(await exited).toEqual({ code: null, signal: 'SIGINT' });
     } finally {
       child.kill('SIGKILL');
+      for (const socket of held) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
     }
   });
 
@@ -389,7 +389,7 @@ export async function step(_batch: unknown, ctx: { rank: number; epoch: number }
     expect(run.code, run.stderr()).toBe(0);
     expect(run.stderr()).toMatch(/\[rank 1\] distsampler worker: rank 1: the step failed in epoch 0: boom on the third batch/);
     expect(run.stderr()).toMatch(/workers that exited non-zero: rank 1 pid \d+ \(1\)/);
-    const report = JSON.parse(readFileSync(reportPath, 'utf8')) as RunReport;
+    const report = readReport(reportPath);
     const [epoch] = report.epochs;
     const rank1 = epoch.events.filter((e) => e.rank === 1).map((e) => e.type);
     expect(rank1).toContain('death');
@@ -401,3 +401,22 @@ export async function step(_batch: unknown, ctx: { rank: number; epoch: number }
     expect(report.ok).toBe(true);
   });
 });
+
+/**
+ * The pid of the launcher's child whose command line mentions `name`, as soon as it exists.
+ * Polls the process table (there is nothing to wait on before the child prints anything); fails
+ * rather than signalling a pid it did not find.
+ */
+async function childPid(parent: CliProcess, name: string): Promise<number> {
+  for (;;) {
+    try {
+      const pid = Number(execFileSync('pgrep', ['-P', String(parent.child.pid), '-f', name], { encoding: 'utf8' }).trim().split('\n')[0]);
+      if (Number.isSafeInteger(pid) && pid > 0) return pid;
+    } catch {
+      // pgrep exits 1 while there is no such child yet.
+    }
+    if (parent.child.exitCode !== null || parent.child.signalCode !== null) throw new Error(`${name} never started; stderr:\n${parent.stderr()}`);
+    // A poll of the process table, not a wait for time to pass: any interval is correct.
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}

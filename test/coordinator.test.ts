@@ -12,17 +12,9 @@ import { CloseCode, PROTOCOL_VERSION, type RunConfig } from '../shared/protocol.
 import { rangeDataset } from '../worker/datasets.ts';
 import { initProcessGroup, type ProcessGroup } from '../worker/processGroup.ts';
 import { flush, track } from './support/promises.ts';
+import { runConfig } from './support/runConfig.ts';
 
-const config = (over: Partial<RunConfig> = {}): RunConfig => ({
-  length: 101,
-  seed: '7',
-  shuffle: true,
-  dropLast: false,
-  engine: 'torch',
-  batchSize: 8,
-  epochs: 2,
-  ...over,
-});
+const config = (over: Partial<RunConfig> = {}): RunConfig => runConfig({ length: 101, seed: '7', batchSize: 8, epochs: 2, ...over });
 
 const open: Coordinator[] = [];
 afterEach(async () => {

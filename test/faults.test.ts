@@ -11,8 +11,9 @@ import { planFor } from '../shared/runPlan.ts';
 import { CloseCode, PROTOCOL_VERSION, type RunConfig } from '../shared/protocol.ts';
 import { rangeDataset } from '../worker/datasets.ts';
 import { initProcessGroup, type ProcessGroup } from '../worker/processGroup.ts';
+import { runConfig } from './support/runConfig.ts';
 
-const baseConfig: RunConfig = { length: 240, seed: '11', shuffle: true, dropLast: false, engine: 'torch', batchSize: 8, epochs: 2 };
+const baseConfig: RunConfig = runConfig({ length: 240, seed: '11', batchSize: 8, epochs: 2 });
 
 const open: Coordinator[] = [];
 afterEach(async () => {

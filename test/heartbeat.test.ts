@@ -3,6 +3,7 @@ import WebSocket from 'ws';
 import { Coordinator } from '../coordinator/coordinator.ts';
 import { Heartbeat } from '../coordinator/heartbeat.ts';
 import { FakeScheduler } from './support/fakeScheduler.ts';
+import { runConfig } from './support/runConfig.ts';
 import { PROTOCOL_VERSION } from '../shared/protocol.ts';
 import { rangeDataset } from '../worker/datasets.ts';
 import { initProcessGroup } from '../worker/processGroup.ts';
@@ -45,7 +46,7 @@ describe('a worker that stops answering pings', () => {
       worldSize: 2,
       heartbeatMs: 50,
       deadAfterMs: 300,
-      config: { length: 100, seed: '1', shuffle: true, dropLast: false, engine: 'torch', batchSize: 10, epochs: 1 },
+      config: runConfig({ seed: '1', batchSize: 10 }),
     });
     open.push(coordinator);
     const { port } = await coordinator.listen();

@@ -1,26 +1,21 @@
 /** Real processes: `run` forks workers, a standalone coordinator serves env:// workers. */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import type { RunReport } from '../coordinator/report.ts';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ShardPlan } from '../shared/sampler.ts';
 import { digestIndices } from '../shared/shardDigest.ts';
 import { rangeDataset } from '../worker/datasets.ts';
 import { initProcessGroup } from '../worker/processGroup.ts';
 import { isAlive, killStarted, startCli } from './support/cli.ts';
+import { readReport } from './support/report.ts';
+import { useTempDir } from './support/tempDir.ts';
 
-const dir = mkdtempSync(join(tmpdir(), 'distsampler-launcher-'));
+// Timeouts here only catch hangs: a loaded machine may start these processes slowly.
+vi.setConfig({ testTimeout: 120_000 });
+const temp = useTempDir('launcher');
 afterEach(killStarted);
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-function readReport(path: string): RunReport {
-  return JSON.parse(readFileSync(path, 'utf8')) as RunReport;
-}
 
 describe('distsampler run (multi-process)', () => {
   it('runs 4 worker processes for 3 epochs whose digests equal PyTorch’s plan, and leaves no child behind', async () => {
-    const reportPath = join(dir, 'run.json');
+    const reportPath = temp.file('run.json');
     const run = startCli(['run', '--workers', '4', '--epochs', '3', '--length', '1003', '--batch-size', '16', '--seed', '-3', '--report', reportPath]);
     const { code } = await run.exited;
     expect(code, run.stderr()).toBe(0);
@@ -53,7 +48,7 @@ describe('distsampler run (multi-process)', () => {
   });
 
   it('serves workers started separately with env:// (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE)', async () => {
-    const reportPath = join(dir, 'standalone.json');
+    const reportPath = temp.file('standalone.json');
     const coordinator = startCli(['coordinator', '--world-size', '2', '--epochs', '2', '--length', '500', '--drop-last', '--report', reportPath]);
     const [, port] = await coordinator.waitFor(/listening on ws:\/\/127\.0\.0\.1:(\d+)/);
     const env = (rank: number) => ({ MASTER_ADDR: '127.0.0.1', MASTER_PORT: port, WORLD_SIZE: '2', RANK: String(rank) });
@@ -67,7 +62,8 @@ describe('distsampler run (multi-process)', () => {
   });
 
   it('keeps a standalone coordinator serving collectives after the last epoch until its workers leave', async () => {
-    const coordinator = startCli(['coordinator', '--world-size', '2', '--epochs', '1', '--length', '40', '--linger-ms', '20000']);
+    // Lingering longer than any test may run: it can only exit because its workers left.
+    const coordinator = startCli(['coordinator', '--world-size', '2', '--epochs', '1', '--length', '40', '--linger-ms', '3600000']);
     const [, port] = await coordinator.waitFor(/listening on ws:\/\/127\.0\.0\.1:(\d+)/);
     const pgs = await Promise.all([0, 1].map((rank) => initProcessGroup({ initMethod: `ws://127.0.0.1:${port}`, rank })));
     await Promise.all(
@@ -80,11 +76,8 @@ describe('distsampler run (multi-process)', () => {
     await pgs[0].store.set('saved', 'yes');
     expect(await pgs[1].store.get('saved', { timeoutMs: 5000 })).toBe('yes');
     expect(isAlive(coordinator.child.pid!)).toBe(true);
-    const started = Date.now();
     await Promise.all(pgs.map((pg) => pg.destroy()));
     expect((await coordinator.exited).code, coordinator.stderr()).toBe(0);
-    // It went when they left, not at --linger-ms.
-    expect(Date.now() - started).toBeLessThan(10_000);
   });
 
   it('stops every worker on Ctrl-C (SIGINT) and exits 130', async () => {
@@ -99,12 +92,11 @@ describe('distsampler run (multi-process)', () => {
   });
 
   it('fails at once, not at the rendezvous timeout, when a worker dies before the group forms', async () => {
-    const started = Date.now();
-    const run = startCli(['run', '--workers', '2', '--step', 'test/fixtures/failsInWorkers.ts']);
+    // A rendezvous timeout longer than any test may run: only failing at once ends this run.
+    const run = startCli(['run', '--workers', '2', '--rendezvous-timeout-ms', '3600000', '--step', 'test/fixtures/failsInWorkers.ts']);
     const { code } = await run.exited;
     expect(code).toBe(1);
     expect(run.stderr()).toMatch(/exited \(2\) before the group formed/);
-    expect(Date.now() - started).toBeLessThan(20_000);
   });
 
   it('exits 2 with a one-line message naming the flag for bad input', async () => {

@@ -2,6 +2,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Coordinator } from '../coordinator/coordinator.ts';
 import { initProcessGroup, InitError, type InitOptions } from '../worker/processGroup.ts';
+import { runConfig } from './support/runConfig.ts';
 
 const open: Coordinator[] = [];
 afterEach(async () => {
@@ -45,7 +46,7 @@ describe('initProcessGroup refuses bad settings before connecting', () => {
 
 describe('initProcessGroup waiting for a group that does not fill', () => {
   it('gives up at its own timeout and says where the missing ranks are listed', async () => {
-    const coordinator = new Coordinator({ worldSize: 2, config: { length: 10, seed: '0', shuffle: true, dropLast: false, engine: 'torch', batchSize: 2, epochs: 1 } });
+    const coordinator = new Coordinator({ worldSize: 2, config: runConfig({ length: 10, batchSize: 2 }) });
     open.push(coordinator);
     const { port } = await coordinator.listen();
     const err = await refusal({ initMethod: `ws://127.0.0.1:${port}`, timeoutMs: 300 });

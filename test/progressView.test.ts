@@ -2,7 +2,7 @@
 import { EventEmitter } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import type { CoordinatorEvents } from '../coordinator/coordinator.ts';
-import { attachProgressView } from '../coordinator/progressView.ts';
+import { attachProgressView } from '../bin/progressView.ts';
 
 function setup() {
   const coordinator = new EventEmitter<CoordinatorEvents>();

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { CloseCode, closeReason, encode, MAX_CLOSE_REASON_BYTES, parseClientMessage, parseServerMessage, ProtocolError, PROTOCOL_VERSION } from '../shared/protocol.ts';
+import { runConfig } from './support/runConfig.ts';
 
 describe('protocol validation', () => {
   it('accepts every well-formed client message', () => {
@@ -53,7 +54,7 @@ describe('protocol validation', () => {
       minWorldSize: 2,
       maxWorldSize: 2,
       workerId: 'w',
-      config: { length: 10, seed: '-5', shuffle: true, dropLast: false, engine: 'torch' as const, batchSize: 4, epochs: 2 },
+      config: runConfig({ length: 10, seed: '-5', batchSize: 4, epochs: 2 }),
     };
     expect(parseServerMessage(encode(welcome))).toEqual({ ok: true, message: welcome });
   });

@@ -1,6 +1,7 @@
 /** The summary table printed at the end of a run. */
 import { describe, expect, it } from 'vitest';
-import { formatSummary, type EpochAudit, type EpochEvent, type RunReport } from '../coordinator/report.ts';
+import type { EpochAudit, EpochEvent, RunReport } from '../coordinator/report.ts';
+import { formatSummary } from '../bin/summaryTable.ts';
 
 const event = (type: EpochEvent['type'], rank: number | null): EpochEvent => ({ type, rank, atMs: 1, detail: '' });
 

@@ -1,5 +1,8 @@
 /** Starting the real CLI as child processes in tests, and making sure none outlives a test. */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const REPO = fileURLToPath(new URL('../..', import.meta.url));
@@ -8,24 +11,31 @@ const TSX = import.meta.resolve('tsx');
 
 const started = new Set<ChildProcess>();
 const groupLeaders = new Set<ChildProcess>();
+/** The TMPDIRs given to children (anything they leave there, `run`'s own journal say, goes with them). */
+const childTmpDirs = new Set<string>();
 
 export interface CliProcess {
   child: ChildProcess;
   stdout(): string;
   stderr(): string;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  /** Resolves with the first stderr/stdout match of `pattern`. */
+  /** Resolves with the first stderr/stdout match of `pattern` (the timeout only catches hangs). */
   waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
 }
 
 /**
+ * Every child gets a TMPDIR of its own (mkdtemp), removed by killStarted, unless `env` names one:
+ * nothing a test starts writes into the real temp folder.
  * `processGroup`: the CLI leads a process group of its own, as a shell's foreground job does, so a
  * test can send a terminal's Ctrl-C to it and everything it started (`process.kill(-pid, 'SIGINT')`).
  */
-export function startCli(args: string[], env: NodeJS.ProcessEnv = {}, options: { processGroup?: boolean } = {}): CliProcess {
-  const child = spawn(process.execPath, ['--import', TSX, CLI, ...args], {
+export function startCli(args: string[], env: NodeJS.ProcessEnv = {}, options: { processGroup?: boolean; fileSizeLimitBlocks?: number } = {}): CliProcess {
+  const command = [process.execPath, '--import', TSX, CLI, ...args];
+  // `ulimit -f` (1024-byte blocks) for the CLI and everything it starts: a disk that fills up.
+  const limited = options.fileSizeLimitBlocks === undefined ? command : ['/bin/sh', '-c', `ulimit -f ${options.fileSizeLimitBlocks} && exec "$@"`, 'sh', ...command];
+  const child = spawn(limited[0], limited.slice(1), {
     cwd: REPO,
-    env: { ...process.env, ...env },
+    env: { ...process.env, TMPDIR: env.TMPDIR ?? childTmpDir(), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: options.processGroup ?? false,
   });
@@ -53,7 +63,7 @@ export function startCli(args: string[], env: NodeJS.ProcessEnv = {}, options: {
     stdout: () => out,
     stderr: () => err,
     exited,
-    waitFor(pattern, timeoutMs = 20_000) {
+    waitFor(pattern, timeoutMs = 60_000) {
       return new Promise((resolve, reject) => {
         const check = () => {
           const m = (err + out).match(pattern);
@@ -95,6 +105,14 @@ export async function killStarted(): Promise<void> {
   }
   groupLeaders.clear();
   await Promise.all(alive.map((c) => new Promise((r) => (c.exitCode !== null || c.signalCode !== null ? r(null) : c.once('exit', r)))));
+  for (const path of childTmpDirs) rmSync(path, { recursive: true, force: true });
+  childTmpDirs.clear();
+}
+
+function childTmpDir(): string {
+  const path = mkdtempSync(join(tmpdir(), 'distsampler-child-'));
+  childTmpDirs.add(path);
+  return path;
 }
 
 export function isAlive(pid: number): boolean {

@@ -1,24 +1,19 @@
 /**
  * Coordinator events across a process boundary: the coordinator runs as the launcher's child
- * (so it can be killed and restarted from its journal) and reports its events over IPC.
+ * (so it can be killed and restarted from its journal) and reports its events over IPC. The
+ * messages' schemas are in bridgedEvents.ts; the launcher parses each one on arrival.
  */
 import { EventEmitter } from 'node:events';
-import type { Coordinator, CoordinatorEvents } from './coordinator.ts';
+import type { CoordinatorEvents } from '../coordinator/coreTypes.ts';
+import { EVENT_NAMES, type BridgedEvent } from './bridgedEvents.ts';
 
-const EVENT_NAMES = ['listening', 'joined', 'refused', 'epochStart', 'progress', 'event', 'epochAudit', 'done'] as const satisfies ReadonlyArray<keyof CoordinatorEvents>;
-type EventName = (typeof EVENT_NAMES)[number];
-
-export interface BridgedEvent {
-  readonly bridge: 'coordinator';
-  readonly name: EventName;
-  readonly payload: unknown;
-}
+export { parseBridgedEvent, type BridgedEvent } from './bridgedEvents.ts';
 
 /** How often progress crosses the process boundary; acks can come by the thousand a second. */
 const PROGRESS_EVERY_MS = 20;
 
 /** In the coordinator's process: sends every event to the parent, progress coalesced per rank. */
-export function forwardEvents(coordinator: Coordinator, send: (message: BridgedEvent) => void): void {
+export function forwardEvents(coordinator: EventEmitter<CoordinatorEvents>, send: (message: BridgedEvent) => void): void {
   const latest = new Map<number, CoordinatorEvents['progress'][0]>();
   let timer: NodeJS.Timeout | undefined;
   const flush = () => {
@@ -28,10 +23,11 @@ export function forwardEvents(coordinator: Coordinator, send: (message: BridgedE
   };
   for (const name of EVENT_NAMES) {
     if (name === 'progress') continue;
-    coordinator.on(name, (payload: unknown) => {
+    (coordinator as EventEmitter).on(name, (payload: unknown) => {
       // Progress before anything else, so the parent sees events in the order they happened.
       if (latest.size) flush();
-      send({ bridge: 'coordinator', name, payload });
+      // The payload is the event's own (typed where it was emitted); the launcher parses it again.
+      send({ bridge: 'coordinator', name, payload } as BridgedEvent);
     });
   }
   coordinator.on('progress', (payload) => {
@@ -40,14 +36,10 @@ export function forwardEvents(coordinator: Coordinator, send: (message: BridgedE
   });
 }
 
-export function isBridgedEvent(message: unknown): message is BridgedEvent {
-  return typeof message === 'object' && message !== null && (message as BridgedEvent).bridge === 'coordinator' && EVENT_NAMES.includes((message as BridgedEvent).name);
-}
-
 /** In the launcher: the events of whichever coordinator process is current. */
 export class CoordinatorEventStream extends EventEmitter<CoordinatorEvents> {
   receive(message: BridgedEvent): void {
-    // The payload was produced by forwardEvents from the same typed event.
+    // The payload was parsed against the schema of its event's name.
     (this.emit as (name: string, payload: unknown) => boolean)(message.name, message.payload);
   }
 }

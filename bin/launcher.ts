@@ -6,11 +6,11 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { CoordinatorEventStream, isBridgedEvent } from './eventBridge.ts';
-import type { RunReport } from './report.ts';
+import { CoordinatorEventStream, parseBridgedEvent, type BridgedEvent } from './eventBridge.ts';
+import type { RunReport } from '../coordinator/report.ts';
 import { LAUNCHED_ENV } from '../shared/launchEnv.ts';
 
-const CLI_PATH = fileURLToPath(new URL('../bin/distsampler.ts', import.meta.url));
+const CLI_PATH = fileURLToPath(new URL('./distsampler.ts', import.meta.url));
 const TSX_LOADER = import.meta.resolve('tsx');
 
 /** `--kill RANK@EPOCH:FRACTION`: SIGKILL that rank's worker once it acknowledged that much of its shard. */
@@ -154,9 +154,19 @@ export class Launcher {
     this.coordinator = child;
     this.pipeLines(child, 'coordinator');
     return new Promise((resolve, reject) => {
-      child.on('message', (message) => {
-        if (!isBridgedEvent(message)) return;
-        if (message.name === 'listening') resolve(message.payload as { host: string; port: number });
+      child.on('message', (raw) => {
+        let message: BridgedEvent | undefined;
+        try {
+          message = parseBridgedEvent(raw);
+        } catch (err) {
+          // A coordinator that speaks nonsense cannot be trusted with the run: stop it.
+          if (this.stopping) return;
+          this.failEarly(err instanceof Error ? err.message : String(err));
+          void this.stop();
+          return;
+        }
+        if (!message) return;
+        if (message.name === 'listening') resolve(message.payload);
         this.events.receive(message);
       });
       child.once('exit', (code, signal) => {

@@ -3,7 +3,7 @@
  * (at most one progress line a second) when stderr is a pipe or a file.
  */
 import type { EventEmitter } from 'node:events';
-import type { CoordinatorEvents } from './coordinator.ts';
+import type { CoordinatorEvents } from '../coordinator/coreTypes.ts';
 
 export interface ProgressSink {
   readonly isTTY: boolean;
