@@ -1,0 +1,276 @@
+/**
+ * The invariants, checked around every input the core handles (DESIGN.md's list):
+ * - every frame the core sends is valid on the wire (finding 7: a seq of 2^53);
+ * - no acknowledgement is accepted for a position the sender does not own, or from a
+ *   connection already declared dead (ownership as the effects handed it out);
+ * - a peer is declared dead only when it was silent for deadAfterMs while the coordinator ran;
+ * - one member's unanswered collectives stay bounded (finding 6);
+ * - every rank gets the same result for a collective;
+ * - journal replay reproduces the in-memory state (cursors may lag by unflushed acks only, and
+ *   not at all once an epoch's end is announced);
+ * - at each epoch's end: nothing missing, every planned step returned, `redelivered` equal to
+ *   the double deliveries that happened and within batchSize x deaths plus reported overruns,
+ *   and every death, reassignment and restart in the epoch's events.
+ */
+import { EffectKind, InputKind, type CoreEffect, type CoreInput, type PeerId } from '../../coordinator/coreTypes.ts';
+import type { GroupCore } from '../../coordinator/groupCore.ts';
+import { replayJournal, type JournalState } from '../../coordinator/journal.ts';
+import type { EpochAudit } from '../../coordinator/report.ts';
+import { ServerMessageSchema, type ServerMessage } from '../../shared/protocol.ts';
+import { Violation, type SimContext } from './context.ts';
+import type { CoreHost, HostObserver } from './coreHost.ts';
+import type { Network } from './network.ts';
+import type { RunTruth } from './truth.ts';
+
+/** More unanswered collectives than this from one member is unbounded growth. */
+export const MAX_PENDING_COLLECTIVES = 1024;
+
+export class Invariants implements HostObserver {
+  host!: CoreHost;
+  network!: Network;
+  /** unit key `epoch:id` -> the peer the core last handed it to. */
+  private readonly owners = new Map<string, PeerId>();
+  /** Peers the core closed, terminated or heard close. */
+  private readonly gone = new Set<PeerId>();
+  private readonly peerEpoch = new Map<PeerId, number>();
+  private readonly pending = new Map<PeerId, Set<number>>();
+  private readonly results = new Map<string, string>();
+  private auditsSeen = 0;
+  private journalChecked = -1;
+  private structuralChecked = -1;
+  private cursorsBefore: Map<number, number> | undefined;
+  private crashedIn: number | undefined;
+  checks = 0;
+
+  constructor(
+    private readonly ctx: SimContext,
+    private readonly truth: RunTruth,
+  ) {}
+
+  private fail(invariant: string, detail: string): never {
+    throw new Violation(invariant, detail);
+  }
+
+  started(core: GroupCore, restored: JournalState | undefined): void {
+    this.owners.clear();
+    this.auditsSeen = restored?.audits.length ?? 0;
+    this.journalChecked = -1;
+    if (restored?.current) {
+      const truth = this.truth.of(restored.current.epoch, restored.current.worldSize);
+      truth.restarts++;
+    }
+    void core;
+  }
+
+  crashed(epoch: number | undefined): void {
+    this.crashedIn = epoch;
+  }
+
+  /** A member was lost by the simulator's doing (a kill after a crash loses what it did). */
+  memberDied(epoch: number | undefined): void {
+    if (epoch !== undefined && this.crashedIn === epoch) this.truth.get(epoch)!.lostKnowledge = true;
+  }
+
+  beforeInput(input: CoreInput, core: GroupCore): void {
+    this.cursorsBefore = undefined;
+    // Frames from a connection already gone must change nothing: only they need the costly diff.
+    if (input.kind === InputKind.Frame && input.message.t === 'ack' && this.gone.has(input.peer)) {
+      const units = core.view().epoch?.units;
+      if (units) this.cursorsBefore = new Map(units.map((u) => [u.id, u.cursor]));
+    }
+  }
+
+  afterInput(input: CoreInput, effects: readonly CoreEffect[], core: GroupCore): void {
+    this.checks++;
+    const now = this.ctx.queue.now;
+    const lost = new Set<PeerId>();
+    if (input.kind === InputKind.Closed && !this.gone.has(input.peer)) lost.add(input.peer);
+    if (input.kind === InputKind.Frame && input.message.t === 'collective') {
+      let set = this.pending.get(input.peer);
+      if (!set) this.pending.set(input.peer, (set = new Set()));
+      set.add(input.message.seq);
+    }
+    let epochEnded = false;
+    let progressed = false;
+    let audited = false;
+    let refused = false;
+    for (const effect of effects) {
+      if (effect.kind === EffectKind.Emit) {
+        if (effect.event.name === 'progress') progressed = true;
+        else if (effect.event.name === 'epochAudit' || effect.event.name === 'done') audited = true;
+      } else if (effect.kind === EffectKind.Send) {
+        this.checkWire(effect.message);
+        for (const peer of effect.peers) this.sent(peer, effect.message);
+        if (effect.message.t === 'epochEnd') epochEnded = true;
+      } else if (effect.kind === EffectKind.Terminate) {
+        this.checkSilence(effect.peer, now);
+        if (!this.gone.has(effect.peer)) lost.add(effect.peer);
+      } else if (effect.kind === EffectKind.Close) {
+        if (input.kind === InputKind.Frame && effect.peer === input.peer) refused = true;
+        if (!this.gone.has(effect.peer)) lost.add(effect.peer);
+      }
+    }
+    if (this.cursorsBefore) this.checkZombieAck(input, core);
+    else if (progressed && !refused && input.kind === InputKind.Frame && input.message.t === 'ack') this.checkOwnAck(input.peer, input.message.epoch, input.message.unit);
+    if (lost.size) {
+      const view = core.view();
+      const running = view.epoch && (view.phase === 'running' || view.phase === 'reporting') ? view.epoch.epoch : undefined;
+      for (const peer of lost) {
+        this.gone.add(peer);
+        const epoch = this.peerEpoch.get(peer);
+        if (epoch !== undefined && epoch === running) this.truth.of(epoch, view.epoch!.worldSize).losses++;
+      }
+    }
+    for (const [peer, seqs] of this.pending) {
+      if (seqs.size > MAX_PENDING_COLLECTIVES && !this.gone.has(peer)) {
+        this.fail('pending collectives bounded', `peer ${peer} has ${seqs.size} unanswered collectives and is still a member (finding 6)`);
+      }
+    }
+    const view = audited ? core.view() : undefined;
+    if (view && view.audits.length > this.auditsSeen) {
+      for (const audit of view.audits.slice(this.auditsSeen)) this.checkAudit(audit, view.phase === 'aborted' && audit === view.audits[view.audits.length - 1] && !audit.ok);
+      this.auditsSeen = view.audits.length;
+    }
+    // Replaying on every coalesced acks record costs more than it finds: every structural record, every 8th flush.
+    if (epochEnded || audited || this.host.structuralVersion !== this.structuralChecked || this.host.journalVersion - this.journalChecked >= 8) this.checkJournal(core, epochEnded);
+  }
+
+  private sent(peer: PeerId, message: ServerMessage): void {
+    switch (message.t) {
+      case 'epoch':
+        this.peerEpoch.set(peer, message.epoch);
+        for (const u of message.units) this.owners.set(`${message.epoch}:${u.id}`, peer);
+        return;
+      case 'assign': {
+        const truth = this.truth.get(message.epoch);
+        if (truth) truth.assigned += message.units.length;
+        for (const u of message.units) this.owners.set(`${message.epoch}:${u.id}`, peer);
+        return;
+      }
+      case 'collectiveResult': {
+        this.pending.get(peer)?.delete(message.seq);
+        const key = `${this.host.generation}:${message.seq}`;
+        const value = JSON.stringify(message.value ?? null);
+        const first = this.results.get(key);
+        if (first === undefined) this.results.set(key, value);
+        else if (first !== value) this.fail('same collective result for every rank', `seq ${message.seq}: ${first} and then ${value} (peer ${peer})`);
+        return;
+      }
+      case 'collectiveError':
+        this.pending.get(peer)?.delete(message.seq);
+        return;
+    }
+  }
+
+  private checkWire(message: ServerMessage): void {
+    // The schema check is the costly part: frames that carry only constants skip it.
+    if (message.t === 'epochEnd' || message.t === 'storeResult' || message.t === 'storeError' || message.t === 'finish') return;
+    const parsed = ServerMessageSchema.safeParse(message);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      this.fail('frames valid on the wire', `${message.t} frame invalid at ${issue.path.join('.')}: ${issue.message} (${JSON.stringify(message).slice(0, 120)})`);
+    }
+  }
+
+  private checkSilence(peer: PeerId, now: number): void {
+    const conn = this.network.conns.get(peer);
+    if (!conn) return;
+    let stalled = 0;
+    for (const [from, to] of this.host.stalls) stalled += Math.max(0, Math.min(to, now) - Math.max(from, conn.lastSentAt));
+    const silent = now - conn.lastSentAt - stalled;
+    const { deadAfterMs } = this.ctx.scenario.settings;
+    if (silent < deadAfterMs) {
+      this.fail('dead only when silent', `peer ${peer} (${conn.worker.name}) declared dead after ${silent.toFixed(1)} ms of its own silence (deadAfterMs ${deadAfterMs}; the coordinator stalled ${stalled.toFixed(0)} ms of it)`);
+    }
+  }
+
+  /** An ack that moved a cursor came from the peer the unit was handed to. */
+  private checkOwnAck(peer: PeerId, epoch: number, unit: number): void {
+    const owner = this.owners.get(`${epoch}:${unit}`);
+    if (owner !== peer) this.fail('no ack accepted for a position the sender does not own', `unit ${unit} (handed to peer ${owner}) advanced on an ack from peer ${peer}`);
+  }
+
+  /** A frame from a connection the core already dropped moved nothing. */
+  private checkZombieAck(input: CoreInput, core: GroupCore): void {
+    if (input.kind !== InputKind.Frame) return;
+    const view = core.view().epoch;
+    if (!view) return;
+    for (const unit of view.units) {
+      const before = this.cursorsBefore!.get(unit.id);
+      if (before !== undefined && unit.cursor > before) {
+        this.fail('no ack accepted from a dead connection', `unit ${unit.id} moved ${before} -> ${unit.cursor} on an ack from peer ${input.peer}, already declared dead or closed`);
+      }
+    }
+  }
+
+  private checkAudit(audit: EpochAudit, aborted: boolean): void {
+    const truth = this.truth.get(audit.epoch);
+    if (aborted || !truth) return;
+    const where = `epoch ${audit.epoch}`;
+    if (audit.missing !== 0) this.fail('every planned position acknowledged', `${where} ended with ${audit.missing} missing`);
+    const gap = truth.firstNotCompleted();
+    if (gap) this.fail('every planned position acknowledged', `${where} ended but no step returned for origin ${gap.origin} offset ${gap.offset}`);
+    const count = (...types: string[]): number => audit.events.filter((e) => types.includes(e.type)).length;
+    const deaths = count('death', 'leave');
+    if (truth.lostKnowledge) {
+      if (audit.redelivered > truth.doubles) this.fail('redelivered equals double deliveries', `${where}: redelivered ${audit.redelivered} but only ${truth.doubles} positions were delivered twice`);
+    } else {
+      if (audit.redelivered !== truth.doubles) this.fail('redelivered equals double deliveries', `${where}: redelivered ${audit.redelivered}, the workers handed ${truth.doubles} positions out again`);
+      const bound = this.ctx.scenario.config.batchSize * deaths + this.overrunReported(audit.epoch);
+      if (truth.doubles > bound) this.fail('redelivered within batchSize x deaths', `${where}: ${truth.doubles} double deliveries, bound ${bound} (${deaths} deaths)`);
+    }
+    if (deaths < truth.losses) this.fail('every death in the report', `${where}: ${truth.losses} members lost, ${deaths} death/leave events`);
+    if (count('reassign') < truth.assigned) this.fail('every reassignment in the report', `${where}: ${truth.assigned} units reassigned, ${count('reassign')} reassign events`);
+    if (count('restart') < truth.restarts) this.fail('every restart in the report', `${where}: ${truth.restarts} restarts, ${count('restart')} restart events`);
+  }
+
+  /** Positions zombies reported in `overrun` frames for this epoch (their own count, beyond any cut). */
+  private readonly overruns = new Map<number, number>();
+  noteOverrun(epoch: number, extra: number): void {
+    this.overruns.set(epoch, (this.overruns.get(epoch) ?? 0) + extra);
+  }
+  private overrunReported(epoch: number): number {
+    return this.overruns.get(epoch) ?? 0;
+  }
+
+  /** Replays the journal text and compares it with the core's state. */
+  checkJournal(core: GroupCore, strict: boolean): void {
+    this.journalChecked = this.host.journalVersion;
+    this.structuralChecked = this.host.structuralVersion;
+    let replayed: JournalState;
+    try {
+      replayed = replayJournal(this.host.journal);
+    } catch (err) {
+      this.fail('journal replays', err instanceof Error ? err.message : String(err));
+    }
+    const memory = core.snapshot();
+    const problem = compareStates(replayed, memory, strict);
+    if (problem) this.fail('journal replay reproduces the in-memory state', problem);
+  }
+}
+
+function compareStates(replayed: JournalState, memory: JournalState, strict: boolean): string | undefined {
+  const members = (s: JournalState) => JSON.stringify([...s.members].sort((a, b) => a[0] - b[0]));
+  if (members(replayed) !== members(memory)) return `members ${members(replayed)} in the journal, ${members(memory)} in memory`;
+  if (replayed.audits.length !== memory.audits.length) return `${replayed.audits.length} audits in the journal, ${memory.audits.length} in memory`;
+  for (let i = 0; i < memory.audits.length; i++) {
+    if (JSON.stringify(replayed.audits[i]) !== JSON.stringify(memory.audits[i])) return `audit of epoch ${memory.audits[i].epoch} differs`;
+  }
+  const a = replayed.current;
+  const b = memory.current;
+  if (!a || !b) return a === b ? undefined : `current epoch ${a?.epoch} in the journal, ${b?.epoch} in memory`;
+  if (a.epoch !== b.epoch || a.worldSize !== b.worldSize || a.numSamples !== b.numSamples) return `epoch ${a.epoch}/${a.worldSize} in the journal, ${b.epoch}/${b.worldSize} in memory`;
+  if (a.redelivered !== b.redelivered) return `epoch ${a.epoch}: redelivered ${a.redelivered} in the journal, ${b.redelivered} in memory`;
+  if (a.units.length !== b.units.length) return `epoch ${a.epoch}: ${a.units.length} units in the journal, ${b.units.length} in memory`;
+  const byId = new Map(a.units.map((u) => [u.id, u]));
+  for (const u of b.units) {
+    const j = byId.get(u.id);
+    if (!j) return `unit ${u.id} is not in the journal`;
+    if (j.origin !== u.origin || j.start !== u.start || j.end !== u.end || j.owner !== u.owner) {
+      return `unit ${u.id}: journal origin ${j.origin} [${j.start}, ${j.end}) owner ${j.owner}, memory origin ${u.origin} [${u.start}, ${u.end}) owner ${u.owner}`;
+    }
+    if (j.cursor > u.cursor || (strict && j.cursor !== u.cursor)) return `unit ${u.id}: cursor ${j.cursor} in the journal, ${u.cursor} in memory${strict ? ' at the epoch end' : ''}`;
+    if (JSON.stringify(j.redone ?? null) !== JSON.stringify(u.redone ?? null)) return `unit ${u.id}: redone ${JSON.stringify(j.redone)} in the journal, ${JSON.stringify(u.redone)} in memory`;
+  }
+  return undefined;
+}

@@ -1,0 +1,80 @@
+/**
+ * `npm run sim -- [--seeds N] [--seed S] [--trace] [--bug NAME]`: runs the deterministic
+ * simulator over N seeds (a fresh base seed unless --seed is given) and prints one closing
+ * line; on a violation prints the seed, the broken invariant and the command that replays it,
+ * and exits 1.
+ */
+import { PlantedBug, type PlantedBugName } from '../../coordinator/coreTypes.ts';
+import { seedsOf } from './seeds.ts';
+import { runSeed, type SeedResult } from './simulator.ts';
+
+interface Args {
+  seeds: number;
+  seed: string | undefined;
+  trace: boolean;
+  bug: PlantedBugName | undefined;
+}
+
+function parseArgs(argv: readonly string[]): Args {
+  const args: Args = { seeds: 2000, seed: undefined, trace: false, bug: undefined };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i];
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined) usage(`${flag} needs a value`);
+      return v;
+    };
+    if (flag === '--seeds') {
+      args.seeds = Number(value());
+      if (!Number.isSafeInteger(args.seeds) || args.seeds < 1) usage('--seeds must be an integer >= 1');
+    } else if (flag === '--seed') args.seed = value();
+    else if (flag === '--trace') args.trace = true;
+    else if (flag === '--bug') {
+      const bug = value();
+      if (!(Object.values(PlantedBug) as string[]).includes(bug)) usage(`--bug must be one of ${Object.values(PlantedBug).join(', ')}`);
+      args.bug = bug as PlantedBugName;
+    } else usage(`unknown flag ${flag}`);
+  }
+  return args;
+}
+
+function usage(problem: string): never {
+  console.error(`sim: ${problem}\nusage: npm run sim -- [--seeds N] [--seed S] [--trace] [--bug ${Object.values(PlantedBug).join('|')}]`);
+  process.exit(2);
+}
+
+function replayCommand(seed: string, bug: PlantedBugName | undefined): string {
+  return `npm run sim -- --seed ${JSON.stringify(seed)} --trace${bug ? ` --bug ${bug}` : ''}`;
+}
+
+function main(): void {
+  const args = parseArgs(process.argv.slice(2));
+  // A lone --seed replays exactly that seed.
+  const single = args.seed !== undefined && !process.argv.includes('--seeds');
+  const { base, seeds } = seedsOf({ seeds: single ? 1 : args.seeds, seed: args.seed });
+  if (!single) console.log(`sim: base seed ${base}, ${seeds.length} seeds${args.bug ? `, planted bug ${args.bug}` : ''}`);
+  const started = performance.now();
+  let faults = 0;
+  let epochs = 0;
+  let failed: SeedResult | undefined;
+  for (const seed of seeds) {
+    const result = runSeed(seed, { trace: args.trace, plantedBug: args.bug });
+    faults += result.faults;
+    epochs += result.epochs;
+    if (args.trace) console.log(result.trace.join('\n'));
+    if (result.violation) {
+      failed = result;
+      break;
+    }
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const ran = failed ? seeds.indexOf(failed.seed) + 1 : seeds.length;
+  console.log(`${ran} seeds, ${faults} faults, ${epochs} epochs, ${failed ? 1 : 0} violations (${Math.round((ran / seconds) * 60)} seeds/minute)`);
+  if (failed) {
+    console.log(`violation at seed ${failed.seed}: ${failed.violation!.message}`);
+    console.log(`replay: ${replayCommand(failed.seed, args.bug)}`);
+    process.exit(1);
+  }
+}
+
+main();

@@ -1,0 +1,153 @@
+/**
+ * One seed, one scenario: the group's shape, the run's config, the core's knobs and a fault
+ * schedule. Everything is drawn from the seed, so `--seed S` replays it exactly.
+ */
+import { resolveCoreSettings, type CoreSettings, type FailurePolicyName } from '../../coordinator/options.ts';
+import type { WorldSizeRange } from '../../coordinator/journal.ts';
+import type { RunConfig } from '../../shared/protocol.ts';
+import { computeNumSamples } from '../../shared/sampler.ts';
+import { Rng } from './rng.ts';
+
+/** A misbehaving member (part 1, findings 6 and 7, and foreign acks). */
+export type RogueKind = 'flood' | 'hugeSeq' | 'foreignAck' | 'badCursor';
+
+/** A journal record a buggy or hand-edited journal might hold (part 1, finding 9). */
+export const BAD_RECORDS = ['null', '{"k":"acks","epoch":0,"cursors":[[0,1e300,0]]}', '{"k":"acks","epoch":0,"cursors":[[0,"99999",0]]}', '{"k":"member","rank":-1}', '[]'] as const;
+
+export interface CrashPlan {
+  readonly at: number;
+  /** How long the coordinator stays down before it restarts from its journal. */
+  readonly downMs: number;
+  /** Bytes cut off the journal's end (a torn last record); 0 for a clean cut. */
+  readonly tearBytes: number;
+  /** A bad record written into the journal before the restart (finding 9). */
+  readonly badRecord: string | undefined;
+}
+
+export interface FaultPlan {
+  /** Times at which a random live worker process is killed. */
+  readonly kills: readonly number[];
+  /** Per worker and epoch end: the chance it is killed right there. */
+  readonly killAtBoundary: number;
+  /** Per collective call: the chance the caller is killed while it waits. */
+  readonly killInCollective: number;
+  /** Per hello before the group is complete: the chance the worker dies before its welcome. */
+  readonly killInRendezvous: number;
+  /** A worker stalls (SIGSTOP) for `forMs`, then continues; `resumeOnDeath` resumes it the moment it is declared dead. */
+  readonly zombies: ReadonlyArray<{ readonly at: number; readonly forMs: number; readonly resumeOnDeath: boolean }>;
+  /** The coordinator's event loop blocked (SIGSTOP, a long permutation) for `forMs`. */
+  readonly stalls: ReadonlyArray<{ readonly at: number; readonly forMs: number }>;
+  readonly crashes: readonly CrashPlan[];
+  /** Times at which a new worker process starts (elastic growth, or a late replacement). */
+  readonly joins: readonly number[];
+  /** Times at which a random worker leaves cleanly (destroy). */
+  readonly leaves: readonly number[];
+  /** After a worker dies: the chance a replacement starts and claims its rank. */
+  readonly replaceChance: number;
+  readonly rogue: { readonly kind: RogueKind; readonly at: number } | undefined;
+}
+
+export interface Scenario {
+  readonly seed: string;
+  readonly range: WorldSizeRange;
+  readonly config: RunConfig;
+  readonly settings: CoreSettings;
+  /** Worker processes started at time 0. */
+  readonly workers: number;
+  /** Workers claim RANK (torchrun) instead of taking the lowest free rank. */
+  readonly claimRanks: boolean;
+  /** Step time per sample, in virtual ms. */
+  readonly stepMsPerSample: number;
+  /** One-way network delay bound, ms. */
+  readonly netDelayMs: number;
+  /** Workers call one collective at each epoch start and store ops while stepping. */
+  readonly collectives: boolean;
+  readonly faults: FaultPlan;
+  /** Virtual time after which a run that has not ended is a hang. */
+  readonly horizonMs: number;
+}
+
+function drawLength(rng: Rng, maxWorld: number): { length: number; engine: RunConfig['engine'] } {
+  const roll = rng.next();
+  if (roll < 0.06) return { length: 0, engine: 'torch' };
+  if (roll < 0.14) return { length: rng.int(1, Math.max(1, maxWorld - 1)), engine: rng.pick(['torch', 'feistel'] as const) };
+  if (roll < 0.8) return { length: rng.int(5, 2000), engine: rng.pick(['torch', 'torch', 'feistel'] as const) };
+  if (roll < 0.95) return { length: rng.int(2000, 5000), engine: rng.pick(['torch', 'feistel'] as const) };
+  return { length: rng.int(20_000, 60_000), engine: 'feistel' };
+}
+
+function times(rng: Rng, count: number, spanMs: number): number[] {
+  return Array.from({ length: count }, () => rng.real(0, spanMs)).sort((a, b) => a - b);
+}
+
+/** Draws the scenario of one seed. */
+export function drawScenario(seed: string): Scenario {
+  const rng = new Rng(`scenario:${seed}`);
+  const elastic = rng.chance(0.3);
+  const min = rng.int(1, elastic ? 3 : 5);
+  const range = { min, max: elastic ? min + rng.int(1, 2) : min };
+  const { length, engine } = drawLength(rng, range.max);
+  const world = range.max;
+  const numSamples = Math.max(1, computeNumSamples(length, world, false));
+  const batchesPerRank = rng.int(3, 25);
+  const batchSize = rng.chance(0.1) ? 1 : Math.max(1, Math.ceil(numSamples / batchesPerRank));
+  const epochs = rng.chance(0.03) ? 0 : rng.int(1, 3);
+  const config: RunConfig = { length, seed: String(rng.int(-5, 1e6)), shuffle: rng.chance(0.8), dropLast: rng.chance(0.3), engine, batchSize, epochs };
+  const heartbeatMs = rng.int(50, 200);
+  const deadAfterMs = heartbeatMs * rng.int(3, 6);
+  const onFailure: FailurePolicyName = rng.pick(['reassign', 'reassign', 'wait', 'wait', 'abort'] as const);
+  const settings = resolveCoreSettings({
+    heartbeatMs,
+    deadAfterMs,
+    helloTimeoutMs: rng.int(500, 2000),
+    rendezvousTimeoutMs: rng.int(5000, 15_000),
+    settleMs: rng.int(0, 400),
+    reportTimeoutMs: rng.int(500, 3000),
+    waitTimeoutMs: rng.int(300, 3000),
+    journalFlushMs: rng.int(10, 100),
+    lingerMs: rng.int(0, 1500),
+    onFailure,
+  });
+  // An epoch of roughly 0.3 to 3 virtual seconds, whatever the length.
+  const epochMs = rng.real(300, 3000);
+  const stepMsPerSample = epochMs / Math.max(1, Math.ceil(length / world));
+  const span = Math.max(1000, epochs * epochMs * 1.3);
+  const busy = rng.chance(0.75);
+  const faults: FaultPlan = {
+    kills: busy ? times(rng, rng.int(0, 2), span) : [],
+    killAtBoundary: busy && rng.chance(0.3) ? 0.15 : 0,
+    killInCollective: busy && rng.chance(0.2) ? 0.2 : 0,
+    killInRendezvous: busy && rng.chance(0.1) ? 0.3 : 0,
+    zombies: (busy ? times(rng, rng.int(0, 1), span) : []).map((at) => ({ at, forMs: deadAfterMs * rng.real(0.6, 2.5), resumeOnDeath: rng.chance(0.6) })),
+    stalls: (busy ? times(rng, rng.int(0, 1), span) : []).map((at) => ({ at, forMs: deadAfterMs * rng.real(0.5, 3) })),
+    crashes: (busy && rng.chance(0.35) ? times(rng, rng.int(1, 2), span) : []).map((at) => ({
+      at,
+      downMs: rng.real(5, deadAfterMs * 2),
+      tearBytes: rng.chance(0.35) ? rng.int(1, 40) : 0,
+      badRecord: rng.chance(0.04) ? rng.pick(BAD_RECORDS) : undefined,
+    })),
+    joins: busy && (elastic || rng.chance(0.15)) ? times(rng, rng.int(0, 2), span) : [],
+    leaves: busy && elastic ? times(rng, rng.int(0, 1), span) : [],
+    replaceChance: onFailure === 'wait' ? 0.6 : 0.2,
+    rogue: busy && rng.chance(0.12) ? { kind: rng.pick(['flood', 'hugeSeq', 'foreignAck', 'badCursor'] as const), at: rng.real(0, span) } : undefined,
+  };
+  return {
+    seed,
+    range,
+    config,
+    settings,
+    workers: elastic ? rng.int(min, range.max) : rng.chance(0.1) ? world + 1 : world,
+    claimRanks: !elastic && rng.chance(0.4),
+    stepMsPerSample,
+    netDelayMs: rng.real(0.2, 5),
+    collectives: rng.chance(0.5),
+    faults,
+    horizonMs: span * 3 + 30_000,
+  };
+}
+
+/** How many faults the scenario schedules (for the closing line). */
+export function faultCount(s: Scenario): number {
+  const f = s.faults;
+  return f.kills.length + f.zombies.length + f.stalls.length + f.crashes.length + f.joins.length + f.leaves.length + (f.rogue ? 1 : 0);
+}

@@ -1,0 +1,352 @@
+/**
+ * A simulated worker process speaking the wire. Its epoch decisions are the real worker's
+ * (EpochCursor: which batch next, what to ack, what to report after a cut) and so is its retry
+ * policy (Backoff); this file is only the process around them in virtual time: a step that
+ * takes a while per batch, a collective at each epoch start, store calls, reconnects, and the
+ * faults a process suffers (killed, stopped and continued).
+ */
+import { EpochCursor, type EpochFrame } from '../../worker/epochCursor.ts';
+import { Backoff, RECONNECT_BACKOFF } from '../../worker/backoff.ts';
+import { RECONNECTABLE } from '../../worker/connection.ts';
+import { PROTOCOL_VERSION, type ClientMessage, type RunConfig, type ServerMessage } from '../../shared/protocol.ts';
+import type { ShardPlan } from '../../shared/sampler.ts';
+import { ShardDigest } from '../../shared/shardDigest.ts';
+import { planFor } from '../../shared/runPlan.ts';
+import type { SimContext } from './context.ts';
+import type { Conn, Network, ToWorker } from './network.ts';
+
+/** What the simulator learns from a worker (the truth the invariants compare the core with). */
+export interface WorkerHooks {
+  /** Offsets [start, end) of `origin`'s shard were handed to this worker's step. */
+  handed(worker: SimWorker, epoch: number, worldSize: number, origin: number, start: number, end: number): void;
+  /** The step for them returned. */
+  completed(worker: SimWorker, epoch: number, worldSize: number, origin: number, start: number, end: number): void;
+  collectiveReply(worker: SimWorker, message: Extract<ServerMessage, { t: 'collectiveResult' | 'collectiveError' }>): void;
+  /** Moments a fault may strike. */
+  moment(worker: SimWorker, what: 'hello' | 'collective' | 'epochEnd'): void;
+  sent(worker: SimWorker, conn: Conn, message: ClientMessage): void;
+}
+
+type State = 'new' | 'handshake' | 'member' | 'reconnecting' | 'done' | 'dead';
+
+interface EpochRun {
+  readonly epoch: number;
+  readonly worldSize: number;
+  readonly cursor: EpochCursor;
+  readonly digest: ShardDigest;
+  plan: ShardPlan | undefined;
+  stepping: boolean;
+  ended: boolean;
+  /** Waiting for the reply of this collective before stepping on. */
+  blockedOn: number | undefined;
+  batches: number;
+  idleSince: number | undefined;
+}
+
+const COLLECTIVE_TIMEOUT_MS = 1000;
+const CLIENT_GRACE_MS = 500;
+const RECONNECT_TIMEOUT_MS = 30_000;
+
+export class SimWorker {
+  state: State = 'new';
+  conn: Conn | undefined;
+  rank: number | undefined;
+  run: EpochRun | undefined;
+  /** Wants to leave at its next chance (elastic shrink). */
+  leaving = false;
+  stalledUntil = Number.NEGATIVE_INFINITY;
+  private config: RunConfig | undefined;
+  private lastEnded: { epoch: number; report: ClientMessage } | undefined;
+  private finished = false;
+  private nextSeq = 0;
+  private nextReq = 0;
+  private backoff: Backoff | undefined;
+  private heldTimers: Array<() => void> = [];
+  private heldIo: Array<() => void> = [];
+
+  constructor(
+    readonly name: string,
+    readonly workerId: string,
+    readonly pid: number,
+    private readonly claim: number | undefined,
+    private readonly ctx: SimContext,
+    private readonly network: Network,
+    private readonly hooks: WorkerHooks,
+  ) {
+    this.rank = claim;
+  }
+
+  get alive(): boolean {
+    return this.state !== 'dead' && this.state !== 'done';
+  }
+
+  get stalled(): boolean {
+    return this.ctx.queue.now < this.stalledUntil;
+  }
+
+  // ---- process faults --------------------------------------------------------------------
+
+  start(): void {
+    this.state = 'reconnecting';
+    this.backoff = new Backoff({ ...RECONNECT_BACKOFF, timeoutMs: RECONNECT_TIMEOUT_MS, now: () => this.ctx.queue.now, random: () => this.ctx.rng.next() });
+    this.attempt();
+  }
+
+  /** SIGKILL: the connection drops, nothing more is sent. */
+  kill(): void {
+    if (!this.alive) return;
+    this.ctx.trace(`${this.name} killed`);
+    this.state = 'dead';
+    if (this.conn) this.network.closeByWorker(this.conn, 1006);
+    this.conn = undefined;
+  }
+
+  /** SIGSTOP for `forMs`, then SIGCONT (or earlier, through resume()). */
+  stall(forMs: number): void {
+    if (!this.alive || this.stalled) return;
+    this.ctx.trace(`${this.name} stalls for ${forMs.toFixed(0)} ms`);
+    this.stalledUntil = this.ctx.queue.now + forMs;
+    const until = this.stalledUntil;
+    this.ctx.queue.at(until, () => {
+      if (this.stalledUntil === until) this.resume();
+    });
+  }
+
+  /** SIGCONT: the timers that fell due run first, then the I/O that waited (Node's event loop order). */
+  resume(): void {
+    if (this.stalledUntil === Number.NEGATIVE_INFINITY) return;
+    this.stalledUntil = Number.NEGATIVE_INFINITY;
+    this.ctx.trace(`${this.name} continues`);
+    const timers = this.heldTimers;
+    const io = this.heldIo;
+    this.heldTimers = [];
+    this.heldIo = [];
+    for (const run of [...timers, ...io]) if (this.state !== 'dead') run();
+  }
+
+  /** Leaves cleanly: after the step in flight returns, like destroy() between batches. */
+  leave(): void {
+    if (this.state !== 'member') return;
+    this.leaving = true;
+    if (!this.run?.stepping) this.depart();
+  }
+
+  private timer(delay: number, run: () => void): void {
+    this.ctx.queue.after(delay, () => {
+      if (this.state === 'dead') return;
+      if (this.stalled) this.heldTimers.push(run);
+      else run();
+    });
+  }
+
+  private io(run: () => void): void {
+    if (this.state === 'dead') return;
+    if (this.stalled) this.heldIo.push(run);
+    else run();
+  }
+
+  // ---- the connection ----------------------------------------------------------------------
+
+  private attempt(): void {
+    if (this.state !== 'reconnecting') return;
+    const conn = this.network.open(this);
+    if (!conn) return this.retry();
+    this.conn = conn;
+    this.state = 'handshake';
+    const c = this.config;
+    this.send({ t: 'hello', v: PROTOCOL_VERSION, workerId: this.workerId, pid: this.pid, ...(this.rank !== undefined ? { rank: this.rank } : {}), ...(c ? { length: c.length } : {}) });
+    this.hooks.moment(this, 'hello');
+  }
+
+  private retry(): void {
+    const delay = this.backoff?.next();
+    if (delay === undefined) {
+      this.ctx.trace(`${this.name} gives up reconnecting`);
+      this.state = 'done';
+      return;
+    }
+    this.timer(delay, () => this.attempt());
+  }
+
+  receive(conn: Conn, item: ToWorker): void {
+    this.io(() => {
+      if (conn !== this.conn) return;
+      if (item.kind === 'ping') return this.network.toCoordinator(conn, { kind: 'pong' });
+      this.onFrame(item.message);
+    });
+  }
+
+  closed(conn: Conn, code: number): void {
+    this.io(() => {
+      if (conn !== this.conn) return;
+      this.conn = undefined;
+      this.ctx.trace(`${this.name} sees its connection close (${code})`);
+      if (this.finished || this.state === 'done' || this.leaving || !RECONNECTABLE.has(code)) {
+        this.state = 'done';
+        return;
+      }
+      this.state = 'reconnecting';
+      this.run?.cursor.receive({ t: 'connectionLost' });
+      if (this.run) this.run.blockedOn = undefined;
+      this.backoff = new Backoff({ ...RECONNECT_BACKOFF, timeoutMs: RECONNECT_TIMEOUT_MS, now: () => this.ctx.queue.now, random: () => this.ctx.rng.next() });
+      this.retry();
+    });
+  }
+
+  send(message: ClientMessage): void {
+    const conn = this.conn;
+    if (!conn || !conn.workerOpen) return;
+    this.hooks.sent(this, conn, message);
+    this.network.toCoordinator(conn, { kind: 'frame', message });
+  }
+
+  private sendAll(frames: readonly EpochFrame[]): void {
+    for (const frame of frames) this.send(frame);
+  }
+
+  // ---- frames ------------------------------------------------------------------------------
+
+  private onFrame(message: ServerMessage): void {
+    switch (message.t) {
+      case 'welcome':
+        this.state = 'member';
+        this.rank = message.rank;
+        this.config = message.config;
+        return;
+      case 'epoch':
+        return this.onEpoch(message);
+      case 'assign':
+        if (this.run && message.epoch === this.run.epoch && !this.run.ended) {
+          this.sendAll(this.run.cursor.receive({ t: 'assign', units: message.units }));
+          this.step();
+        }
+        return;
+      case 'epochEnd':
+        if (this.run && this.run.epoch === message.epoch && !this.run.ended) {
+          this.hooks.moment(this, 'epochEnd');
+          if (this.state === 'dead') return;
+          this.run.ended = true;
+          if (!this.run.stepping) this.report(this.run);
+        } else if (this.lastEnded?.epoch === message.epoch) this.send(this.lastEnded.report);
+        return;
+      case 'finish':
+        this.finished = true;
+        return this.depart();
+      case 'abort':
+        this.state = 'done';
+        return;
+      case 'collectiveResult':
+      case 'collectiveError':
+        this.hooks.collectiveReply(this, message);
+        if (this.run?.blockedOn === message.seq) {
+          this.run.blockedOn = undefined;
+          this.step();
+        }
+        return;
+      case 'storeResult':
+      case 'storeError':
+        return;
+    }
+  }
+
+  private onEpoch(message: Extract<ServerMessage, { t: 'epoch' }>): void {
+    this.rank = message.rank;
+    this.nextSeq = Math.max(this.nextSeq, message.seq);
+    if (this.lastEnded && message.epoch <= this.lastEnded.epoch) return;
+    const run = this.run;
+    if (run && run.epoch === message.epoch) {
+      this.sendAll(run.cursor.receive({ t: 'epoch', units: message.units }));
+      return this.step();
+    }
+    if (run && !run.ended) this.sendAll(run.cursor.settle());
+    const next: EpochRun = {
+      epoch: message.epoch,
+      worldSize: message.worldSize,
+      cursor: new EpochCursor(message.epoch, message.units),
+      digest: new ShardDigest(),
+      plan: undefined,
+      stepping: false,
+      ended: false,
+      blockedOn: undefined,
+      batches: 0,
+      idleSince: undefined,
+    };
+    this.run = next;
+    if (this.ctx.scenario.collectives) this.collective(next);
+    this.step();
+  }
+
+  /** Every rank calls the same collective at each epoch start (torch-style, numbered by seq). */
+  private collective(run: EpochRun): void {
+    const seq = this.nextSeq++;
+    const kind = run.epoch % 3;
+    const body =
+      kind === 0 ? { op: 'allReduce' as const, value: 1, reduce: 'sum' as const } : kind === 1 ? { op: 'allGather' as const, value: this.rank ?? -1 } : { op: 'barrier' as const };
+    run.blockedOn = seq;
+    this.send({ t: 'collective', seq, timeoutMs: COLLECTIVE_TIMEOUT_MS, ...body });
+    this.hooks.moment(this, 'collective');
+    // The client's own deadline: no reply within the timeout plus grace, and it goes on.
+    this.timer(COLLECTIVE_TIMEOUT_MS + CLIENT_GRACE_MS, () => {
+      if (run.blockedOn !== seq) return;
+      run.blockedOn = undefined;
+      this.step();
+    });
+  }
+
+  // ---- the step loop -----------------------------------------------------------------------
+
+  /** Between batches: hand out the next one (acking the last), or report once the epoch ended. */
+  private step(): void {
+    const run = this.run;
+    // A worker refused, aborted or given up is out of the group: its loop has thrown, no more batches.
+    if (!run || run.stepping || run.blockedOn !== undefined || !this.alive || this.stalled) return;
+    if (this.leaving) return this.depart();
+    if (run.ended) return this.report(run);
+    const { batch, frames } = run.cursor.next(this.ctx.scenario.config.batchSize);
+    this.sendAll(frames);
+    if (!batch) {
+      run.idleSince ??= this.ctx.queue.now;
+      return;
+    }
+    run.idleSince = undefined;
+    const { origin, start, end } = batch;
+    run.plan ??= planFor(this.ctx.scenario.config, run.worldSize, run.epoch);
+    run.digest.addAll(run.plan.shard(origin, start, end));
+    this.hooks.handed(this, run.epoch, run.worldSize, origin, start, end);
+    run.stepping = true;
+    run.batches++;
+    if (this.ctx.scenario.collectives && run.batches === 2) {
+      this.send({ t: 'store', req: this.nextReq++, op: 'add', keys: ['batches'], amount: 1, timeoutMs: 1000 });
+    }
+    const ms = (end - start) * this.ctx.scenario.stepMsPerSample * this.ctx.rng.real(0.7, 1.3);
+    this.timer(ms, () => {
+      run.stepping = false;
+      this.hooks.completed(this, run.epoch, run.worldSize, origin, start, end);
+      if (this.run === run) this.step();
+    });
+  }
+
+  private report(run: EpochRun): void {
+    if (this.lastEnded?.epoch === run.epoch) return;
+    this.sendAll(run.cursor.settle());
+    const report: ClientMessage = {
+      t: 'epochReport',
+      epoch: run.epoch,
+      samples: run.digest.count,
+      sha256: run.digest.hex(),
+      waitMs: run.idleSince === undefined ? 0 : this.ctx.queue.now - run.idleSince,
+    };
+    this.lastEnded = { epoch: run.epoch, report };
+    this.send(report);
+  }
+
+  /** destroy(): a leave (unless the run finished), then a normal close. */
+  private depart(): void {
+    if (!this.alive) return;
+    if (this.run && !this.run.ended) this.sendAll(this.run.cursor.settle());
+    if (!this.finished) this.send({ t: 'leave' });
+    this.state = 'done';
+    if (this.conn) this.network.closeByWorker(this.conn, 1000);
+    this.conn = undefined;
+  }
+}

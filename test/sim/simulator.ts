@@ -1,0 +1,243 @@
+/**
+ * One seed, start to end: draw the scenario, start the real core and the simulated workers,
+ * schedule the faults, run virtual time until the run is over, checking the invariants after
+ * every input. Returns what happened, or the first broken invariant.
+ */
+import type { PlantedBugName } from '../../coordinator/coreTypes.ts';
+import type { ClientMessage } from '../../shared/protocol.ts';
+import { Violation, type SimContext } from './context.ts';
+import { CoreHost } from './coreHost.ts';
+import { EventQueue } from './eventQueue.ts';
+import { Invariants } from './invariants.ts';
+import { Network } from './network.ts';
+import { Rng } from './rng.ts';
+import { drawScenario, faultCount, type Scenario } from './scenario.ts';
+import { SimWorker, type WorkerHooks } from './simWorker.ts';
+import { RunTruth } from './truth.ts';
+
+export interface SeedOptions {
+  readonly trace?: boolean;
+  readonly plantedBug?: PlantedBugName;
+  /** Change the drawn scenario (tests aim faults at one bug). */
+  readonly tweak?: (scenario: Scenario) => Scenario;
+}
+
+export interface SeedResult {
+  readonly seed: string;
+  readonly violation: Violation | undefined;
+  readonly faults: number;
+  readonly epochs: number;
+  readonly steps: number;
+  readonly trace: readonly string[];
+  readonly scenario: Scenario;
+}
+
+/** Inputs to the core in one seed beyond which the run is taken to be livelocked. */
+const MAX_EVENTS = 400_000;
+
+export function runSeed(seed: string, options: SeedOptions = {}): SeedResult {
+  const drawn = drawScenario(seed);
+  const scenario = options.tweak ? options.tweak(drawn) : drawn;
+  const lines: string[] = [];
+  const queue = new EventQueue();
+  const tracing = options.trace ?? false;
+  const ctx: SimContext = {
+    queue,
+    rng: new Rng(`run:${seed}`),
+    scenario,
+    tracing,
+    trace: tracing ? (line) => lines.push(`${queue.now.toFixed(2).padStart(10)}  ${line}`) : () => {},
+  };
+  const sim = new Simulation(ctx, options.plantedBug);
+  let violation: Violation | undefined;
+  try {
+    sim.run();
+  } catch (err) {
+    // A throw from the core (or the worker logic) is a failure like any other: keep its seed.
+    violation = err instanceof Violation ? err : new Violation('nothing throws', describeThrow(err));
+    ctx.trace(`VIOLATION ${violation.message}`);
+  }
+  return { seed, violation, faults: faultCount(scenario), epochs: sim.epochsRun(), steps: sim.invariants.checks, trace: lines, scenario };
+}
+
+class Simulation implements WorkerHooks {
+  readonly invariants: Invariants;
+  private readonly host: CoreHost;
+  private readonly network: Network;
+  private readonly truth: RunTruth;
+  private readonly workers: SimWorker[] = [];
+  private readonly faults: Rng;
+
+  constructor(
+    private readonly ctx: SimContext,
+    plantedBug: PlantedBugName | undefined,
+  ) {
+    this.truth = new RunTruth(ctx.scenario.config);
+    this.invariants = new Invariants(ctx, this.truth);
+    this.host = new CoreHost(ctx, this.invariants, plantedBug);
+    this.network = new Network(ctx, this.host);
+    this.host.network = this.network;
+    this.invariants.host = this.host;
+    this.invariants.network = this.network;
+    this.faults = ctx.rng.fork('faults');
+    this.host.onTerminate = (peer) => this.terminated(peer);
+  }
+
+  epochsRun(): number {
+    return this.host.core?.view().audits.length ?? 0;
+  }
+
+  run(): void {
+    const { scenario, queue } = this.ctx;
+    this.host.start();
+    for (let i = 0; i < scenario.workers; i++) this.spawn(scenario.claimRanks ? i : undefined, this.faults.real(0, 20));
+    this.schedule(scenario);
+    let events = 0;
+    while (queue.step()) {
+      if (++events > MAX_EVENTS) throw new Violation('the run ends', `still going after ${MAX_EVENTS} events at ${queue.now.toFixed(0)} ms`);
+      if (queue.now > scenario.horizonMs) break;
+      if (this.over()) break;
+    }
+    const report = this.host.core?.view().report;
+    if (!this.host.refusedJournal && this.host.core && !report) {
+      throw new Violation('the run ends', `no report by ${queue.now.toFixed(0)} ms (phase ${this.host.core.view().phase})`);
+    }
+    if (this.host.core) this.invariants.checkJournal(this.host.core, false);
+  }
+
+  /** The run ended and every worker is gone (or nothing more can happen). */
+  private over(): boolean {
+    if (this.host.refusedJournal) return true;
+    const core = this.host.core;
+    return core !== undefined && core.view().report !== undefined && this.workers.every((w) => !w.alive) && this.host.drained;
+  }
+
+  private spawn(claim: number | undefined, delay: number): SimWorker {
+    const n = this.workers.length;
+    const worker = new SimWorker(`w${n}`, `worker-${n}`, 1000 + n, claim, this.ctx, this.network, this);
+    this.workers.push(worker);
+    this.ctx.queue.after(delay, () => worker.start());
+    return worker;
+  }
+
+  private live(): SimWorker[] {
+    return this.workers.filter((w) => w.alive);
+  }
+
+  private kill(worker: SimWorker): void {
+    if (!worker.alive) return;
+    const epoch = worker.run?.epoch;
+    const rank = worker.rank;
+    worker.kill();
+    this.invariants.memberDied(epoch);
+    if (this.faults.chance(this.ctx.scenario.faults.replaceChance)) {
+      this.ctx.trace(`a replacement for ${worker.name} starts (rank ${rank})`);
+      this.spawn(rank, this.faults.real(10, 300));
+    }
+  }
+
+  private schedule(s: Scenario): void {
+    const { queue } = this.ctx;
+    const f = s.faults;
+    for (const at of f.kills) queue.at(at, () => this.pickLive((w) => this.kill(w)));
+    for (const z of f.zombies) queue.at(z.at, () => this.pickLive((w) => this.zombie(w, z.forMs, z.resumeOnDeath)));
+    for (const st of f.stalls) queue.at(st.at, () => this.host.stall(st.forMs));
+    for (const crash of f.crashes) {
+      const strike = (): void => {
+        if (!this.host.up) return;
+        const { badLine } = this.host.crash(crash);
+        queue.after(crash.downMs, () => this.host.restart(badLine));
+      };
+      // A torn tail is the record being written when the crash struck.
+      queue.at(crash.at, () => (crash.tearBytes > 0 ? this.host.crashMidAppend(crash, 500, strike) : strike()));
+    }
+    for (const at of f.joins) queue.at(at, () => this.spawn(undefined, 0));
+    for (const at of f.leaves) queue.at(at, () => this.pickLive((w) => w.leave()));
+    if (f.rogue) {
+      const rogue = f.rogue;
+      queue.at(rogue.at, () => this.pickLive((w) => this.rogue(w, rogue.kind)));
+    }
+  }
+
+  private pickLive(act: (worker: SimWorker) => void): void {
+    const live = this.live();
+    if (live.length) act(this.faults.pick(live));
+  }
+
+  private zombie(worker: SimWorker, forMs: number, resumeOnDeath: boolean): void {
+    worker.stall(forMs);
+    if (resumeOnDeath) this.zombieWatch.set(worker, worker.conn?.peer);
+  }
+
+  /** Zombies that continue the moment the core declares them dead (their frames race the close). */
+  private readonly zombieWatch = new Map<SimWorker, number | undefined>();
+
+  /** A member misbehaves once (findings 6 and 7, foreign and impossible acks). */
+  private rogue(worker: SimWorker, kind: string): void {
+    const conn = worker.conn;
+    if (!conn || worker.state !== 'member') return;
+    this.ctx.trace(`${worker.name} turns rogue: ${kind}`);
+    const view = this.host.core?.view();
+    const epoch = view?.epoch;
+    switch (kind) {
+      case 'flood':
+        for (let i = 0; i < 1500; i++) worker.send({ t: 'collective', seq: 100_000 + i, op: 'barrier', timeoutMs: 0 });
+        return;
+      case 'hugeSeq':
+        worker.send({ t: 'collective', seq: Number.MAX_SAFE_INTEGER, op: 'barrier', timeoutMs: 1000 });
+        return;
+      case 'foreignAck': {
+        const mine = new Set(worker.rank === undefined ? [] : [worker.rank]);
+        const foreign = epoch?.units.find((u) => !mine.has(u.owner) && u.cursor < u.end);
+        if (epoch && foreign) worker.send({ t: 'ack', epoch: epoch.epoch, unit: foreign.id, cursor: Math.min(foreign.end, foreign.cursor + 3 * this.ctx.scenario.config.batchSize), inflight: null });
+        return;
+      }
+      case 'badCursor': {
+        const own = epoch?.units.find((u) => u.owner === worker.rank);
+        if (epoch && own) worker.send({ t: 'ack', epoch: epoch.epoch, unit: own.id, cursor: own.end + 1 + this.faults.int(0, 1e6), inflight: null });
+        return;
+      }
+    }
+  }
+
+  // ---- what the workers tell ------------------------------------------------------------
+
+  handed(_w: SimWorker, epoch: number, worldSize: number, origin: number, start: number, end: number): void {
+    this.truth.of(epoch, worldSize).handed(origin, start, end);
+  }
+
+  completed(_w: SimWorker, epoch: number, worldSize: number, origin: number, start: number, end: number): void {
+    this.truth.of(epoch, worldSize).completed(origin, start, end);
+  }
+
+  collectiveReply(): void {}
+
+  moment(worker: SimWorker, what: 'hello' | 'collective' | 'epochEnd'): void {
+    const f = this.ctx.scenario.faults;
+    const chance = what === 'hello' ? (worker.run ? 0 : f.killInRendezvous) : what === 'collective' ? f.killInCollective : f.killAtBoundary;
+    if (chance > 0 && this.faults.chance(chance)) {
+      this.ctx.trace(`${worker.name} dies at ${what}`);
+      this.ctx.queue.after(this.faults.real(0, 3), () => this.kill(worker));
+    }
+  }
+
+  sent(_w: SimWorker, _conn: unknown, message: ClientMessage): void {
+    if (message.t !== 'overrun') return;
+    const unit = this.host.core?.view().epoch?.units.find((u) => u.id === message.unit);
+    if (unit) this.invariants.noteOverrun(message.epoch, Math.max(0, message.end - unit.end));
+  }
+
+  /** Called by the host's observer chain: a terminate of a watched zombie resumes it at once. */
+  terminated(peer: number): void {
+    for (const [worker, watched] of this.zombieWatch) {
+      if (watched === peer) {
+        this.zombieWatch.delete(worker);
+        this.ctx.queue.after(0, () => worker.resume());
+      }
+    }
+  }
+}
+
+function describeThrow(err: unknown): string {
+  return err instanceof Error ? (err.stack ?? err.message).split('\n').slice(0, 4).join(' | ') : String(err);
+}

@@ -1,0 +1,75 @@
+/**
+ * What really happened, as the simulated workers saw it: every position handed to a step and
+ * every step that returned, per epoch. The invariants hold the core's counts against this.
+ */
+import { computeNumSamples } from '../../shared/sampler.ts';
+import type { RunConfig } from '../../shared/protocol.ts';
+
+export class EpochTruth {
+  readonly numSamples: number;
+  /** Times each position (origin * numSamples + offset) was handed to a step, capped at 255. */
+  private readonly handedCount: Uint8Array;
+  private readonly completedFlag: Uint8Array;
+  /** Double deliveries: a position handed out n times counts n - 1. */
+  doubles = 0;
+  /** Members lost (closed, dropped, refused) while this epoch ran, as the simulator saw them. */
+  losses = 0;
+  /** Coordinator restarts into this epoch. */
+  restarts = 0;
+  /** Units handed out by `assign` frames. */
+  assigned = 0;
+  /**
+   * A member died after a coordinator crash in this epoch: what it did beyond the journal's
+   * coalesced acks died with both, so only `redelivered <= truth` can be asked of the core.
+   */
+  lostKnowledge = false;
+
+  constructor(
+    readonly epoch: number,
+    readonly worldSize: number,
+    config: RunConfig,
+  ) {
+    this.numSamples = computeNumSamples(config.length, worldSize, config.dropLast);
+    this.handedCount = new Uint8Array(worldSize * this.numSamples);
+    this.completedFlag = new Uint8Array(worldSize * this.numSamples);
+  }
+
+  handed(origin: number, start: number, end: number): void {
+    const base = origin * this.numSamples;
+    for (let k = base + start; k < base + end; k++) {
+      const seen = this.handedCount[k];
+      if (seen > 0) this.doubles++;
+      if (seen < 255) this.handedCount[k] = seen + 1;
+    }
+  }
+
+  completed(origin: number, start: number, end: number): void {
+    this.completedFlag.fill(1, origin * this.numSamples + start, origin * this.numSamples + end);
+  }
+
+  /** The first planned position whose step never returned, if any. */
+  firstNotCompleted(): { origin: number; offset: number } | undefined {
+    const at = this.completedFlag.indexOf(0);
+    return at < 0 ? undefined : { origin: Math.floor(at / this.numSamples), offset: at % this.numSamples };
+  }
+}
+
+/** The truth of every epoch of a run, created as epochs are first seen. */
+export class RunTruth {
+  private readonly epochs = new Map<number, EpochTruth>();
+
+  constructor(private readonly config: RunConfig) {}
+
+  of(epoch: number, worldSize: number): EpochTruth {
+    let truth = this.epochs.get(epoch);
+    if (!truth) {
+      truth = new EpochTruth(epoch, worldSize, this.config);
+      this.epochs.set(epoch, truth);
+    }
+    return truth;
+  }
+
+  get(epoch: number): EpochTruth | undefined {
+    return this.epochs.get(epoch);
+  }
+}
