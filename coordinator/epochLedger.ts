@@ -182,11 +182,20 @@ export class EpochLedger {
     return moved;
   }
 
-  /** Gives all of `from`'s unfinished units to `to` as they are (a replacement taking over a rank). */
-  transfer(from: number, to: number): WorkUnit[] {
+  /**
+   * Gives all of `from`'s unfinished units to `to` as they are (a replacement taking over a rank);
+   * its in-flight batches count as redelivered unless `sameWorker` (the lost process came back).
+   */
+  transfer(from: number, to: number, sameWorker = false): WorkUnit[] {
     const moved: WorkUnit[] = [];
     for (const unit of this.units.values()) {
       if (unit.owner !== from || unit.cursor === unit.end) continue;
+      // The lost worker itself came back: it carries on from where it was, nothing is redone.
+      if (sameWorker) {
+        unit.owner = to;
+        moved.push(toWire(unit));
+        continue;
+      }
       this.markRedone(unit, true);
       unit.inflight = unit.cursor;
       unit.owner = to;

@@ -24,6 +24,8 @@ export interface EpochState {
   /** Positions each worker process acknowledged: its report may not claim fewer samples. */
   readonly ackedByWorker: Map<string, number>;
   readonly pids: Map<number, number>;
+  /** Workers lost during this epoch (died, refused, silent), by workerId: the rank they held. */
+  readonly lost: Map<string, number>;
   reportTimer?: number;
   /** The plan's per-rank digests, derived by the coordinator itself while the epoch runs. */
   readonly auditor: PlanAuditor;

@@ -67,8 +67,8 @@ export class GroupCore {
   private awakeSince = Number.NEGATIVE_INFINITY;
   private readonly peers = new Map<PeerId, Peer>();
   private readonly byRank = new Map<number, Peer>();
-  /** Test only (countZombieAck): connections declared dead, by their last rank. */
-  private readonly zombies = new Map<PeerId, number>();
+  /** Connections we dropped (refused, silent) whose `closed` has not arrived yet: their late frames still tell something. */
+  private readonly dropped = new Set<PeerId>();
   private readonly audits: EpochAudit[] = [];
   private readonly waitTimers = new Map<number, number>();
   private readonly journal: JournalWriter;
@@ -159,7 +159,7 @@ export class GroupCore {
       }
       case InputKind.Closed: {
         const peer = this.peers.get(input.peer);
-        this.zombies.delete(input.peer);
+        this.dropped.delete(input.peer);
         if (peer) this.lose(peer, input.code);
         break;
       }
@@ -265,7 +265,7 @@ export class GroupCore {
   /** No sign of life for deadAfterMs (while we were awake): drop it, as a death. */
   private silent(peer: Peer): void {
     this.effects.push({ kind: EffectKind.Terminate, peer: peer.id });
-    if (this.plantedBug === PlantedBug.CountZombieAck && peer.rank !== null) this.zombies.set(peer.id, peer.rank);
+    this.dropped.add(peer.id);
     this.lose(peer, CloseCode.HeartbeatTimeout);
   }
 
@@ -297,11 +297,7 @@ export class GroupCore {
   private frame(id: PeerId, message: ClientMessage): void {
     const peer = this.peers.get(id);
     if (!peer) {
-      // A frame that was on its way when we dropped the connection: its sender no longer counts.
-      const zombieRank = this.zombies.get(id);
-      if (zombieRank !== undefined && message.t === 'ack' && this.current) {
-        this.current.ledger.ack(this.current.ledger.unit(message.unit)?.owner ?? zombieRank, message.epoch, message.unit, message.cursor, null);
-      }
+      if (this.dropped.has(id) && message.t === 'ack') this.lateAck(message);
       return;
     }
     peer.heartbeat.seen();
@@ -333,6 +329,7 @@ export class GroupCore {
     if (peer.rank !== null) this.recordEvent('refused', peer.rank, reason);
     else this.emit('refused', { reason, closeCode: code });
     this.effects.push({ kind: EffectKind.Close, peer: peer.id, code, reason });
+    this.dropped.add(peer.id);
     this.lose(peer, code);
   }
 
@@ -350,7 +347,9 @@ export class GroupCore {
     this.byRank.set(rank, peer);
     if (!rejoined) this.journal.write({ k: 'member', rank, workerId: message.workerId });
     const state = this.current;
-    const standby = this.phase !== 'rendezvous' && this.isElastic && !(state?.active.has(rank) ?? false);
+    // A newcomer on a rank that waits for a replacement (--on-failure wait) is that replacement.
+    const replacing = this.waitTimers.has(rank);
+    const standby = this.phase !== 'rendezvous' && this.isElastic && !replacing && !(state?.active.has(rank) ?? false);
     this.emit('joined', { rank, pid: message.pid, workerId: message.workerId, rejoined, standby });
     if (this.phase === 'rendezvous') {
       // Like init_process_group, nobody is welcomed until the whole group is there.
@@ -364,14 +363,19 @@ export class GroupCore {
       this.recordEvent(rejoined ? 'join' : standby ? 'join' : 'replace', rank, `pid ${message.pid} ${what}`);
     }
     this.cancelWait(rank);
+    const running = state && (this.phase === 'running' || this.phase === 'reporting');
+    // A worker lost during this epoch that comes back as a standby learns its units are gone
+    // (an epoch frame without units), so it stops and says what it still delivered (overrun).
+    if (running && standby && state.lost.has(message.workerId)) this.sendEpoch(rank);
     if (!state || standby || this.phase === 'between') {
       if (this.phase === 'between') this.maybeEndRejoinWait();
       return;
     }
     state.active.add(rank);
     if (!rejoined) {
-      // A replacement redoes what its predecessor had in flight: count it, and journal the handover.
-      state.ledger.transfer(rank, rank);
+      // A replacement redoes what its predecessor had in flight (unless it is that same worker,
+      // back after being taken for dead): count it, and journal the handover.
+      state.ledger.transfer(rank, rank, state.lost.get(message.workerId) === rank);
       this.journal.units(state.ledger);
     }
     // A replacement or a reconnect resumes the rank's units from their acknowledged cursors.
@@ -464,6 +468,7 @@ export class GroupCore {
       .map((u) => `origin ${u.origin} offset ${u.cursor}/${u.end}`)
       .join('; ');
     this.recordEvent(peer.leaving ? 'leave' : 'death', rank, reached || 'no work left');
+    if (peer.workerId !== null) state.lost.set(peer.workerId, rank);
     this.handleLoss(rank, peer.leaving, reached);
   }
 
@@ -481,16 +486,17 @@ export class GroupCore {
       return;
     }
     this.release(rank);
-    if (!leaving && this.settings.onFailure === FailurePolicy.Wait && state.ledger.remainingOf(rank) > 0) {
-      // The rank stays free for a replacement; reassign if none comes in time.
-      const timer = this.timers.setTimeout(() => {
-        this.waitTimers.delete(rank);
-        if (!this.rendezvous.isLive(rank)) this.reassignFrom(rank, `no replacement for rank ${rank} within ${this.settings.waitTimeoutMs} ms`, true);
-      }, this.settings.waitTimeoutMs);
-      this.waitTimers.set(rank, timer);
-      return;
-    }
+    if (!leaving && this.settings.onFailure === FailurePolicy.Wait && state.ledger.remainingOf(rank) > 0) return this.waitForReplacement(rank);
     this.reassignFrom(rank, leaving ? `rank ${rank} left` : `rank ${rank} died`, !leaving);
+  }
+
+  /** The rank stays free for a replacement; reassign if none comes in time. */
+  private waitForReplacement(rank: number): void {
+    const timer = this.timers.setTimeout(() => {
+      this.waitTimers.delete(rank);
+      if (!this.rendezvous.isLive(rank)) this.reassignFrom(rank, `no replacement for rank ${rank} within ${this.settings.waitTimeoutMs} ms`, true);
+    }, this.settings.waitTimeoutMs);
+    this.waitTimers.set(rank, timer);
   }
 
   private release(rank: number): void {
@@ -589,7 +595,7 @@ export class GroupCore {
 
   private epochState(ledger: EpochLedger, startedAtWallMs: number, events: EpochEvent[], active: Set<number>, pids: Map<number, number>): EpochState {
     const auditor = new PlanAuditor(() => planFor(this.config, ledger.worldSize, ledger.epoch));
-    return { ledger, startedAtWallMs, events, active, reports: new Map(), acked: new Map(), ackedByWorker: new Map(), pids, auditor };
+    return { ledger, startedAtWallMs, events, active, reports: new Map(), acked: new Map(), ackedByWorker: new Map(), pids, lost: new Map(), auditor };
   }
 
   private sendEpoch(rank: number): void {
@@ -643,6 +649,24 @@ export class GroupCore {
       });
     }
     this.maybeCompleteEpoch();
+  }
+
+  /**
+   * An ack that was on its way when we dropped its connection: it acknowledges nothing (the
+   * sender no longer owns those positions), but what it says was delivered beyond a cut was
+   * delivered twice.
+   */
+  private lateAck(message: Extract<ClientMessage, { t: 'ack' }>): void {
+    const state = this.current;
+    if (!state || message.epoch !== state.ledger.epoch) return;
+    if (this.plantedBug === PlantedBug.CountZombieAck) {
+      const owner = state.ledger.unit(message.unit)?.owner;
+      if (owner !== undefined) state.ledger.ack(owner, message.epoch, message.unit, message.cursor, null);
+      return;
+    }
+    let added = state.ledger.overrun(message.unit, message.cursor);
+    if (message.inflight) added += state.ledger.overrun(message.inflight.unit, message.inflight.end);
+    if (added > 0) this.journal.units(state.ledger);
   }
 
   /** A worker that was cut off says what it still delivered: those positions went out twice. */
@@ -738,8 +762,15 @@ export class GroupCore {
     }
     this.collectives.close(reason);
     const state = this.current;
-    if (state && !this.audits.some((a) => a.epoch === state.ledger.epoch)) this.audits.push(auditOf(state, rankAudits(state, {}), false, this.now));
-    this.settle(false, reason, final);
+    const open = state !== undefined && !this.audits.some((a) => a.epoch === state.ledger.epoch);
+    const partial = open ? auditOf(state, rankAudits(state, {}), false, this.now) : undefined;
+    if (partial && final) {
+      // The run is over for good: its last epoch is audited (as failed) in the journal too.
+      this.audits.push(partial);
+      this.journal.write({ k: 'audit', audit: partial });
+    }
+    // A resumable stop keeps the epoch open in the journal; the report still shows how far it got.
+    this.settle(false, reason, final, final ? undefined : partial);
     this.maybeDrained();
   }
 
@@ -766,9 +797,10 @@ export class GroupCore {
     this.abort(message, CloseCode.RendezvousTimeout);
   }
 
-  private settle(ok: boolean, error?: string, final = true): void {
+  private settle(ok: boolean, error?: string, final = true, unfinished?: EpochAudit): void {
     if (this.finalReport) return;
-    this.finalReport = { ok, config: reportConfig(this.config, this.groupSize), epochs: this.audits, ...(error ? { error } : {}) };
+    const epochs = unfinished ? [...this.audits, unfinished] : this.audits;
+    this.finalReport = { ok, config: reportConfig(this.config, this.groupSize), epochs, ...(error ? { error } : {}) };
     if (final) {
       this.journal.write({ k: 'end', ok, ...(error ? { error } : {}) });
       this.journalEnded = true;
@@ -802,6 +834,10 @@ export class GroupCore {
       const active = new Set([...state.members.keys()].filter((rank) => rank < c.worldSize));
       this.current = this.epochState(ledger, c.startedAtWallMs, [...c.events], active, new Map(c.pids));
       this.recordEvent('restart', null, `coordinator restarted from its journal with ${ledger.missing} positions unacknowledged`);
+      // A rank lost before the crash that was waiting for a replacement waits again (anew).
+      if (this.settings.onFailure === FailurePolicy.Wait) {
+        for (const rank of ledger.ownersWithWork()) if (!state.members.has(rank)) this.waitForReplacement(rank);
+      }
       if (ledger.complete) {
         this.phase = 'reporting';
         this.current.reportTimer = this.timers.setTimeout(() => this.finishEpoch(), this.settings.rejoinTimeoutMs);
@@ -828,6 +864,13 @@ export class GroupCore {
     for (const [rank] of this.rendezvous.holderEntries()) {
       if (this.rendezvous.isLive(rank)) continue;
       this.recordEvent('death', rank, 'did not reconnect after the coordinator restarted');
+      this.handleLoss(rank, false, `offset ${state.ledger.acknowledgedOf(rank)}/${state.ledger.numSamples}`);
+      if (this.phase === 'aborted') return;
+    }
+    // Ranks lost before the crash whose work was still theirs (a wait for a replacement, or a
+    // decision the crash cut short): the failure policy is applied again, its timers anew.
+    for (const rank of state.ledger.ownersWithWork()) {
+      if (this.rendezvous.isLive(rank) || this.waitTimers.has(rank)) continue;
       this.handleLoss(rank, false, `offset ${state.ledger.acknowledgedOf(rank)}/${state.ledger.numSamples}`);
       if (this.phase === 'aborted') return;
     }

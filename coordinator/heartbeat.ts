@@ -46,13 +46,29 @@ export class Heartbeat {
 
   private tick(): void {
     if (this.stopped) return;
-    const silent = this.scheduler.now() - Math.max(this.lastSeen, this.awakeSince());
-    if (silent >= this.deadAfterMs) {
-      this.stopped = true;
-      this.peer.dead(silent);
+    if (this.silentMs() < this.deadAfterMs) {
+      this.peer.ping();
+      this.schedule();
       return;
     }
-    this.peer.ping();
-    this.schedule();
+    // Confirm on a 0 ms timer: it runs after the I/O already waiting (a pong read late because
+    // this process was busy), so only a peer that really said nothing is declared dead.
+    this.timer = this.scheduler.setTimeout(() => this.confirm(), 0);
+  }
+
+  private confirm(): void {
+    if (this.stopped) return;
+    const silent = this.silentMs();
+    if (silent < this.deadAfterMs) {
+      this.peer.ping();
+      this.schedule();
+      return;
+    }
+    this.stopped = true;
+    this.peer.dead(silent);
+  }
+
+  private silentMs(): number {
+    return this.scheduler.now() - Math.max(this.lastSeen, this.awakeSince());
   }
 }

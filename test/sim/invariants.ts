@@ -66,6 +66,12 @@ export class Invariants implements HostObserver {
     this.crashedIn = epoch;
   }
 
+  /** What a dead member did beyond the journal is gone with a crash: only an upper bound holds. */
+  knowledgeLost(epoch: number): void {
+    const truth = this.truth.get(epoch);
+    if (truth) truth.lostKnowledge = true;
+  }
+
   /** A member was lost by the simulator's doing (a kill after a crash loses what it did). */
   memberDied(epoch: number | undefined): void {
     if (epoch !== undefined && this.crashedIn === epoch) this.truth.get(epoch)!.lostKnowledge = true;
@@ -75,13 +81,27 @@ export class Invariants implements HostObserver {
     this.cursorsBefore = undefined;
     // Frames from a connection already gone must change nothing: only they need the costly diff.
     if (input.kind === InputKind.Frame && input.message.t === 'ack' && this.gone.has(input.peer)) {
-      const units = core.view().epoch?.units;
-      if (units) this.cursorsBefore = new Map(units.map((u) => [u.id, u.cursor]));
+      const epoch = core.view().epoch;
+      if (epoch) {
+        this.cursorsBefore = new Map(epoch.units.map((u) => [u.id, u.cursor]));
+        this.redeliveredBefore = { epoch: epoch.epoch, redelivered: epoch.redelivered };
+      }
     }
+  }
+
+  /** Before a late ack (from a connection already dropped): what it adds is an overrun it reports. */
+  private redeliveredBefore: { epoch: number; redelivered: number } | undefined;
+
+  private noteLateAck(core: GroupCore): void {
+    const before = this.redeliveredBefore;
+    this.redeliveredBefore = undefined;
+    const now = core.view().epoch;
+    if (before && now && now.epoch === before.epoch) this.noteOverrun(before.epoch, now.redelivered - before.redelivered);
   }
 
   afterInput(input: CoreInput, effects: readonly CoreEffect[], core: GroupCore): void {
     this.checks++;
+    if (this.redeliveredBefore) this.noteLateAck(core);
     const now = this.ctx.queue.now;
     const lost = new Set<PeerId>();
     if (input.kind === InputKind.Closed && !this.gone.has(input.peer)) lost.add(input.peer);

@@ -145,6 +145,11 @@ class Simulation implements WorkerHooks {
     for (const crash of f.crashes) {
       const strike = (): void => {
         if (!this.host.up) return;
+        // A worker killed while the core had not yet seen it go (a stall held its frames back):
+        // what it did after its last journaled ack dies with the crash, unknowable to anyone.
+        const view = this.host.core?.view();
+        const known = new Set([...(view?.peers.values() ?? [])].map((p) => p.workerId));
+        if (view?.epoch && this.workers.some((w) => !w.alive && known.has(w.workerId))) this.invariants.knowledgeLost(view.epoch.epoch);
         const { badLine } = this.host.crash(crash);
         queue.after(crash.downMs, () => this.host.restart(badLine));
       };
