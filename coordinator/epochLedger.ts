@@ -12,9 +12,9 @@ export interface LedgerUnit extends WorkUnit {
   /**
    * Offsets [from, to) of this unit were handed to another worker after its owner was lost;
    * double deliveries of them are counted up to `counted` (the in-flight batch at the loss, then
-   * whatever the lost worker reports it still delivered: an `overrun`).
+   * whatever the lost worker, `worker` when known, reports it still delivered: an `overrun`).
    */
-  redone?: { from: number; to: number; counted: number };
+  redone?: { from: number; to: number; counted: number; worker?: string };
 }
 
 export type AckOutcome = { readonly ok: true; readonly advanced: number } | { readonly ok: false; readonly reason: string };
@@ -140,13 +140,13 @@ export class EpochLedger {
    * Hands the unacknowledged tails of `owner`'s units to `live` ranks, split into contiguous,
    * near-equal parts in rank order (deterministic). What was in flight is counted as redelivered.
    */
-  reassign(owner: number, live: readonly number[], countInflight = true): Reassignment[] {
+  reassign(owner: number, live: readonly number[], countInflight = true, lostWorker?: string): Reassignment[] {
     const targets = live.filter((r) => r !== owner);
     if (targets.length === 0) return [];
     const moved: Reassignment[] = [];
     for (const unit of [...this.units.values()]) {
       if (unit.owner !== owner || unit.cursor >= unit.end) continue;
-      this.markRedone(unit, countInflight);
+      this.markRedone(unit, countInflight, lostWorker);
       moved.push(...this.split(unit, targets));
     }
     return moved;
@@ -155,12 +155,21 @@ export class EpochLedger {
   /**
    * A lost worker came back and says it handed offsets of `unitId` up to `end` to its step after
    * they were given to another: each one beyond what was already counted is a double delivery.
-   * Clamped to the handed-over range, so a report can never count a position twice.
+   * Clamped to the handed-over range, so a report can never count a position twice. For a unit
+   * not handed over yet, it is what its owner had in flight: counted when the unit is.
    * @returns the positions newly counted as redelivered
    */
-  overrun(unitId: number, end: number): number {
-    const redone = this.units.get(unitId)?.redone;
-    if (!redone) return 0;
+  overrun(unitId: number, end: number, worker?: string): number {
+    const unit = this.units.get(unitId);
+    if (!unit) return 0;
+    const redone = unit.redone;
+    // Only the worker that lost the unit can have delivered it twice; its successor delivers it once.
+    if (redone?.worker !== undefined && worker !== undefined && redone.worker !== worker) return 0;
+    if (!redone) {
+      // Not handed over yet (a rank waiting for its replacement): when it is, these count.
+      unit.inflight = Math.max(unit.inflight, Math.min(end, unit.end));
+      return 0;
+    }
     const counted = Math.min(Math.max(end, redone.counted), redone.to);
     const added = counted - redone.counted;
     redone.counted = counted;
@@ -186,7 +195,7 @@ export class EpochLedger {
    * Gives all of `from`'s unfinished units to `to` as they are (a replacement taking over a rank);
    * its in-flight batches count as redelivered unless `sameWorker` (the lost process came back).
    */
-  transfer(from: number, to: number, sameWorker = false): WorkUnit[] {
+  transfer(from: number, to: number, sameWorker = false, lostWorker?: string): WorkUnit[] {
     const moved: WorkUnit[] = [];
     for (const unit of this.units.values()) {
       if (unit.owner !== from || unit.cursor === unit.end) continue;
@@ -196,7 +205,7 @@ export class EpochLedger {
         moved.push(toWire(unit));
         continue;
       }
-      this.markRedone(unit, true);
+      this.markRedone(unit, true, lostWorker);
       unit.inflight = unit.cursor;
       unit.owner = to;
       moved.push(toWire(unit));
@@ -205,11 +214,11 @@ export class EpochLedger {
   }
 
   /** The owner of `unit` is lost: what it had in flight will be delivered again (counted now). */
-  private markRedone(unit: LedgerUnit, countInflight: boolean): void {
+  private markRedone(unit: LedgerUnit, countInflight: boolean, worker?: string): void {
     const inflightEnd = Math.max(unit.cursor, Math.min(unit.inflight, unit.end));
     const counted = countInflight ? inflightEnd : unit.cursor;
     this.redeliveredCount += counted - unit.cursor;
-    unit.redone = { from: unit.cursor, to: unit.end, counted };
+    unit.redone = { from: unit.cursor, to: unit.end, counted, ...(worker === undefined ? {} : { worker }) };
   }
 
   /** Cuts `unit` at its cursor and deals the tail to `targets` in contiguous, near-equal parts. */

@@ -68,7 +68,9 @@ export class GroupCore {
   private readonly peers = new Map<PeerId, Peer>();
   private readonly byRank = new Map<number, Peer>();
   /** Connections we dropped (refused, silent) whose `closed` has not arrived yet: their late frames still tell something. */
-  private readonly dropped = new Set<PeerId>();
+  private readonly dropped = new Map<PeerId, string | null>();
+  /** The worker that last held each rank: whose deliveries a handover of its units redoes. */
+  private readonly lastHolder = new Map<number, string>();
   private readonly audits: EpochAudit[] = [];
   private readonly waitTimers = new Map<number, number>();
   private readonly journal: JournalWriter;
@@ -246,6 +248,7 @@ export class GroupCore {
       redelivered: state.ledger.redelivered,
       startedAtWallMs: state.startedAtWallMs,
       pids: [...state.pids],
+      lost: [...state.lost],
     };
   }
 
@@ -265,7 +268,7 @@ export class GroupCore {
   /** No sign of life for deadAfterMs (while we were awake): drop it, as a death. */
   private silent(peer: Peer): void {
     this.effects.push({ kind: EffectKind.Terminate, peer: peer.id });
-    this.dropped.add(peer.id);
+    this.dropped.set(peer.id, peer.workerId);
     this.lose(peer, CloseCode.HeartbeatTimeout);
   }
 
@@ -297,7 +300,8 @@ export class GroupCore {
   private frame(id: PeerId, message: ClientMessage): void {
     const peer = this.peers.get(id);
     if (!peer) {
-      if (this.dropped.has(id) && message.t === 'ack') this.lateAck(message);
+      const worker = this.dropped.get(id);
+      if (worker && message.t === 'ack') this.lateAck(message, worker);
       return;
     }
     peer.heartbeat.seen();
@@ -308,7 +312,7 @@ export class GroupCore {
       case 'ack':
         return this.ack(peer, rank, message);
       case 'overrun':
-        return this.overrun(message);
+        return this.overrun(message, peer.workerId!);
       case 'epochReport':
         return this.epochReport(peer, rank, message);
       case 'collective': {
@@ -329,15 +333,21 @@ export class GroupCore {
     if (peer.rank !== null) this.recordEvent('refused', peer.rank, reason);
     else this.emit('refused', { reason, closeCode: code });
     this.effects.push({ kind: EffectKind.Close, peer: peer.id, code, reason });
-    this.dropped.add(peer.id);
+    this.dropped.set(peer.id, peer.workerId);
     this.lose(peer, code);
   }
 
   private hello(peer: Peer, message: Extract<ClientMessage, { t: 'hello' }>): void {
     if (peer.rank !== null) return this.reject(peer, CloseCode.OutOfOrder, 'a second hello on one connection');
     if (this.phase === 'finished' || this.phase === 'aborted') return this.reject(peer, CloseCode.Shutdown, `the run is ${this.phase}`);
+    // A claimed rank whose journaled holder never came back after a restart: taking it over is that holder's death.
+    const displaced = message.rank === undefined ? undefined : this.rendezvous.holderEntries().find(([rank, id]) => rank === message.rank && id !== message.workerId && !this.rendezvous.isLive(rank));
     const decision = this.rendezvous.join({ workerId: message.workerId, version: message.v, rank: message.rank, length: message.length, worldSize: message.worldSize });
     if (!decision.ok) return this.reject(peer, decision.closeCode, decision.reason);
+    if (displaced && this.current && (this.phase === 'running' || this.phase === 'reporting')) {
+      this.noteLost(this.current, displaced[1], displaced[0]);
+      this.recordEvent('death', displaced[0], `worker ${displaced[1]} did not come back after the coordinator restarted`);
+    }
     this.timers.clearTimeout(peer.helloTimer);
     peer.helloTimer = undefined;
     const { rank, rejoined } = decision;
@@ -375,7 +385,7 @@ export class GroupCore {
     if (!rejoined) {
       // A replacement redoes what its predecessor had in flight (unless it is that same worker,
       // back after being taken for dead): count it, and journal the handover.
-      state.ledger.transfer(rank, rank, state.lost.get(message.workerId) === rank);
+      state.ledger.transfer(rank, rank, state.lost.get(message.workerId) === rank, this.lastHolder.get(rank));
       this.journal.units(state.ledger);
     }
     // A replacement or a reconnect resumes the rank's units from their acknowledged cursors.
@@ -468,8 +478,15 @@ export class GroupCore {
       .map((u) => `origin ${u.origin} offset ${u.cursor}/${u.end}`)
       .join('; ');
     this.recordEvent(peer.leaving ? 'leave' : 'death', rank, reached || 'no work left');
-    if (peer.workerId !== null) state.lost.set(peer.workerId, rank);
+    if (peer.workerId !== null) this.noteLost(state, peer.workerId, rank);
     this.handleLoss(rank, peer.leaving, reached);
+  }
+
+  /** Who held a rank that was lost: its late frames and its return are told apart from a newcomer's. */
+  private noteLost(state: EpochState, workerId: string, rank: number): void {
+    state.lost.set(workerId, rank);
+    this.lastHolder.set(rank, workerId);
+    this.journal.write({ k: 'lost', epoch: state.ledger.epoch, workerId, rank });
   }
 
   /** A member of the running epoch is gone (died or left): apply the failure policy. */
@@ -518,7 +535,7 @@ export class GroupCore {
       return;
     }
     const count = countInflight && this.plantedBug !== PlantedBug.ReassignForgetsInflight;
-    this.sendAssignments(state.ledger.reassign(rank, live, count), reason, rank);
+    this.sendAssignments(state.ledger.reassign(rank, live, count, this.lastHolder.get(rank)), reason, rank);
   }
 
   private sendAssignments(moved: Reassignment[], reason: string, from: number | null): void {
@@ -656,7 +673,7 @@ export class GroupCore {
    * sender no longer owns those positions), but what it says was delivered beyond a cut was
    * delivered twice.
    */
-  private lateAck(message: Extract<ClientMessage, { t: 'ack' }>): void {
+  private lateAck(message: Extract<ClientMessage, { t: 'ack' }>, worker: string): void {
     const state = this.current;
     if (!state || message.epoch !== state.ledger.epoch) return;
     if (this.plantedBug === PlantedBug.CountZombieAck) {
@@ -664,16 +681,16 @@ export class GroupCore {
       if (owner !== undefined) state.ledger.ack(owner, message.epoch, message.unit, message.cursor, null);
       return;
     }
-    let added = state.ledger.overrun(message.unit, message.cursor);
-    if (message.inflight) added += state.ledger.overrun(message.inflight.unit, message.inflight.end);
+    let added = state.ledger.overrun(message.unit, message.cursor, worker);
+    if (message.inflight) added += state.ledger.overrun(message.inflight.unit, message.inflight.end, worker);
     if (added > 0) this.journal.units(state.ledger);
   }
 
   /** A worker that was cut off says what it still delivered: those positions went out twice. */
-  private overrun(message: Extract<ClientMessage, { t: 'overrun' }>): void {
+  private overrun(message: Extract<ClientMessage, { t: 'overrun' }>, worker: string): void {
     const state = this.current;
     if (!state || message.epoch !== state.ledger.epoch) return;
-    if (state.ledger.overrun(message.unit, message.end) > 0) this.journal.units(state.ledger);
+    if (state.ledger.overrun(message.unit, message.end, worker) > 0) this.journal.units(state.ledger);
   }
 
   private maybeCompleteEpoch(): void {
@@ -833,6 +850,10 @@ export class GroupCore {
       // Standbys (elastic ranks beyond the epoch's world) wait for the next epoch, as before the crash.
       const active = new Set([...state.members.keys()].filter((rank) => rank < c.worldSize));
       this.current = this.epochState(ledger, c.startedAtWallMs, [...c.events], active, new Map(c.pids));
+      for (const [workerId, rank] of c.lost ?? []) {
+        this.current.lost.set(workerId, rank);
+        this.lastHolder.set(rank, workerId);
+      }
       this.recordEvent('restart', null, `coordinator restarted from its journal with ${ledger.missing} positions unacknowledged`);
       // A rank lost before the crash that was waiting for a replacement waits again (anew).
       if (this.settings.onFailure === FailurePolicy.Wait) {
@@ -861,8 +882,9 @@ export class GroupCore {
     if (this.phase === 'between') return this.startEpoch(this.nextEpochNumber());
     const state = this.current;
     if (!state) return;
-    for (const [rank] of this.rendezvous.holderEntries()) {
+    for (const [rank, workerId] of this.rendezvous.holderEntries()) {
       if (this.rendezvous.isLive(rank)) continue;
+      this.noteLost(state, workerId, rank);
       this.recordEvent('death', rank, 'did not reconnect after the coordinator restarted');
       this.handleLoss(rank, false, `offset ${state.ledger.acknowledgedOf(rank)}/${state.ledger.numSamples}`);
       if (this.phase === 'aborted') return;

@@ -29,6 +29,8 @@ export interface JournaledEpoch {
   /** Wall-clock start, so a restarted coordinator reports the epoch's whole duration. */
   startedAtWallMs: number;
   pids: Array<[number, number]>;
+  /** Workers lost during the epoch and the rank each held: the same worker coming back redoes nothing. */
+  lost?: Array<[workerId: string, rank: number]>;
 }
 
 export type JournalRecord =
@@ -39,6 +41,7 @@ export type JournalRecord =
   | { k: 'units'; epoch: number; units: LedgerUnit[]; redelivered: number }
   | { k: 'acks'; epoch: number; cursors: Array<[id: number, cursor: number, inflight: number]> }
   | { k: 'event'; epoch: number; event: EpochEvent }
+  | { k: 'lost'; epoch: number; workerId: string; rank: number }
   | { k: 'audit'; audit: EpochAudit }
   | { k: 'end'; ok: boolean; error?: string };
 
@@ -78,7 +81,7 @@ const LedgerUnitSchema = z.strictObject({
   ...WorkUnitSchema.shape,
   owner: rank,
   inflight: count,
-  redone: z.strictObject({ from: count, to: count, counted: count }).optional(),
+  redone: z.strictObject({ from: count, to: count, counted: count, worker: z.string().min(1).max(128).optional() }).optional(),
 });
 
 const RankAuditSchema = z.strictObject({
@@ -112,6 +115,7 @@ const JournaledEpochSchema = z.strictObject({
   redelivered: count,
   startedAtWallMs: z.number().finite(),
   pids: z.array(z.tuple([rank, int])),
+  lost: z.array(z.tuple([z.string().min(1).max(128), rank])).optional(),
 });
 
 /** Every record kind, discriminated by `k`. */
@@ -128,6 +132,7 @@ export const JournalRecordSchema = z.discriminatedUnion('k', [
   z.strictObject({ k: z.literal('units'), epoch: count, units: z.array(LedgerUnitSchema), redelivered: count }),
   z.strictObject({ k: z.literal('acks'), epoch: count, cursors: z.array(z.tuple([count, count, count])) }),
   z.strictObject({ k: z.literal('event'), epoch: count, event: EpochEventSchema }),
+  z.strictObject({ k: z.literal('lost'), epoch: count, workerId: z.string().min(1).max(128), rank }),
   z.strictObject({ k: z.literal('audit'), audit: EpochAuditSchema }),
   z.strictObject({ k: z.literal('end'), ok: z.boolean(), error: z.string().optional() }),
 ]) satisfies z.ZodType<JournalRecord>;
@@ -268,6 +273,9 @@ function apply(state: JournalState, record: Exclude<JournalRecord, { k: 'run' }>
       return;
     case 'event':
       if (state.current?.epoch === record.epoch) state.current.events.push(record.event);
+      return;
+    case 'lost':
+      if (state.current?.epoch === record.epoch) state.current.lost = [...(state.current.lost ?? []).filter(([id]) => id !== record.workerId), [record.workerId, record.rank]];
       return;
     case 'audit': {
       const { audit } = record;

@@ -25,6 +25,8 @@ export interface WorkerHooks {
   /** Moments a fault may strike. */
   moment(worker: SimWorker, what: 'hello' | 'collective' | 'epochEnd'): void;
   sent(worker: SimWorker, conn: Conn, message: ClientMessage): void;
+  /** The coordinator closed it with a code it does not come back from, during `epoch`. */
+  refused(worker: SimWorker, epoch: number): void;
 }
 
 type State = 'new' | 'handshake' | 'member' | 'reconnecting' | 'done' | 'dead';
@@ -182,6 +184,8 @@ export class SimWorker {
       this.conn = undefined;
       this.ctx.trace(`${this.name} sees its connection close (${code})`);
       if (this.finished || this.state === 'done' || this.leaving || !RECONNECTABLE.has(code)) {
+        // Refused for good mid-epoch: what it delivered after its last ack counted is never reported.
+        if (this.run && !this.finished && !this.leaving && this.state !== 'done') this.hooks.refused(this, this.run.epoch);
         this.state = 'done';
         return;
       }

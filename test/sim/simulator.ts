@@ -120,6 +120,9 @@ class Simulation implements WorkerHooks {
     return worker;
   }
 
+  /** Epochs in which a member was killed. */
+  private readonly killedIn = new Set<number>();
+
   private live(): SimWorker[] {
     return this.workers.filter((w) => w.alive);
   }
@@ -128,8 +131,13 @@ class Simulation implements WorkerHooks {
     if (!worker.alive) return;
     const epoch = worker.run?.epoch;
     const rank = worker.rank;
+    // Killed after the coordinator cut it off, before it could reconnect and report its overrun:
+    // what it delivered meanwhile is known to nobody but the simulator.
+    const cutOff = worker.state === 'reconnecting' || (worker.conn !== undefined && (worker.conn.coordClosing || !worker.conn.coordOpen));
     worker.kill();
+    if (epoch !== undefined) this.killedIn.add(epoch);
     this.invariants.memberDied(epoch);
+    if (cutOff && epoch !== undefined) this.invariants.knowledgeLost(epoch);
     if (this.faults.chance(this.ctx.scenario.faults.replaceChance)) {
       this.ctx.trace(`a replacement for ${worker.name} starts (rank ${rank})`);
       this.spawn(rank, this.faults.real(10, 300));
@@ -150,6 +158,9 @@ class Simulation implements WorkerHooks {
         const view = this.host.core?.view();
         const known = new Set([...(view?.peers.values() ?? [])].map((p) => p.workerId));
         if (view?.epoch && this.workers.some((w) => !w.alive && known.has(w.workerId))) this.invariants.knowledgeLost(view.epoch.epoch);
+        // Acks are journaled coalesced (journalFlushMs): a member lost in this epoch cannot
+        // re-acknowledge what a crash kept from the journal, so its redelivery is known only up to that.
+        if (view?.epoch && this.killedIn.has(view.epoch.epoch)) this.invariants.knowledgeLost(view.epoch.epoch);
         const { badLine } = this.host.crash(crash);
         queue.after(crash.downMs, () => this.host.restart(badLine));
       };
@@ -224,6 +235,10 @@ class Simulation implements WorkerHooks {
       this.ctx.trace(`${worker.name} dies at ${what}`);
       this.ctx.queue.after(this.faults.real(0, 3), () => this.kill(worker));
     }
+  }
+
+  refused(_w: SimWorker, epoch: number): void {
+    this.invariants.knowledgeLost(epoch);
   }
 
   sent(_w: SimWorker, _conn: unknown, message: ClientMessage): void {
