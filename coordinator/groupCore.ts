@@ -22,6 +22,12 @@ import { Rendezvous } from './rendezvous.ts';
 import { TimerTable } from './timerTable.ts';
 import { JournalWriter } from './journalWriter.ts';
 
+/**
+ * A timer this late means the process did not run for that long. Timers on a loaded machine are
+ * late by a few ms; a false alarm only forgives some silence (a death is seen later, never wrongly).
+ */
+const STALL_LATENESS_MS = 50;
+
 export interface GroupCoreOptions {
   readonly settings: CoreSettings;
   readonly config: RunConfig;
@@ -86,6 +92,8 @@ export class GroupCore {
   private lingerTimer: number | undefined;
   private finalReport: RunReport | undefined;
   private drainedSent = false;
+  /** The last audited epoch: a worker lost in it may still report what it delivered twice. */
+  private recentEpoch: { ledger: EpochLedger; audit: EpochAudit } | undefined;
 
   /** @throws CoordinatorConfigError for a world size or run config it cannot serve */
   constructor(options: GroupCoreOptions) {
@@ -138,7 +146,7 @@ export class GroupCore {
     this.effects = [];
     this.now = input.now;
     this.timers.time = input.now;
-    this.noticeStall(input.now);
+    this.noticeStall(input.now, input.kind === InputKind.Timer ? this.timers.lateness(input.id) : 0);
     switch (input.kind) {
       case InputKind.Start:
         this.start();
@@ -256,12 +264,14 @@ export class GroupCore {
 
   /**
    * While any peer is connected its heartbeat timer brings an input every heartbeatMs; a longer
-   * gap means this process itself stalled (SIGSTOP, a long synchronous task, a swapped machine).
+   * gap, or a timer coming back late, means this process itself stalled (SIGSTOP, a long
+   * synchronous task, a swapped machine).
    * Silence is then counted from the moment it woke up: a peer is dead when it was silent, not
    * when we were.
    */
-  private noticeStall(now: number): void {
-    if (this.lastInputAt !== undefined && now - this.lastInputAt > 2 * this.settings.heartbeatMs) this.awakeSince = now;
+  private noticeStall(now: number, timerLateness: number): void {
+    const gap = this.lastInputAt === undefined ? 0 : now - this.lastInputAt;
+    if (gap > 2 * this.settings.heartbeatMs || timerLateness > STALL_LATENESS_MS) this.awakeSince = now;
     this.lastInputAt = now;
   }
 
@@ -689,8 +699,18 @@ export class GroupCore {
   /** A worker that was cut off says what it still delivered: those positions went out twice. */
   private overrun(message: Extract<ClientMessage, { t: 'overrun' }>, worker: string): void {
     const state = this.current;
-    if (!state || message.epoch !== state.ledger.epoch) return;
-    if (state.ledger.overrun(message.unit, message.end, worker) > 0) this.journal.units(state.ledger);
+    const open = state && message.epoch === state.ledger.epoch && (this.phase === 'running' || this.phase === 'reporting');
+    if (open) {
+      if (state.ledger.overrun(message.unit, message.end, worker) > 0) this.journal.units(state.ledger);
+      return;
+    }
+    // The epoch ended while its lost worker was away: its audit is amended (journaled again).
+    const recent = this.recentEpoch;
+    if (!recent || message.epoch !== recent.ledger.epoch) return;
+    const added = recent.ledger.overrun(message.unit, message.end, worker);
+    if (added === 0) return;
+    recent.audit.redelivered += added;
+    this.journal.write({ k: 'audit', audit: recent.audit });
   }
 
   private maybeCompleteEpoch(): void {
@@ -735,6 +755,7 @@ export class GroupCore {
     const ok = ledger.missing === 0 && (faulted || ranks.every((r) => r.sha256 !== null && r.sha256 === r.planSha256));
     const audit = auditOf(state, ranks, ok, this.now);
     this.audits.push(audit);
+    this.recentEpoch = { ledger, audit };
     this.journal.write({ k: 'audit', audit });
     this.emit('epochAudit', audit);
     this.startEpoch(ledger.epoch + 1);

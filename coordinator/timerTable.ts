@@ -7,7 +7,7 @@ import type { Scheduler } from '../shared/scheduler.ts';
 import { EffectKind, type CoreEffect, type TimerId } from './coreTypes.ts';
 
 export class TimerTable implements Scheduler {
-  private readonly callbacks = new Map<TimerId, () => void>();
+  private readonly callbacks = new Map<TimerId, { readonly fn: () => void; readonly atMs: number }>();
   private nextId = 1;
   /** The time of the input being handled. */
   time = 0;
@@ -21,8 +21,9 @@ export class TimerTable implements Scheduler {
 
   setTimeout(fn: () => void, ms: number): TimerId {
     const id = this.nextId++;
-    this.callbacks.set(id, fn);
-    this.sink({ kind: EffectKind.ArmTimer, id, atMs: this.time + (Number.isFinite(ms) && ms > 0 ? ms : 0) });
+    const atMs = this.time + (Number.isFinite(ms) && ms > 0 ? ms : 0);
+    this.callbacks.set(id, { fn, atMs });
+    this.sink({ kind: EffectKind.ArmTimer, id, atMs });
     return id;
   }
 
@@ -31,12 +32,18 @@ export class TimerTable implements Scheduler {
     this.sink({ kind: EffectKind.CancelTimer, id: handle });
   }
 
+  /** How late a timer comes back (0 for one cleared or unknown): a late timer means a busy or stopped process. */
+  lateness(id: TimerId): number {
+    const timer = this.callbacks.get(id);
+    return timer ? Math.max(0, this.time - timer.atMs) : 0;
+  }
+
   /** Runs a due timer's callback; a timer already cleared (or unknown) does nothing. */
   fire(id: TimerId): void {
-    const fn = this.callbacks.get(id);
-    if (!fn) return;
+    const timer = this.callbacks.get(id);
+    if (!timer) return;
     this.callbacks.delete(id);
-    fn();
+    timer.fn();
   }
 
   /** Forgets every timer (the run is over); cancel effects are recorded for each. */

@@ -124,9 +124,13 @@ export class Epoch {
 
   private finish(message: FlowMessage, idleSince: number | undefined): void {
     this.ended = true;
+    // An epoch that went on without this worker: it says what it still delivered (counted as
+    // redelivered), the next epoch is the group loop's, and no report is due.
+    if (message.t === 'epoch') {
+      this.sendAll(this.cursor.abandon());
+      return this.group.requeueFlow(message);
+    }
     this.sendAll(this.cursor.settle());
-    // An epoch that went on without this worker: the next one is the group loop's; no report is due.
-    if (message.t === 'epoch') return this.group.requeueFlow(message);
     this.group.epochEnded(this.epoch, {
       t: 'epochReport',
       epoch: this.epoch,

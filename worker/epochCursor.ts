@@ -92,6 +92,17 @@ export class EpochCursor {
     return last && !this.held ? [this.ack(last, null)] : [];
   }
 
+  /**
+   * The coordinator went on to a later epoch while this worker was away (taken for dead, its
+   * units given to others): what it delivered beyond what the coordinator knew of is reported as
+   * overruns of this epoch, so the double deliveries are counted. Nothing is acknowledged.
+   */
+  abandon(): OverrunFrame[] {
+    this.completeLast();
+    this.held = true;
+    return this.units.filter((u) => u.delivered > u.known).map((u) => ({ t: 'overrun', epoch: this.epoch, unit: u.id, end: u.delivered }));
+  }
+
   /** Takes in what the coordinator said (or that the connection dropped); returns the frames to send. */
   receive(input: EpochInput): EpochFrame[] {
     switch (input.t) {

@@ -232,6 +232,29 @@ export class Invariants implements HostObserver {
     if (gap) this.fail('every planned position acknowledged', `${where} ended but no step returned for origin ${gap.origin} offset ${gap.offset}`);
     const count = (...types: string[]): number => audit.events.filter((e) => types.includes(e.type)).length;
     const deaths = count('death', 'leave');
+    this.redeliveryToCheck.add(audit.epoch);
+    if (deaths < truth.losses) this.fail('every death in the report', `${where}: ${truth.losses} members lost, ${deaths} death/leave events`);
+    if (count('reassign') < truth.assigned) this.fail('every reassignment in the report', `${where}: ${truth.assigned} units reassigned, ${count('reassign')} reassign events`);
+    if (count('restart') < truth.restarts) this.fail('every restart in the report', `${where}: ${truth.restarts} restarts, ${count('restart')} restart events`);
+  }
+
+  /** Audited epochs (not aborted) whose redelivery is checked once the run is over. */
+  private readonly redeliveryToCheck = new Set<number>();
+
+  /**
+   * At the run's end: a worker lost in an epoch may report what it still delivered after that
+   * epoch's audit (the audit is amended), so redelivery is judged on the final audits.
+   */
+  checkRedelivery(audits: readonly EpochAudit[]): void {
+    for (const audit of audits) {
+      const truth = this.truth.get(audit.epoch);
+      if (truth && this.redeliveryToCheck.has(audit.epoch)) this.checkRedeliveryOf(audit, truth);
+    }
+  }
+
+  private checkRedeliveryOf(audit: EpochAudit, truth: NonNullable<ReturnType<RunTruth['get']>>): void {
+    const where = `epoch ${audit.epoch}`;
+    const deaths = audit.events.filter((e) => e.type === 'death' || e.type === 'leave').length;
     if (truth.lostKnowledge) {
       if (audit.redelivered > truth.doubles) this.fail('redelivered equals double deliveries', `${where}: redelivered ${audit.redelivered} but only ${truth.doubles} positions were delivered twice`);
     } else {
@@ -239,9 +262,6 @@ export class Invariants implements HostObserver {
       const bound = this.ctx.scenario.config.batchSize * deaths + this.overrunReported(audit.epoch);
       if (truth.doubles > bound) this.fail('redelivered within batchSize x deaths', `${where}: ${truth.doubles} double deliveries, bound ${bound} (${deaths} deaths)`);
     }
-    if (deaths < truth.losses) this.fail('every death in the report', `${where}: ${truth.losses} members lost, ${deaths} death/leave events`);
-    if (count('reassign') < truth.assigned) this.fail('every reassignment in the report', `${where}: ${truth.assigned} units reassigned, ${count('reassign')} reassign events`);
-    if (count('restart') < truth.restarts) this.fail('every restart in the report', `${where}: ${truth.restarts} restarts, ${count('restart')} restart events`);
   }
 
   /** Positions zombies reported in `overrun` frames for this epoch (their own count, beyond any cut). */

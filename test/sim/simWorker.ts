@@ -262,7 +262,8 @@ export class SimWorker {
       this.sendAll(run.cursor.receive({ t: 'epoch', units: message.units }));
       return this.step();
     }
-    if (run && !run.ended) this.sendAll(run.cursor.settle());
+    // The epoch went on without this worker: it reports what it still delivered.
+    if (run && !run.ended) this.sendAll(run.cursor.abandon());
     const next: EpochRun = {
       epoch: message.epoch,
       worldSize: message.worldSize,

@@ -103,6 +103,7 @@ class Simulation implements WorkerHooks {
       throw new Violation('the run ends', `no report by ${queue.now.toFixed(0)} ms (phase ${this.host.core.view().phase})`);
     }
     if (this.host.core) this.invariants.checkJournal(this.host.core, false);
+    if (this.host.core) this.invariants.checkRedelivery(this.host.core.view().audits);
   }
 
   /** The run ended and every worker is gone (or nothing more can happen). */
