@@ -4,12 +4,13 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
-/** A `no-restricted-imports` rule forbidding imports of the given top-level folders. */
-function forbidFolders(...folders) {
+/** A `no-restricted-imports` rule forbidding imports of the given top-level folders (and modules). */
+function forbidFolders(folders, modules = []) {
   return {
     'no-restricted-imports': [
       'error',
       {
+        paths: modules.map((name) => ({ name, message: 'the coordinator core is sans-IO: sockets, files and timers belong to its shell' })),
         patterns: folders.map((folder) => ({
           // Relative imports only: the repo has no path aliases, so this catches every route in.
           regex: `^(\\.\\./)+${folder}/`,
@@ -19,6 +20,30 @@ function forbidFolders(...folders) {
     ],
   };
 }
+
+/** The coordinator's pure core: every decision, no I/O, no clock (the shell is coordinator.ts). */
+const CORE_FILES = [
+  'groupCore',
+  'coreTypes',
+  'timerTable',
+  'journalWriter',
+  'journalRecords',
+  'epochLedger',
+  'epochState',
+  'collectives',
+  'collectiveReductions',
+  'kvStore',
+  'rendezvous',
+  'heartbeat',
+  'planAuditor',
+  'options',
+  'report',
+].map((name) => `coordinator/${name}.ts`);
+const IO_MODULES = ['ws', 'node:http', 'node:https', 'node:net', 'node:fs', 'node:fs/promises', 'node:timers', 'node:timers/promises', 'node:child_process', 'node:worker_threads', 'node:dgram'];
+const CLOCKS = ['Date', 'setTimeout', 'setInterval', 'setImmediate', 'clearTimeout', 'clearInterval', 'performance'].map((name) => ({
+  name,
+  message: 'the core gets the time with each input and arms timers as effects',
+}));
 
 export default tseslint.config(
   { ignores: ['node_modules/', 'dist/', 'coverage/'] },
@@ -30,7 +55,8 @@ export default tseslint.config(
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrors: 'none' }],
     },
   },
-  { files: ['shared/**/*.ts'], rules: forbidFolders('coordinator', 'worker', 'bin') },
-  { files: ['worker/**/*.ts'], rules: forbidFolders('coordinator', 'bin') },
-  { files: ['coordinator/**/*.ts'], rules: forbidFolders('worker', 'bin') },
+  { files: ['shared/**/*.ts'], rules: forbidFolders(['coordinator', 'worker', 'bin']) },
+  { files: ['worker/**/*.ts'], rules: forbidFolders(['coordinator', 'bin']) },
+  { files: ['coordinator/**/*.ts'], rules: forbidFolders(['worker', 'bin']) },
+  { files: CORE_FILES, rules: { ...forbidFolders(['worker', 'bin'], IO_MODULES), 'no-restricted-globals': ['error', ...CLOCKS] } },
 );

@@ -50,16 +50,3 @@ export class PlanAuditor {
     return this.digests;
   }
 }
-
-/** Runs an auditor's slices between other work (one per event-loop turn) until done or stopped. */
-export function auditInBackground(auditor: PlanAuditor): () => void {
-  let stopped = false;
-  const tick = () => {
-    if (stopped || auditor.work()) return;
-    setImmediate(tick);
-  };
-  setImmediate(tick);
-  return () => {
-    stopped = true;
-  };
-}
