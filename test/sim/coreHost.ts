@@ -151,6 +151,10 @@ export class CoreHost implements CoordinatorEnd {
     this.timers.clear();
     this.heldTimers.clear();
     this.held = [];
+    // A stall ends with the process: the restarted coordinator was never asleep.
+    const now = this.ctx.queue.now;
+    const last = this.stalls[this.stalls.length - 1];
+    if (last && last[1] > now) last[1] = now;
     this.stalledUntil = Number.NEGATIVE_INFINITY;
     this.idleQueued = false;
     this.network.coordinatorCrashed(generation);

@@ -14,9 +14,9 @@
  */
 import { EffectKind, InputKind, type CoreEffect, type CoreInput, type PeerId } from '../../coordinator/coreTypes.ts';
 import type { GroupCore } from '../../coordinator/groupCore.ts';
-import { replayJournal, type JournalState } from '../../coordinator/journal.ts';
+import { replayJournal, type JournalState } from '../../coordinator/journalRecords.ts';
 import type { EpochAudit } from '../../coordinator/report.ts';
-import { ServerMessageSchema, type ServerMessage } from '../../shared/protocol.ts';
+import { ServerMessageSchema, type ClientMessage, type ServerMessage } from '../../shared/protocol.ts';
 import { Violation, type SimContext } from './context.ts';
 import type { CoreHost, HostObserver } from './coreHost.ts';
 import type { Network } from './network.ts';
@@ -74,7 +74,7 @@ export class Invariants implements HostObserver {
 
   /** A member was lost by the simulator's doing (a kill after a crash loses what it did). */
   memberDied(epoch: number | undefined): void {
-    if (epoch !== undefined && this.crashedIn === epoch) this.truth.get(epoch)!.lostKnowledge = true;
+    if (epoch !== undefined && this.crashedIn === epoch) this.knowledgeLost(epoch);
   }
 
   beforeInput(input: CoreInput, core: GroupCore): void {
@@ -84,24 +84,32 @@ export class Invariants implements HostObserver {
       const epoch = core.view().epoch;
       if (epoch) {
         this.cursorsBefore = new Map(epoch.units.map((u) => [u.id, u.cursor]));
-        this.redeliveredBefore = { epoch: epoch.epoch, redelivered: epoch.redelivered };
+        if (input.message.epoch === epoch.epoch) this.noteLateAck(input.message, this.cursorsBefore);
       }
     }
   }
 
-  /** Before a late ack (from a connection already dropped): what it adds is an overrun it reports. */
-  private redeliveredBefore: { epoch: number; redelivered: number } | undefined;
+  /**
+   * A late ack (from a connection already dropped) reports deliveries the core will not take as
+   * acknowledged: those positions are redone, like an overrun's. Per unit, from the cursor the
+   * core had to the furthest end any late ack claimed.
+   */
+  private readonly lateClaims = new Map<string, { epoch: number; base: number; end: number }>();
 
-  private noteLateAck(core: GroupCore): void {
-    const before = this.redeliveredBefore;
-    this.redeliveredBefore = undefined;
-    const now = core.view().epoch;
-    if (before && now && now.epoch === before.epoch) this.noteOverrun(before.epoch, now.redelivered - before.redelivered);
+  private noteLateAck(message: Extract<ClientMessage, { t: 'ack' }>, cursors: ReadonlyMap<number, number>): void {
+    const claims: Array<[number, number]> = [[message.unit, message.cursor]];
+    if (message.inflight) claims.push([message.inflight.unit, message.inflight.end]);
+    for (const [unit, end] of claims) {
+      const base = cursors.get(unit);
+      if (base === undefined || end <= base) continue;
+      const key = `${message.epoch}:${unit}`;
+      const known = this.lateClaims.get(key);
+      this.lateClaims.set(key, { epoch: message.epoch, base: Math.min(known?.base ?? base, base), end: Math.max(known?.end ?? end, end) });
+    }
   }
 
   afterInput(input: CoreInput, effects: readonly CoreEffect[], core: GroupCore): void {
     this.checks++;
-    if (this.redeliveredBefore) this.noteLateAck(core);
     const now = this.ctx.queue.now;
     const lost = new Set<PeerId>();
     if (input.kind === InputKind.Closed && !this.gone.has(input.peer)) lost.add(input.peer);
@@ -196,10 +204,11 @@ export class Invariants implements HostObserver {
     const conn = this.network.conns.get(peer);
     if (!conn) return;
     let stalled = 0;
-    for (const [from, to] of this.host.stalls) stalled += Math.max(0, Math.min(to, now) - Math.max(from, conn.lastSentAt));
-    const silent = now - conn.lastSentAt - stalled;
+    for (const [from, to] of this.host.stalls) stalled += Math.max(0, Math.min(to, now) - Math.max(from, conn.deliveredSentAt));
+    const silent = now - conn.deliveredSentAt - stalled;
     const { deadAfterMs } = this.ctx.scenario.settings;
-    if (silent < deadAfterMs) {
+    // Both sides measure the same instants in floating point: equal within a nanosecond is equal.
+    if (silent < deadAfterMs - 1e-6) {
       this.fail('dead only when silent', `peer ${peer} (${conn.worker.name}) declared dead after ${silent.toFixed(1)} ms of its own silence (deadAfterMs ${deadAfterMs}; the coordinator stalled ${stalled.toFixed(0)} ms of it)`);
     }
   }
@@ -270,7 +279,9 @@ export class Invariants implements HostObserver {
     this.overruns.set(epoch, (this.overruns.get(epoch) ?? 0) + extra);
   }
   private overrunReported(epoch: number): number {
-    return this.overruns.get(epoch) ?? 0;
+    let late = 0;
+    for (const claim of this.lateClaims.values()) if (claim.epoch === epoch) late += claim.end - claim.base;
+    return (this.overruns.get(epoch) ?? 0) + late;
   }
 
   /** Replays the journal text and compares it with the core's state. */

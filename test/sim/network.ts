@@ -35,8 +35,13 @@ export class Conn {
   coordClosing = false;
   lastToCoord = 0;
   lastToWorker = 0;
-  /** When the worker last put a frame or pong on this connection (silence is measured from here). */
+  /** When the worker last put a frame or pong on this connection. */
   lastSentAt: number;
+  /**
+   * When the worker sent the last frame or pong the coordinator has received: its silence, as
+   * anyone could know it, runs from here (a frame still on the wire cannot prove it alive).
+   */
+  deliveredSentAt: number;
 
   constructor(
     readonly peer: PeerId,
@@ -46,6 +51,7 @@ export class Conn {
     now: number,
   ) {
     this.lastSentAt = now;
+    this.deliveredSentAt = now;
   }
 }
 
@@ -82,11 +88,13 @@ export class Network {
 
   toCoordinator(conn: Conn, item: ToCoordinator): void {
     if (!conn.workerOpen) return;
-    conn.lastSentAt = this.ctx.queue.now;
+    const sentAt = (conn.lastSentAt = this.ctx.queue.now);
     const at = Math.max(this.ctx.queue.now + this.delay(), conn.lastToCoord);
     conn.lastToCoord = at;
     this.ctx.queue.at(at, () => {
-      if (this.live(conn)) this.coordinator.deliver(conn, item);
+      if (!this.live(conn)) return;
+      conn.deliveredSentAt = sentAt;
+      this.coordinator.deliver(conn, item);
     });
   }
 
