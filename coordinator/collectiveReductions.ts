@@ -2,6 +2,7 @@
  * What a completed collective answers, computed from every member's value, and the shape checks
  * allReduce makes on arrival. Pure functions; Collectives decides when to call them.
  */
+import { DistSamplerError } from '../shared/errors.ts';
 import type { ClientMessage, CollectiveOpName, ReduceOpName } from '../shared/protocol.ts';
 
 type Json = Exclude<Extract<ClientMessage, { t: 'collective' }>['value'], undefined>;
@@ -18,11 +19,9 @@ export interface Gathered {
 }
 
 /** A reduction overflowed to Infinity, which JSON cannot carry. */
-export class Overflow extends Error {
-  readonly code = 'ERR_REDUCTION_OVERFLOW';
+export class Overflow extends DistSamplerError {
   constructor(message: string) {
-    super(message);
-    this.name = 'Overflow';
+    super('ERR_REDUCTION_OVERFLOW', message);
   }
 }
 

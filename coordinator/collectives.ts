@@ -13,33 +13,15 @@
  * (not its next one, or far past the group) is refused; contribute() then returns a refusal and
  * the caller closes that member's connection. Nothing else changes.
  */
-import { CloseCode, MAX_FRAME_BYTES, type ClientMessage, type CollectiveOpName, type ReduceOpName, type ServerMessage } from '../shared/protocol.ts';
+import { CloseCode, CollectiveErrorCode, MAX_FRAME_BYTES, type ClientMessage, type CollectiveErrorCodeName, type CollectiveOpName, type ReduceOpName, type ServerMessage } from '../shared/protocol.ts';
 import type { Scheduler } from '../shared/scheduler.ts';
 import { compute, describe, describeShape, Overflow, sameShape, shapeOf, type Shape } from './collectiveReductions.ts';
 
 export type CollectiveMessage = Extract<ClientMessage, { t: 'collective' }>;
 type Json = Exclude<CollectiveMessage['value'], undefined>;
 
-/** The `code` of every collectiveError the coordinator sends. */
-export const CollectiveErrorCode = {
-  /** Some members did not contribute within a caller's timeoutMs (the earliest deadline wins). */
-  Timeout: 'ERR_COLLECTIVE_TIMEOUT',
-  /** Ranks disagree on op, reduce, src or allReduce shape for the same seq. */
-  Mismatch: 'ERR_COLLECTIVE_MISMATCH',
-  /** A contribution that is wrong on its own (non-numbers in allReduce, src not a member, ...). */
-  Invalid: 'ERR_COLLECTIVE_INVALID',
-  /** A member died or left while the collective was pending. */
-  MemberLost: 'ERR_COLLECTIVE_MEMBER_LOST',
-  /** The same rank contributed twice to one seq (or went back to an older seq). */
-  Duplicate: 'ERR_COLLECTIVE_DUPLICATE',
-  /** The contributing rank is not a member of the group. */
-  NotMember: 'ERR_COLLECTIVE_NOT_MEMBER',
-  /** The result would not fit in one frame (MAX_FRAME_BYTES). */
-  TooLarge: 'ERR_COLLECTIVE_TOO_LARGE',
-  /** The coordinator closed the collectives (shutdown or abort). */
-  Closed: 'ERR_COLLECTIVE_CLOSED',
-} as const;
-export type CollectiveErrorCodeName = (typeof CollectiveErrorCode)[keyof typeof CollectiveErrorCode];
+// The codes are the wire's (shared/protocol.ts); re-exported for this module's importers.
+export { CollectiveErrorCode, type CollectiveErrorCodeName };
 
 export interface CollectivesOptions {
   /** Live ranks, ascending; read when a collective completes, so elastic membership just works. */

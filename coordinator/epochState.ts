@@ -63,7 +63,7 @@ export function auditOf(state: EpochState, ranks: RankAudit[], ok: boolean, nowW
     missing: ledger.missing,
     redelivered: ledger.redelivered,
     durationMs: nowWallMs - state.startedAtWallMs,
-    events: state.events,
+    events: [...state.events],
     ok,
   };
 }

@@ -908,14 +908,15 @@ export class GroupCore {
       this.noteLost(state, workerId, rank);
       this.recordEvent('death', rank, 'did not reconnect after the coordinator restarted');
       this.handleLoss(rank, false, `offset ${state.ledger.acknowledgedOf(rank)}/${state.ledger.numSamples}`);
-      if (this.phase === 'aborted') return;
+      // The loss may have ended the epoch (its reports were in): the rest belongs to what follows.
+      if (this.current !== state || this.phase !== 'running' && this.phase !== 'reporting') return;
     }
     // Ranks lost before the crash whose work was still theirs (a wait for a replacement, or a
     // decision the crash cut short): the failure policy is applied again, its timers anew.
     for (const rank of state.ledger.ownersWithWork()) {
       if (this.rendezvous.isLive(rank) || this.waitTimers.has(rank)) continue;
       this.handleLoss(rank, false, `offset ${state.ledger.acknowledgedOf(rank)}/${state.ledger.numSamples}`);
-      if (this.phase === 'aborted') return;
+      if (this.current !== state || this.phase !== 'running' && this.phase !== 'reporting') return;
     }
     this.maybeCompleteEpoch();
     this.maybeFinishEpoch();
@@ -924,7 +925,8 @@ export class GroupCore {
   // ---- output -----------------------------------------------------------------------
 
   private recordEvent(type: EpochEvent['type'], rank: number | null, detail: string): void {
-    const state = this.current;
+    // An epoch already audited takes no more events: they happened after it.
+    const state = this.current && (this.phase === 'running' || this.phase === 'reporting') ? this.current : undefined;
     const event: EpochEvent = { type, rank, atMs: state ? this.now - state.startedAtWallMs : 0, detail };
     if (state) {
       state.events.push(event);

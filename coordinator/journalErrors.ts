@@ -43,10 +43,9 @@ export class JournalWriteError extends DistSamplerError {
   /** What was being done: 'create', 'open', 'write', 'compact' or 'lock'. */
   readonly operation: string;
   constructor(path: string, operation: string, cause: unknown) {
-    super('ERR_JOURNAL_WRITE', `journal ${path}: ${operation} failed: ${describeCause(cause)}`);
+    super('ERR_JOURNAL_WRITE', `journal ${path}: ${operation} failed: ${describeCause(cause)}`, { cause });
     this.path = path;
     this.operation = operation;
-    this.cause = cause;
   }
 }
 

@@ -282,7 +282,9 @@ function apply(state: JournalState, record: Exclude<JournalRecord, { k: 'run' }>
       if (audit.consumed > audit.planned || audit.missing !== audit.planned - audit.consumed) {
         fail(`${where}: audit of epoch ${audit.epoch}: consumed ${audit.consumed} and missing ${audit.missing} do not add up to planned ${audit.planned}`);
       }
-      state.audits = [...state.audits.filter((a) => a.epoch !== audit.epoch), audit];
+      // A second audit of an epoch amends the first (a late overrun), in its place.
+      const at = state.audits.findIndex((a) => a.epoch === audit.epoch);
+      state.audits = at < 0 ? [...state.audits, audit] : state.audits.map((a, i) => (i === at ? audit : a));
       if (state.current?.epoch === audit.epoch) state.current = undefined;
       return;
     }

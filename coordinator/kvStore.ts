@@ -17,29 +17,13 @@
  * Pure: replies go through the injected `send`, time through the injected Scheduler.
  */
 import { DistSamplerError } from '../shared/errors.ts';
-import type { ClientMessage, ServerMessage } from '../shared/protocol.ts';
+import { StoreErrorCode, type ClientMessage, type ServerMessage, type StoreErrorCodeName } from '../shared/protocol.ts';
 import type { Scheduler } from '../shared/scheduler.ts';
 
 export type StoreMessage = Extract<ClientMessage, { t: 'store' }>;
 
-/** The `code` of every storeError the coordinator sends. */
-export const StoreErrorCode = {
-  /** get/wait: the keys did not all appear within timeoutMs. */
-  Timeout: 'ERR_STORE_TIMEOUT',
-  /** add on a value that is not a decimal integer. */
-  NotANumber: 'ERR_STORE_NOT_A_NUMBER',
-  /** add would leave the safe-integer range (the wire carries counts as JSON numbers). */
-  Overflow: 'ERR_STORE_OVERFLOW',
-  /** A new key beyond maxKeys. */
-  Full: 'ERR_STORE_FULL',
-  /** More blocked get/wait requests than maxWaiters. */
-  TooManyWaiters: 'ERR_STORE_TOO_MANY_WAITERS',
-  /** A malformed request: wrong number of keys, a missing value/expected/amount, a reused req. */
-  Invalid: 'ERR_STORE_INVALID',
-  /** The store was closed (coordinator shutting down). */
-  Closed: 'ERR_STORE_CLOSED',
-} as const;
-export type StoreErrorCodeName = (typeof StoreErrorCode)[keyof typeof StoreErrorCode];
+// The codes are the wire's (shared/protocol.ts); re-exported for this module's importers.
+export { StoreErrorCode, type StoreErrorCodeName };
 
 /** Thrown by restore() when a snapshot holds more keys than the limit. */
 export class StoreFullError extends DistSamplerError {

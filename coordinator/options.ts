@@ -2,6 +2,7 @@
  * The coordinator's knobs, defined once: their defaults, their bounds and their one-line help.
  * The Coordinator class, the CLI's flag parser and its help text all read this table.
  */
+import { DistSamplerError } from '../shared/errors.ts';
 import { MAX_TIMER_MS } from '../shared/scheduler.ts';
 
 export const FailurePolicy = { Reassign: 'reassign', Abort: 'abort', Wait: 'wait' } as const;
@@ -48,11 +49,9 @@ export type CoreSettings = { readonly [K in DurationName]: number } & { readonly
 export type CoreSettingsInput = { readonly [K in DurationName]?: number } & { readonly onFailure?: FailurePolicyName };
 
 /** A knob out of its bounds (the message names it); the CLI turns it into exit 2. */
-export class CoordinatorConfigError extends Error {
-  readonly code = 'ERR_COORDINATOR_CONFIG';
+export class CoordinatorConfigError extends DistSamplerError {
   constructor(message: string) {
-    super(message);
-    this.name = 'CoordinatorConfigError';
+    super('ERR_COORDINATOR_CONFIG', message);
   }
 }
 

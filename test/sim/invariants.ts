@@ -305,7 +305,12 @@ function compareStates(replayed: JournalState, memory: JournalState, strict: boo
   if (members(replayed) !== members(memory)) return `members ${members(replayed)} in the journal, ${members(memory)} in memory`;
   if (replayed.audits.length !== memory.audits.length) return `${replayed.audits.length} audits in the journal, ${memory.audits.length} in memory`;
   for (let i = 0; i < memory.audits.length; i++) {
-    if (JSON.stringify(replayed.audits[i]) !== JSON.stringify(memory.audits[i])) return `audit of epoch ${memory.audits[i].epoch} differs`;
+    const [a, b] = [JSON.stringify(replayed.audits[i]), JSON.stringify(memory.audits[i])];
+    if (a !== b) {
+      let at = 0;
+      while (a[at] === b[at]) at++;
+      return `audit of epoch ${memory.audits[i].epoch} differs at ${at}: journal …${a.slice(Math.max(0, at - 60), at + 60)} memory …${b.slice(Math.max(0, at - 60), at + 60)}`;
+    }
   }
   const a = replayed.current;
   const b = memory.current;

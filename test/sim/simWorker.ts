@@ -25,7 +25,7 @@ export interface WorkerHooks {
   /** Moments a fault may strike. */
   moment(worker: SimWorker, what: 'hello' | 'collective' | 'epochEnd'): void;
   sent(worker: SimWorker, conn: Conn, message: ClientMessage): void;
-  /** The coordinator closed it with a code it does not come back from, during `epoch`. */
+  /** It stopped for good during `epoch` without the coordinator hearing what it still did (refused, or left while cut off). */
   refused(worker: SimWorker, epoch: number): void;
 }
 
@@ -348,6 +348,8 @@ export class SimWorker {
   /** destroy(): a leave (unless the run finished), then a normal close. */
   private depart(): void {
     if (!this.alive) return;
+    // Leaving while cut off: what it did after its last counted ack reaches nobody.
+    if (this.run && !this.run.ended && !this.finished && !(this.conn?.workerOpen ?? false)) this.hooks.refused(this, this.run.epoch);
     if (this.run && !this.run.ended) this.sendAll(this.run.cursor.settle());
     if (!this.finished) this.send({ t: 'leave' });
     this.state = 'done';

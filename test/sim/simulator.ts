@@ -161,7 +161,8 @@ class Simulation implements WorkerHooks {
         if (view?.epoch && this.workers.some((w) => !w.alive && known.has(w.workerId))) this.invariants.knowledgeLost(view.epoch.epoch);
         // Acks are journaled coalesced (journalFlushMs): a member lost in this epoch cannot
         // re-acknowledge what a crash kept from the journal, so its redelivery is known only up to that.
-        if (view?.epoch && this.killedIn.has(view.epoch.epoch)) this.invariants.knowledgeLost(view.epoch.epoch);
+        const epochNow = view?.epoch?.epoch ?? view?.audits.at(-1)?.epoch;
+        if (epochNow !== undefined && this.killedIn.has(epochNow)) this.invariants.knowledgeLost(epochNow);
         const { badLine } = this.host.crash(crash);
         queue.after(crash.downMs, () => this.host.restart(badLine));
       };
