@@ -77,6 +77,8 @@ export class GroupCore {
   private readonly dropped = new Map<PeerId, string | null>();
   /** The worker that last held each rank: whose deliveries a handover of its units redoes. */
   private readonly lastHolder = new Map<number, string>();
+  /** Every worker ever lost in this run: back as a standby, it is told its units are gone. */
+  private readonly lostWorkers = new Set<string>();
   private readonly audits: EpochAudit[] = [];
   private readonly waitTimers = new Map<number, number>();
   private readonly journal: JournalWriter;
@@ -384,9 +386,9 @@ export class GroupCore {
     }
     this.cancelWait(rank);
     const running = state && (this.phase === 'running' || this.phase === 'reporting');
-    // A worker lost during this epoch that comes back as a standby learns its units are gone
-    // (an epoch frame without units), so it stops and says what it still delivered (overrun).
-    if (running && standby && state.lost.has(message.workerId)) this.sendEpoch(rank);
+    // A worker lost (in this epoch or an earlier one) that comes back as a standby learns its
+    // units are gone (an epoch frame without units), so it says what it still delivered (overrun).
+    if (running && standby && this.lostWorkers.has(message.workerId)) this.sendEpoch(rank);
     if (!state || standby || this.phase === 'between') {
       if (this.phase === 'between') this.maybeEndRejoinWait();
       return;
@@ -495,6 +497,7 @@ export class GroupCore {
   /** Who held a rank that was lost: its late frames and its return are told apart from a newcomer's. */
   private noteLost(state: EpochState, workerId: string, rank: number): void {
     state.lost.set(workerId, rank);
+    this.lostWorkers.add(workerId);
     this.lastHolder.set(rank, workerId);
     this.journal.write({ k: 'lost', epoch: state.ledger.epoch, workerId, rank });
   }
@@ -874,6 +877,7 @@ export class GroupCore {
       for (const [workerId, rank] of c.lost ?? []) {
         this.current.lost.set(workerId, rank);
         this.lastHolder.set(rank, workerId);
+        this.lostWorkers.add(workerId);
       }
       this.recordEvent('restart', null, `coordinator restarted from its journal with ${ledger.missing} positions unacknowledged`);
       // A rank lost before the crash that was waiting for a replacement waits again (anew).

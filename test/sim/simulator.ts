@@ -134,7 +134,7 @@ class Simulation implements WorkerHooks {
     const rank = worker.rank;
     // Killed after the coordinator cut it off, before it could reconnect and report its overrun:
     // what it delivered meanwhile is known to nobody but the simulator.
-    const cutOff = worker.state === 'reconnecting' || (worker.conn !== undefined && (worker.conn.coordClosing || !worker.conn.coordOpen));
+    const cutOff = worker.state === 'reconnecting' || worker.run?.cursor.suspended === true || (worker.conn !== undefined && (worker.conn.coordClosing || !worker.conn.coordOpen));
     worker.kill();
     if (epoch !== undefined) this.killedIn.add(epoch);
     this.invariants.memberDied(epoch);
