@@ -4,6 +4,7 @@
  * compile time against the event's TypeScript type, so the two cannot drift apart.
  */
 import { z } from 'zod';
+import { DistSamplerError } from '../shared/errors.ts';
 import { ENGINE_NAMES, type EngineName } from '../shared/permutation.ts';
 import type { CoordinatorEvents } from '../coordinator/coreTypes.ts';
 import type { EpochAudit, RunReport } from '../coordinator/report.ts';
@@ -98,11 +99,9 @@ export const BridgedEventSchema = z.discriminatedUnion('name', [
 export type BridgedEvent = z.infer<typeof BridgedEventSchema>;
 
 /** A message from the coordinator process that claims to be an event but does not fit its schema. */
-export class MalformedBridgedEventError extends Error {
-  readonly code = 'ERR_MALFORMED_BRIDGED_EVENT';
+export class MalformedBridgedEventError extends DistSamplerError {
   constructor(detail: string) {
-    super(`the coordinator process sent a malformed event: ${detail}`);
-    this.name = 'MalformedBridgedEventError';
+    super('ERR_MALFORMED_BRIDGED_EVENT', `the coordinator process sent a malformed event: ${detail}`);
   }
 }
 

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { CoordinatorEventStream, parseBridgedEvent, type BridgedEvent } from './eventBridge.ts';
 import type { RunReport } from '../coordinator/report.ts';
+import { DistSamplerError } from '../shared/errors.ts';
 import { LAUNCHED_ENV } from '../shared/launchEnv.ts';
 
 const CLI_PATH = fileURLToPath(new URL('./distsampler.ts', import.meta.url));
@@ -61,11 +62,9 @@ interface WorkerChild {
   exited: Promise<number | string | null>;
 }
 
-export class LaunchError extends Error {
-  readonly code = 'ERR_LAUNCH';
-  constructor(message: string) {
-    super(message);
-    this.name = 'LaunchError';
+export class LaunchError extends DistSamplerError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_LAUNCH', message, options);
   }
 }
 

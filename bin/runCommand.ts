@@ -138,11 +138,13 @@ export async function run(argv: string[]): Promise<number> {
   /** Set once Ctrl-C (or SIGTERM) arrived: from then on this is the only way out (exit 130, or 143). */
   let interrupted: Promise<never> | undefined;
   const interrupt = (exitCode: number) => {
-    // Read before anything is said: the hint goes out with the first line, so a second Ctrl-C
-    // (which ends this process on the spot) sent on seeing that line cannot swallow it.
+    // A second Ctrl-C (or SIGTERM) ends this process on the spot; the hint went out with the first.
+    if (interrupted) process.exit(exitCode);
+    // Still listening while the journal is read (tens of ms): a second signal meanwhile waits for
+    // this handler instead of killing the process before the hint. Notice and hint are one write,
+    // so whoever sees the first line has the hint too (two writes let the reader act in between).
     const hinted = resumable(journalPath);
-    note('\ninterrupted: stopping every worker and the coordinator');
-    if (hinted) note(`resume with: ${resumeCommand}`);
+    note(`\ninterrupted: stopping every worker and the coordinator${hinted ? `\nresume with: ${resumeCommand}` : ''}`);
     interrupted = launcher.stop().then((): never => {
       if (!hinted) afterFailure();
       process.exit(exitCode);
@@ -151,8 +153,8 @@ export async function run(argv: string[]): Promise<number> {
   // 128 + the signal's number, as shells report it.
   const onSigint = () => interrupt(130);
   const onSigterm = () => interrupt(143);
-  process.once('SIGINT', onSigint);
-  process.once('SIGTERM', onSigterm);
+  process.on('SIGINT', onSigint);
+  process.on('SIGTERM', onSigterm);
   try {
     const result = await launcher.run().catch(async (err: unknown) => {
       // The run ending because of the interrupt is the interrupt's to report.

@@ -171,7 +171,11 @@ function* ranksOf(request: ShardRequest): Generator<number> {
 }
 
 /** Thrown out of a write once stdout is gone (EPIPE, destroyed): the command stops quietly. */
-class OutputClosed extends Error {}
+class OutputClosed extends DistSamplerError {
+  constructor() {
+    super('ERR_OUTPUT_CLOSED', 'standard output is closed');
+  }
+}
 
 /** stdout with backpressure, and with errors turned into a flag rather than an uncaught event. */
 class Output {

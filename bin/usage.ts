@@ -1,13 +1,12 @@
 /** Command-line flag parsing shared by every command, on node:util's parseArgs. */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { DistSamplerError } from '../shared/errors.ts';
 import { MAX_TIMER_MS } from '../shared/scheduler.ts';
 
 /** A bad flag or value: the CLI prints the one-line message and exits 2. */
-export class UsageError extends Error {
-  readonly code = 'ERR_USAGE';
-  constructor(message: string) {
-    super(message);
-    this.name = 'UsageError';
+export class UsageError extends DistSamplerError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_USAGE', message, options);
   }
 }
 
@@ -20,7 +19,7 @@ export function parseFlags<T extends FlagOptions>(argv: readonly string[], optio
     const valueFlags = Object.entries(options).filter(([, o]) => o.type === 'string').map(([name]) => name);
     return parseArgs({ args: joinNegativeValues(argv, valueFlags), options, strict: true, allowPositionals: false, allowNegative: false });
   } catch (err) {
-    throw new UsageError(err instanceof Error ? err.message.split('\n')[0] : String(err));
+    throw new UsageError(err instanceof Error ? err.message.split('\n')[0] : String(err), { cause: err });
   }
 }
 

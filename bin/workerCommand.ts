@@ -5,6 +5,7 @@
 import { openDataset, rangeDataset, type Dataset } from '../worker/datasets.ts';
 import { initProcessGroup } from '../worker/processGroup.ts';
 import { loadStepModule, noopStep, type Batch, type StepContext, type StepFn } from '../worker/stepModule.ts';
+import { DistSamplerError } from '../shared/errors.ts';
 import { LAUNCHED_ENV } from '../shared/launchEnv.ts';
 import { hostValue } from './endpoints.ts';
 import { exitWithParent, intFlag, msFlag, parseFlags, UsageError } from './usage.ts';
@@ -102,10 +103,9 @@ export async function run(argv: string[]): Promise<number> {
 }
 
 /** The user's step threw: this worker failed, the group did not. */
-class StepError extends Error {
+class StepError extends DistSamplerError {
   constructor(ctx: StepContext, cause: unknown) {
-    super(`rank ${ctx.rank}: the step failed in epoch ${ctx.epoch}: ${errorText(cause)}`, { cause });
-    this.name = 'StepError';
+    super('ERR_STEP_FAILED', `rank ${ctx.rank}: the step failed in epoch ${ctx.epoch}: ${errorText(cause)}`, { cause });
   }
 }
 

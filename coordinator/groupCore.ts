@@ -5,7 +5,7 @@
  * the simulator carry them out. It composes the pure parts: Rendezvous, EpochLedger,
  * Collectives, KeyValueStore, PlanAuditor.
  */
-import { CloseCode, PROTOCOL_VERSION, RunConfigSchema, type ClientMessage, type RunConfig, type ServerMessage } from '../shared/protocol.ts';
+import { AbortCode, CloseCode, PROTOCOL_VERSION, RunConfigSchema, type ClientMessage, type RunConfig, type ServerMessage } from '../shared/protocol.ts';
 import { computeNumSamples } from '../shared/sampler.ts';
 import { planFor } from '../shared/runPlan.ts';
 import { Collectives } from './collectives.ts';
@@ -795,7 +795,7 @@ export class GroupCore {
     for (const timer of [this.rendezvousTimer, this.settleTimer, this.rejoinTimer]) this.timers.clearTimeout(timer);
     for (const timer of this.waitTimers.values()) this.timers.clearTimeout(timer);
     this.journal.flushAcks();
-    const code = closeCode === CloseCode.RendezvousTimeout ? 'ERR_RENDEZVOUS_TIMEOUT' : 'ERR_ABORTED';
+    const code = closeCode === CloseCode.RendezvousTimeout ? AbortCode.RendezvousTimeout : AbortCode.Aborted;
     // The peers stay known until their `closed` arrives: the run is over, so that changes nothing.
     for (const peer of this.peers.values()) {
       this.send(peer, { t: 'abort', reason, code });
@@ -804,14 +804,9 @@ export class GroupCore {
     this.collectives.close(reason);
     const state = this.current;
     const open = state !== undefined && !this.audits.some((a) => a.epoch === state.ledger.epoch);
+    // The report shows how far the epoch got; the journal keeps it open, so `--resume` finishes it.
     const partial = open ? auditOf(state, rankAudits(state, {}), false, this.now) : undefined;
-    if (partial && final) {
-      // The run is over for good: its last epoch is audited (as failed) in the journal too.
-      this.audits.push(partial);
-      this.journal.write({ k: 'audit', audit: partial });
-    }
-    // A resumable stop keeps the epoch open in the journal; the report still shows how far it got.
-    this.settle(false, reason, final, final ? undefined : partial);
+    this.settle(false, reason, final, partial);
     this.maybeDrained();
   }
 
@@ -857,7 +852,9 @@ export class GroupCore {
     if (state.ended) {
       this.phase = state.ended.ok ? 'finished' : 'aborted';
       this.journalEnded = true;
-      this.settle(state.ended.ok, state.ended.error, false);
+      const c = state.current;
+      const unfinished = c ? auditOf(this.epochState(new EpochLedger(c.epoch, c.worldSize, c.numSamples, c), c.startedAtWallMs, [...c.events], new Set(), new Map(c.pids)), [], false, this.now) : undefined;
+      this.settle(state.ended.ok, state.ended.error, false, unfinished);
       this.maybeDrained();
       return;
     }

@@ -1,11 +1,18 @@
 /**
- * Errors thrown by the pure core (plan, sampler, permutation engines).
- * One class per condition, each with a stable `code` callers can match on.
+ * The product's one error root, and the errors of the pure core (plan, sampler, permutation
+ * engines). Every error class distsampler throws extends DistSamplerError: one class per
+ * condition, each with a stable `code` callers can match on and a `name` equal to its class name.
  */
 export class DistSamplerError extends Error {
+  /** Stable across releases (`ERR_...`): match on it, not on the message. */
   readonly code: string;
-  constructor(code: string, message: string) {
-    super(message);
+  /**
+   * @param code the condition's stable code
+   * @param message what went wrong, in words
+   * @param options `cause`: the underlying error, kept as Error's standard `cause`
+   */
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options && 'cause' in options ? { cause: options.cause } : undefined);
     this.name = new.target.name;
     this.code = code;
   }

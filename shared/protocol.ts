@@ -3,6 +3,7 @@
  * Both sides validate every frame against the unions below; the README documents the same.
  */
 import { z } from 'zod';
+import { DistSamplerError } from './errors.ts';
 import { ENGINE_NAMES, type EngineName } from './permutation.ts';
 
 export const PROTOCOL_VERSION = 1;
@@ -52,8 +53,97 @@ export const CloseCode = {
 export type CloseCodeName = keyof typeof CloseCode;
 
 export function closeCodeName(code: number): string {
-  const entry = Object.entries(CloseCode).find(([, value]) => value === code);
-  return entry ? entry[0] : `code ${code}`;
+  return closeCondition(code) ?? `code ${code}`;
+}
+
+// ---- wire error codes -------------------------------------------------------------------
+// Every `code` the coordinator sends, and the code each close condition stands for. Each side
+// matches on these; the worker turns each into its own error class (worker/errors.ts).
+
+/** The `code` of an `abort` frame: a string code, not the close code that follows it. */
+export const AbortCode = {
+  /** The rendezvous did not fill in time (the close that follows is 4008). */
+  RendezvousTimeout: 'ERR_RENDEZVOUS_TIMEOUT',
+  /** Any other abort: a death under --on-failure abort, no live worker left, a shutdown (4009 or 4011). */
+  Aborted: 'ERR_ABORTED',
+} as const;
+export type AbortCodeName = (typeof AbortCode)[keyof typeof AbortCode];
+export const AbortCodeSchema = z.enum(valuesOf(AbortCode));
+
+/** The `code` of every collectiveError the coordinator sends. */
+export const CollectiveErrorCode = {
+  /** Some members did not contribute within a caller's timeoutMs (the earliest deadline wins). */
+  Timeout: 'ERR_COLLECTIVE_TIMEOUT',
+  /** Ranks disagree on op, reduce, src or allReduce shape for the same seq. */
+  Mismatch: 'ERR_COLLECTIVE_MISMATCH',
+  /** A contribution that is wrong on its own (non-numbers in allReduce, src not a member, ...). */
+  Invalid: 'ERR_COLLECTIVE_INVALID',
+  /** A member died or left while the collective was pending. */
+  MemberLost: 'ERR_COLLECTIVE_MEMBER_LOST',
+  /** The same rank contributed twice to one seq (or went back to an older seq). */
+  Duplicate: 'ERR_COLLECTIVE_DUPLICATE',
+  /** The contributing rank is not a member of the group. */
+  NotMember: 'ERR_COLLECTIVE_NOT_MEMBER',
+  /** The result would not fit in one frame (MAX_FRAME_BYTES). */
+  TooLarge: 'ERR_COLLECTIVE_TOO_LARGE',
+  /** The coordinator closed the collectives (shutdown or abort). */
+  Closed: 'ERR_COLLECTIVE_CLOSED',
+} as const;
+export type CollectiveErrorCodeName = (typeof CollectiveErrorCode)[keyof typeof CollectiveErrorCode];
+export const CollectiveErrorCodeSchema = z.enum(valuesOf(CollectiveErrorCode));
+
+/** The `code` of every storeError the coordinator sends. */
+export const StoreErrorCode = {
+  /** get/wait: the keys did not all appear within timeoutMs. */
+  Timeout: 'ERR_STORE_TIMEOUT',
+  /** add on a value that is not a decimal integer. */
+  NotANumber: 'ERR_STORE_NOT_A_NUMBER',
+  /** add would leave the safe-integer range (the wire carries counts as JSON numbers). */
+  Overflow: 'ERR_STORE_OVERFLOW',
+  /** A new key beyond maxKeys. */
+  Full: 'ERR_STORE_FULL',
+  /** More blocked get/wait requests than maxWaiters. */
+  TooManyWaiters: 'ERR_STORE_TOO_MANY_WAITERS',
+  /** A malformed request: wrong number of keys, a missing value/expected/amount, a reused req. */
+  Invalid: 'ERR_STORE_INVALID',
+  /** The store was closed (coordinator shutting down). */
+  Closed: 'ERR_STORE_CLOSED',
+} as const;
+export type StoreErrorCodeName = (typeof StoreErrorCode)[keyof typeof StoreErrorCode];
+export const StoreErrorCodeSchema = z.enum(valuesOf(StoreErrorCode));
+
+/** The error `code` each close condition stands for, for whoever is closed with it. */
+export const CloseErrorCode = {
+  Finished: 'ERR_FINISHED',
+  Malformed: 'ERR_MALFORMED',
+  VersionMismatch: 'ERR_VERSION_MISMATCH',
+  RankTaken: 'ERR_RANK_TAKEN',
+  GroupFull: 'ERR_GROUP_FULL',
+  ConfigMismatch: 'ERR_CONFIG_MISMATCH',
+  ForeignAck: 'ERR_FOREIGN_ACK',
+  OutOfOrder: 'ERR_OUT_OF_ORDER',
+  FrameTooLarge: 'ERR_FRAME_TOO_LARGE',
+  RendezvousTimeout: AbortCode.RendezvousTimeout,
+  Aborted: AbortCode.Aborted,
+  HeartbeatTimeout: 'ERR_HEARTBEAT_TIMEOUT',
+  Shutdown: 'ERR_SHUTDOWN',
+  HelloTimeout: 'ERR_HELLO_TIMEOUT',
+} as const satisfies Record<CloseCodeName, string>;
+export type CloseErrorCodeName = (typeof CloseErrorCode)[keyof typeof CloseErrorCode];
+export const CloseErrorCodeSchema = z.enum(valuesOf(CloseErrorCode));
+
+/** The code of a close outside CloseCode (1006: the connection dropped; 1001, 1011, ...). */
+export const UNLISTED_CLOSE_ERROR_CODE = 'ERR_CONNECTION_CLOSED';
+
+/** The close condition a close code is, if it is one of CloseCode. */
+export function closeCondition(code: number): CloseCodeName | undefined {
+  return (Object.keys(CloseCode) as CloseCodeName[]).find((name) => CloseCode[name] === code);
+}
+
+/** The error code a close stands for: CloseErrorCode's, or UNLISTED_CLOSE_ERROR_CODE. */
+export function closeErrorCode(code: number): CloseErrorCodeName | typeof UNLISTED_CLOSE_ERROR_CODE {
+  const condition = closeCondition(code);
+  return condition ? CloseErrorCode[condition] : UNLISTED_CLOSE_ERROR_CODE;
 }
 
 const nonNegInt = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
@@ -206,17 +296,17 @@ export const ServerMessageSchema = z.discriminatedUnion('t', [
   /** Every position of the epoch is acknowledged: report, then wait for the next epoch. */
   z.object({ t: z.literal('epochEnd'), epoch: int }),
   z.object({ t: z.literal('finish'), reason: z.string() }),
-  z.object({ t: z.literal('abort'), reason: z.string(), code: z.string() }),
+  z.object({ t: z.literal('abort'), reason: z.string(), code: AbortCodeSchema }),
   z.object({ t: z.literal('collectiveResult'), seq: nonNegInt, value: z.json().optional() }),
   z.object({
     t: z.literal('collectiveError'),
     seq: nonNegInt,
-    code: z.string(),
+    code: CollectiveErrorCodeSchema,
     message: z.string(),
     missing: z.array(nonNegInt),
   }),
   z.object({ t: z.literal('storeResult'), req: nonNegInt, value: z.string().optional(), count: int.optional() }),
-  z.object({ t: z.literal('storeError'), req: nonNegInt, code: z.string(), message: z.string() }),
+  z.object({ t: z.literal('storeError'), req: nonNegInt, code: StoreErrorCodeSchema, message: z.string() }),
 ]);
 export type ServerMessage = z.infer<typeof ServerMessageSchema>;
 
@@ -274,14 +364,15 @@ export function encode(message: ClientMessage | ServerMessage): string {
   return JSON.stringify(message);
 }
 
-/** A peer's refusal or failure, carrying the close code that goes with it. */
-export class ProtocolError extends Error {
-  readonly code: string;
+/**
+ * A peer closed the connection (a refusal or a failure): carries the close code, and the error
+ * code that close condition stands for (CloseErrorCode, or UNLISTED_CLOSE_ERROR_CODE).
+ * The worker raises one subclass per condition (worker/errors.ts).
+ */
+export class ProtocolError extends DistSamplerError {
   readonly closeCode: number;
-  constructor(closeCode: number, message: string) {
-    super(message);
-    this.name = 'ProtocolError';
+  constructor(closeCode: number, message: string, options?: { cause?: unknown }) {
+    super(closeErrorCode(closeCode), message, options);
     this.closeCode = closeCode;
-    this.code = `ERR_${closeCodeName(closeCode).replace(/[A-Z]/g, (c, i: number) => (i ? '_' : '') + c).toUpperCase()}`;
   }
 }

@@ -108,7 +108,7 @@ describe('collectives end to end (clients wired to the coordinator in memory)', 
     const { clients } = group(3);
     const a = clients[0].barrier();
     const b = clients[1].allGather(1);
-    await expect(a).rejects.toMatchObject({ name: 'CollectiveError', code: 'ERR_COLLECTIVE_MISMATCH', message: 'barrier #0 mismatch: rank 0 called barrier, rank 1 called allGather' });
+    await expect(a).rejects.toMatchObject({ name: 'CollectiveMismatchError', code: 'ERR_COLLECTIVE_MISMATCH', message: 'barrier #0 mismatch: rank 0 called barrier, rank 1 called allGather' });
     await expect(b).rejects.toBeInstanceOf(CollectiveError);
     await expect(clients[2].barrier()).rejects.toMatchObject({ code: 'ERR_COLLECTIVE_MISMATCH' });
   });
@@ -237,7 +237,7 @@ describe('collectives end to end (clients wired to the coordinator in memory)', 
   it('handle() consumes only collective and store replies', () => {
     const client = new CollectivesClient({ rank: () => 0, send: () => {}, scheduler: new FakeScheduler() });
     expect(client.handle({ t: 'epochEnd', epoch: 1 })).toBe(false);
-    expect(client.handle({ t: 'storeError', req: 9, code: 'X', message: 'late' })).toBe(true);
+    expect(client.handle({ t: 'storeError', req: 9, code: 'ERR_STORE_TIMEOUT', message: 'late' })).toBe(true);
   });
 });
 

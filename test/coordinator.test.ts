@@ -9,8 +9,8 @@ import WebSocket from 'ws';
 import { Coordinator, CoordinatorConfigError } from '../coordinator/coordinator.ts';
 import { planFor } from '../shared/runPlan.ts';
 import { CloseCode, PROTOCOL_VERSION, type RunConfig } from '../shared/protocol.ts';
-import { rangeDataset } from '../worker/datasets.ts';
 import { initProcessGroup, type ProcessGroup } from '../worker/processGroup.ts';
+import { consume } from './support/consume.ts';
 import { flush, track } from './support/promises.ts';
 import { runConfig } from './support/runConfig.ts';
 
@@ -28,19 +28,10 @@ async function startCoordinator(worldSize: number, over: Partial<RunConfig> = {}
   return { coordinator, url: `ws://127.0.0.1:${port}`, port };
 }
 
-/** Runs a worker's whole loop, returning the indices it consumed per epoch. */
-async function consume(pg: ProcessGroup): Promise<number[][]> {
-  const seen: number[][] = [];
-  for await (const epoch of pg.epochs()) {
-    const indices: number[] = [];
-    for await (const batch of epoch.batches(rangeDataset(pg.config.length))) {
-      expect(batch.samples).toEqual(batch.indices);
-      indices.push(...batch.indices);
-    }
-    seen[epoch.epoch] = indices;
-  }
-  await pg.destroy();
-  return seen;
+/** Runs a worker's whole loop, checking each batch's samples, returning the indices it consumed per epoch. */
+async function consumeIndices(pg: ProcessGroup): Promise<number[][]> {
+  const { indices } = await consume(pg, { onBatch: (batch) => expect(batch.samples).toEqual(batch.indices) });
+  return indices;
 }
 
 function rawClient(url: string, headers: Record<string, string> = {}): Promise<WebSocket> {
@@ -60,7 +51,7 @@ describe('coordinator and workers over loopback', () => {
     const { coordinator, url } = await startCoordinator(3);
     const groups = await Promise.all([0, 1, 2].map(() => initProcessGroup({ initMethod: url })));
     expect(groups.map((g) => g.rank).sort()).toEqual([0, 1, 2]);
-    const seen = await Promise.all(groups.map(consume));
+    const seen = await Promise.all(groups.map(consumeIndices));
     const report = await coordinator.done;
     expect(report.ok).toBe(true);
     expect(report.epochs).toHaveLength(2);
@@ -83,7 +74,7 @@ describe('coordinator and workers over loopback', () => {
       if (m.t === 'epoch') for (const u of m.units!) liar.send(JSON.stringify({ t: 'ack', epoch: 0, unit: u.id, cursor: u.end, inflight: null }));
       if (m.t === 'epochEnd') liar.send(JSON.stringify({ t: 'epochReport', epoch: 0, samples: 10, sha256: '0'.repeat(64), waitMs: 0 }));
     });
-    await consume(await honest);
+    await consumeIndices(await honest);
     const report = await coordinator.done;
     expect(report.epochs[0].missing).toBe(0);
     expect(report.epochs[0].ok).toBe(false);
@@ -95,7 +86,7 @@ describe('coordinator and workers over loopback', () => {
   it('runs the feistel engine the same way: every rank gets its planned shard', async () => {
     const { coordinator, url } = await startCoordinator(3, { engine: 'feistel', length: 1000, epochs: 2 });
     const groups = await Promise.all([0, 1, 2].map((rank) => initProcessGroup({ initMethod: url, rank })));
-    const seen = await Promise.all(groups.map(consume));
+    const seen = await Promise.all(groups.map(consumeIndices));
     const report = await coordinator.done;
     expect(report.ok).toBe(true);
     expect(report.config.engine).toBe('feistel');
@@ -113,7 +104,7 @@ describe('coordinator and workers over loopback', () => {
       message: expect.stringMatching(/rank 0 is already taken/),
     });
     const second = await initProcessGroup({ initMethod: url, rank: 1 });
-    await Promise.all([consume(await first), consume(second)]);
+    await Promise.all([consumeIndices(await first), consumeIndices(second)]);
   });
 
   it('refuses with a reason too long for a close frame (multi-byte worker id) without crashing', async () => {
@@ -133,7 +124,7 @@ describe('coordinator and workers over loopback', () => {
     holder.close();
     await holderGone;
     const groups = await Promise.all([0, 1].map((rank) => initProcessGroup({ initMethod: url, rank })));
-    await Promise.all(groups.map(consume));
+    await Promise.all(groups.map(consumeIndices));
     expect((await coordinator.done).ok).toBe(true);
   });
 
@@ -145,7 +136,7 @@ describe('coordinator and workers over loopback', () => {
       message: expect.stringMatching(/WORLD_SIZE 3 differs from the coordinator's world size 2/),
     });
     const second = await initProcessGroup({ initMethod: url, rank: 1, worldSize: 2 });
-    await Promise.all([consume(await first), consume(second)]);
+    await Promise.all([consumeIndices(await first), consumeIndices(second)]);
     const report = await coordinator.done;
     expect(report.ok).toBe(true);
     expect(report.epochs.flatMap((e) => e.events)).toEqual([]);
@@ -159,7 +150,7 @@ describe('coordinator and workers over loopback', () => {
     });
     await expect(initProcessGroup({ initMethod: url, rank: 3 })).rejects.toMatchObject({ closeCode: CloseCode.GroupFull });
     const pg = await initProcessGroup({ initMethod: url, length: 101 });
-    await consume(pg);
+    await consumeIndices(pg);
   });
 
   it('answers a missing or wrong token with HTTP 401 before any WebSocket exists', async () => {
@@ -177,7 +168,7 @@ describe('coordinator and workers over loopback', () => {
     expect((await fetch(statusUrl)).status).toBe(401);
     expect((await fetch(statusUrl, { headers: { authorization: 'Bearer s3cret' } })).status).toBe(200);
     const pg = await initProcessGroup({ initMethod: url, token: 's3cret' });
-    await consume(pg);
+    await consumeIndices(pg);
   });
 
   it('refuses to listen on a non-loopback host without a token', () => {
@@ -233,7 +224,7 @@ describe('coordinator and workers over loopback', () => {
     // Each refusal is also told to whoever watches the coordinator (the CLI logs them).
     expect(refused).toEqual(hostile.map(([, code]) => code));
     const pgs = await Promise.all([first, initProcessGroup({ initMethod: url, rank: 1 })]);
-    await Promise.all(pgs.map(consume));
+    await Promise.all(pgs.map(consumeIndices));
     expect((await coordinator.done).ok).toBe(true);
   });
 
@@ -249,7 +240,7 @@ describe('coordinator and workers over loopback', () => {
     expect((await closed).code).toBe(CloseCode.OutOfOrder);
 
     // The rogue's rank is reassigned to the honest worker: nothing is lost.
-    const seen = await consume(await honest);
+    const seen = await consumeIndices(await honest);
     const report = await coordinator.done;
     expect(report.ok).toBe(true);
     expect(report.epochs[0].missing).toBe(0);
@@ -266,7 +257,7 @@ describe('coordinator and workers over loopback', () => {
     const { code, reason } = await rogueClosed;
     expect(code).toBe(CloseCode.ForeignAck);
     expect(reason).toMatch(/unit 0 is not assigned to rank 1/);
-    await consume(await good);
+    await consumeIndices(await good);
     expect((await second.coordinator.done).epochs[0].missing).toBe(0);
   });
 
@@ -309,16 +300,9 @@ describe('coordinator and workers over loopback', () => {
       expect(String((outcome as PromiseRejectedResult).reason)).toMatch(/rank 2 did not arrive/);
     }
     await expect(pgs[0].store.get('never', { timeoutMs: 200 })).rejects.toMatchObject({ code: 'ERR_STORE_TIMEOUT' });
-    await Promise.all(pgs.map(consume));
+    await Promise.all(pgs.map(consumeIndices));
   });
 });
-
-/** Every epoch consumed, no destroy(): the group is still there for what comes after the loop. */
-async function consumeOnly(pg: ProcessGroup): Promise<void> {
-  for await (const epoch of pg.epochs()) {
-    for await (const batch of epoch.batches(rangeDataset(pg.config.length))) void batch;
-  }
-}
 
 describe('after the last epoch', () => {
   const children = new Set<ChildProcess>();
@@ -330,7 +314,7 @@ describe('after the last epoch', () => {
   it('keeps collectives and the store serving until every worker has left (torch: until destroy)', async () => {
     const { coordinator, url } = await startCoordinator(2, { epochs: 1 });
     const pgs = await Promise.all([0, 1].map((rank) => initProcessGroup({ initMethod: url, rank })));
-    await Promise.all(pgs.map(consumeOnly));
+    await Promise.all(pgs.map((pg) => consume(pg, { destroy: false })));
     expect((await coordinator.done).ok).toBe(true);
 
     await Promise.all(pgs.map((pg) => pg.barrier()));
@@ -351,7 +335,7 @@ describe('after the last epoch', () => {
   it('closes a worker that never leaves after lingerMs', async () => {
     const { coordinator, url } = await startCoordinator(2, { epochs: 1 }, { lingerMs: 200 });
     const pgs = await Promise.all([0, 1].map((rank) => initProcessGroup({ initMethod: url, rank })));
-    await Promise.all(pgs.map(consumeOnly));
+    await Promise.all(pgs.map((pg) => consume(pg, { destroy: false })));
     await coordinator.drained;
     await expect(pgs[0].barrier()).rejects.toMatchObject({ code: 'ERR_CONNECTION_LOST' });
   });

@@ -9,8 +9,9 @@ import WebSocket from 'ws';
 import { Coordinator, type CoordinatorOptions } from '../coordinator/coordinator.ts';
 import { planFor } from '../shared/runPlan.ts';
 import { CloseCode, PROTOCOL_VERSION, type RunConfig } from '../shared/protocol.ts';
-import { rangeDataset } from '../worker/datasets.ts';
+import type { Epoch } from '../worker/epoch.ts';
 import { initProcessGroup, type ProcessGroup } from '../worker/processGroup.ts';
+import { consume, type Consumed, type StopAt } from './support/consume.ts';
 import { runConfig } from './support/runConfig.ts';
 
 const baseConfig: RunConfig = runConfig({ length: 240, seed: '11', batchSize: 8, epochs: 2 });
@@ -27,36 +28,8 @@ async function start(options: Partial<CoordinatorOptions> & { worldSize: Coordin
   return { coordinator, url: `ws://127.0.0.1:${port}` };
 }
 
-interface Consumed {
-  /** epoch -> positions this worker consumed (its step returned for them) */
-  positions: Map<number, number[]>;
-  error?: unknown;
-}
-
-/** Runs a worker loop; `dieAt(epoch, batchesDone)` returning true kills it abruptly mid-step. */
-async function work(pg: ProcessGroup, dieAt: (epoch: number, batches: number) => boolean = () => false, stepMs = 0): Promise<Consumed> {
-  const out: Consumed = { positions: new Map() };
-  try {
-    for await (const epoch of pg.epochs()) {
-      const mine: number[] = [];
-      out.positions.set(epoch.epoch, mine);
-      let batches = 0;
-      for await (const batch of epoch.batches(rangeDataset(pg.config.length))) {
-        if (dieAt(epoch.epoch, batches)) {
-          pg.kill();
-          return out;
-        }
-        if (stepMs) await new Promise((r) => setTimeout(r, stepMs));
-        mine.push(...batch.positions);
-        batches++;
-      }
-    }
-    await pg.destroy();
-  } catch (err) {
-    out.error = err;
-  }
-  return out;
-}
+/** Runs a worker loop; `dieAt(epoch, batchesDone)` returning true kills it abruptly mid-step. An error is returned, not thrown. */
+const work = (pg: ProcessGroup, dieAt?: StopAt, stepMs = 0): Promise<Consumed> => consume(pg, { dieAt, stepMs, catchErrors: true });
 
 function covered(results: Consumed[], epoch: number): Set<number> {
   const all = new Set<number>();
@@ -202,12 +175,11 @@ describe('elastic membership', () => {
     const loop = async (pg: ProcessGroup) => {
       const mine: number[] = [];
       sums.set(pg, mine);
-      for await (const epoch of pg.epochs()) {
+      const onEpoch = async (epoch: Epoch) => {
         await pg.barrier();
         mine[epoch.epoch] = await pg.allReduce(1, 'sum');
-        for await (const _batch of epoch.batches(rangeDataset(240))) await new Promise((r) => setTimeout(r, 10));
-      }
-      await pg.destroy();
+      };
+      await consume(pg, { onEpoch, stepMs: 10 });
     };
     const groups = await Promise.all([0, 1].map(() => initProcessGroup({ initMethod: url })));
     const early = groups.map(loop);
@@ -222,14 +194,8 @@ describe('elastic membership', () => {
   it('a clean leave mid-epoch hands the rest to the others without redelivery', async () => {
     const { coordinator, url } = await start({ worldSize: { min: 1, max: 2 }, settleMs: 100 }, { epochs: 2 });
     const groups = await Promise.all([0, 1].map(() => initProcessGroup({ initMethod: url })));
-    const leaver = (async () => {
-      for await (const epoch of groups[1].epochs()) {
-        let n = 0;
-        for await (const _batch of epoch.batches(rangeDataset(240))) if (++n === 3) break;
-        break;
-      }
-      await groups[1].destroy();
-    })();
+    // Takes two batches, then leaves cleanly at the third.
+    const leaver = consume(groups[1], { leaveAt: (_e, b) => b === 2 });
     const stayer = await work(groups[0], undefined, 1);
     await leaver;
     const report = await coordinator.done;

@@ -128,7 +128,7 @@ describe('store end to end (clients wired to the KeyValueStore in memory)', () =
     await a.set('name', 'alice');
     const added = a.add('name', 1);
     await expect(added).rejects.toBeInstanceOf(StoreError);
-    await expect(added).rejects.toMatchObject({ name: 'StoreError', code: 'ERR_STORE_NOT_A_NUMBER', message: 'store add "name": the value "alice" is not a safe integer' });
+    await expect(added).rejects.toMatchObject({ name: 'StoreNotANumberError', code: 'ERR_STORE_NOT_A_NUMBER', message: 'store add "name": the value "alice" is not a safe integer' });
   });
 
   it('requests count from 0 per client and refuse malformed keys locally', async () => {

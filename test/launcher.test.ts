@@ -2,9 +2,9 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ShardPlan } from '../shared/sampler.ts';
 import { digestIndices } from '../shared/shardDigest.ts';
-import { rangeDataset } from '../worker/datasets.ts';
 import { initProcessGroup } from '../worker/processGroup.ts';
 import { isAlive, killStarted, startCli } from './support/cli.ts';
+import { consume } from './support/consume.ts';
 import { readReport } from './support/report.ts';
 import { useTempDir } from './support/tempDir.ts';
 
@@ -66,11 +66,7 @@ describe('distsampler run (multi-process)', () => {
     const coordinator = startCli(['coordinator', '--world-size', '2', '--epochs', '1', '--length', '40', '--linger-ms', '3600000']);
     const [, port] = await coordinator.waitFor(/listening on ws:\/\/127\.0\.0\.1:(\d+)/);
     const pgs = await Promise.all([0, 1].map((rank) => initProcessGroup({ initMethod: `ws://127.0.0.1:${port}`, rank })));
-    await Promise.all(
-      pgs.map(async (pg) => {
-        for await (const epoch of pg.epochs()) for await (const batch of epoch.batches(rangeDataset(pg.config.length))) void batch;
-      }),
-    );
+    await Promise.all(pgs.map((pg) => consume(pg, { destroy: false })));
     await coordinator.waitFor(/audit OK/);
     expect(await Promise.all(pgs.map((pg) => pg.allReduce(pg.rank + 1, 'sum', { timeoutMs: 5000 })))).toEqual([3, 3]);
     await pgs[0].store.set('saved', 'yes');

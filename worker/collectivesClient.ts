@@ -7,7 +7,7 @@
  * numbers them 0, 1, 2, ... and the coordinator matches calls across ranks by that number.
  */
 import { MAX_FRAME_BYTES, MAX_VALUE_DEPTH, type ClientMessage, type ReduceOpName, type ServerMessage } from '../shared/protocol.ts';
-import { DistSamplerError } from '../shared/errors.ts';
+import { CollectiveInvalidError, CollectiveNoReplyError, errorFromFrame, StoreBadReplyError, StoreInvalidError, StoreNoReplyError } from './errors.ts';
 import { realScheduler, type Scheduler } from '../shared/scheduler.ts';
 
 /** Anything JSON can carry; structurally the same as zod's JSONType the wire validates with. */
@@ -42,59 +42,29 @@ const MAX_KEY_LENGTH = 512;
 const MAX_STORE_VALUE_LENGTH = 16 * 1024;
 const MAX_WAIT_KEYS = 64;
 
-// ---- errors -----------------------------------------------------------------------------------
-
-/** A collective failed; `code` is the coordinator's (ERR_COLLECTIVE_MISMATCH, ..._MEMBER_LOST, ...). */
-export class CollectiveError extends DistSamplerError {
-  constructor(
-    code: string,
-    message: string,
-    readonly seq: number,
-    /** Ranks that had not arrived when it failed (a lost rank is always listed). */
-    readonly missing: readonly number[] = [],
-  ) {
-    super(code, message);
-  }
-}
-
-/** Some ranks did not arrive in time; `missing` names them, like torch's monitored_barrier. */
-export class CollectiveTimeoutError extends CollectiveError {
-  constructor(message: string, seq: number, missing: readonly number[]) {
-    super('ERR_COLLECTIVE_TIMEOUT', message, seq, missing);
-  }
-}
-
-/** The coordinator never answered, even past timeoutMs plus the grace period. */
-export class CollectiveNoReplyError extends CollectiveError {
-  constructor(message: string, seq: number) {
-    super('ERR_COLLECTIVE_NO_REPLY', message, seq);
-  }
-}
-
-/** A store request failed; `code` is the coordinator's (ERR_STORE_FULL, ..._NOT_A_NUMBER, ...). */
-export class StoreError extends DistSamplerError {
-  constructor(
-    code: string,
-    message: string,
-    readonly req: number,
-  ) {
-    super(code, message);
-  }
-}
-
-/** get/wait: the keys did not appear in time (the message names them). */
-export class StoreTimeoutError extends StoreError {
-  constructor(message: string, req: number) {
-    super('ERR_STORE_TIMEOUT', message, req);
-  }
-}
-
-/** The coordinator never answered a store request. */
-export class StoreNoReplyError extends StoreError {
-  constructor(message: string, req: number) {
-    super('ERR_STORE_NO_REPLY', message, req);
-  }
-}
+// The errors live with the worker's others (./errors.ts); re-exported for this module's importers.
+export {
+  CollectiveClosedError,
+  CollectiveDuplicateError,
+  CollectiveError,
+  CollectiveInvalidError,
+  CollectiveMemberLostError,
+  CollectiveMismatchError,
+  CollectiveNoReplyError,
+  CollectiveNotMemberError,
+  CollectiveTimeoutError,
+  CollectiveTooLargeError,
+  StoreBadReplyError,
+  StoreClosedError,
+  StoreError,
+  StoreFullError,
+  StoreInvalidError,
+  StoreNoReplyError,
+  StoreNotANumberError,
+  StoreOverflowError,
+  StoreTimeoutError,
+  StoreTooManyWaitersError,
+} from './errors.ts';
 
 // ---- the client -------------------------------------------------------------------------------
 
@@ -198,13 +168,7 @@ export class CollectivesClient {
       }
       case 'collectiveError': {
         const call = this.take(this.collectives, message.seq);
-        if (call) {
-          call.reject(
-            message.code === 'ERR_COLLECTIVE_TIMEOUT'
-              ? new CollectiveTimeoutError(message.message, message.seq, message.missing)
-              : new CollectiveError(message.code, message.message, message.seq, message.missing),
-          );
-        }
+        call?.reject(errorFromFrame(message));
         return true;
       }
       case 'storeResult': {
@@ -214,11 +178,7 @@ export class CollectivesClient {
       }
       case 'storeError': {
         const call = this.take(this.requests, message.req);
-        if (call) {
-          call.reject(
-            message.code === 'ERR_STORE_TIMEOUT' ? new StoreTimeoutError(message.message, message.req) : new StoreError(message.code, message.message, message.req),
-          );
-        }
+        call?.reject(errorFromFrame(message));
         return true;
       }
       default:
@@ -281,7 +241,7 @@ export class CollectivesClient {
       } catch {
         // Not connected: the others learn of it as this rank missing.
       }
-      return Promise.reject(new CollectiveError('ERR_COLLECTIVE_INVALID', `${body.op} #${seq}: ${problem}`, seq));
+      return Promise.reject(new CollectiveInvalidError(`${body.op} #${seq}: ${problem}`, seq));
     }
     return this.start(this.collectives, seq, message, timeoutMs, (reply) => decode(reply.value), () => {
       return new CollectiveNoReplyError(`${body.op} #${seq}: no reply from the coordinator within ${timeoutMs + this.graceMs} ms`, seq);
@@ -297,11 +257,11 @@ export class CollectivesClient {
     const timeoutMs = opts?.timeoutMs ?? this.defaultTimeoutMs;
     // The coordinator's edge closes the socket on a malformed frame, so refuse those here.
     const problem = timeoutProblem(timeoutMs) ?? storeProblem(body);
-    if (problem) return Promise.reject(new StoreError('ERR_STORE_INVALID', `store ${body.op}: ${problem}`, this.nextReq));
+    if (problem) return Promise.reject(new StoreInvalidError(`store ${body.op}: ${problem}`, this.nextReq));
     const message: StoreMessage = { t: 'store', req: this.nextReq, timeoutMs, ...body };
     const size = frameBytes(message);
     if (size > MAX_FRAME_BYTES) {
-      return Promise.reject(new StoreError('ERR_STORE_INVALID', `store ${body.op}: the request makes a ${size}-byte frame, over the ${MAX_FRAME_BYTES}-byte limit`, message.req));
+      return Promise.reject(new StoreInvalidError(`store ${body.op}: the request makes a ${size}-byte frame, over the ${MAX_FRAME_BYTES}-byte limit`, message.req));
     }
     const req = this.nextReq++;
     return this.start(
@@ -312,7 +272,7 @@ export class CollectivesClient {
       (reply) => {
         const value = decode(reply);
         if (value === undefined && body.op !== 'set' && body.op !== 'wait') {
-          throw new StoreError('ERR_STORE_BAD_REPLY', `store ${body.op} #${req}: the coordinator's reply lacks its result`, req);
+          throw new StoreBadReplyError(`store ${body.op} #${req}: the coordinator's reply lacks its result`, req);
         }
         return value as R;
       },

@@ -5,10 +5,10 @@
  */
 import type { Socket } from 'node:net';
 import WebSocket from 'ws';
-import { closeCodeName, encode, MAX_FRAME_BYTES, parseServerMessage, PROTOCOL_VERSION, ProtocolError } from '../shared/protocol.ts';
+import { encode, MAX_FRAME_BYTES, parseServerMessage, PROTOCOL_VERSION, ProtocolError } from '../shared/protocol.ts';
 import type { ClientMessage, ServerMessage } from '../shared/protocol.ts';
 import { Backoff, CONNECT_BACKOFF, RECONNECT_BACKOFF } from './backoff.ts';
-import { GroupAbortedError, InitError } from './errors.ts';
+import { errorFromClose, errorFromFrame, InitConnectError, InitHttpError, InitProtocolError, InitTimeoutError, UnauthorizedError } from './errors.ts';
 
 export type Welcome = Extract<ServerMessage, { t: 'welcome' }>;
 
@@ -49,7 +49,7 @@ export function handshake(endpoint: Endpoint, rank: number | undefined, timeoutM
   ws.once('upgrade', (response) => (socket = response.socket));
   return new Promise((resolve, reject) => {
     const timer = setTimeout(
-      () => fail(new InitError('ERR_INIT_TIMEOUT', `no welcome from ${url} within ${timeoutMs} ms: the group did not fill (GET ${url.replace(/^ws/, 'http')}/status lists the missing ranks${token ? '; send the token as Authorization: Bearer' : ''})`)),
+      () => fail(new InitTimeoutError(`no welcome from ${url} within ${timeoutMs} ms: the group did not fill (GET ${url.replace(/^ws/, 'http')}/status lists the missing ranks${token ? '; send the token as Authorization: Bearer' : ''})`)),
       timeoutMs,
     );
     function fail(error: Error): void {
@@ -62,12 +62,12 @@ export function handshake(endpoint: Endpoint, rank: number | undefined, timeoutM
     ws.on('unexpected-response', (_req, res) => {
       fail(
         res.statusCode === 401
-          ? new InitError('ERR_UNAUTHORIZED', `the coordinator at ${url} refused the token (HTTP 401): set DISTSAMPLER_TOKEN or --token`)
-          : new InitError('ERR_INIT_HTTP', `the coordinator at ${url} answered HTTP ${res.statusCode}`),
+          ? new UnauthorizedError(`the coordinator at ${url} refused the token (HTTP 401): set DISTSAMPLER_TOKEN or --token`)
+          : new InitHttpError(`the coordinator at ${url} answered HTTP ${res.statusCode}`),
       );
     });
-    ws.on('error', (err) => fail(new InitError('ERR_INIT_CONNECT', `cannot reach the coordinator at ${url}: ${err.message}`)));
-    ws.on('close', (code, reason) => fail(new ProtocolError(code, `the coordinator refused this worker (${code} ${closeCodeName(code)}): ${reason.toString() || 'no reason given'}`)));
+    ws.on('error', (err) => fail(new InitConnectError(`cannot reach the coordinator at ${url}: ${err.message}`, { cause: err })));
+    ws.on('close', (code, reason) => fail(errorFromClose(code, reason.toString())));
     ws.on('open', () => {
       const hello: ClientMessage = {
         t: 'hello',
@@ -93,7 +93,7 @@ export function handshake(endpoint: Endpoint, rank: number | undefined, timeoutM
         return;
       }
       const abort = parsed.ok && parsed.message.t === 'abort' ? parsed.message : undefined;
-      fail(abort ? new GroupAbortedError(abort.code, abort.reason) : new InitError('ERR_INIT_PROTOCOL', 'the coordinator did not answer with a welcome'));
+      fail(abort ? errorFromFrame(abort) : new InitProtocolError('the coordinator did not answer with a welcome'));
     });
   });
 }
@@ -103,7 +103,7 @@ export function handshake(endpoint: Endpoint, rank: number | undefined, timeoutM
  * away mid-handshake. A refusal (4xxx, a wrong token, an abort) is final.
  */
 export function retryable(err: unknown): boolean {
-  if (err instanceof InitError) return err.code === 'ERR_INIT_CONNECT' || err.code === 'ERR_INIT_TIMEOUT';
+  if (err instanceof InitConnectError || err instanceof InitTimeoutError) return true;
   return err instanceof ProtocolError && RECONNECTABLE.has(err.closeCode);
 }
 

@@ -107,8 +107,7 @@ export class JsonLinesChangedError extends DistSamplerError {
 
 export class DatasetModuleLoadError extends DistSamplerError {
   constructor(path: string, cause: unknown) {
-    super('ERR_DATASET_MODULE_LOAD', `Could not load dataset module ${path}: ${errorMessage(cause)}`);
-    this.cause = cause;
+    super('ERR_DATASET_MODULE_LOAD', `Could not load dataset module ${path}: ${errorMessage(cause)}`, { cause });
   }
 }
 

@@ -2,7 +2,7 @@
  * Where to join: initProcessGroup's options and the init method (env:// or ws://) they resolve to.
  */
 import { isHost, wsUrl } from '../shared/endpoint.ts';
-import { InitError } from './errors.ts';
+import { InitEnvError, InitMethodError } from './errors.ts';
 
 export interface InitOptions {
   /** 'env://' (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE) or 'ws://host:port'. Default env://. */
@@ -28,35 +28,35 @@ export function resolveInitUrl(options: InitOptions): { url: string; rank?: numb
   const token = options.token ?? env.DISTSAMPLER_TOKEN ?? undefined;
   const intFrom = (name: string, raw: string | undefined): number | undefined => {
     if (raw === undefined || raw === '') return undefined;
-    if (!/^\d+$/.test(raw)) throw new InitError('ERR_INIT_ENV', `${name} must be a non-negative integer, got '${raw}'`);
+    if (!/^\d+$/.test(raw)) throw new InitEnvError(`${name} must be a non-negative integer, got '${raw}'`);
     return Number(raw);
   };
   if (method === 'env://') {
     const port = intFrom('MASTER_PORT', env.MASTER_PORT);
-    if (port === undefined) throw new InitError('ERR_INIT_ENV', 'env:// needs MASTER_PORT (and MASTER_ADDR, default 127.0.0.1)');
-    if (port < 1 || port > 65535) throw new InitError('ERR_INIT_ENV', `MASTER_PORT must be a port in 1..65535, got '${env.MASTER_PORT}'`);
+    if (port === undefined) throw new InitEnvError('env:// needs MASTER_PORT (and MASTER_ADDR, default 127.0.0.1)');
+    if (port < 1 || port > 65535) throw new InitEnvError(`MASTER_PORT must be a port in 1..65535, got '${env.MASTER_PORT}'`);
     const host = env.MASTER_ADDR || '127.0.0.1';
-    if (!isHost(host)) throw new InitError('ERR_INIT_ENV', `MASTER_ADDR '${host}' is not a host name or address`);
+    if (!isHost(host)) throw new InitEnvError(`MASTER_ADDR '${host}' is not a host name or address`);
     const url = wsUrl(host, port);
     return checkedMembership({ url, rank: options.rank ?? intFrom('RANK', env.RANK), worldSize: options.worldSize ?? intFrom('WORLD_SIZE', env.WORLD_SIZE), token });
   }
   if (/^wss?:\/\/[^/]+/.test(method)) {
-    if (!URL.canParse(method)) throw new InitError('ERR_INIT_METHOD', `init method '${method}' is not a valid URL`);
-    if (new URL(method).port === '0') throw new InitError('ERR_INIT_METHOD', `init method '${method}': port 0 is not a port a coordinator listens on`);
+    if (!URL.canParse(method)) throw new InitMethodError(`init method '${method}' is not a valid URL`);
+    if (new URL(method).port === '0') throw new InitMethodError(`init method '${method}': port 0 is not a port a coordinator listens on`);
     return checkedMembership({ url: method, rank: options.rank, worldSize: options.worldSize, token });
   }
-  throw new InitError('ERR_INIT_METHOD', `unsupported init method '${method}': use env:// or ws://host:port`);
+  throw new InitMethodError(`unsupported init method '${method}': use env:// or ws://host:port`);
 }
 
 /** A rank and world size the coordinator could accept at all; refused here with the name of the setting. */
 function checkedMembership<T extends { rank?: number; worldSize?: number }>(resolved: T): T {
   const { rank, worldSize } = resolved;
   if (worldSize !== undefined && !(Number.isSafeInteger(worldSize) && worldSize >= 1)) {
-    throw new InitError('ERR_INIT_ENV', `world size (WORLD_SIZE) must be an integer >= 1, got ${worldSize}`);
+    throw new InitEnvError(`world size (WORLD_SIZE) must be an integer >= 1, got ${worldSize}`);
   }
-  if (rank !== undefined && !(Number.isSafeInteger(rank) && rank >= 0)) throw new InitError('ERR_INIT_ENV', `rank (RANK) must be an integer >= 0, got ${rank}`);
+  if (rank !== undefined && !(Number.isSafeInteger(rank) && rank >= 0)) throw new InitEnvError(`rank (RANK) must be an integer >= 0, got ${rank}`);
   if (rank !== undefined && worldSize !== undefined && rank >= worldSize) {
-    throw new InitError('ERR_INIT_ENV', `rank (RANK) ${rank} is beyond the world size (WORLD_SIZE) ${worldSize}: ranks are 0..${worldSize - 1}`);
+    throw new InitEnvError(`rank (RANK) ${rank} is beyond the world size (WORLD_SIZE) ${worldSize}: ranks are 0..${worldSize - 1}`);
   }
   return resolved;
 }

@@ -11,6 +11,7 @@ import type { RunConfig } from '../shared/protocol.ts';
 import type { IndexTable } from '../shared/randperm.ts';
 import { planFor } from '../shared/runPlan.ts';
 import { ShardPlan, type PlanOptions } from '../shared/sampler.ts';
+import { PermutationThreadError } from './errors.ts';
 
 /** From this length on the torch permutation is derived off the main thread (2^22: about 0.1 s here). */
 export const OFF_THREAD_FROM = 2 ** 22;
@@ -111,6 +112,6 @@ export function derivePermutationOffThread(job: PermutationJob): Promise<IndexTa
       void worker.terminate();
     });
     worker.once('error', reject);
-    worker.once('exit', (code) => reject(new Error(`the permutation thread exited (code ${code}) before posting its result`)));
+    worker.once('exit', (code) => reject(new PermutationThreadError(code)));
   });
 }

@@ -22,12 +22,25 @@ import { MAX_TIMER_MS } from '../shared/scheduler.ts';
 import { CollectivesClient } from './collectivesClient.ts';
 import { connect, RECONNECTABLE, reconnect, type Endpoint, type Handshake } from './connection.ts';
 import { Epoch, type EpochHost, type EpochReport } from './epoch.ts';
-import { ConnectionLostError, GroupAbortedError, InitError } from './errors.ts';
+import { ConnectionLostError, EpochNotConsumedError, errorFromFrame, InitOptionsError, UnexpectedFrameError } from './errors.ts';
 import { Inbox, type FlowMessage } from './inbox.ts';
 import { resolveInitUrl, type InitOptions } from './initMethod.ts';
 import { PlanSource } from './planSource.ts';
 
-export { ConnectionLostError, GroupAbortedError, InitError } from './errors.ts';
+export {
+  ConnectionLostError,
+  GroupAbortedError,
+  InitConnectError,
+  InitEnvError,
+  InitError,
+  InitHttpError,
+  InitMethodError,
+  InitOptionsError,
+  InitProtocolError,
+  InitTimeoutError,
+  RendezvousTimeoutError,
+  UnauthorizedError,
+} from './errors.ts';
 export { resolveInitUrl, type InitOptions } from './initMethod.ts';
 export { Epoch, type BatchOptions } from './epoch.ts';
 
@@ -38,7 +51,7 @@ export async function initProcessGroup(options: InitOptions = {}): Promise<Proce
   for (const [name, min] of [['timeoutMs', 1], ['reconnectTimeoutMs', 0]] as const) {
     const value = options[name];
     if (value !== undefined && !(Number.isFinite(value) && value >= min && value <= MAX_TIMER_MS)) {
-      throw new InitError('ERR_INIT_OPTIONS', `${name} must be a number of ms in [${min}, ${MAX_TIMER_MS}], got ${value}`);
+      throw new InitOptionsError(`${name} must be a number of ms in [${min}, ${MAX_TIMER_MS}], got ${value}`);
     }
   }
   const endpoint: Endpoint = { url, token, workerId: options.workerId ?? randomUUID(), length: options.length, worldSize };
@@ -129,7 +142,7 @@ export class ProcessGroup implements EpochHost {
         await this.plans.prepare(message.epoch);
         const epoch = new Epoch(this, message.epoch, message.worldSize, message.units);
         yield epoch;
-        if (!epoch.ended) throw new Error(`epoch ${message.epoch}: the loop body returned before consuming its batches (the epoch cannot end)`);
+        if (!epoch.ended) throw new EpochNotConsumedError(message.epoch);
         continue;
       }
       if (message.t === 'epochEnd' && this.lastEnded?.epoch === message.epoch) {
@@ -190,9 +203,9 @@ export class ProcessGroup implements EpochHost {
 
   /** @internal */
   raise(message: FlowMessage): never {
-    if (message.t === 'abort') throw new GroupAbortedError(message.code, message.reason);
+    if (message.t === 'abort') throw errorFromFrame(message);
     if (message.t === 'closed') throw message.error;
-    throw new Error(`unexpected '${message.t}' from the coordinator`);
+    throw new UnexpectedFrameError(message.t);
   }
 
   /** @internal Sends if connected; while reconnecting, acks are dropped and re-sent on resume. */

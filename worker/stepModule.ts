@@ -33,8 +33,7 @@ export class StepModuleNotFoundError extends DistSamplerError {
 
 export class StepModuleLoadError extends DistSamplerError {
   constructor(path: string, cause: unknown) {
-    super('ERR_STEP_MODULE_LOAD', `Could not load step module ${path}: ${errorMessage(cause)}`);
-    this.cause = cause;
+    super('ERR_STEP_MODULE_LOAD', `Could not load step module ${path}: ${errorMessage(cause)}`, { cause });
   }
 }
 
