@@ -852,8 +852,10 @@ export class GroupCore {
     if (state.ended) {
       this.phase = state.ended.ok ? 'finished' : 'aborted';
       this.journalEnded = true;
+      // An epoch the run ended in stays open in the journal (a --resume finishes it), and here.
       const c = state.current;
-      const unfinished = c ? auditOf(this.epochState(new EpochLedger(c.epoch, c.worldSize, c.numSamples, c), c.startedAtWallMs, [...c.events], new Set(), new Map(c.pids)), [], false, this.now) : undefined;
+      if (c) this.current = this.epochState(new EpochLedger(c.epoch, c.worldSize, c.numSamples, c), c.startedAtWallMs, [...c.events], new Set(), new Map(c.pids));
+      const unfinished = this.current ? auditOf(this.current, rankAudits(this.current, {}), false, this.now) : undefined;
       this.settle(state.ended.ok, state.ended.error, false, unfinished);
       this.maybeDrained();
       return;

@@ -121,7 +121,7 @@ class Simulation implements WorkerHooks {
     return worker;
   }
 
-  /** Epochs in which a member was killed. */
+  /** Epochs in which a member was killed or left. */
   private readonly killedIn = new Set<number>();
 
   private live(): SimWorker[] {
@@ -170,7 +170,15 @@ class Simulation implements WorkerHooks {
       queue.at(crash.at, () => (crash.tearBytes > 0 ? this.host.crashMidAppend(crash, 500, strike) : strike()));
     }
     for (const at of f.joins) queue.at(at, () => this.spawn(undefined, 0));
-    for (const at of f.leaves) queue.at(at, () => this.pickLive((w) => w.leave()));
+    for (const at of f.leaves) {
+      queue.at(at, () =>
+        this.pickLive((w) => {
+          // A member that leaves cannot re-acknowledge either: a later crash may lose its last acks.
+          if (w.run) this.killedIn.add(w.run.epoch);
+          w.leave();
+        }),
+      );
+    }
     if (f.rogue) {
       const rogue = f.rogue;
       queue.at(rogue.at, () => this.pickLive((w) => this.rogue(w, rogue.kind)));
