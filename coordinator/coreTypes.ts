@@ -128,6 +128,8 @@ export interface CoreView {
       }
     | undefined;
   readonly audits: readonly EpochAudit[];
+  /** The last audited epoch's units: a worker lost in it may still report an overrun against them. */
+  readonly recent: { readonly epoch: number; readonly units: readonly import('./epochLedger.ts').LedgerUnit[] } | undefined;
   /** Which connection holds which rank now. */
   readonly peers: ReadonlyMap<PeerId, { readonly rank: number | null; readonly workerId: string | null }>;
   /** rank -> workerId of every member, live or not (what the journal records). */

@@ -14,7 +14,15 @@ export interface LedgerUnit extends WorkUnit {
    * double deliveries of them are counted up to `counted` (the in-flight batch at the loss, then
    * whatever the lost worker, `worker` when known, reports it still delivered: an `overrun`).
    */
-  redone?: { from: number; to: number; counted: number; worker?: string };
+  redone?: RedoneRange[];
+}
+
+/** Offsets [from, to) of a unit handed over after `worker` (when known) was lost; double deliveries counted up to `counted`. */
+export interface RedoneRange {
+  from: number;
+  to: number;
+  counted: number;
+  worker?: string;
 }
 
 export type AckOutcome = { readonly ok: true; readonly advanced: number } | { readonly ok: false; readonly reason: string };
@@ -162,14 +170,14 @@ export class EpochLedger {
   overrun(unitId: number, end: number, worker?: string): number {
     const unit = this.units.get(unitId);
     if (!unit) return 0;
-    const redone = unit.redone;
-    // Only the worker that lost the unit can have delivered it twice; its successor delivers it once.
-    if (redone?.worker !== undefined && worker !== undefined && redone.worker !== worker) return 0;
-    if (!redone) {
+    if (!unit.redone) {
       // Not handed over yet (a rank waiting for its replacement): when it is, these count.
       unit.inflight = Math.max(unit.inflight, Math.min(end, unit.end));
       return 0;
     }
+    // Only a worker that lost the unit can have delivered it twice; its successors deliver it once.
+    const redone = unit.redone.find((r) => r.worker === worker) ?? [...unit.redone].reverse().find((r) => r.worker === undefined);
+    if (!redone) return 0;
     const counted = Math.min(Math.max(end, redone.counted), redone.to);
     const added = counted - redone.counted;
     redone.counted = counted;
@@ -218,7 +226,9 @@ export class EpochLedger {
     const inflightEnd = Math.max(unit.cursor, Math.min(unit.inflight, unit.end));
     const counted = countInflight ? inflightEnd : unit.cursor;
     this.redeliveredCount += counted - unit.cursor;
-    unit.redone = { from: unit.cursor, to: unit.end, counted, ...(worker === undefined ? {} : { worker }) };
+    // One range per lost worker: each may come back and report what it delivered.
+    const range: RedoneRange = { from: unit.cursor, to: unit.end, counted, ...(worker === undefined ? {} : { worker }) };
+    unit.redone = [...(unit.redone ?? []).filter((r) => worker === undefined || r.worker !== worker), range];
   }
 
   /** Cuts `unit` at its cursor and deals the tail to `targets` in contiguous, near-equal parts. */
@@ -246,7 +256,7 @@ export class EpochLedger {
 }
 
 function copyUnit(unit: LedgerUnit): LedgerUnit {
-  return unit.redone ? { ...unit, redone: { ...unit.redone } } : { ...unit };
+  return unit.redone ? { ...unit, redone: unit.redone.map((r) => ({ ...r })) } : { ...unit };
 }
 
 function toWire(unit: LedgerUnit): WorkUnit {

@@ -228,6 +228,7 @@ export class GroupCore {
           }
         : undefined,
       audits: [...this.audits],
+      recent: this.recentEpoch ? { epoch: this.recentEpoch.ledger.epoch, units: this.recentEpoch.ledger.snapshot() } : undefined,
       peers: new Map([...this.peers].map(([id, p]) => [id, { rank: p.rank, workerId: p.workerId }])),
       members: new Map(this.rendezvous.holderEntries()),
       report: this.finalReport,

@@ -81,7 +81,7 @@ const LedgerUnitSchema = z.strictObject({
   ...WorkUnitSchema.shape,
   owner: rank,
   inflight: count,
-  redone: z.strictObject({ from: count, to: count, counted: count, worker: z.string().min(1).max(128).optional() }).optional(),
+  redone: z.array(z.strictObject({ from: count, to: count, counted: count, worker: z.string().min(1).max(128).optional() })).max(1024).optional(),
 });
 
 const RankAuditSchema = z.strictObject({
@@ -327,8 +327,9 @@ function checkUnits(units: readonly LedgerUnit[], worldSize: number, numSamples:
     if (u.end > numSamples) fail(`${where}: ${name} ends at ${u.end}, beyond the shard's ${numSamples} samples`);
     if (!(u.start <= u.cursor && u.cursor <= u.end)) fail(`${where}: ${name} has cursor ${u.cursor} outside [${u.start}, ${u.end}]`);
     if (u.inflight > u.end) fail(`${where}: ${name} has in-flight end ${u.inflight} beyond its end ${u.end}`);
-    if (u.redone && !(u.redone.from <= u.redone.counted && u.redone.counted <= u.redone.to && u.redone.to <= numSamples)) {
-      fail(`${where}: ${name} has a redone range that does not hold (from ${u.redone.from}, counted ${u.redone.counted}, to ${u.redone.to})`);
+    const broken = u.redone?.find((r) => !(r.from <= r.counted && r.counted <= r.to && r.to <= numSamples));
+    if (broken) {
+      fail(`${where}: ${name} has a redone range that does not hold (from ${broken.from}, counted ${broken.counted}, to ${broken.to})`);
     }
   }
   // Empty units (cut at their start) cover nothing and cannot overlap.

@@ -232,7 +232,11 @@ export class Invariants implements HostObserver {
     }
   }
 
+  /** Called with each epoch the core audits (the simulator checks who is still away from an older one). */
+  onAudit: (epoch: number) => void = () => {};
+
   private checkAudit(audit: EpochAudit, aborted: boolean): void {
+    this.onAudit(audit.epoch);
     const truth = this.truth.get(audit.epoch);
     if (aborted || !truth) return;
     const where = `epoch ${audit.epoch}`;

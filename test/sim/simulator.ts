@@ -74,6 +74,9 @@ class Simulation implements WorkerHooks {
   ) {
     this.truth = new RunTruth(ctx.scenario.config);
     this.invariants = new Invariants(ctx, this.truth);
+    // Overruns count against the last audited epoch only: a worker still away from an older
+    // epoch, or from one audited before a crash (its units are not journaled), reports in vain.
+    this.invariants.onAudit = (epoch) => this.strandOverruns((run) => run < epoch);
     this.host = new CoreHost(ctx, this.invariants, plantedBug);
     this.network = new Network(ctx, this.host);
     this.host.network = this.network;
@@ -121,6 +124,13 @@ class Simulation implements WorkerHooks {
     return worker;
   }
 
+  /** Workers cut off in an epoch for which their overrun can no longer be counted: only an upper bound holds. */
+  private strandOverruns(stranded: (runEpoch: number) => boolean): void {
+    for (const w of this.workers) {
+      if (w.alive && w.run && !w.run.ended && stranded(w.run.epoch)) this.invariants.knowledgeLost(w.run.epoch);
+    }
+  }
+
   /** Epochs in which a member was killed or left. */
   private readonly killedIn = new Set<number>();
 
@@ -161,6 +171,8 @@ class Simulation implements WorkerHooks {
         if (view?.epoch && this.workers.some((w) => !w.alive && known.has(w.workerId))) this.invariants.knowledgeLost(view.epoch.epoch);
         // Acks are journaled coalesced (journalFlushMs): a member lost in this epoch cannot
         // re-acknowledge what a crash kept from the journal, so its redelivery is known only up to that.
+        const audited = new Set(view?.audits.map((a) => a.epoch) ?? []);
+        this.strandOverruns((run) => audited.has(run));
         const epochNow = view?.epoch?.epoch ?? view?.audits.at(-1)?.epoch;
         if (epochNow !== undefined && this.killedIn.has(epochNow)) this.invariants.knowledgeLost(epochNow);
         const { badLine } = this.host.crash(crash);
@@ -253,7 +265,9 @@ class Simulation implements WorkerHooks {
 
   sent(_w: SimWorker, _conn: unknown, message: ClientMessage): void {
     if (message.t !== 'overrun') return;
-    const unit = this.host.core?.view().epoch?.units.find((u) => u.id === message.unit);
+    const view = this.host.core?.view();
+    const units = view?.epoch?.epoch === message.epoch ? view.epoch.units : view?.recent?.epoch === message.epoch ? view.recent.units : undefined;
+    const unit = units?.find((u) => u.id === message.unit);
     if (unit) this.invariants.noteOverrun(message.epoch, Math.max(0, message.end - unit.end));
   }
 
