@@ -173,7 +173,7 @@ class Simulation implements WorkerHooks {
         // re-acknowledge what a crash kept from the journal, so its redelivery is known only up to that.
         const audited = new Set(view?.audits.map((a) => a.epoch) ?? []);
         this.strandOverruns((run) => audited.has(run));
-        const epochNow = view?.epoch?.epoch ?? view?.audits.at(-1)?.epoch;
+        const epochNow = view?.epoch?.epoch ?? this.host.core?.snapshot().current?.epoch ?? view?.audits.at(-1)?.epoch;
         if (epochNow !== undefined && this.killedIn.has(epochNow)) this.invariants.knowledgeLost(epochNow);
         const { badLine } = this.host.crash(crash);
         queue.after(crash.downMs, () => this.host.restart(badLine));
