@@ -201,20 +201,22 @@ export class EpochLedger {
 
   /**
    * Gives all of `from`'s unfinished units to `to` as they are (a replacement taking over a rank);
-   * its in-flight batches count as redelivered unless `sameWorker` (the lost process came back).
+   * the lost holder's in-flight batches count as redelivered. When the worker taking over is one
+   * lost earlier (`returning`), it carries on from where it was: what was counted for it is set to
+   * what its successors really delivered meanwhile (their in-flight end), and nothing new is redone.
    */
-  transfer(from: number, to: number, sameWorker = false, lostWorker?: string): WorkUnit[] {
+  transfer(from: number, to: number, worker: { lost?: string; returning?: string; sameWorker?: boolean } = {}): WorkUnit[] {
     const moved: WorkUnit[] = [];
     for (const unit of this.units.values()) {
       if (unit.owner !== from || unit.cursor === unit.end) continue;
-      // The lost worker itself came back: it carries on from where it was, nothing is redone.
-      if (sameWorker) {
-        unit.owner = to;
-        moved.push(toWire(unit));
-        continue;
+      const earlier = worker.returning === undefined ? undefined : unit.redone?.find((r) => r.worker === worker.returning);
+      if (earlier) {
+        this.redeliveredCount += Math.max(unit.inflight, unit.cursor, earlier.from) - earlier.counted;
+        unit.redone = unit.redone!.filter((r) => r !== earlier);
+      } else if (!worker.sameWorker) {
+        this.markRedone(unit, true, worker.lost);
+        unit.inflight = unit.cursor;
       }
-      this.markRedone(unit, true, lostWorker);
-      unit.inflight = unit.cursor;
       unit.owner = to;
       moved.push(toWire(unit));
     }

@@ -398,7 +398,7 @@ export class GroupCore {
     if (!rejoined) {
       // A replacement redoes what its predecessor had in flight (unless it is that same worker,
       // back after being taken for dead): count it, and journal the handover.
-      state.ledger.transfer(rank, rank, state.lost.get(message.workerId) === rank, this.lastHolder.get(rank));
+      state.ledger.transfer(rank, rank, { sameWorker: state.lost.get(message.workerId) === rank, lost: this.lastHolder.get(rank), returning: message.workerId });
       this.journal.units(state.ledger);
     }
     // A replacement or a reconnect resumes the rank's units from their acknowledged cursors.
