@@ -211,7 +211,11 @@ export class EpochLedger {
       if (unit.owner !== from || unit.cursor === unit.end) continue;
       const earlier = worker.returning === undefined ? undefined : unit.redone?.find((r) => r.worker === worker.returning);
       if (earlier) {
-        this.redeliveredCount += Math.max(unit.inflight, unit.cursor, earlier.from) - earlier.counted;
+        // Its successors delivered [from, reached); it had delivered [from, counted) and resumes
+        // at max(counted, cursor): the doubles are the overlap plus what it will deliver again.
+        const reached = Math.max(unit.inflight, unit.cursor, earlier.from);
+        const doubles = Math.min(reached, earlier.counted) - earlier.from + Math.max(0, reached - Math.max(earlier.counted, unit.cursor));
+        this.redeliveredCount += doubles - (earlier.counted - earlier.from);
         unit.redone = unit.redone!.filter((r) => r !== earlier);
       } else if (!worker.sameWorker) {
         this.markRedone(unit, true, worker.lost);

@@ -57,4 +57,29 @@ describe('EpochLedger', () => {
     expect(units).toEqual([{ id: 1, origin: 1, start: 0, end: 6, cursor: 4 }]);
     expect(l.redelivered).toBe(2);
   });
+
+  it('counts an overrun only for the worker that lost the unit, once, within what was handed over', () => {
+    const l = new EpochLedger(0, 2, 20);
+    l.ack(0, 0, 0, 4, { unit: 0, end: 8 });
+    l.reassign(0, [1], true, 'worker-a');
+    expect(l.redelivered).toBe(4); // [4, 8) was in flight
+    expect(l.overrun(0, 12, 'worker-b')).toBe(0); // not the worker that lost it
+    expect(l.overrun(0, 12, 'worker-a')).toBe(4); // it went on to 12 before it knew
+    expect(l.overrun(0, 12, 'worker-a')).toBe(0);
+    expect(l.overrun(0, 99, 'worker-a')).toBe(8); // never beyond the unit's old end
+    expect(l.redelivered).toBe(16);
+  });
+
+  it('counts for a lost worker that takes its rank back what its successor really delivered meanwhile', () => {
+    const l = new EpochLedger(0, 2, 20);
+    // worker-a is lost with [0, 8) in flight; worker-b takes over, acks [0, 4), has [4, 6) in flight, and is lost too.
+    l.ack(1, 0, 1, 0, { unit: 1, end: 8 });
+    l.transfer(1, 1, { lost: 'worker-a' });
+    expect(l.redelivered).toBe(8);
+    l.ack(1, 0, 1, 4, { unit: 1, end: 6 });
+    // worker-a comes back: it had delivered [0, 8), resumes at 8; worker-b delivered [0, 6): 6 doubles.
+    l.transfer(1, 1, { lost: 'worker-b', returning: 'worker-a' });
+    expect(l.redelivered).toBe(6);
+    expect(l.overrun(1, 10, 'worker-a')).toBe(0);
+  });
 });
