@@ -24,6 +24,11 @@ function forbidFolders(folders, modules = []) {
 /** The coordinator's pure core: every decision, no I/O, no clock (the shell is coordinator.ts). */
 const CORE_FILES = [
   'groupCore',
+  'groupState',
+  'groupMembership',
+  'epochProgress',
+  'journalRestart',
+  'runEnding',
   'coreTypes',
   'timerTable',
   'journalWriter',

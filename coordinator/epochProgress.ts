@@ -1,0 +1,275 @@
+/**
+ * How an epoch runs: it begins (fresh, or resumed from the journal by a new group), acks move its
+ * cursors, a lost member's positions are reassigned (or wait for a replacement), and once every
+ * position is acknowledged the members report and the epoch is audited. Part of GroupCore; pure.
+ */
+import { CloseCode, type ClientMessage } from '../shared/protocol.ts';
+import { computeNumSamples } from '../shared/sampler.ts';
+import { PlantedBug } from './coreTypes.ts';
+import { EpochLedger, type Reassignment } from './epochLedger.ts';
+import { auditOf, rankAudits } from './epochState.ts';
+import type { GroupState, Peer } from './groupState.ts';
+import type { JournaledEpoch } from './journalRecords.ts';
+import { FailurePolicy } from './options.ts';
+import type { EpochEvent } from './report.ts';
+
+/** What an epoch's progress sets off in the other parts of the core. */
+export interface EpochHooks {
+  readonly reject: (peer: Peer, code: number, reason: string) => void;
+  readonly compactRanks: () => void;
+  readonly finish: () => void;
+  readonly abort: (reason: string, closeCode: number) => void;
+}
+
+export class EpochProgress {
+  constructor(
+    private readonly group: GroupState,
+    private readonly hooks: EpochHooks,
+  ) {}
+
+  // ---- beginning ---------------------------------------------------------------------
+
+  startEpoch(epoch: number): void {
+    const group = this.group;
+    if (epoch >= group.config.epochs) return this.hooks.finish();
+    if (group.isElastic) {
+      this.hooks.compactRanks();
+      const live = group.rendezvous.liveRanks().length;
+      if (live < group.range.min) {
+        return this.hooks.abort(`the group shrank to ${live} ${live === 1 ? 'worker' : 'workers'}, below the minimum world size ${group.range.min}`, CloseCode.Aborted);
+      }
+      group.groupSize = Math.min(live, group.range.max);
+    }
+    const worldSize = group.groupSize;
+    const numSamples = computeNumSamples(group.config.length, worldSize, group.config.dropLast);
+    const ledger = new EpochLedger(epoch, worldSize, numSamples);
+    const live = group.rendezvous.liveRanks().filter((r) => r < worldSize);
+    this.beginEpoch(ledger, new Set(live), []);
+    // Ranks that died before this epoch began: their whole shard goes to the living.
+    for (let rank = 0; rank < worldSize; rank++) {
+      if (!live.includes(rank) && !group.waitTimers.has(rank)) this.reassignFrom(rank, `rank ${rank} is gone`, false);
+    }
+    this.maybeCompleteEpoch();
+  }
+
+  /** Continues a journaled epoch with a new group: its remaining positions are spread over it. */
+  resumeEpoch(interrupted: JournaledEpoch): void {
+    const ledger = new EpochLedger(interrupted.epoch, interrupted.worldSize, interrupted.numSamples, interrupted);
+    const live = this.group.rendezvous.liveRanks();
+    // Cut the old group's units before anyone hears of the epoch: new ranks may share old numbers.
+    const moved = ledger.redistribute(live);
+    this.beginEpoch(ledger, new Set(live), [...interrupted.events], interrupted.startedAtWallMs);
+    this.group.recordEvent('resume', null, `resumed by ${live.length} new workers with ${ledger.missing} positions left`);
+    this.sendAssignments(moved, 'resumed run', null);
+  }
+
+  private beginEpoch(ledger: EpochLedger, active: Set<number>, events: EpochEvent[], startedAtWallMs = this.group.now): void {
+    const group = this.group;
+    group.phase = 'running';
+    const pids = new Map<number, number>();
+    for (const [rank, peer] of group.byRank) if (peer.pid !== null) pids.set(rank, peer.pid);
+    group.current = group.epochState(ledger, startedAtWallMs, events, active, pids);
+    group.journal.compact();
+    group.emit('epochStart', {
+      epoch: ledger.epoch,
+      worldSize: ledger.worldSize,
+      numSamples: ledger.numSamples,
+      ranks: [...active].sort((a, b) => a - b).map((rank) => ({ rank, pid: pids.get(rank) ?? null })),
+    });
+    for (const rank of active) this.sendEpoch(rank);
+  }
+
+  sendEpoch(rank: number): void {
+    const { ledger } = this.group.current!;
+    this.group.sendTo(rank, { t: 'epoch', epoch: ledger.epoch, rank, worldSize: ledger.worldSize, units: ledger.unitsOf(rank), seq: this.group.collectives.nextSeq });
+  }
+
+  // ---- acknowledgements --------------------------------------------------------------
+
+  ack(peer: Peer, rank: number, message: Extract<ClientMessage, { t: 'ack' }>): void {
+    const group = this.group;
+    const state = group.current;
+    if (!state || group.phase !== 'running') {
+      // Acks racing the epoch's end (or re-sent after a restart) are harmless if they add nothing.
+      if (state && message.epoch === state.ledger.epoch) return;
+      return this.hooks.reject(peer, CloseCode.ForeignAck, `ack for epoch ${message.epoch} outside a running epoch`);
+    }
+    // The planted bug takes any unit's owner for the sender.
+    const sender = group.plantedBug === PlantedBug.AcceptForeignAck ? (state.ledger.unit(message.unit)?.owner ?? rank) : rank;
+    const outcome = state.ledger.ack(sender, message.epoch, message.unit, message.cursor, message.inflight);
+    if (!outcome.ok) return this.hooks.reject(peer, CloseCode.ForeignAck, outcome.reason);
+    group.journal.bufferAck(message.unit);
+    if (message.inflight && message.inflight.unit !== message.unit) group.journal.bufferAck(message.inflight.unit);
+    if (outcome.advanced > 0) {
+      state.acked.set(rank, (state.acked.get(rank) ?? 0) + outcome.advanced);
+      state.ackedByWorker.set(peer.workerId!, (state.ackedByWorker.get(peer.workerId!) ?? 0) + outcome.advanced);
+      const unit = state.ledger.unit(message.unit)!;
+      group.emit('progress', {
+        epoch: state.ledger.epoch,
+        rank: unit.origin,
+        acknowledged: state.ledger.acknowledgedOf(unit.origin),
+        numSamples: state.ledger.numSamples,
+        consumed: state.ledger.consumed,
+        planned: state.ledger.planned,
+      });
+    }
+    this.maybeCompleteEpoch();
+  }
+
+  /**
+   * An ack that was on its way when we dropped its connection: it acknowledges nothing (the
+   * sender no longer owns those positions), but what it says was delivered beyond a cut was
+   * delivered twice.
+   */
+  lateAck(message: Extract<ClientMessage, { t: 'ack' }>, worker: string): void {
+    const state = this.group.current;
+    if (!state || message.epoch !== state.ledger.epoch) return;
+    if (this.group.plantedBug === PlantedBug.CountZombieAck) {
+      const owner = state.ledger.unit(message.unit)?.owner;
+      if (owner !== undefined) state.ledger.ack(owner, message.epoch, message.unit, message.cursor, null);
+      return;
+    }
+    let added = state.ledger.overrun(message.unit, message.cursor, worker);
+    if (message.inflight) added += state.ledger.overrun(message.inflight.unit, message.inflight.end, worker);
+    if (added > 0) this.group.journal.units(state.ledger);
+  }
+
+  /** A worker that was cut off says what it still delivered: those positions went out twice. */
+  overrun(message: Extract<ClientMessage, { t: 'overrun' }>, worker: string): void {
+    const group = this.group;
+    const state = group.current;
+    const open = state && message.epoch === state.ledger.epoch && (group.phase === 'running' || group.phase === 'reporting');
+    if (open) {
+      if (state.ledger.overrun(message.unit, message.end, worker) > 0) group.journal.units(state.ledger);
+      return;
+    }
+    // The epoch ended while its lost worker was away: its audit is amended (journaled again).
+    const recent = group.recentEpoch;
+    if (!recent || message.epoch !== recent.ledger.epoch) return;
+    const added = recent.ledger.overrun(message.unit, message.end, worker);
+    if (added === 0) return;
+    recent.audit.redelivered += added;
+    group.journal.write({ k: 'audit', audit: recent.audit });
+  }
+
+  // ---- losses ------------------------------------------------------------------------
+
+  /** A member of the running epoch is gone (died or left): apply the failure policy. */
+  handleLoss(rank: number, leaving: boolean, reached: string): void {
+    const group = this.group;
+    const state = group.current!;
+    state.active.delete(rank);
+    if (group.phase === 'reporting') {
+      group.release(rank);
+      this.maybeFinishEpoch();
+      return;
+    }
+    if (!leaving && group.settings.onFailure === FailurePolicy.Abort) {
+      this.hooks.abort(`rank ${rank} died at ${reached || 'the end of its work'}`, CloseCode.Aborted);
+      return;
+    }
+    group.release(rank);
+    if (!leaving && group.settings.onFailure === FailurePolicy.Wait && state.ledger.remainingOf(rank) > 0) return this.waitForReplacement(rank);
+    this.reassignFrom(rank, leaving ? `rank ${rank} left` : `rank ${rank} died`, !leaving);
+  }
+
+  /** The rank stays free for a replacement; reassign if none comes in time. */
+  waitForReplacement(rank: number): void {
+    const group = this.group;
+    const timer = group.timers.setTimeout(() => {
+      group.waitTimers.delete(rank);
+      if (!group.rendezvous.isLive(rank)) this.reassignFrom(rank, `no replacement for rank ${rank} within ${group.settings.waitTimeoutMs} ms`, true);
+    }, group.settings.waitTimeoutMs);
+    group.waitTimers.set(rank, timer);
+  }
+
+  cancelWait(rank: number): void {
+    this.group.timers.clearTimeout(this.group.waitTimers.get(rank));
+    this.group.waitTimers.delete(rank);
+  }
+
+  private reassignFrom(rank: number, reason: string, countInflight: boolean): void {
+    const group = this.group;
+    const state = group.current;
+    if (!state || group.phase !== 'running') return;
+    const live = group.activeLive();
+    if (live.length === 0) {
+      if (state.ledger.remainingOf(rank) > 0) this.hooks.abort(`${reason} and no live worker is left to take its positions`, CloseCode.Aborted);
+      return;
+    }
+    const count = countInflight && group.plantedBug !== PlantedBug.ReassignForgetsInflight;
+    this.sendAssignments(state.ledger.reassign(rank, live, count, group.lastHolder.get(rank)), reason, rank);
+  }
+
+  private sendAssignments(moved: Reassignment[], reason: string, from: number | null): void {
+    const group = this.group;
+    const state = group.current!;
+    if (moved.length === 0) return this.maybeCompleteEpoch();
+    // Journal before sending: a restarted coordinator must not hand the same tail out twice.
+    group.journal.units(state.ledger);
+    const byTarget = new Map<number, number[]>();
+    for (const m of moved) {
+      group.recordEvent('reassign', m.to, `origin ${m.origin} offsets [${m.start}, ${m.end})${from === null ? '' : ` from rank ${from}`}`);
+      byTarget.set(m.to, [...(byTarget.get(m.to) ?? []), m.unit]);
+    }
+    for (const [target, unitIds] of byTarget) {
+      const units = state.ledger.unitsOf(target).filter((u) => unitIds.includes(u.id));
+      group.sendTo(target, { t: 'assign', epoch: state.ledger.epoch, units, reason });
+    }
+    this.maybeCompleteEpoch();
+  }
+
+  // ---- the end of an epoch -----------------------------------------------------------
+
+  maybeCompleteEpoch(): void {
+    const group = this.group;
+    const state = group.current;
+    if (!state || group.phase !== 'running' || !state.ledger.complete) return;
+    group.journal.flushAcks();
+    group.phase = 'reporting';
+    group.sendAll(group.activeLive(), { t: 'epochEnd', epoch: state.ledger.epoch });
+    state.reportTimer = group.timers.setTimeout(() => this.finishEpoch(), group.settings.reportTimeoutMs);
+    this.maybeFinishEpoch();
+  }
+
+  epochReport(peer: Peer, rank: number, message: Extract<ClientMessage, { t: 'epochReport' }>): void {
+    const group = this.group;
+    const state = group.current;
+    if (!state || message.epoch !== state.ledger.epoch || group.phase !== 'reporting') {
+      // A report re-sent after a restart, for an epoch already audited, is harmless.
+      if (group.audits.some((a) => a.epoch === message.epoch)) return;
+      return this.hooks.reject(peer, CloseCode.OutOfOrder, `epoch report for epoch ${message.epoch} before that epoch ended`);
+    }
+    const acknowledged = state.ackedByWorker.get(peer.workerId!) ?? 0;
+    if (message.samples < acknowledged) {
+      return this.hooks.reject(peer, CloseCode.Malformed, `epoch report says ${message.samples} samples, but this worker acknowledged ${acknowledged}`);
+    }
+    state.reports.set(rank, { samples: message.samples, sha256: message.sha256, waitMs: message.waitMs });
+    this.maybeFinishEpoch();
+  }
+
+  maybeFinishEpoch(): void {
+    const group = this.group;
+    const state = group.current;
+    // After a restart, wait for the members to come back before judging the epoch.
+    if (!state || group.phase !== 'reporting' || group.rejoinTimer !== undefined) return;
+    if (group.activeLive().every((rank) => state.reports.has(rank))) this.finishEpoch();
+  }
+
+  finishEpoch(): void {
+    const group = this.group;
+    const state = group.current!;
+    if (group.phase !== 'reporting') return;
+    group.timers.clearTimeout(state.reportTimer);
+    const { ledger } = state;
+    const ranks = rankAudits(state, state.auditor.finish());
+    const faulted = state.events.some((e) => e.type !== 'join');
+    const ok = ledger.missing === 0 && (faulted || ranks.every((r) => r.sha256 !== null && r.sha256 === r.planSha256));
+    const audit = auditOf(state, ranks, ok, group.now);
+    group.audits.push(audit);
+    group.recentEpoch = { ledger, audit };
+    group.journal.write({ k: 'audit', audit });
+    group.emit('epochAudit', audit);
+    this.startEpoch(ledger.epoch + 1);
+  }
+}

@@ -1,0 +1,216 @@
+/**
+ * The state the parts of GroupCore share (peers, ranks, phase, the epoch in progress, the pure
+ * parts it composes) and the small operations on it several parts use: sending frames, emitting
+ * events, journaling membership, the snapshot a compaction writes. Pure: output is effects.
+ */
+import type { RunConfig, ServerMessage } from '../shared/protocol.ts';
+import { planFor } from '../shared/runPlan.ts';
+import { Collectives } from './collectives.ts';
+import { EffectKind, PlantedBug, type CoordinatorEvents, type CoreEffect, type CoreEvent, type CoreView, type PeerId, type PlantedBugName } from './coreTypes.ts';
+import type { EpochLedger } from './epochLedger.ts';
+import type { EpochState } from './epochState.ts';
+import type { Heartbeat } from './heartbeat.ts';
+import type { JournalState, JournaledEpoch, WorldSizeRange } from './journalRecords.ts';
+import { JournalWriter } from './journalWriter.ts';
+import { KeyValueStore } from './kvStore.ts';
+import type { CoreSettings } from './options.ts';
+import { PlanAuditor } from './planAuditor.ts';
+import type { EpochAudit, EpochEvent, RunReport } from './report.ts';
+import { Rendezvous } from './rendezvous.ts';
+import { TimerTable } from './timerTable.ts';
+
+export type Phase = CoreView['phase'];
+
+/** One connection, from `connected` until it is lost. */
+export interface Peer {
+  readonly id: PeerId;
+  rank: number | null;
+  workerId: string | null;
+  pid: number | null;
+  leaving: boolean;
+  readonly heartbeat: Heartbeat;
+  helloTimer: number | undefined;
+}
+
+export interface GroupStateOptions {
+  readonly settings: CoreSettings;
+  /** Already checked: the config and world size range this run serves. */
+  readonly config: RunConfig;
+  readonly range: WorldSizeRange;
+  readonly restoredFrom: JournalState | undefined;
+  readonly resuming: boolean;
+  readonly journaling: boolean;
+  readonly plantedBug: PlantedBugName | undefined;
+}
+
+export class GroupState {
+  readonly config: RunConfig;
+  readonly range: WorldSizeRange;
+  readonly settings: CoreSettings;
+  readonly plantedBug: PlantedBugName | undefined;
+  readonly timers: TimerTable;
+  readonly rendezvous: Rendezvous;
+  readonly collectives: Collectives;
+  readonly store: KeyValueStore;
+  readonly restoredFrom: JournalState | undefined;
+  readonly resuming: boolean;
+  /** The effects of the input being handled, in order. */
+  effects: CoreEffect[] = [];
+  now = 0;
+  /** When the last input arrived, and since when this process has been running without a stall. */
+  lastInputAt: number | undefined;
+  awakeSince = Number.NEGATIVE_INFINITY;
+  readonly peers = new Map<PeerId, Peer>();
+  readonly byRank = new Map<number, Peer>();
+  /** Connections we dropped (refused, silent) whose `closed` has not arrived yet: their late frames still tell something. */
+  readonly dropped = new Map<PeerId, string | null>();
+  /** The worker that last held each rank: whose deliveries a handover of its units redoes. */
+  readonly lastHolder = new Map<number, string>();
+  /** Every worker ever lost in this run: back as a standby, it is told its units are gone. */
+  readonly lostWorkers = new Set<string>();
+  readonly audits: EpochAudit[] = [];
+  readonly waitTimers = new Map<number, number>();
+  readonly journal: JournalWriter;
+  /** The journal holds an end record: compaction must keep it. */
+  journalEnded = false;
+  phase: Phase = 'rendezvous';
+  current: EpochState | undefined;
+  /** The size of the group for the epoch to come (elastic groups change it at boundaries). */
+  groupSize: number;
+  rendezvousTimer: number | undefined;
+  settleTimer: number | undefined;
+  rejoinTimer: number | undefined;
+  lingerTimer: number | undefined;
+  finalReport: RunReport | undefined;
+  drainedSent = false;
+  /** The last audited epoch: a worker lost in it may still report what it delivered twice. */
+  recentEpoch: { ledger: EpochLedger; audit: EpochAudit } | undefined;
+
+  constructor(options: GroupStateOptions) {
+    this.settings = options.settings;
+    this.restoredFrom = options.restoredFrom;
+    this.resuming = options.resuming;
+    this.config = options.config;
+    this.range = options.range;
+    const { min, max } = this.range;
+    this.plantedBug = options.plantedBug;
+    this.groupSize = max;
+    this.timers = new TimerTable((effect) => this.effects.push(effect));
+    this.rendezvous = new Rendezvous({ worldSize: max, minWorldSize: min, length: this.config.length });
+    // Standbys join collectives with the epoch that admits them.
+    this.collectives = new Collectives({
+      members: () => (this.current ? this.activeLive() : this.rendezvous.liveRanks()),
+      send: (ranks, message) => this.sendAll(ranks, message),
+      scheduler: this.timers,
+    });
+    this.store = new KeyValueStore({ send: (rank, message) => this.sendTo(rank, message), scheduler: this.timers });
+    this.journal = new JournalWriter({
+      enabled: options.journaling,
+      flushMs: this.settings.journalFlushMs,
+      timers: this.timers,
+      sink: (effect) => this.effects.push(effect),
+      snapshot: () => this.snapshot(),
+      ledger: () => this.current?.ledger,
+      // The planted bug loses every acks record: a restart then believes fewer positions were done.
+      dropAcks: this.plantedBug === PlantedBug.RestartDropsLastAcks,
+    });
+  }
+
+  /** Everything a restarted coordinator needs: what compaction writes. */
+  snapshot(): JournalState {
+    const state = this.current;
+    const open = state && !this.audits.some((a) => a.epoch === state.ledger.epoch);
+    return {
+      config: this.config,
+      worldSize: this.range,
+      members: new Map(this.rendezvous.holderEntries()),
+      audits: [...this.audits],
+      current: open ? this.journaledEpoch(state) : undefined,
+      ended: this.finalReport && this.journalEnded ? { ok: this.finalReport.ok, ...(this.finalReport.error ? { error: this.finalReport.error } : {}) } : undefined,
+    };
+  }
+
+  private journaledEpoch(state: EpochState): JournaledEpoch {
+    return {
+      epoch: state.ledger.epoch,
+      worldSize: state.ledger.worldSize,
+      numSamples: state.ledger.numSamples,
+      units: state.ledger.snapshot(),
+      events: [...state.events],
+      redelivered: state.ledger.redelivered,
+      startedAtWallMs: state.startedAtWallMs,
+      pids: [...state.pids],
+      lost: [...state.lost],
+    };
+  }
+
+  // ---- shared decisions ----------------------------------------------------------------
+
+  get isElastic(): boolean {
+    return this.range.min !== this.range.max;
+  }
+
+  /** The live ranks taking part in the epoch in progress. */
+  activeLive(): number[] {
+    const state = this.current;
+    return this.rendezvous.liveRanks().filter((r) => state?.active.has(r));
+  }
+
+  nextEpochNumber(): number {
+    return this.audits.length ? this.audits[this.audits.length - 1].epoch + 1 : 0;
+  }
+
+  epochState(ledger: EpochLedger, startedAtWallMs: number, events: EpochEvent[], active: Set<number>, pids: Map<number, number>): EpochState {
+    const auditor = new PlanAuditor(() => planFor(this.config, ledger.worldSize, ledger.epoch));
+    return { ledger, startedAtWallMs, events, active, reports: new Map(), acked: new Map(), ackedByWorker: new Map(), pids, lost: new Map(), auditor };
+  }
+
+  release(rank: number): void {
+    this.rendezvous.release(rank);
+    this.journal.write({ k: 'unmember', rank });
+  }
+
+  /** Who held a rank that was lost: its late frames and its return are told apart from a newcomer's. */
+  noteLost(state: EpochState, workerId: string, rank: number): void {
+    state.lost.set(workerId, rank);
+    this.lostWorkers.add(workerId);
+    this.lastHolder.set(rank, workerId);
+    this.journal.write({ k: 'lost', epoch: state.ledger.epoch, workerId, rank });
+  }
+
+  // ---- output -----------------------------------------------------------------------
+
+  recordEvent(type: EpochEvent['type'], rank: number | null, detail: string): void {
+    // An epoch already audited takes no more events: they happened after it.
+    const state = this.current && (this.phase === 'running' || this.phase === 'reporting') ? this.current : undefined;
+    const event: EpochEvent = { type, rank, atMs: state ? this.now - state.startedAtWallMs : 0, detail };
+    if (state) {
+      state.events.push(event);
+      this.journal.write({ k: 'event', epoch: state.ledger.epoch, event });
+    }
+    this.emit('event', { ...event, epoch: state?.ledger.epoch ?? null });
+  }
+
+  emit<K extends keyof CoordinatorEvents>(name: K, payload: CoordinatorEvents[K][0]): void {
+    this.effects.push({ kind: EffectKind.Emit, event: { name, payload } as CoreEvent });
+  }
+
+  sendTo(rank: number, message: ServerMessage): void {
+    const peer = this.byRank.get(rank);
+    if (peer) this.send(peer, message);
+  }
+
+  /** The same frame to several ranks, encoded once by the host (collective results, epochEnd). */
+  sendAll(ranks: readonly number[], message: ServerMessage): void {
+    const peers: PeerId[] = [];
+    for (const rank of ranks) {
+      const peer = this.byRank.get(rank);
+      if (peer) peers.push(peer.id);
+    }
+    if (peers.length) this.effects.push({ kind: EffectKind.Send, peers, message });
+  }
+
+  send(peer: Peer, message: ServerMessage): void {
+    this.effects.push({ kind: EffectKind.Send, peers: [peer.id], message });
+  }
+}
