@@ -63,15 +63,15 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(WORKER_HELP);
     return 0;
   }
-  // A worker forked by `run` must not outlive its launcher, even if the launcher is SIGKILLed.
-  const release = exitWithParent({ leaveCtrlCToParent: process.env[LAUNCHED_ENV] === '1' });
-
   const { env, rank, worldSize } = connection(values, process.env);
   const timeoutMs = msFlag('timeout-ms', values['timeout-ms'], 120_000, 1);
   const batchSize = values['batch-size'] === undefined ? undefined : intFlag('batch-size', values['batch-size'], 1, 1);
 
   const reconnectTimeoutMs = msFlag('reconnect-timeout-ms', values['reconnect-timeout-ms'], 30_000, 0);
   const work = parseStepMs(values['step-ms'], values.straggler ?? []);
+  // A worker forked by `run` must not outlive its launcher, even if the launcher is SIGKILLed
+  // (watched from here on: a flag refused above leaves nothing installed).
+  const release = exitWithParent({ leaveCtrlCToParent: process.env[LAUNCHED_ENV] === '1' });
   const asUsage = (flag: string) => (err: unknown): never => {
     throw new UsageError(`--${flag}: ${errorText(err)}`);
   };

@@ -10,6 +10,7 @@ import { exitWithin, killStarted, startCli, type CliProcess } from './support/cl
 import { readReport } from './support/report.ts';
 import { runConfig } from './support/runConfig.ts';
 import { useTempDir } from './support/tempDir.ts';
+import { expectRefusal } from './support/usage.ts';
 
 // Timeouts here only catch hangs: a loaded machine may start these processes slowly.
 vi.setConfig({ testTimeout: 120_000 });
@@ -62,10 +63,10 @@ function canListen(host: string): Promise<boolean> {
 const ipv6 = await canListen('::1');
 
 describe('run: workers and the world size', () => {
-  it('refuses fewer workers than the world size or an elastic MIN, exit 2 naming --workers and --world-size', async () => {
-    await expectUsageError(['run', '--workers', '2', '--world-size', '3', '--length', '100'], [/--workers 2/, /--world-size 3/, /at least 3 workers/]);
-    await expectUsageError(['run', '--workers', '1', '--world-size', '2:4', '--length', '100'], [/--workers 1/, /--world-size 2:4/, /at least 2 workers/]);
-    await expectUsageError(['run', '--workers', '5', '--world-size', '2:4', '--length', '100'], [/--workers 5/, /--world-size 2:4/, /at most 4 workers/]);
+  it('refuses fewer workers than the world size or an elastic MIN, naming --workers and --world-size', async () => {
+    await expectRefusal('run', ['--workers', '2', '--world-size', '3', '--length', '100'], [/--workers 2/, /--world-size 3/, /at least 3 workers/]);
+    await expectRefusal('run', ['--workers', '1', '--world-size', '2:4', '--length', '100'], [/--workers 1/, /--world-size 2:4/, /at least 2 workers/]);
+    await expectRefusal('run', ['--workers', '5', '--world-size', '2:4', '--length', '100'], [/--workers 5/, /--world-size 2:4/, /at most 4 workers/]);
   });
 
   it('still runs an elastic group with workers between MIN and MAX', async () => {
@@ -76,14 +77,14 @@ describe('run: workers and the world size', () => {
 });
 
 describe('--report', () => {
-  it('refuses --report in a missing directory before running, exit 2', async () => {
-    await expectUsageError(['run', '--length', '100', '--epochs', '1', '--report', join(dir, 'nonexistent', 'r.json')], [/^distsampler run: --report: /, /does not exist/]);
-    await expectUsageError(['coordinator', '--world-size', '1', '--report', join(dir, 'nonexistent', 'r.json')], [/--report: /, /does not exist/]);
+  it('refuses --report in a missing directory before running', async () => {
+    await expectRefusal('run', ['--length', '100', '--epochs', '1', '--report', join(dir, 'nonexistent', 'r.json')], [/^--report: /, /does not exist/]);
+    await expectRefusal('coordinator', ['--world-size', '1', '--report', join(dir, 'nonexistent', 'r.json')], [/^--report: /, /does not exist/]);
   });
 
-  it('refuses --report naming a directory before running, exit 2', async () => {
-    await expectUsageError(['run', '--length', '100', '--epochs', '1', '--report', dir], [/--report: /, /is a directory/]);
-    await expectUsageError(['coordinator', '--world-size', '1', '--report', dir], [/--report: /, /is a directory/]);
+  it('refuses --report naming a directory before running', async () => {
+    await expectRefusal('run', ['--length', '100', '--epochs', '1', '--report', dir], [/^--report: /, /is a directory/]);
+    await expectRefusal('coordinator', ['--world-size', '1', '--report', dir], [/^--report: /, /is a directory/]);
   });
 
   it('prints the audit table, then the error, when the report cannot be written at the end', async () => {
@@ -93,7 +94,7 @@ describe('--report', () => {
     const step = stepModule('removesReportDir', `import { rmSync } from 'node:fs';
 export function step(): void { rmSync(process.env.DOOMED_DIR!, { recursive: true, force: true }); }
 `);
-    const run = await finished(['run', '--workers', '2', '--epochs', '1', '--length', '100', '--step', step, '--report', join(doomed, 'r.json')], { DOOMED_DIR: doomed });
+    const run = await finished(['run', '--workers', '1', '--epochs', '1', '--length', '100', '--step', step, '--report', join(doomed, 'r.json')], { DOOMED_DIR: doomed });
     expect(run.code, run.stderr()).toBe(1);
     expect(run.stdout()).toMatch(/audit OK/);
     expect(run.stderr()).toMatch(/--report: cannot write .*r\.json/);
@@ -106,13 +107,13 @@ describe('bad input is a usage error, not a crash', () => {
     await expectUsageError(['coordinator', '--world-size', '2', '--host', '0.0.0.0'], [/--host 0\.0\.0\.0/, /--token/], { DISTSAMPLER_TOKEN: '' });
   });
 
-  it('refuses a --port already in use, exit 2 naming --port, and leaves no journal behind', async () => {
+  it('refuses a --port already in use, naming --port, and leaves no journal behind', async () => {
     const busy = createServer();
     await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', () => resolve()));
     const port = (busy.address() as { port: number }).port;
     const journal = join(dir, 'busy-port.journal');
     try {
-      await expectUsageError(['coordinator', '--world-size', '1', '--port', String(port), '--journal', journal], [new RegExp(`--port ${port}: the port is already in use`)]);
+      await expectRefusal('coordinator', ['--world-size', '1', '--port', String(port), '--journal', journal], [new RegExp(`^--port ${port}: the port is already in use`)]);
       expect(existsSync(journal)).toBe(false);
     } finally {
       await new Promise((resolve) => busy.close(resolve));
@@ -123,42 +124,42 @@ describe('bad input is a usage error, not a crash', () => {
     await expectUsageError(['worker', '--timeout-ms', '3000'], [/MASTER_PORT/, /--master-port/], { MASTER_PORT: '' });
   });
 
-  it('refuses bad env:// variables and --master-addr, exit 2 naming each', async () => {
-    const cases: Array<[NodeJS.ProcessEnv, string[], RegExp]> = [
-      [{ MASTER_PORT: 'abc' }, [], /^distsampler worker: MASTER_PORT .*'abc'/],
-      [{ MASTER_PORT: '99999' }, [], /^distsampler worker: MASTER_PORT .*'99999'/],
-      [{ MASTER_PORT: '29500', RANK: 'x' }, [], /^distsampler worker: RANK .*'x'/],
-      [{ MASTER_PORT: '29500', WORLD_SIZE: '0' }, [], /^distsampler worker: WORLD_SIZE .*'0'/],
-      [{ MASTER_PORT: '29500' }, ['--master-addr', 'bad host'], /^distsampler worker: --master-addr .*'bad host'/],
+  it('refuses bad env:// variables and --master-addr, naming each', async () => {
+    const cases: Array<[Record<string, string>, string[], RegExp]> = [
+      [{ MASTER_PORT: 'abc' }, [], /^MASTER_PORT .*'abc'/],
+      [{ MASTER_PORT: '99999' }, [], /^MASTER_PORT .*'99999'/],
+      [{ MASTER_PORT: '29500', RANK: 'x' }, [], /^RANK .*'x'/],
+      [{ MASTER_PORT: '29500', WORLD_SIZE: '0' }, [], /^WORLD_SIZE .*'0'/],
+      [{ MASTER_PORT: '29500' }, ['--master-addr', 'bad host'], /^--master-addr .*'bad host'/],
     ];
     for (const [env, args, pattern] of cases) {
-      await expectUsageError(['worker', '--timeout-ms', '3000', ...args], [pattern], { MASTER_ADDR: '', RANK: '', WORLD_SIZE: '', ...env });
+      await expectRefusal('worker', ['--timeout-ms', '3000', ...args], [pattern], { MASTER_ADDR: '', RANK: '', WORLD_SIZE: '', ...env });
     }
   });
 
-  it('refuses run --port already in use before launching, exit 2 naming --port', async () => {
+  it('refuses run --port already in use before launching, naming --port', async () => {
     const busy = createServer();
     await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', () => resolve()));
     const port = (busy.address() as { port: number }).port;
     try {
-      await expectUsageError(['run', '--workers', '2', '--port', String(port)], [new RegExp(`^distsampler run: --port ${port}: the port is already in use`)]);
+      await expectRefusal('run', ['--workers', '2', '--port', String(port)], [new RegExp(`^--port ${port}: the port is already in use`)]);
     } finally {
       await new Promise((resolve) => busy.close(resolve));
     }
   });
 
-  it('refuses a --report that is the journal (it would overwrite what a resume needs), exit 2', async () => {
+  it('refuses a --report that is the journal (it would overwrite what a resume needs)', async () => {
     const same = join(dir, 'both.json');
-    await expectUsageError(['run', '--workers', '2', '--journal', same, '--report', same], [/--report .*both\.json is the run's journal/]);
-    await expectUsageError(['coordinator', '--world-size', '2', '--journal', same, '--report', same], [/--report .*both\.json is the journal/]);
+    await expectRefusal('run', ['--workers', '2', '--journal', same, '--report', same], [/--report .*both\.json is the run's journal/]);
+    await expectRefusal('coordinator', ['--world-size', '2', '--journal', same, '--report', same], [/--report .*both\.json is the journal/]);
     expect(existsSync(same)).toBe(false);
   });
 
-  it('refuses run --journal holding a finished run before launching, exit 2', async () => {
+  it('refuses run --journal holding a finished run before launching', async () => {
     const journal = join(dir, 'finished.journal');
     const config = runConfig();
     writeFileSync(journal, [{ k: 'run', v: 1, config, worldSize: { min: 2, max: 2 } }, { k: 'end', ok: true }].map((r) => JSON.stringify(r)).join('\n') + '\n');
-    await expectUsageError(['run', '--workers', '2', '--journal', journal], [/^distsampler run: --journal: /, /already finished/]);
+    await expectRefusal('run', ['--workers', '2', '--journal', journal], [/^--journal: /, /already finished/]);
   });
 });
 
@@ -181,10 +182,10 @@ describe('URLs and wording', () => {
 });
 
 describe('faults planned for epochs that never run', () => {
-  it('refuses --kill and --kill-coordinator naming an epoch >= --epochs, exit 2', async () => {
-    await expectUsageError(['run', '--epochs', '2', '--length', '100', '--kill', '0@5:0.5'], [/--kill 0@5:0\.5/, /epoch 5/, /--epochs 2/]);
-    await expectUsageError(['run', '--epochs', '2', '--length', '100', '--kill', '0@2:0.5'], [/--kill 0@2:0\.5/, /epoch 2/]);
-    await expectUsageError(['run', '--epochs', '2', '--length', '100', '--kill-coordinator', '3:0.5'], [/--kill-coordinator 3:0\.5/, /epoch 3/]);
+  it('refuses --kill and --kill-coordinator naming an epoch >= --epochs', async () => {
+    await expectRefusal('run', ['--epochs', '2', '--length', '100', '--kill', '0@5:0.5'], [/--kill 0@5:0\.5/, /epoch 5/, /--epochs 2/]);
+    await expectRefusal('run', ['--epochs', '2', '--length', '100', '--kill', '0@2:0.5'], [/--kill 0@2:0\.5/, /epoch 2/]);
+    await expectRefusal('run', ['--epochs', '2', '--length', '100', '--kill-coordinator', '3:0.5'], [/--kill-coordinator 3:0\.5/, /epoch 3/]);
   });
 });
 
@@ -204,7 +205,7 @@ export function step(): void {}
 
   it('removes its own journal when a worker dies before the group forms', async () => {
     const tmp = freshTmp('launch-failed');
-    const run = await finished(['run', '--workers', '2', '--step', 'test/fixtures/failsInWorkers.ts'], { TMPDIR: tmp });
+    const run = await finished(['run', '--workers', '1', '--step', 'test/fixtures/failsInWorkers.ts'], { TMPDIR: tmp });
     expect(run.code, run.stderr()).toBe(1);
     expect(run.stderr()).toMatch(/before the group formed/);
     expect(run.stderr()).not.toMatch(/resume with/);
@@ -213,12 +214,12 @@ export function step(): void {}
 
   it('keeps the journal and the resume hint when an epoch started', async () => {
     const tmp = freshTmp('epoch-failed');
-    const run = await finished(['run', '--workers', '2', '--epochs', '1', '--length', '2000', '--batch-size', '10', '--step-ms', '0.2', '--kill', '1@0:0.3', '--on-failure', 'abort'], { TMPDIR: tmp });
+    const run = await finished(['run', '--workers', '1', '--epochs', '1', '--length', '2000', '--batch-size', '10', '--step-ms', '0.2', '--kill', '0@0:0.3', '--on-failure', 'abort'], { TMPDIR: tmp });
     expect(run.code, run.stderr()).toBe(1);
     expect(run.stdout()).toMatch(/faults injected: 1 worker kill\(s\)/);
     const [journal] = journals(tmp);
     expect(journal).toBeDefined();
-    expect(run.stderr()).toContain(`resume with: npm run cli -- run --resume ${join(tmp, journal)} --workers 2 --step-ms=0.2`);
+    expect(run.stderr()).toContain(`resume with: npm run cli -- run --resume ${join(tmp, journal)} --workers 1 --step-ms=0.2`);
   });
 
   it('prints a resume command that brings back the workers’ dataset and step, and cleans up after it', async () => {
@@ -274,7 +275,7 @@ export async function step(batch: { samples: unknown[] }): Promise<void> {
 
   it('prints the resume hint at the first Ctrl-C, so a second one cannot swallow it', async () => {
     const tmp = freshTmp('double-sigint');
-    const run = startCli(['run', '--workers', '2', '--epochs', '1', '--length', '50000', '--batch-size', '10', '--step-ms', '0.2'], { TMPDIR: tmp });
+    const run = startCli(['run', '--workers', '1', '--epochs', '1', '--length', '50000', '--batch-size', '10', '--step-ms', '0.2'], { TMPDIR: tmp });
     await run.waitFor(PROGRESS, 60_000);
     run.child.kill('SIGINT');
     // The second Ctrl-C as soon as the first was taken (its line seen): the hint must already be
@@ -283,7 +284,7 @@ export async function step(batch: { samples: unknown[] }): Promise<void> {
     run.child.kill('SIGINT');
     await exitWithin(run, 60_000);
     const [journal] = journals(tmp);
-    const hint = `resume with: npm run cli -- run --resume ${join(tmp, journal)} --workers 2 --step-ms=0.2`;
+    const hint = `resume with: npm run cli -- run --resume ${join(tmp, journal)} --workers 1 --step-ms=0.2`;
     expect(hintWithNotice, run.stderr()).toBe(hint);
     expect(run.stderr()).toContain(hint);
   });
@@ -301,7 +302,7 @@ export async function step(batch: { samples: unknown[] }): Promise<void> {
 
   it('stops at once when its coordinator is SIGKILLed by someone else (the OOM killer, say), with a resume hint', async () => {
     const tmp = freshTmp('coordinator-killed');
-    const run = startCli(['run', '--workers', '2', '--epochs', '1', '--length', '50000', '--batch-size', '10', '--step-ms', '0.2'], { TMPDIR: tmp });
+    const run = startCli(['run', '--workers', '1', '--epochs', '1', '--length', '50000', '--batch-size', '10', '--step-ms', '0.2'], { TMPDIR: tmp });
     await run.waitFor(/epoch 0 started/);
     const coordinatorPid = Number(execFileSync('pgrep', ['-P', String(run.child.pid), '-f', 'coordinator'], { encoding: 'utf8' }).trim().split('\n')[0]);
     process.kill(coordinatorPid, 'SIGKILL');
@@ -323,7 +324,7 @@ export async function step(batch: { samples: unknown[] }): Promise<void> {
 
   it('exits 143 on SIGTERM (128 + 15)', async () => {
     const tmp = freshTmp('sigterm');
-    const run = startCli(['run', '--workers', '2', '--epochs', '1', '--length', '50000', '--batch-size', '10', '--step-ms', '0.2'], { TMPDIR: tmp });
+    const run = startCli(['run', '--workers', '1', '--epochs', '1', '--length', '50000', '--batch-size', '10', '--step-ms', '0.2'], { TMPDIR: tmp });
     await run.waitFor(/epoch 0 started/);
     run.child.kill('SIGTERM');
     expect((await exitWithin(run, 60_000)).code).toBe(143);
@@ -373,7 +374,7 @@ export async function step(batch: { samples: unknown[] }): Promise<void> {
 
   it('never removes a --journal the user gave, even when no epoch started', async () => {
     const journal = join(dir, 'user.journal');
-    const run = await finished(['run', '--workers', '2', '--journal', journal, '--step', 'test/fixtures/failsInWorkers.ts']);
+    const run = await finished(['run', '--workers', '1', '--journal', journal, '--step', 'test/fixtures/failsInWorkers.ts']);
     expect(run.code, run.stderr()).toBe(1);
     expect(existsSync(journal)).toBe(true);
   });
