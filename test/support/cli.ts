@@ -1,6 +1,6 @@
 /** Starting the real CLI as child processes in tests, and making sure none outlives a test. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -160,4 +160,21 @@ export async function exitWithin(cli: CliProcess, timeoutMs: number): Promise<{ 
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * Runs the CLI to its end and returns it. `timeoutMs` only guards against a hang (the child is
+ * killed and its stderr shown): generous, so a loaded machine does not fail a run that was slow.
+ */
+export async function finishedCli(args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 60_000): Promise<CliProcess & { code: number | null }> {
+  const cli = startCli(args, env);
+  const { code } = await exitWithin(cli, timeoutMs);
+  return Object.assign(cli, { code });
+}
+
+/** A step module written into `folder` (.mts: a temp folder has no package.json saying ESM). */
+export function writeStepModule(folder: string, name: string, source: string): string {
+  const path = join(folder, `${name}.mts`);
+  writeFileSync(path, source);
+  return path;
 }
