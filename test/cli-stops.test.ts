@@ -69,13 +69,17 @@ export function step(): void {}
     const data = join(dir, 'resume-data.jsonl');
     writeFileSync(data, Array.from({ length: 400 }, (_, i) => JSON.stringify({ i })).join('\n') + '\n');
     const marks = join(dir, 'resume-marks.txt');
+    // In the first run rank 1 stops at its 10th batch of epoch 0, past the 40 % (8 batches) where
+    // --kill takes it: the kill cannot miss a rank that finished first.
     const step = stepModule('marksBatches', `import { appendFileSync } from 'node:fs';
-export async function step(batch: { samples: unknown[] }): Promise<void> {
+let batches = 0;
+export async function step(batch: { samples: unknown[] }, ctx: { rank: number; epoch: number }): Promise<void> {
   await new Promise((resolve) => setTimeout(resolve, 1));
   appendFileSync(${JSON.stringify(marks)}, JSON.stringify(batch.samples[0]) + '\\n');
+  if (process.env.HOLD_RANK_1 === '1' && ctx.rank === 1 && ctx.epoch === 0 && ++batches === 10) await new Promise(() => {});
 }
 `);
-    const first = await finishedCli(['run', '--workers', '2', '--epochs', '2', '--dataset', data, '--batch-size', '10', '--step', step, '--kill', '1@0:0.4', '--on-failure', 'abort'], { TMPDIR: tmp });
+    const first = await finishedCli(['run', '--workers', '2', '--epochs', '2', '--dataset', data, '--batch-size', '10', '--step', step, '--kill', '1@0:0.4', '--on-failure', 'abort'], { TMPDIR: tmp, HOLD_RANK_1: '1' });
     expect(first.code, first.stderr()).toBe(1);
     const hint = /resume with: npm run cli -- (.*)/.exec(first.stderr())?.[1] ?? '';
     expect(hint).toContain(`--dataset ${data}`);
