@@ -1,6 +1,7 @@
 /**
  * `distsampler shard`: print one rank's (or every rank's) shard of one epoch, exactly as
- * torch.utils.data.distributed.DistributedSampler yields it after set_epoch(epoch).
+ * torch.utils.data.distributed.DistributedSampler (or OpenPCDet's evaluation subclass, with
+ * --sampler openpcdet) yields it after set_epoch(epoch); --no-pad prints the unpadded plan.
  *
  * Output is produced in chunks of the shard (never one string of the whole shard) and
  * written with backpressure; a closed stdout (EPIPE, e.g. piped to `head`) ends quietly.
@@ -9,7 +10,7 @@ import type { Writable } from 'node:stream';
 import { DistSamplerError } from '../shared/errors.ts';
 import { ENGINE_NAMES, Engine, type EngineName } from '../shared/permutation.ts';
 import type { IndexTable } from '../shared/randperm.ts';
-import { assertRank, ShardPlan } from '../shared/sampler.ts';
+import { assertRank, SAMPLER_NAMES, SamplerKind, ShardPlan, type SamplerName } from '../shared/sampler.ts';
 import { ShardDigest, sumIndices } from '../shared/shardDigest.ts';
 import { choiceFlag, intFlag, parseFlags, seedFlag, UsageError } from './usage.ts';
 
@@ -26,6 +27,8 @@ const FLAGS = {
   'no-shuffle': { type: 'boolean' },
   'drop-last': { type: 'boolean' },
   engine: { type: 'string' },
+  sampler: { type: 'string' },
+  'no-pad': { type: 'boolean' },
   format: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -33,7 +36,8 @@ const FLAGS = {
 export const SHARD_HELP = `usage: distsampler shard --length N --world-size W (--rank R | --all-ranks) [flags]
 
 Print a rank's shard of one epoch: the dataset indices torch's DistributedSampler
-(num_replicas=W, rank=R, shuffle, seed, drop_last) yields after set_epoch(E).
+(num_replicas=W, rank=R, shuffle, seed, drop_last) yields after set_epoch(E), or
+OpenPCDet's evaluation sampler with --sampler openpcdet.
 
 flags:
   --length N        dataset length, an integer >= 0                     (required)
@@ -43,22 +47,33 @@ flags:
   --epoch E         the epoch given to set_epoch, any integer             (default: 0)
   --seed S          the sampler's seed, any integer, may be negative or beyond
                     2^53; torch uses the low 32 bits of S + E             (default: 0)
+                    (not with --sampler openpcdet, which has no seed)
   --no-shuffle      keep dataset order instead of shuffling         (default: shuffle)
   --drop-last       drop the tail so every rank gets floor(N / W) samples,
                     instead of padding with indices from the start     (default: pad)
+                    (not with --no-pad, nor with --sampler openpcdet)
+  --no-pad          no padding: every index exactly once, position p on rank
+                    p mod W, so rank R gets ceil((N - R) / W) samples  (default: pad)
+  --sampler NAME    torch (torch's DistributedSampler) or openpcdet (OpenPCDet's
+                    evaluation sampler: shuffles with manual_seed(E) alone, pads
+                    with at most one copy of the dataset: padding 1 sample to 3
+                    ranks is an error, use --no-pad)              (default: torch)
   --engine NAME     permutation engine: torch (bit-exact torch.randperm) or
-                    feistel (lazy keyed bijection, not torch's order) (default: torch)
+                    feistel (lazy keyed bijection, not torch's order; not with
+                    --sampler openpcdet)                          (default: torch)
   --format FMT      json | lines | digest | sum | count                (default: json)
   -h, --help        print this help and exit 0
 
 formats (with --all-ranks, ranks come in order 0 .. W-1):
   json     the shard as one JSON array; --all-ranks: one JSON array of W arrays
   lines    one index per line; --all-ranks: every rank's indices, rank by rank
-           (every rank has the same count C, so rank r is lines r*C+1 .. (r+1)*C)
+           (padded, every rank has the same count C, so rank r is lines r*C+1 ..
+           (r+1)*C; with --no-pad the counts differ by at most one)
   digest   '<count> <sha256>', the sha256 of the indices in decimal joined by ','
            (the golden file's digest); --all-ranks: one such line per rank
   sum      the exact decimal sum of the indices; --all-ranks: one line per rank
-  count    the number of samples (torch's len(sampler)); --all-ranks: one line per rank
+  count    the rank's number of samples (torch's len(sampler)); --all-ranks: one
+           line per rank
 
 Negative values may be written '--seed -5' or '--seed=-5'.
 Exit status: 0 on success, also when stdout closes early (e.g. piped to 'head');
@@ -76,7 +91,38 @@ export interface ShardRequest {
   readonly shuffle: boolean;
   readonly dropLast: boolean;
   readonly engine: EngineName;
+  readonly sampler: SamplerName;
+  /** False with --no-pad: every index exactly once, shards within one of each other. */
+  readonly pad: boolean;
   readonly format: Format;
+}
+
+/** The flags that say how the plan is sampled, as given (undefined when absent). */
+export interface SamplerFlags {
+  readonly sampler: SamplerName;
+  readonly seed: string | undefined;
+  readonly dropLast: boolean;
+  readonly noPad: boolean;
+  readonly engine: string | undefined;
+}
+
+/**
+ * Refuses flag combinations that contradict each other, naming the flags: --no-pad with
+ * --drop-last, and with --sampler openpcdet any --seed (it has none), --drop-last (it has
+ * none) or --engine other than torch (it is torch.randperm).
+ */
+export function checkSamplerFlags(flags: SamplerFlags): void {
+  if (flags.noPad && flags.dropLast) {
+    throw new UsageError('--no-pad cannot be used with --drop-last: --no-pad keeps every index exactly once, --drop-last drops the tail');
+  }
+  if (flags.sampler !== SamplerKind.OpenPcdet) return;
+  if (flags.seed !== undefined) {
+    throw new UsageError(`--seed cannot be used with --sampler openpcdet: OpenPCDet's sampler has no seed (it seeds its generator with the epoch alone)`);
+  }
+  if (flags.dropLast) throw new UsageError(`--drop-last cannot be used with --sampler openpcdet: OpenPCDet's sampler has no drop_last (use --no-pad)`);
+  if (flags.engine !== undefined && flags.engine !== Engine.Torch) {
+    throw new UsageError(`--engine ${flags.engine} cannot be used with --sampler openpcdet: OpenPCDet's sampler is torch.randperm (engine torch)`);
+  }
 }
 
 /** The command's flags as a request, or 'help'; a bad flag or value throws a UsageError naming it. */
@@ -100,6 +146,11 @@ export function parseShardArgs(argv: readonly string[]): ShardRequest | 'help' {
       throw err;
     }
   }
+  const sampler = choiceFlag('sampler', values.sampler, SAMPLER_NAMES, SamplerKind.Torch);
+  const engine = choiceFlag('engine', values.engine, ENGINE_NAMES, Engine.Torch);
+  const dropLast = values['drop-last'] === true;
+  const noPad = values['no-pad'] === true;
+  checkSamplerFlags({ sampler, seed: values.seed, dropLast, noPad, engine: values.engine });
   return {
     length,
     worldSize,
@@ -108,8 +159,10 @@ export function parseShardArgs(argv: readonly string[]): ShardRequest | 'help' {
     epoch: intFlag('epoch', values.epoch, 0),
     seed: seedFlag(values.seed),
     shuffle: values['no-shuffle'] !== true,
-    dropLast: values['drop-last'] === true,
-    engine: choiceFlag('engine', values.engine, ENGINE_NAMES, Engine.Torch),
+    dropLast,
+    engine,
+    sampler,
+    pad: !noPad,
     format: choiceFlag('format', values.format, FORMATS, 'json'),
   };
 }
@@ -123,6 +176,11 @@ const FLAG_OF_ERROR: Readonly<Record<string, string>> = {
   ERR_INVALID_SEED: 'seed',
   ERR_INVALID_EPOCH: 'epoch',
   ERR_UNKNOWN_ENGINE: 'engine',
+  ERR_UNKNOWN_SAMPLER: 'sampler',
+  ERR_OPENPCDET_SEED: 'seed',
+  ERR_OPENPCDET_DROP_LAST: 'drop-last',
+  ERR_OPENPCDET_ENGINE: 'engine',
+  ERR_UNPADDED_DROP_LAST: 'no-pad',
 };
 
 /** The request's plan; library errors become UsageErrors (exit 2 with their one-line message). */
@@ -137,9 +195,12 @@ export function planFor(request: ShardRequest): ShardPlan {
       seed: request.seed,
       epoch: request.epoch,
       engine: request.engine,
+      sampler: request.sampler,
+      pad: request.pad,
     });
   } catch (err) {
     if (err instanceof DistSamplerError) {
+      if (err.code === 'ERR_OPENPCDET_PADDING') throw new UsageError(`--length ${request.length} --world-size ${request.worldSize}: ${err.message}`);
       const flag = FLAG_OF_ERROR[err.code];
       throw new UsageError(flag ? `--${flag}: ${err.message}` : err.message);
     }
@@ -156,8 +217,9 @@ export function planFor(request: ShardRequest): ShardPlan {
 const CHUNK = 65_536;
 
 function* chunks(plan: ShardPlan, rank: number): Generator<IndexTable> {
-  for (let from = 0; from < plan.numSamples; from += CHUNK) {
-    yield plan.shard(rank, from, Math.min(plan.numSamples, from + CHUNK));
+  const size = plan.numSamplesOf(rank);
+  for (let from = 0; from < size; from += CHUNK) {
+    yield plan.shard(rank, from, Math.min(size, from + CHUNK));
   }
 }
 
@@ -229,7 +291,7 @@ class Output {
 async function emit(plan: ShardPlan, request: ShardRequest, out: Output): Promise<void> {
   switch (request.format) {
     case 'count':
-      for (const _rank of ranksOf(request)) await out.write(`${plan.numSamples}\n`);
+      for (const rank of ranksOf(request)) await out.write(`${plan.numSamplesOf(rank)}\n`);
       return;
     case 'sum':
       for (const rank of ranksOf(request)) {

@@ -1,9 +1,11 @@
 /**
- * The shard plan and DistributedSampler, with torch.utils.data.distributed semantics.
+ * The shard plan and DistributedSampler, with torch.utils.data.distributed semantics, and
+ * OpenPCDet's evaluation subclass as a sampler option.
  *
  * Global position p in [0, totalSize) holds index perm[p mod N]; rank r's k-th sample is
  * position r + k * W. That one formula is torch's padding (short and cyclic) and its
- * truncation under drop_last.
+ * truncation under drop_last. Unpadded (`pad: false`), totalSize is N: the same formula with
+ * no position beyond N, so rank r holds ceil((N - r) / W) samples.
  */
 import {
   InvalidEpochError,
@@ -16,6 +18,35 @@ import {
 import type { Seed } from './mt19937.ts';
 import { assertEngine, createPermutation, Engine, type EngineName, type Permutation } from './permutation.ts';
 import { allocateIndexTable, type IndexTable } from './randperm.ts';
+import {
+  OpenPcdetDropLastError,
+  OpenPcdetEngineError,
+  OpenPcdetPaddingError,
+  OpenPcdetSeedError,
+  UnknownSamplerError,
+  UnpaddedDropLastError,
+} from './samplerErrors.ts';
+
+export const SamplerKind = {
+  /** torch.utils.data.distributed.DistributedSampler: manual_seed(seed + epoch), short and cyclic padding. */
+  Torch: 'torch',
+  /**
+   * OpenPCDet's evaluation subclass: manual_seed(epoch) (no seed), padding only with the
+   * dataset's own indices once (more is an error), no drop_last.
+   */
+  OpenPcdet: 'openpcdet',
+} as const;
+export type SamplerName = (typeof SamplerKind)[keyof typeof SamplerKind];
+export const SAMPLER_NAMES: readonly SamplerName[] = Object.values(SamplerKind);
+
+export function isSamplerName(value: unknown): value is SamplerName {
+  return typeof value === 'string' && (SAMPLER_NAMES as readonly string[]).includes(value);
+}
+
+export function assertSampler(value: unknown): SamplerName {
+  if (!isSamplerName(value)) throw new UnknownSamplerError(value, SAMPLER_NAMES);
+  return value;
+}
 
 export function assertLength(value: unknown): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) throw new InvalidLengthError(value);
@@ -53,6 +84,49 @@ export function computeNumSamples(length: number, worldSize: number, dropLast: b
   return dropLast ? whole : whole + 1;
 }
 
+/** Rank's sample count when unpadded: ceil((length - rank) / worldSize), exact for any safe length. */
+export function computeUnpaddedShardSize(length: number, worldSize: number, rank: number): number {
+  const remainder = length % worldSize;
+  return (length - remainder) / worldSize + (rank < remainder ? 1 : 0);
+}
+
+/** A plan's sizes, after every option has been checked against the others. */
+interface PlanShape {
+  readonly sampler: SamplerName;
+  readonly pad: boolean;
+  readonly numSamples: number;
+  readonly totalSize: number;
+}
+
+/**
+ * Checks the sampler options together and sizes the plan. Throws the typed error of the first
+ * contradiction: OpenPCDet's sampler with a seed, dropLast or the feistel engine; pad: false
+ * with dropLast; OpenPCDet's padding beyond one copy of the dataset (its failing assert).
+ */
+function shapePlan(
+  length: number,
+  worldSize: number,
+  options: { sampler?: SamplerName; pad?: boolean; dropLast: boolean; seed: Seed; engine: EngineName },
+): PlanShape {
+  const sampler = assertSampler(options.sampler ?? SamplerKind.Torch);
+  const pad = options.pad ?? true;
+  if (sampler === SamplerKind.OpenPcdet) {
+    if (options.seed !== 0 && options.seed !== 0n) throw new OpenPcdetSeedError(options.seed);
+    if (options.dropLast) throw new OpenPcdetDropLastError();
+    if (options.engine !== Engine.Torch) throw new OpenPcdetEngineError(options.engine);
+  }
+  if (!pad) {
+    if (options.dropLast) throw new UnpaddedDropLastError();
+    // The largest shard (rank 0's); totalSize is every index once.
+    return { sampler, pad, numSamples: computeNumSamples(length, worldSize, false), totalSize: length };
+  }
+  const numSamples = computeNumSamples(length, worldSize, options.dropLast);
+  const totalSize = numSamples * worldSize;
+  if (!Number.isSafeInteger(totalSize)) throw new InvalidLengthError(length);
+  if (sampler === SamplerKind.OpenPcdet && totalSize - length > length) throw new OpenPcdetPaddingError(length, worldSize, totalSize);
+  return { sampler, pad, numSamples, totalSize };
+}
+
 export interface PlanOptions {
   readonly length: number;
   readonly worldSize: number;
@@ -61,6 +135,14 @@ export interface PlanOptions {
   readonly seed?: Seed;
   readonly epoch?: number;
   readonly engine?: EngineName;
+  /** Whose sampler the plan reproduces (default torch). OpenPCDet's takes no seed and no dropLast. */
+  readonly sampler?: SamplerName;
+  /**
+   * Pad every rank to numSamples with repeated indices, as torch does (default true). With
+   * false, every index exactly once: position p < length on rank p mod W, shards within one
+   * of each other (see numSamplesOf). Cannot be combined with dropLast.
+   */
+  readonly pad?: boolean;
 }
 
 /** Which dataset index every rank reads at every offset of one epoch. Pure; O(1) per lookup. */
@@ -72,9 +154,14 @@ export class ShardPlan {
   readonly seed: Seed;
   readonly epoch: number;
   readonly engine: EngineName;
-  /** Samples per rank. */
+  readonly sampler: SamplerName;
+  readonly pad: boolean;
+  /**
+   * Samples per rank when padded (every rank's count). Unpadded, the largest shard, rank 0's;
+   * ask numSamplesOf(rank) for a rank's own count.
+   */
   readonly numSamples: number;
-  /** numSamples * worldSize: the epoch's positions, padding included. */
+  /** The epoch's positions: numSamples * worldSize when padded (padding included), length when not. */
   readonly totalSize: number;
   readonly permutation: Permutation;
 
@@ -86,10 +173,26 @@ export class ShardPlan {
     this.seed = assertSeed(options.seed ?? 0);
     this.epoch = assertEpoch(options.epoch ?? 0);
     this.engine = assertEngine(options.engine ?? Engine.Torch);
-    this.numSamples = computeNumSamples(this.length, this.worldSize, this.dropLast);
-    this.totalSize = this.numSamples * this.worldSize;
-    if (!Number.isSafeInteger(this.totalSize)) throw new InvalidLengthError(this.length);
+    const shape = shapePlan(this.length, this.worldSize, {
+      sampler: options.sampler,
+      pad: options.pad,
+      dropLast: this.dropLast,
+      seed: this.seed,
+      engine: this.engine,
+    });
+    this.sampler = shape.sampler;
+    this.pad = shape.pad;
+    this.numSamples = shape.numSamples;
+    this.totalSize = shape.totalSize;
+    // OpenPCDet's manual_seed(epoch) is the torch engine's manual_seed(seed + epoch) with seed 0,
+    // which shapePlan has enforced.
     this.permutation = createPermutation(this);
+  }
+
+  /** Rank's sample count: numSamples when padded; unpadded, ceil((length - rank) / worldSize). */
+  numSamplesOf(rank: number): number {
+    assertRank(rank, this.worldSize);
+    return this.pad ? this.numSamples : computeUnpaddedShardSize(this.length, this.worldSize, rank);
   }
 
   /** The global position of rank's k-th sample. */
@@ -113,19 +216,21 @@ export class ShardPlan {
 
   /** The dataset index of rank's k-th sample. */
   at(rank: number, k: number): number {
-    assertRank(rank, this.worldSize);
-    if (!Number.isInteger(k) || k < 0 || k >= this.numSamples) throw new PositionOutOfRangeError('offset', k, this.numSamples);
+    const size = this.numSamplesOf(rank);
+    if (!Number.isInteger(k) || k < 0 || k >= size) throw new PositionOutOfRangeError('offset', k, size);
     const position = rank + k * this.worldSize;
     return this.permutation.at(position < this.length ? position : position % this.length);
   }
 
   /**
-   * Rank's indices at offsets [from, to), materialised in one typed array; pass `into` (at
-   * least to - from long) to stream a shard chunk by chunk through one reused buffer.
+   * Rank's indices at offsets [from, to) (to defaults to the rank's size, numSamplesOf(rank)),
+   * materialised in one typed array; pass `into` (at least to - from long) to stream a shard
+   * chunk by chunk through one reused buffer.
    */
-  shard(rank: number, from = 0, to = this.numSamples, into?: IndexTable): IndexTable {
-    assertRank(rank, this.worldSize);
-    if (!(from >= 0 && from <= to && to <= this.numSamples)) throw new PositionOutOfRangeError('offset', to, this.numSamples + 1);
+  shard(rank: number, from = 0, to?: number, into?: IndexTable): IndexTable {
+    const size = this.numSamplesOf(rank);
+    to ??= size;
+    if (!(from >= 0 && from <= to && to <= size)) throw new PositionOutOfRangeError('offset', to, size + 1);
     if (into && into.length < to - from) throw new PositionOutOfRangeError('chunk length', to - from, into.length + 1);
     const out = into ?? allocateIndexTable(to - from);
     const count = to - from;
@@ -165,6 +270,10 @@ export interface SamplerOptions {
   readonly seed?: Seed;
   readonly dropLast?: boolean;
   readonly engine?: EngineName;
+  /** Whose sampler (default torch); see PlanOptions.sampler. */
+  readonly sampler?: SamplerName;
+  /** Pad every rank to numSamples (default true); see PlanOptions.pad. */
+  readonly pad?: boolean;
 }
 
 /**
@@ -178,9 +287,14 @@ export class DistributedSampler implements Iterable<number> {
   readonly seed: Seed;
   readonly dropLast: boolean;
   readonly engine: EngineName;
+  readonly sampler: SamplerName;
+  readonly pad: boolean;
   readonly datasetLength: number;
+  /** Samples per rank when padded; unpadded, the largest shard (this rank's is `length`). */
   readonly numSamples: number;
+  /** numSamples * numReplicas when padded, the dataset length when not. */
   readonly totalSize: number;
+  private readonly ownSize: number;
   private currentEpoch = 0;
   private cachedPlan: ShardPlan | undefined;
 
@@ -192,13 +306,25 @@ export class DistributedSampler implements Iterable<number> {
     this.seed = assertSeed(options.seed ?? 0);
     this.dropLast = options.dropLast ?? false;
     this.engine = assertEngine(options.engine ?? Engine.Torch);
-    this.numSamples = computeNumSamples(this.datasetLength, this.numReplicas, this.dropLast);
-    this.totalSize = this.numSamples * this.numReplicas;
+    // Checked here rather than at iteration (where OpenPCDet's assert fires): it does not
+    // depend on the epoch.
+    const shape = shapePlan(this.datasetLength, this.numReplicas, {
+      sampler: options.sampler,
+      pad: options.pad,
+      dropLast: this.dropLast,
+      seed: this.seed,
+      engine: this.engine,
+    });
+    this.sampler = shape.sampler;
+    this.pad = shape.pad;
+    this.numSamples = shape.numSamples;
+    this.totalSize = shape.totalSize;
+    this.ownSize = this.pad ? this.numSamples : computeUnpaddedShardSize(this.datasetLength, this.numReplicas, this.rank);
   }
 
-  /** Number of samples this rank yields per epoch (torch's `len(sampler)`). */
+  /** Number of samples this rank yields per epoch (torch's `len(sampler)`); unpadded, this rank's own. */
   get length(): number {
-    return this.numSamples;
+    return this.ownSize;
   }
 
   get epoch(): number {
@@ -220,6 +346,8 @@ export class DistributedSampler implements Iterable<number> {
         seed: this.seed,
         epoch: this.currentEpoch,
         engine: this.engine,
+        sampler: this.sampler,
+        pad: this.pad,
       });
     }
     return this.cachedPlan;

@@ -6,9 +6,10 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { describe, expect, test } from 'vitest';
+import { describe, expect, test, vi } from 'vitest';
 import { parseShardArgs, planFor, type ShardRequest } from '../bin/shardCommand.ts';
 import { UsageError } from '../bin/usage.ts';
+import { expectRefusal } from './support/usage.ts';
 import type { Seed } from '../shared/mt19937.ts';
 import { ShardPlan } from '../shared/sampler.ts';
 import { sumIndices } from '../shared/shardDigest.ts';
@@ -199,6 +200,8 @@ describe('shard flag parsing (in-process)', () => {
       shuffle: true,
       dropLast: false,
       engine: 'torch',
+      sampler: 'torch',
+      pad: true,
       format: 'json',
     } satisfies ShardRequest);
   });
@@ -208,7 +211,7 @@ describe('shard flag parsing (in-process)', () => {
       ...base, '--all-ranks', '--epoch', '3', '--seed', '9', '--no-shuffle', '--drop-last', '--engine', 'feistel', '--format', 'digest',
     ]);
     expect(request).toEqual({
-      length: 10, worldSize: 4, rank: undefined, allRanks: true, epoch: 3, seed: 9, shuffle: false, dropLast: true, engine: 'feistel', format: 'digest',
+      length: 10, worldSize: 4, rank: undefined, allRanks: true, epoch: 3, seed: 9, shuffle: false, dropLast: true, engine: 'feistel', sampler: 'torch', pad: true, format: 'digest',
     } satisfies ShardRequest);
   });
 
@@ -268,5 +271,84 @@ describe('shard flag parsing (in-process)', () => {
     const p = planFor(request);
     expect(p.numSamples).toBe(142857142858);
     expect(p.shuffle).toBe(false);
+  });
+});
+
+/** The command run in-process: what it printed to stdout, and its exit code. */
+async function shardInProcess(argv: string[]): Promise<{ code: number; stdout: string }> {
+  const { run } = await import('../bin/shardCommand.ts');
+  const printed: string[] = [];
+  const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => {
+    printed.push(String(chunk));
+    return true;
+  });
+  try {
+    const code = await run(argv);
+    return { code, stdout: printed.join('') };
+  } finally {
+    spy.mockRestore();
+  }
+}
+
+describe('shard --sampler openpcdet and --no-pad', () => {
+  const openpcdetGolden = JSON.parse(readFileSync(new URL('./fixtures/openpcdet-sampler.json', import.meta.url), 'utf8')) as {
+    readonly cases: readonly { length: number; worldSize: number; epoch: number; shuffle: boolean; shards: readonly unknown[] }[];
+  };
+
+  test('the flags are read into the request (defaults: torch sampler, padded)', () => {
+    const request = parseShardArgs(['--length', '10', '--world-size', '4', '--rank', '1', '--sampler', 'openpcdet', '--no-pad']);
+    expect(request !== 'help' && [request.sampler, request.pad]).toEqual(['openpcdet', false]);
+    const defaults = parseShardArgs(['--length', '10', '--world-size', '4', '--rank', '1']);
+    expect(defaults !== 'help' && [defaults.sampler, defaults.pad]).toEqual(['torch', true]);
+  });
+
+  test('--sampler openpcdet prints OpenPCDet\'s shards (golden case N=17 W=4 epoch 3, shuffled)', async () => {
+    const c = openpcdetGolden.cases.find((g) => g.length === 17 && g.worldSize === 4 && g.epoch === 3 && g.shuffle);
+    expect(c).toBeDefined();
+    const result = await shardInProcess(['--length', '17', '--world-size', '4', '--epoch', '3', '--all-ranks', '--sampler', 'openpcdet']);
+    expect(result.code).toBe(0);
+    expect(JSON.parse(result.stdout)).toEqual(c?.shards);
+  });
+
+  test('--no-pad prints every index once, with each rank\'s own count', async () => {
+    const counts = await shardInProcess(['--length', '10', '--world-size', '4', '--all-ranks', '--no-pad', '--format', 'count']);
+    expect(counts.stdout).toBe('3\n3\n2\n2\n');
+    const lines = await shardInProcess(['--length', '1001', '--world-size', '7', '--all-ranks', '--no-pad', '--seed', '4', '--format', 'lines']);
+    const indices = lines.stdout.trimEnd().split('\n').map(Number);
+    expect(indices).toHaveLength(1001);
+    expect(new Set(indices).size).toBe(1001);
+    const json = await shardInProcess(['--length', '1', '--world-size', '3', '--all-ranks', '--no-pad', '--sampler', 'openpcdet']);
+    expect(JSON.parse(json.stdout)).toEqual([[0], [], []]);
+  });
+
+  test('--help tells about --sampler and --no-pad and what they refuse', async () => {
+    const help = (await shardInProcess(['--help'])).stdout;
+    expect(help).toMatch(/--sampler NAME[\s\S]*openpcdet[\s\S]*\(default: torch\)/);
+    expect(help).toMatch(/--no-pad[\s\S]*\(default: pad\)/);
+    expect(help).toContain('not with --sampler openpcdet, which has no seed');
+    expect(help).toContain('not with --no-pad');
+  });
+
+  test('bad combinations are refused with one line naming the flags', async () => {
+    const base = ['--length', '10', '--world-size', '4', '--rank', '0'];
+    await expectRefusal('shard', [...base, '--sampler', 'numpy'], [/^--sampler must be one of torch, openpcdet, got 'numpy'$/]);
+    await expectRefusal('shard', [...base, '--sampler', 'openpcdet', '--seed', '5'], [/^--seed /, /--sampler openpcdet/, /no seed/]);
+    // Even seed 0: the flag itself has no meaning there.
+    await expectRefusal('shard', [...base, '--seed', '0', '--sampler', 'openpcdet'], [/^--seed /, /--sampler openpcdet/]);
+    await expectRefusal('shard', [...base, '--no-pad', '--drop-last'], [/^--no-pad /, /--drop-last/]);
+    await expectRefusal('shard', [...base, '--sampler', 'openpcdet', '--drop-last'], [/^--drop-last /, /--sampler openpcdet/]);
+    await expectRefusal('shard', [...base, '--sampler', 'openpcdet', '--engine', 'feistel'], [/^--engine feistel /, /--sampler openpcdet/]);
+    await expectRefusal('shard', ['--length', '1', '--world-size', '3', '--rank', '0', '--sampler', 'openpcdet'], [
+      /^--length 1 --world-size 3: /,
+      /cannot pad 1 sample to 3 ranks/,
+      /--no-pad/,
+    ]);
+    await expectRefusal('shard', ['--length', '3', '--world-size', '8', '--all-ranks', '--sampler', 'openpcdet', '--format', 'count'], [/--length 3 --world-size 8/]);
+  });
+
+  test('the padding failure exits 2 with one line naming the length and world size (spawned CLI)', async () => {
+    const result = await shardCli(['--length', '1', '--world-size', '3', '--rank', '0', '--sampler', 'openpcdet']);
+    expectUsageFailure(result, '--length 1 --world-size 3');
+    expect(result.stderr).toContain("OpenPCDet's sampler cannot pad 1 sample to 3 ranks");
   });
 });

@@ -56,6 +56,7 @@ import {
 import * as workerErrors from '../worker/errors.ts';
 import { errorFromClose, errorFromFrame, WIRE_ERRORS, type ErrorFrame } from '../worker/errors.ts';
 import { StepModuleExportError, StepModuleLoadError, StepModuleNotFoundError } from '../worker/stepModule.ts';
+import { OpenPcdetDropLastError, OpenPcdetEngineError, OpenPcdetPaddingError, OpenPcdetSeedError, ShortPartError, UnknownSamplerError, UnpaddedDropLastError } from '../shared/samplerErrors.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const PRODUCT_DIRS = ['shared', 'coordinator', 'worker', 'bin'];
@@ -197,6 +198,13 @@ const INSTANCES: readonly DistSamplerError[] = [
   new workerErrors.EpochNotConsumedError(0),
   new workerErrors.UnexpectedFrameError('welcome'),
   new workerErrors.PermutationThreadError(1),
+  new UnknownSamplerError('numpy', ['torch', 'openpcdet']),
+  new OpenPcdetPaddingError(1, 3, 3),
+  new OpenPcdetSeedError(5),
+  new OpenPcdetDropLastError(),
+  new OpenPcdetEngineError('feistel'),
+  new UnpaddedDropLastError(),
+  new ShortPartError(1, 1, 2),
 ];
 
 describe('one error root', () => {
