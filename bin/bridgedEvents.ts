@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { DistSamplerError } from '../shared/errors.ts';
+import { SAMPLER_NAMES, type SamplerName } from '../shared/sampler.ts';
 import { ENGINE_NAMES, type EngineName } from '../shared/permutation.ts';
 import type { CoordinatorEvents } from '../coordinator/coreTypes.ts';
 import type { EpochAudit, RunReport } from '../coordinator/report.ts';
@@ -54,6 +55,8 @@ export const RunReportSchema = z.object({
     dropLast: z.boolean(),
     engine: z.enum(ENGINE_NAMES as [EngineName, ...EngineName[]]),
     batchSize: count,
+    sampler: z.enum(SAMPLER_NAMES as [SamplerName, ...SamplerName[]]),
+    pad: z.boolean(),
   }),
   epochs: z.array(EpochAuditSchema),
   error: z.string().optional(),

@@ -9,7 +9,7 @@ import { loadStepModule } from '../worker/stepModule.ts';
 import { attachProgressView, type ProgressView } from './progressView.ts';
 import { formatSummary } from './summaryTable.ts';
 import { parseCoordinatorKill, parseKill, parseStepMs } from './faultFlags.ts';
-import { coordinatorSettings, durationFlagWords, RUN_CONFIG_FLAGS, RUN_CONFIG_HELP, worldSizeFlag } from './runConfigFlags.ts';
+import { checkPlanFlags, coordinatorSettings, durationFlagWords, RUN_CONFIG_FLAGS, RUN_CONFIG_HELP, worldSizeFlag } from './runConfigFlags.ts';
 import { journalPlan, refuseReportOverJournal, resumeKnobs, writeReport } from './coordinatorCommand.ts';
 import { intFlag, parseFlags, plural, shellCommand, UsageError } from './usage.ts';
 
@@ -45,7 +45,7 @@ prints the command that resumes it.
 `;
 
 /** Flags `run` hands to its coordinator process unchanged (the duration knobs too, see durationFlagWords). */
-const PASSED_TO_COORDINATOR = ['epochs', 'length', 'dataset', 'batch-size', 'seed', 'engine', 'host', 'on-failure'] as const;
+const PASSED_TO_COORDINATOR = ['epochs', 'length', 'dataset', 'batch-size', 'seed', 'engine', 'sampler', 'host', 'on-failure'] as const;
 
 export async function run(argv: string[]): Promise<number> {
   const { values } = parseFlags(argv, {
@@ -73,6 +73,7 @@ export async function run(argv: string[]): Promise<number> {
   // A restarted journal keeps its group and its config; a fresh run or a resume takes the flags'.
   const restarted = restore !== undefined && !resume;
   checkWorkers(workers, restarted ? restore.worldSize : range, restarted ? `the world size journaled in ${settings.journalPath}` : '--world-size');
+  if (!restarted) checkPlanFlags(settings.config, range);
   const epochs = (restore?.config ?? settings.config).epochs;
   const kills = (values.kill ?? []).map(parseKill);
   for (const [i, k] of kills.entries()) {
@@ -97,6 +98,7 @@ export async function run(argv: string[]): Promise<number> {
   coordinatorArgs.push(...durationFlagWords(values));
   if (values['no-shuffle']) coordinatorArgs.push('--no-shuffle');
   if (values['drop-last']) coordinatorArgs.push('--drop-last');
+  if (values['no-pad']) coordinatorArgs.push('--no-pad');
   const workerArgs: string[] = [];
   if (settings.datasetPath) workerArgs.push('--dataset', settings.datasetPath);
   if (values.step) workerArgs.push('--step', values.step);

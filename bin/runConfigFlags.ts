@@ -5,12 +5,16 @@
 import { accessSync, constants, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { ENGINE_NAMES, isEngineName } from '../shared/permutation.ts';
+import { DistSamplerError } from '../shared/errors.ts';
+import { checkPlannable } from '../shared/runPlan.ts';
+import { SAMPLER_NAMES, SamplerKind } from '../shared/sampler.ts';
 import type { RunConfig } from '../shared/protocol.ts';
 import { openDataset } from '../worker/datasets.ts';
 import { CoordinatorConfigError, DURATION_KNOBS, FailurePolicy, resolveCoreSettings, type CoreSettings, type DurationKnob, type FailurePolicyName } from '../coordinator/options.ts';
 import type { WorldSizeRange } from '../coordinator/journal.ts';
 import { hostValue } from './endpoints.ts';
-import { intFlag, msFlag, seedFlag, UsageError, type FlagOptions } from './usage.ts';
+import { checkSamplerFlags } from './samplerFlags.ts';
+import { choiceFlag, intFlag, msFlag, seedFlag, UsageError, type FlagOptions } from './usage.ts';
 
 export const RUN_CONFIG_FLAGS = {
   epochs: { type: 'string' },
@@ -21,6 +25,8 @@ export const RUN_CONFIG_FLAGS = {
   'no-shuffle': { type: 'boolean' },
   'drop-last': { type: 'boolean' },
   engine: { type: 'string' },
+  sampler: { type: 'string' },
+  'no-pad': { type: 'boolean' },
   host: { type: 'string' },
   port: { type: 'string' },
   token: { type: 'string' },
@@ -87,6 +93,10 @@ export const RUN_CONFIG_HELP = `Run config (the coordinator owns it and sends it
   --no-shuffle               keep dataset order (torch shuffle=False)
   --drop-last                drop the tail instead of padding (torch drop_last=True)
   --engine NAME              permutation engine: ${ENGINE_NAMES.join(' | ')} (default torch, bit-exact)
+  --sampler NAME             whose sampler the plan reproduces: ${SAMPLER_NAMES.join(' | ')} (default torch;
+                             openpcdet: OpenPCDet's subclass, seeded with the epoch alone, no --seed)
+  --no-pad                   every index exactly once, shards within one sample of each other
+                             (not with --drop-last)
 
 Coordinator:
   --host H                   bind address (default 127.0.0.1; non-loopback needs a token)
@@ -186,6 +196,9 @@ export async function coordinatorSettings(values: RunConfigValues): Promise<Coor
   }
   const engine = values.engine ?? 'torch';
   if (!isEngineName(engine)) throw new UsageError(`--engine must be one of ${ENGINE_NAMES.join(', ')}, got '${engine}'`);
+  const sampler = choiceFlag('sampler', values.sampler, SAMPLER_NAMES, SamplerKind.Torch);
+  const noPad = values['no-pad'] === true;
+  checkSamplerFlags({ sampler, seed: values.seed, dropLast: values['drop-last'] === true, noPad, engine: values.engine });
   const onFailure = values['on-failure'] ?? FailurePolicy.Reassign;
   const policies: readonly string[] = Object.values(FailurePolicy);
   if (!policies.includes(onFailure)) throw new UsageError(`--on-failure must be one of ${policies.join(', ')}, got '${onFailure}'`);
@@ -209,6 +222,8 @@ export async function coordinatorSettings(values: RunConfigValues): Promise<Coor
       engine,
       batchSize: intFlag('batch-size', values['batch-size'], 32, 1),
       epochs: intFlag('epochs', values.epochs, 3, 0),
+      ...(sampler === SamplerKind.Torch ? {} : { sampler }),
+      ...(noPad ? { pad: false } : {}),
     },
     datasetPath: values.dataset,
     host: hostValue('--host', values.host ?? '127.0.0.1'),
@@ -218,6 +233,21 @@ export async function coordinatorSettings(values: RunConfigValues): Promise<Coor
     ...knobs,
     journalPath: outputFileFlag('journal', values.journal),
   };
+}
+
+/**
+ * Refuses a config no world of the group could plan (OpenPCDet's sampler padding beyond the
+ * dataset), with the sampler's own message naming the length and the world size.
+ */
+export function checkPlanFlags(config: RunConfig, range: WorldSizeRange): void {
+  for (let size = range.min; size <= range.max; size++) {
+    try {
+      checkPlannable(config, size);
+    } catch (err) {
+      if (err instanceof DistSamplerError) throw new UsageError(`--sampler ${config.sampler ?? SamplerKind.Torch}: ${err.message}`);
+      throw err;
+    }
+  }
 }
 
 function knobDefault(option: DurationKnob['option']): number {

@@ -38,19 +38,33 @@ export interface Reassignment {
 export class EpochLedger {
   readonly epoch: number;
   readonly worldSize: number;
+  /** Samples per rank: every rank's when padded, the largest shard's when not (`pad: false`). */
   readonly numSamples: number;
+  /** The epoch's positions: the shards' sizes together. */
+  readonly planned: number;
   private readonly units = new Map<number, LedgerUnit>();
   private nextId = 0;
   private consumedCount = 0;
   private redeliveredCount = 0;
 
-  /** One unit per rank: its whole shard, owned by itself (unless `units` restores a journaled state). */
-  constructor(epoch: number, worldSize: number, numSamples: number, restored?: { units: readonly LedgerUnit[]; redelivered: number }) {
+  /**
+   * One unit per rank: its whole shard, owned by itself (unless `units` restores a journaled
+   * state). `sizes` is every rank's sample count, or one count for all.
+   */
+  constructor(epoch: number, worldSize: number, sizes: number | readonly number[], restored?: { units: readonly LedgerUnit[]; redelivered: number }) {
     this.epoch = epoch;
     this.worldSize = worldSize;
-    this.numSamples = numSamples;
+    const sizeOf = (rank: number): number => (typeof sizes === 'number' ? sizes : sizes[rank]);
+    let planned = 0;
+    let largest = 0;
+    for (let rank = 0; rank < worldSize; rank++) {
+      planned += sizeOf(rank);
+      largest = Math.max(largest, sizeOf(rank));
+    }
+    this.numSamples = largest;
+    this.planned = planned;
     if (!restored) {
-      for (let rank = 0; rank < worldSize; rank++) this.addUnit(rank, rank, 0, numSamples);
+      for (let rank = 0; rank < worldSize; rank++) this.addUnit(rank, rank, 0, sizeOf(rank));
       return;
     }
     for (const unit of restored.units) {
@@ -71,10 +85,6 @@ export class EpochLedger {
     const owners = new Set<number>();
     for (const u of this.units.values()) if (u.cursor < u.end) owners.add(u.owner);
     return [...owners].sort((a, b) => a - b);
-  }
-
-  get planned(): number {
-    return this.worldSize * this.numSamples;
   }
 
   get consumed(): number {

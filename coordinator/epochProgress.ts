@@ -4,7 +4,7 @@
  * position is acknowledged the members report and the epoch is audited. Part of GroupCore; pure.
  */
 import { CloseCode, type ClientMessage } from '../shared/protocol.ts';
-import { computeNumSamples } from '../shared/sampler.ts';
+import { shardSizes } from '../shared/runPlan.ts';
 import { PlantedBug } from './coreTypes.ts';
 import { EpochLedger, type Reassignment } from './epochLedger.ts';
 import { auditOf, rankAudits } from './epochState.ts';
@@ -41,8 +41,7 @@ export class EpochProgress {
       group.groupSize = Math.min(live, group.range.max);
     }
     const worldSize = group.groupSize;
-    const numSamples = computeNumSamples(group.config.length, worldSize, group.config.dropLast);
-    const ledger = new EpochLedger(epoch, worldSize, numSamples);
+    const ledger = new EpochLedger(epoch, worldSize, shardSizes(group.config, worldSize));
     const live = group.rendezvous.liveRanks().filter((r) => r < worldSize);
     this.beginEpoch(ledger, new Set(live), []);
     // Ranks that died before this epoch began: their whole shard goes to the living.
@@ -54,7 +53,7 @@ export class EpochProgress {
 
   /** Continues a journaled epoch with a new group: its remaining positions are spread over it. */
   resumeEpoch(interrupted: JournaledEpoch): void {
-    const ledger = new EpochLedger(interrupted.epoch, interrupted.worldSize, interrupted.numSamples, interrupted);
+    const ledger = new EpochLedger(interrupted.epoch, interrupted.worldSize, shardSizes(this.group.config, interrupted.worldSize), interrupted);
     const live = this.group.rendezvous.liveRanks();
     // Cut the old group's units before anyone hears of the epoch: new ranks may share old numbers.
     const moved = ledger.redistribute(live);

@@ -7,7 +7,9 @@
  * EpochProgress, JournalRestart and RunEnding over one shared GroupState. This file routes the
  * inputs to them and answers the hosts' questions.
  */
+import { DistSamplerError } from '../shared/errors.ts';
 import { CloseCode, RunConfigSchema, type ClientMessage, type RunConfig } from '../shared/protocol.ts';
+import { checkPlannable } from '../shared/runPlan.ts';
 import { InputKind, type CoreEffect, type CoreInput, type CoreView, type PeerId, type PlantedBugName } from './coreTypes.ts';
 import { EpochProgress } from './epochProgress.ts';
 import { GroupMembership } from './groupMembership.ts';
@@ -57,6 +59,15 @@ export class GroupCore {
     if (!checked.success) {
       const issue = checked.error.issues[0];
       throw new CoordinatorConfigError(`invalid run config${issue.path.length ? ` at ${issue.path.join('.')}` : ''}: ${issue.message}`);
+    }
+    // Every world the group may take must be plannable (OpenPCDet's sampler cannot pad beyond the dataset).
+    for (let size = min; size <= max; size++) {
+      try {
+        checkPlannable(this.config, size);
+      } catch (err) {
+        if (err instanceof DistSamplerError) throw new CoordinatorConfigError(err.message, { cause: err });
+        throw err;
+      }
     }
     this.group = new GroupState({
       settings: options.settings,

@@ -8,6 +8,7 @@
  */
 import { z } from 'zod';
 import { RunConfigSchema, WorkUnitSchema, type RunConfig } from '../shared/protocol.ts';
+import { shardSizes } from '../shared/runPlan.ts';
 import type { LedgerUnit } from './epochLedger.ts';
 import { JournalError } from './journalErrors.ts';
 import type { EpochAudit, EpochEvent } from './report.ts';
@@ -258,13 +259,13 @@ function apply(state: JournalState, record: Exclude<JournalRecord, { k: 'run' }>
       state.members.delete(record.rank);
       return;
     case 'epoch':
-      checkUnits(record.state.units, record.state.worldSize, record.state.numSamples, where);
+      checkUnits(record.state.units, record.state.worldSize, shardSizes(state.config, record.state.worldSize), where);
       state.current = record.state;
       return;
     case 'units':
       // Units of an epoch that is not the current one changed nothing when they were written.
       if (state.current?.epoch !== record.epoch) return;
-      checkUnits(record.units, state.current.worldSize, state.current.numSamples, where);
+      checkUnits(record.units, state.current.worldSize, shardSizes(state.config, state.current.worldSize), where);
       state.current.units = record.units;
       state.current.redelivered = record.redelivered;
       return;
@@ -317,17 +318,18 @@ function applyAcks(epoch: JournaledEpoch, cursors: ReadonlyArray<readonly [numbe
  * with start <= cursor <= end and inflight <= end, and no two units of one origin overlapping.
  * Together these keep the consumed count (the sum of cursor - start) within [0, planned].
  */
-function checkUnits(units: readonly LedgerUnit[], worldSize: number, numSamples: number, where: string): void {
+function checkUnits(units: readonly LedgerUnit[], worldSize: number, sizes: readonly number[], where: string): void {
   const ids = new Set<number>();
   for (const u of units) {
     const name = `unit ${u.id}`;
     if (ids.has(u.id)) fail(`${where}: ${name} appears twice`);
     ids.add(u.id);
     if (u.origin >= worldSize) fail(`${where}: ${name} has origin rank ${u.origin}, the epoch has ${worldSize} ranks`);
-    if (u.end > numSamples) fail(`${where}: ${name} ends at ${u.end}, beyond the shard's ${numSamples} samples`);
+    const size = sizes[u.origin];
+    if (u.end > size) fail(`${where}: ${name} ends at ${u.end}, beyond the shard's ${size} samples`);
     if (!(u.start <= u.cursor && u.cursor <= u.end)) fail(`${where}: ${name} has cursor ${u.cursor} outside [${u.start}, ${u.end}]`);
     if (u.inflight > u.end) fail(`${where}: ${name} has in-flight end ${u.inflight} beyond its end ${u.end}`);
-    const broken = u.redone?.find((r) => !(r.from <= r.counted && r.counted <= r.to && r.to <= numSamples));
+    const broken = u.redone?.find((r) => !(r.from <= r.counted && r.counted <= r.to && r.to <= size));
     if (broken) {
       fail(`${where}: ${name} has a redone range that does not hold (from ${broken.from}, counted ${broken.counted}, to ${broken.to})`);
     }

@@ -3,6 +3,7 @@
  * while for the members to reconnect, and applies the failure policy to those that do not.
  * Part of GroupCore; pure.
  */
+import { shardSizes } from '../shared/runPlan.ts';
 import { EpochLedger } from './epochLedger.ts';
 import { auditOf, rankAudits } from './epochState.ts';
 import type { GroupState } from './groupState.ts';
@@ -38,7 +39,7 @@ export class JournalRestart {
       group.journalEnded = true;
       // An epoch the run ended in stays open in the journal (a --resume finishes it), and here.
       const c = state.current;
-      if (c) group.current = group.epochState(new EpochLedger(c.epoch, c.worldSize, c.numSamples, c), c.startedAtWallMs, [...c.events], new Set(), new Map(c.pids));
+      if (c) group.current = group.epochState(new EpochLedger(c.epoch, c.worldSize, shardSizes(group.config, c.worldSize), c), c.startedAtWallMs, [...c.events], new Set(), new Map(c.pids));
       const unfinished = group.current ? auditOf(group.current, rankAudits(group.current, {}), false, group.now) : undefined;
       this.hooks.settle(state.ended.ok, state.ended.error, false, unfinished);
       this.hooks.maybeDrained();
@@ -51,7 +52,7 @@ export class JournalRestart {
     }
     if (state.current) {
       const c = state.current;
-      const ledger = new EpochLedger(c.epoch, c.worldSize, c.numSamples, c);
+      const ledger = new EpochLedger(c.epoch, c.worldSize, shardSizes(group.config, c.worldSize), c);
       group.groupSize = c.worldSize;
       group.phase = 'running';
       // Standbys (elastic ranks beyond the epoch's world) wait for the next epoch, as before the crash.

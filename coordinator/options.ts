@@ -50,8 +50,8 @@ export type CoreSettingsInput = { readonly [K in DurationName]?: number } & { re
 
 /** A knob out of its bounds (the message names it); the CLI turns it into exit 2. */
 export class CoordinatorConfigError extends DistSamplerError {
-  constructor(message: string) {
-    super('ERR_COORDINATOR_CONFIG', message);
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_COORDINATOR_CONFIG', message, options);
   }
 }
 

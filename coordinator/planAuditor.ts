@@ -30,11 +30,12 @@ export class PlanAuditor {
   work(budget = SLICE): boolean {
     const plan = this.planned;
     while (budget > 0 && this.rank < plan.worldSize) {
-      const to = Math.min(plan.numSamples, this.offset + budget);
+      const size = plan.numSamplesOf(this.rank);
+      const to = Math.min(size, this.offset + budget);
       this.digest.addAll(plan.shard(this.rank, this.offset, to));
       budget -= to - this.offset;
       this.offset = to;
-      if (this.offset === plan.numSamples) {
+      if (this.offset === size) {
         this.digests.push(this.digest.hex());
         this.digest = new ShardDigest();
         this.rank++;

@@ -3,6 +3,7 @@
  * was lost (must be nothing) and what was delivered twice.
  */
 import type { EngineName } from '../shared/permutation.ts';
+import { SamplerKind, type SamplerName } from '../shared/sampler.ts';
 import type { RunConfig } from '../shared/protocol.ts';
 
 export interface RankAudit {
@@ -53,6 +54,10 @@ export interface RunReport {
     dropLast: boolean;
     engine: EngineName;
     batchSize: number;
+    /** Whose sampler the plan reproduced. */
+    sampler: SamplerName;
+    /** false: every index once, shards within one of each other. */
+    pad: boolean;
   };
   epochs: EpochAudit[];
   /** Why the run stopped early, when it did. */
@@ -69,5 +74,7 @@ export function reportConfig(config: RunConfig, worldSize: number): RunReport['c
     dropLast: config.dropLast,
     engine: config.engine,
     batchSize: config.batchSize,
+    sampler: config.sampler ?? SamplerKind.Torch,
+    pad: config.pad ?? true,
   };
 }

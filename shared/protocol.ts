@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { DistSamplerError } from './errors.ts';
 import { ENGINE_NAMES, type EngineName } from './permutation.ts';
+import { SAMPLER_NAMES, type SamplerName } from './sampler.ts';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -162,6 +163,10 @@ export const RunConfigSchema = z.object({
   engine,
   batchSize: nonNegInt.min(1),
   epochs: nonNegInt,
+  /** Whose sampler the plan reproduces; absent means torch's. */
+  sampler: z.enum(SAMPLER_NAMES as [SamplerName, ...SamplerName[]]).optional(),
+  /** false: every index once, shards within one of each other; absent means padded (torch's). */
+  pad: z.boolean().optional(),
 });
 export type RunConfig = z.infer<typeof RunConfigSchema>;
 

@@ -1,17 +1,43 @@
 /** The plan of one epoch of a run: what every rank derives from the coordinator's config. */
 import type { RunConfig } from './protocol.ts';
-import { ShardPlan } from './sampler.ts';
+import { computeNumSamples, computeUnpaddedShardSize, shapePlan, ShardPlan, type PlanOptions } from './sampler.ts';
 
-export function planFor(config: RunConfig, worldSize: number, epoch: number): ShardPlan {
+/** The ShardPlan options a run's config stands for, without deriving anything. */
+export function planOptionsFor(config: RunConfig, worldSize: number, epoch: number): PlanOptions {
   // The wire carries the seed as a decimal string; keep it exact however large it is.
   const seed = BigInt(config.seed);
-  return new ShardPlan({
+  const safe = seed >= BigInt(Number.MIN_SAFE_INTEGER) && seed <= BigInt(Number.MAX_SAFE_INTEGER);
+  return {
     length: config.length,
     worldSize,
     dropLast: config.dropLast,
     shuffle: config.shuffle,
-    seed: seed >= BigInt(Number.MIN_SAFE_INTEGER) && seed <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(seed) : seed,
+    seed: safe ? Number(seed) : seed,
     epoch,
     engine: config.engine,
-  });
+    sampler: config.sampler,
+    pad: config.pad,
+  };
+}
+
+export function planFor(config: RunConfig, worldSize: number, epoch: number): ShardPlan {
+  return new ShardPlan(planOptionsFor(config, worldSize, epoch));
+}
+
+/**
+ * Each rank's sample count in a world of `worldSize`: all equal when padded, within one of each
+ * other when not (`pad: false`). Cheap: no permutation is derived.
+ */
+export function shardSizes(config: RunConfig, worldSize: number): number[] {
+  if (config.pad === false) return Array.from({ length: worldSize }, (_, rank) => computeUnpaddedShardSize(config.length, worldSize, rank));
+  return new Array<number>(worldSize).fill(computeNumSamples(config.length, worldSize, config.dropLast));
+}
+
+/**
+ * Throws the sampler's typed error if the config cannot be planned in a world of `worldSize`
+ * (OpenPCDet's sampler padding beyond the dataset, say), without deriving the permutation.
+ */
+export function checkPlannable(config: RunConfig, worldSize: number): void {
+  const options = planOptionsFor(config, worldSize, 0);
+  shapePlan(config.length, worldSize, { sampler: options.sampler, pad: options.pad, dropLast: config.dropLast, seed: options.seed ?? 0, engine: config.engine });
 }

@@ -91,7 +91,7 @@ export function computeUnpaddedShardSize(length: number, worldSize: number, rank
 }
 
 /** A plan's sizes, after every option has been checked against the others. */
-interface PlanShape {
+export interface PlanShape {
   readonly sampler: SamplerName;
   readonly pad: boolean;
   readonly numSamples: number;
@@ -103,7 +103,7 @@ interface PlanShape {
  * contradiction: OpenPCDet's sampler with a seed, dropLast or the feistel engine; pad: false
  * with dropLast; OpenPCDet's padding beyond one copy of the dataset (its failing assert).
  */
-function shapePlan(
+export function shapePlan(
   length: number,
   worldSize: number,
   options: { sampler?: SamplerName; pad?: boolean; dropLast: boolean; seed: Seed; engine: EngineName },

@@ -156,6 +156,17 @@ describe('URLs and wording', () => {
   });
 });
 
+describe('sampler flags for run and coordinator', () => {
+  it("refuses OpenPCDet's sampler where it cannot pad, with --seed, and --no-pad with --drop-last, naming the flags", async () => {
+    await expectRefusal('run', ['--workers', '3', '--length', '1', '--sampler', 'openpcdet'], [/^--sampler openpcdet: /, /cannot pad 1 sample to 3 ranks/]);
+    await expectRefusal('run', ['--workers', '2', '--world-size', '1:3', '--length', '1', '--sampler', 'openpcdet'], [/cannot pad 1 sample to 3 ranks/]);
+    await expectRefusal('coordinator', ['--world-size', '3', '--length', '1', '--sampler', 'openpcdet'], [/cannot pad 1 sample to 3 ranks/]);
+    await expectRefusal('run', ['--sampler', 'openpcdet', '--seed', '3'], [/--seed cannot be used with --sampler openpcdet/]);
+    await expectRefusal('coordinator', ['--world-size', '2', '--no-pad', '--drop-last'], [/--no-pad cannot be used with --drop-last/]);
+    await expectRefusal('run', ['--sampler', 'numpy'], [/^--sampler must be one of torch, openpcdet, got 'numpy'/]);
+  });
+});
+
 describe('faults planned for epochs that never run', () => {
   it('refuses --kill and --kill-coordinator naming an epoch >= --epochs', async () => {
     await expectRefusal('run', ['--epochs', '2', '--length', '100', '--kill', '0@5:0.5'], [/--kill 0@5:0\.5/, /epoch 5/, /--epochs 2/]);

@@ -96,6 +96,31 @@ describe('coordinator and workers over loopback', () => {
     expect(seen[0][0]).not.toEqual(seen[0][1]);
   });
 
+  it("serves OpenPCDet's evaluation sampler and unpadded shards: each rank its planned shard, sizes within one", async () => {
+    for (const over of [{ sampler: 'openpcdet', shuffle: false, seed: '0' }, { pad: false }, { sampler: 'openpcdet', seed: '0', pad: false }] as const) {
+      const { coordinator, url } = await startCoordinator(3, { ...over, length: 1001, epochs: 2 });
+      const groups = await Promise.all([0, 1, 2].map((rank) => initProcessGroup({ initMethod: url, rank })));
+      const seen = await Promise.all(groups.map(consumeIndices));
+      const report = await coordinator.done;
+      expect(report.ok, JSON.stringify(over)).toBe(true);
+      expect(report.config).toMatchObject({ sampler: over.sampler ?? 'torch', pad: 'pad' in over ? over.pad : true });
+      for (const [rank, epochs] of seen.entries()) {
+        for (const epoch of [0, 1]) expect(epochs[epoch], JSON.stringify(over)).toEqual(Array.from(planFor(config({ ...over, length: 1001 }), 3, epoch).shard(rank)));
+      }
+      const planned = 'pad' in over ? 1001 : 1002;
+      for (const audit of report.epochs) expect(audit).toMatchObject({ planned, consumed: planned, missing: 0 });
+      if ('pad' in over) expect(seen.map((epochs) => epochs[0].length)).toEqual([334, 334, 333]);
+    }
+  });
+
+  it("refuses OpenPCDet's sampler where it cannot pad, for every world an elastic group may take", () => {
+    const openpcdet = config({ sampler: 'openpcdet', seed: '0', length: 2 });
+    expect(() => new Coordinator({ worldSize: 2, config: openpcdet })).not.toThrow();
+    expect(() => new Coordinator({ worldSize: 5, config: openpcdet })).toThrow(/cannot pad 2 samples to 5 ranks/);
+    expect(() => new Coordinator({ worldSize: { min: 1, max: 5 }, config: openpcdet })).toThrow(CoordinatorConfigError);
+    expect(() => new Coordinator({ worldSize: 5, config: { ...openpcdet, pad: false } })).not.toThrow();
+  });
+
   it('refuses a second claim on a taken rank with close code 4002 and a clear reason', async () => {
     const { url } = await startCoordinator(2);
     const first = initProcessGroup({ initMethod: url, rank: 0 });

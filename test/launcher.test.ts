@@ -23,7 +23,7 @@ describe('distsampler run (multi-process)', () => {
     expect(run.stdout()).toMatch(/audit OK/);
     const report = readReport(reportPath);
     expect(report.ok).toBe(true);
-    expect(report.config).toEqual({ length: 1003, worldSize: 4, epochs: 3, seed: '-3', shuffle: true, dropLast: false, engine: 'torch', batchSize: 16 });
+    expect(report.config).toEqual({ length: 1003, worldSize: 4, epochs: 3, seed: '-3', shuffle: true, dropLast: false, engine: 'torch', batchSize: 16, sampler: 'torch', pad: true });
     expect(report.epochs.map((e) => e.epoch)).toEqual([0, 1, 2]);
     const pids = new Set<number>();
     for (const audit of report.epochs) {

@@ -21,7 +21,7 @@ function report(events: EpochEvent[]): RunReport {
     events,
     ok: true,
   };
-  return { ok: true, config: { length: 10, worldSize: 2, epochs: 1, seed: '0', shuffle: true, dropLast: false, engine: 'torch', batchSize: 2 }, epochs: [epoch] };
+  return { ok: true, config: { length: 10, worldSize: 2, epochs: 1, seed: '0', shuffle: true, dropLast: false, engine: 'torch', batchSize: 2, sampler: 'torch', pad: true }, epochs: [epoch] };
 }
 
 describe('formatSummary', () => {

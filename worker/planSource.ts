@@ -9,7 +9,7 @@ import { torchSeed32 } from '../shared/mt19937.ts';
 import { Engine, TablePermutation } from '../shared/permutation.ts';
 import type { RunConfig } from '../shared/protocol.ts';
 import type { IndexTable } from '../shared/randperm.ts';
-import { planFor } from '../shared/runPlan.ts';
+import { planFor, planOptionsFor } from '../shared/runPlan.ts';
 import { ShardPlan, type PlanOptions } from '../shared/sampler.ts';
 import { PermutationThreadError } from './errors.ts';
 
@@ -62,20 +62,13 @@ export class PlanSource {
   /** The epoch's plan for a world size (the permutation does not depend on it). */
   plan(epoch: number, worldSize: number): ShardPlan {
     const permutation = this.permutations.get(epoch);
-    return permutation ? new PrecomputedPlan(planOptions(this.config, worldSize, epoch), permutation) : planFor(this.config, worldSize, epoch);
+    return permutation ? new PrecomputedPlan(planOptionsFor(this.config, worldSize, epoch), permutation) : planFor(this.config, worldSize, epoch);
   }
 
   private remember(epoch: number, permutation: TablePermutation): void {
     this.permutations.set(epoch, permutation);
     for (const old of this.permutations.keys()) if (this.permutations.size > KEEP && old !== epoch) this.permutations.delete(old);
   }
-}
-
-/** planFor's options, without deriving anything. */
-function planOptions(config: RunConfig, worldSize: number, epoch: number): PlanOptions {
-  const seed = BigInt(config.seed);
-  const safe = seed >= BigInt(Number.MIN_SAFE_INTEGER) && seed <= BigInt(Number.MAX_SAFE_INTEGER);
-  return { length: config.length, worldSize, dropLast: config.dropLast, shuffle: config.shuffle, seed: safe ? Number(seed) : seed, epoch, engine: config.engine };
 }
 
 /**

@@ -5,6 +5,7 @@
 import { resolveCoreSettings, type CoreSettings, type FailurePolicyName } from '../../coordinator/options.ts';
 import type { WorldSizeRange } from '../../coordinator/journal.ts';
 import type { RunConfig } from '../../shared/protocol.ts';
+import { checkPlannable } from '../../shared/runPlan.ts';
 import { computeNumSamples } from '../../shared/sampler.ts';
 import { Rng } from './rng.ts';
 
@@ -80,6 +81,25 @@ function times(rng: Rng, count: number, spanMs: number): number[] {
   return Array.from({ length: count }, () => rng.real(0, spanMs)).sort((a, b) => a - b);
 }
 
+/**
+ * Sometimes OpenPCDet's sampler and sometimes unpadded shards (a stream of its own, so the rest
+ * of a seed's scenario stays what it was). OpenPCDet's takes no seed and no dropLast; a length
+ * it cannot pad for some world of the group stays with torch's sampler.
+ */
+function withSampling(rng: Rng, config: RunConfig, range: WorldSizeRange): RunConfig {
+  let sampled: RunConfig = config;
+  if (rng.chance(0.2) && config.engine === 'torch') sampled = { ...sampled, sampler: 'openpcdet', seed: '0', dropLast: false };
+  if (rng.chance(0.25)) sampled = { ...sampled, pad: false, dropLast: false };
+  for (let size = range.min; size <= range.max; size++) {
+    try {
+      checkPlannable(sampled, size);
+    } catch {
+      return config;
+    }
+  }
+  return sampled;
+}
+
 /** Draws the scenario of one seed. */
 export function drawScenario(seed: string): Scenario {
   const rng = new Rng(`scenario:${seed}`);
@@ -92,7 +112,7 @@ export function drawScenario(seed: string): Scenario {
   const batchesPerRank = rng.int(3, 25);
   const batchSize = rng.chance(0.1) ? 1 : Math.max(1, Math.ceil(numSamples / batchesPerRank));
   const epochs = rng.chance(0.03) ? 0 : rng.int(1, 3);
-  const config: RunConfig = { length, seed: String(rng.int(-5, 1e6)), shuffle: rng.chance(0.8), dropLast: rng.chance(0.3), engine, batchSize, epochs };
+  const config: RunConfig = withSampling(new Rng(`sampling:${seed}`), { length, seed: String(rng.int(-5, 1e6)), shuffle: rng.chance(0.8), dropLast: rng.chance(0.3), engine, batchSize, epochs }, range);
   const heartbeatMs = rng.int(50, 200);
   const deadAfterMs = heartbeatMs * rng.int(3, 6);
   const onFailure: FailurePolicyName = rng.pick(['reassign', 'reassign', 'wait', 'wait', 'abort'] as const);

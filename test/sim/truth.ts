@@ -2,12 +2,13 @@
  * What really happened, as the simulated workers saw it: every position handed to a step and
  * every step that returned, per epoch. The invariants hold the core's counts against this.
  */
-import { computeNumSamples } from '../../shared/sampler.ts';
 import type { RunConfig } from '../../shared/protocol.ts';
+import { shardSizes } from '../../shared/runPlan.ts';
 
 export class EpochTruth {
-  readonly numSamples: number;
-  /** Times each position (origin * numSamples + offset) was handed to a step, capped at 255. */
+  /** Where each origin's shard starts in the tables below (shards may differ in size: pad: false). */
+  private readonly bases: number[];
+  /** Times each position (bases[origin] + offset) was handed to a step, capped at 255. */
   private readonly handedCount: Uint8Array;
   private readonly completedFlag: Uint8Array;
   /** Double deliveries: a position handed out n times counts n - 1. */
@@ -29,13 +30,19 @@ export class EpochTruth {
     readonly worldSize: number,
     config: RunConfig,
   ) {
-    this.numSamples = computeNumSamples(config.length, worldSize, config.dropLast);
-    this.handedCount = new Uint8Array(worldSize * this.numSamples);
-    this.completedFlag = new Uint8Array(worldSize * this.numSamples);
+    const sizes = shardSizes(config, worldSize);
+    this.bases = [];
+    let total = 0;
+    for (const size of sizes) {
+      this.bases.push(total);
+      total += size;
+    }
+    this.handedCount = new Uint8Array(total);
+    this.completedFlag = new Uint8Array(total);
   }
 
   handed(origin: number, start: number, end: number): void {
-    const base = origin * this.numSamples;
+    const base = this.bases[origin];
     for (let k = base + start; k < base + end; k++) {
       const seen = this.handedCount[k];
       if (seen > 0) this.doubles++;
@@ -44,13 +51,16 @@ export class EpochTruth {
   }
 
   completed(origin: number, start: number, end: number): void {
-    this.completedFlag.fill(1, origin * this.numSamples + start, origin * this.numSamples + end);
+    this.completedFlag.fill(1, this.bases[origin] + start, this.bases[origin] + end);
   }
 
   /** The first planned position whose step never returned, if any. */
   firstNotCompleted(): { origin: number; offset: number } | undefined {
     const at = this.completedFlag.indexOf(0);
-    return at < 0 ? undefined : { origin: Math.floor(at / this.numSamples), offset: at % this.numSamples };
+    if (at < 0) return undefined;
+    let origin = this.bases.length - 1;
+    while (this.bases[origin] > at) origin--;
+    return { origin, offset: at - this.bases[origin] };
   }
 }
 
