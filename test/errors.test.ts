@@ -56,6 +56,18 @@ import {
 import * as workerErrors from '../worker/errors.ts';
 import { errorFromClose, errorFromFrame, WIRE_ERRORS, type ErrorFrame } from '../worker/errors.ts';
 import { StepModuleExportError, StepModuleLoadError, StepModuleNotFoundError } from '../worker/stepModule.ts';
+import {
+  DataloaderOptionsError,
+  LoaderBatchError,
+  LoaderCloneError,
+  LoaderInitError,
+  LoaderLengthMismatchError,
+  LoaderModuleExportError,
+  LoaderModuleLoadError,
+  LoaderModuleNotFoundError,
+  LoaderNotTransferableError,
+  LoaderThreadExitError,
+} from '../worker/loaderErrors.ts';
 import { OpenPcdetDropLastError, OpenPcdetEngineError, OpenPcdetPaddingError, OpenPcdetSeedError, ShortPartError, UnknownSamplerError, UnpaddedDropLastError } from '../shared/samplerErrors.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -205,6 +217,16 @@ const INSTANCES: readonly DistSamplerError[] = [
   new OpenPcdetEngineError('feistel'),
   new UnpaddedDropLastError(),
   new ShortPartError(1, 1, 2),
+  new DataloaderOptionsError('bad'),
+  new LoaderNotTransferableError('collate', 'pass a module path'),
+  new LoaderModuleNotFoundError('dataset', '/x.ts', 'no such file'),
+  new LoaderModuleLoadError('dataset', '/x.ts', new Error('boom')),
+  new LoaderModuleExportError('collate', '/x.ts', 'collate', 'a function', 'undefined'),
+  new LoaderBatchError(3, 7, 1, new Error('boom')),
+  new LoaderInitError(0, new Error('boom')),
+  new LoaderThreadExitError(1, 'exit code 1'),
+  new LoaderCloneError('a function'),
+  new LoaderLengthMismatchError(10, 12),
 ];
 
 describe('one error root', () => {

@@ -43,6 +43,7 @@ export {
 } from './errors.ts';
 export { resolveInitUrl, type InitOptions } from './initMethod.ts';
 export { Epoch, type BatchOptions } from './epoch.ts';
+export * from './dataloader.ts';
 
 /** Joins the group: resolves once the coordinator has assigned a rank and the group is complete. */
 export async function initProcessGroup(options: InitOptions = {}): Promise<ProcessGroup> {
