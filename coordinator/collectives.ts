@@ -12,12 +12,22 @@
  * One member cannot hurt the others: what it may hold pending is bounded, and a seq out of line
  * (not its next one, or far past the group) is refused; contribute() then returns a refusal and
  * the caller closes that member's connection. Nothing else changes.
+ *
+ * Values and results too large for one frame travel in chunks: ChunkAssembly puts a value back
+ * together before it is contributed, resultFrames cuts a result; a gather's values are never
+ * assembled here but relayed to their recipients as they come (GatherRelay).
  */
-import { CloseCode, CollectiveErrorCode, MAX_FRAME_BYTES, type ClientMessage, type CollectiveErrorCodeName, type CollectiveOpName, type ReduceOpName, type ServerMessage } from '../shared/protocol.ts';
+import { CloseCode, CollectiveErrorCode, type ClientMessage, type CollectiveErrorCodeName, type CollectiveOpName, type ServerMessage } from '../shared/protocol.ts';
 import type { Scheduler } from '../shared/scheduler.ts';
-import { compute, describe, describeShape, Overflow, sameShape, shapeOf, type Shape } from './collectiveReductions.ts';
+import { ChunkAssembly, isRefusal } from './chunkAssembly.ts';
+import { checkAgainst, checkValue, label, listRanks, type Failure, type Pending } from './collectiveChecks.ts';
+import { compute, Overflow } from './collectiveReductions.ts';
+import { GatherRelay } from './gatherRelay.ts';
+import { resultFrames } from './resultFrames.ts';
 
 export type CollectiveMessage = Extract<ClientMessage, { t: 'collective' }>;
+/** Every frame of the collectives: calls, chunks of large values, gather acknowledgements. */
+export type CollectiveFrame = Extract<ClientMessage, { t: 'collective' | 'collectiveChunk' | 'collectiveAck' }>;
 type Json = Exclude<CollectiveMessage['value'], undefined>;
 
 // The codes are the wire's (shared/protocol.ts); re-exported for this module's importers.
@@ -43,11 +53,6 @@ export interface PendingCollectiveInfo {
   readonly startedAt: number;
 }
 
-interface Failure {
-  readonly code: CollectiveErrorCodeName;
-  readonly message: string;
-  readonly missing: readonly number[];
-}
 
 /** A failed collective, remembered for its stragglers. */
 interface FailureRecord extends Failure {
@@ -55,25 +60,6 @@ interface FailureRecord extends Failure {
   readonly firstRank: number;
 }
 
-interface Pending {
-  readonly seq: number;
-  readonly op: CollectiveOpName;
-  readonly reduce: ReduceOpName;
-  readonly src: number | undefined;
-  /** The timeout of the caller whose deadline is the earliest: the one the collective keeps. */
-  timeoutMs: number;
-  /** The rank whose timeout that is, named when it is not the first caller's. */
-  timeoutRank: number;
-  deadline: number | undefined;
-  readonly startedAt: number;
-  /** The rank whose call set op/reduce/src/shape, named in mismatch messages. */
-  readonly firstRank: number;
-  shape: Shape | undefined;
-  readonly values: Map<number, Json | undefined>;
-  /** Bytes of each rank's value (ranks without a value are absent), charged to that rank. */
-  readonly sizes: Map<number, number>;
-  timer: unknown;
-}
 
 /** Why a member's contribution was refused: the caller closes that member's connection with it. */
 export interface CollectiveRefusal {
@@ -111,6 +97,8 @@ const MAX_FAILURE_RECORDS = 1024;
 interface Held {
   count: number;
   bytes: number;
+  /** Bytes of values that came in chunks (bounded by ChunkAssembly, not MAX_PENDING_BYTES_PER_MEMBER). */
+  chunkedBytes: number;
 }
 
 export class Collectives {
@@ -124,6 +112,8 @@ export class Collectives {
   /** What each member holds in pending collectives, against the per-member bounds. */
   private readonly held = new Map<number, Held>();
   private closedReason: string | undefined;
+  private readonly assembly: ChunkAssembly;
+  private readonly relay: GatherRelay;
 
   /**
    * The highest seq two members contributed to (or the whole group, a group of one): where the
@@ -132,7 +122,23 @@ export class Collectives {
    */
   private agreedThrough = -1;
 
-  constructor(private readonly options: CollectivesOptions) {}
+  constructor(private readonly options: CollectivesOptions) {
+    this.assembly = new ChunkAssembly((rank) => this.held.get(rank)?.chunkedBytes ?? 0);
+    this.relay = new GatherRelay({ send: options.send, complete: (seq) => this.streamed(seq) });
+  }
+
+  /** Any frame of the collectives from a member: a call, a chunk of its value, a gather acknowledgement. */
+  receive(rank: number, frame: CollectiveFrame): CollectiveRefusal | undefined {
+    switch (frame.t) {
+      case 'collective':
+        return this.contribute(rank, frame);
+      case 'collectiveChunk':
+        return this.chunk(rank, frame);
+      case 'collectiveAck':
+        this.relay.ack(rank, frame);
+        return undefined;
+    }
+  }
 
   /**
    * The seq of the group's next collective (sent with each epoch so elastic newcomers line up):
@@ -148,8 +154,13 @@ export class Collectives {
    * over the member's bounds: the caller must close that member's connection with it (and then
    * call memberLost). A refused call changes nothing.
    */
-  contribute(rank: number, msg: CollectiveMessage): CollectiveRefusal | undefined {
+  contribute(rank: number, msg: CollectiveMessage, assembledBytes?: number): CollectiveRefusal | undefined {
     const { seq } = msg;
+    if (msg.bytes !== undefined && msg.op !== 'gather' && msg.refused === undefined) {
+      // Its value follows in chunks: the call is made once they are all in.
+      const refusal = this.outOfLine(rank, seq, this.lastSeq.get(rank)) ?? this.assembly.announce(rank, { ...msg, bytes: msg.bytes });
+      return refusal && 'refused' in refusal ? refuse(seq, refusal.refused) : refusal;
+    }
     if (this.closedReason !== undefined) {
       this.reply(rank, seq, CollectiveErrorCode.Closed, `${label(msg.op, seq)} failed: ${this.closedReason}`, []);
       return undefined;
@@ -170,9 +181,11 @@ export class Collectives {
     if (outOfLine) return outOfLine;
     const failed = this.failures.get(seq);
     // A refusal or a straggler is answered at once: nothing is held for it.
-    const size = failed || msg.refused !== undefined ? 0 : valueBytes(msg.value);
+    const size = failed || msg.refused !== undefined ? 0 : (assembledBytes ?? valueBytes(msg.value));
+    const chunked = assembledBytes !== undefined;
     if (!failed && msg.refused === undefined) {
-      const over = this.overBounds(rank, seq, size);
+      // A chunked value's bytes were bounded as they arrived (ChunkAssembly); only the count applies.
+      const over = this.overBounds(rank, seq, chunked ? 0 : size);
       if (over) return over;
     }
     this.lastSeq.set(rank, seq);
@@ -188,7 +201,7 @@ export class Collectives {
     if (entry && rank !== entry.firstRank) this.agree(seq);
     if (msg.refused !== undefined) {
       entry ??= this.open(rank, msg);
-      this.hold(entry, rank, undefined, 0);
+      this.hold(entry, rank, undefined, 0, false);
       // Its op may not even be the others' (a mismatch as well): say both.
       const what = msg.op === entry.op ? 'could not make the call' : `could not make its ${msg.op} call (rank ${entry.firstRank} called ${entry.op})`;
       this.fail(entry, CollectiveErrorCode.Invalid, `${label(entry.op, entry.seq)} invalid: rank ${rank} ${what}: ${msg.refused}`);
@@ -197,17 +210,18 @@ export class Collectives {
     if (!entry) {
       entry = this.open(rank, msg);
     } else {
-      const problem = this.checkAgainst(entry, rank, msg);
+      const problem = checkAgainst(entry, rank, msg);
       if (problem) {
-        this.hold(entry, rank, msg.value, size);
+        this.hold(entry, rank, msg.value, size, chunked);
         this.fail(entry, problem.code, problem.message);
         return undefined;
       }
       this.tighten(entry, rank, msg.timeoutMs);
     }
-    this.hold(entry, rank, msg.value, size);
+    this.hold(entry, rank, msg.value, size, chunked);
+    if (msg.op === 'gather' && msg.bytes !== undefined) entry.declared.set(rank, msg.bytes);
 
-    const problem = this.checkValue(entry, rank, msg.value, members);
+    const problem = checkValue(entry, rank, msg, members);
     if (problem) {
       this.fail(entry, problem.code, problem.message);
       return undefined;
@@ -224,6 +238,7 @@ export class Collectives {
    */
   memberLost(rank: number, how: 'left' | 'died' = 'left'): void {
     this.lastSeq.delete(rank);
+    this.assembly.drop(rank);
     for (const entry of [...this.pending.values()]) {
       this.unhold(entry, rank);
       this.fail(entry, CollectiveErrorCode.MemberLost, `${label(entry.op, entry.seq)} failed: rank ${rank} ${how === 'left' ? 'left the group' : 'died (its connection dropped without a leave)'}`, rank);
@@ -235,6 +250,7 @@ export class Collectives {
   close(reason: string): void {
     if (this.closedReason !== undefined) return;
     this.closedReason = reason;
+    this.assembly.clear();
     for (const entry of [...this.pending.values()]) {
       this.fail(entry, CollectiveErrorCode.Closed, `${label(entry.op, entry.seq)} failed: ${reason}`);
     }
@@ -244,6 +260,14 @@ export class Collectives {
   heldBy(rank: number): { readonly count: number; readonly bytes: number } {
     const held = this.held.get(rank);
     return { count: held?.count ?? 0, bytes: held?.bytes ?? 0 };
+  }
+
+  /**
+   * Bytes of chunked values this member has in the coordinator: assembled and pending, being
+   * assembled, and relayed by a gather but not yet acknowledged by every recipient.
+   */
+  chunkedBytesHeldBy(rank: number): number {
+    return (this.held.get(rank)?.chunkedBytes ?? 0) + this.assembly.heldBy(rank) + this.relay.inFlightBytes(rank);
   }
 
   /** Collectives still waiting for ranks, oldest seq first. */
@@ -290,28 +314,66 @@ export class Collectives {
   }
 
   /** Stores a rank's value in the collective, charged to that rank until the collective settles. */
-  private hold(entry: Pending, rank: number, value: Json | undefined, size: number): void {
+  private hold(entry: Pending, rank: number, value: Json | undefined, size: number, chunked: boolean): void {
     entry.values.set(rank, value);
     if (size > 0) entry.sizes.set(rank, size);
-    const held = this.held.get(rank);
-    if (held) {
-      held.count++;
-      held.bytes += size;
-    } else {
-      this.held.set(rank, { count: 1, bytes: size });
+    if (chunked) entry.chunked.add(rank);
+    let held = this.held.get(rank);
+    if (!held) this.held.set(rank, (held = { count: 0, bytes: 0, chunkedBytes: 0 }));
+    held.count++;
+    if (chunked) held.chunkedBytes += size;
+    else held.bytes += size;
+  }
+
+  /** Gives a rank back what its value in this collective was charged. */
+  private release(entry: Pending, rank: number, held: Held): void {
+    const size = entry.sizes.get(rank) ?? 0;
+    if (entry.chunked.has(rank)) held.chunkedBytes -= size;
+    else held.bytes -= size;
+  }
+
+  /**
+   * A chunk of a member's value: to the assembly it belongs to, or relayed for a streaming gather.
+   * A late chunk of a gather that already failed is dropped (its sender stops when it hears).
+   */
+  private chunk(rank: number, msg: Extract<CollectiveFrame, { t: 'collectiveChunk' }>): CollectiveRefusal | undefined {
+    if (this.assembly.assembling(rank, msg.seq)) {
+      const result = this.assembly.add(rank, msg);
+      if (result === undefined) return undefined;
+      if (isRefusal(result)) return refuse(msg.seq, result.refused);
+      return this.contribute(rank, result.message, result.bytes);
     }
+    if (this.relay.sending(rank, msg.seq)) {
+      const refusal = this.relay.chunk(rank, msg);
+      return refusal ? refuse(msg.seq, refusal.refused) : undefined;
+    }
+    if (this.pending.has(msg.seq) && this.pending.get(msg.seq)!.values.has(rank)) return refuse(msg.seq, `a chunk before its credit (the gather has not started)`);
+    const last = this.lastSeq.get(rank);
+    if (last !== undefined && msg.seq <= last) return undefined;
+    return refuse(msg.seq, `rank ${rank} announced no chunked value for it`);
+  }
+
+  /** Every sender of a gather has sent its whole value (relayed): it succeeded. */
+  private streamed(seq: number): void {
+    const entry = this.pending.get(seq);
+    if (!entry) return;
+    this.settle(entry);
+    this.agree(seq);
+    // Whoever called it hears: recipients have every value already (frames on a socket stay in order).
+    this.options.send(sortedRanks(entry.values.keys()), { t: 'collectiveResult', seq });
   }
 
   /** Takes a rank's value out of the collective and gives it back its share. */
   private unhold(entry: Pending, rank: number): void {
     if (!entry.values.delete(rank)) return;
-    const size = entry.sizes.get(rank) ?? 0;
-    entry.sizes.delete(rank);
     const held = this.held.get(rank);
-    if (!held) return;
-    held.count--;
-    held.bytes -= size;
-    if (held.count === 0) this.held.delete(rank);
+    if (held) {
+      this.release(entry, rank, held);
+      held.count--;
+      if (held.count === 0) this.held.delete(rank);
+    }
+    entry.sizes.delete(rank);
+    entry.chunked.delete(rank);
   }
 
   /** Two members called this seq (or all did): the group has reached it. */
@@ -327,6 +389,9 @@ export class Collectives {
       // torch's default op is SUM.
       reduce: msg.reduce ?? 'sum',
       src: msg.src,
+      dst: msg.dst,
+      declared: new Map(),
+      streaming: false,
       timeoutMs: msg.timeoutMs,
       timeoutRank: rank,
       deadline: undefined,
@@ -335,6 +400,7 @@ export class Collectives {
       shape: undefined,
       values: new Map(),
       sizes: new Map(),
+      chunked: new Set(),
       timer: undefined,
     };
     this.pending.set(msg.seq, entry);
@@ -358,57 +424,17 @@ export class Collectives {
     entry.timer = this.options.scheduler.setTimeout(() => this.expire(entry), timeoutMs);
   }
 
-  /** Does this call agree with the first one on what the collective is? */
-  private checkAgainst(entry: Pending, rank: number, msg: CollectiveMessage): Failure | undefined {
-    if (msg.op !== entry.op) {
-      return mismatch(entry, `rank ${entry.firstRank} called ${entry.op}, rank ${rank} called ${msg.op}`);
-    }
-    if (entry.op === 'allReduce' && (msg.reduce ?? 'sum') !== entry.reduce) {
-      return mismatch(entry, `rank ${entry.firstRank} reduces with ${entry.reduce}, rank ${rank} with ${msg.reduce ?? 'sum'}`);
-    }
-    if (entry.op === 'broadcast' && msg.src !== entry.src) {
-      return mismatch(entry, `rank ${entry.firstRank} broadcasts from src ${String(entry.src)}, rank ${rank} from src ${String(msg.src)}`);
-    }
-    return undefined;
-  }
-
-  /** Is this rank's value usable for the op (and, for allReduce, the same shape as the others)? */
-  private checkValue(entry: Pending, rank: number, value: Json | undefined, members: readonly number[]): Failure | undefined {
-    switch (entry.op) {
-      case 'barrier':
-        return undefined;
-      case 'broadcast': {
-        if (entry.src === undefined) return invalid(entry, `rank ${rank} gave no src`);
-        if (!members.includes(entry.src)) return invalid(entry, `src ${entry.src} is not a member rank (members: ${listRanks(members)})`);
-        if (rank === entry.src && value === undefined) return invalid(entry, `src rank ${rank} supplied no value`);
-        return undefined;
-      }
-      case 'allGather':
-        return value === undefined ? invalid(entry, `rank ${rank} supplied no value`) : undefined;
-      case 'allReduce': {
-        const shape = shapeOf(value);
-        if (!shape) return invalid(entry, `rank ${rank} passed ${describe(value)}; allReduce takes a finite number or an array of finite numbers`);
-        if (!entry.shape) {
-          entry.shape = shape;
-          return undefined;
-        }
-        if (!sameShape(entry.shape, shape)) {
-          return mismatch(entry, `rank ${this.shapeRank(entry, rank)} passed ${describeShape(entry.shape)}, rank ${rank} passed ${describeShape(shape)}`);
-        }
-        return undefined;
-      }
-    }
-  }
-
-  /** The first rank (other than `rank`) whose value set the shape, for the mismatch message. */
-  private shapeRank(entry: Pending, rank: number): number {
-    for (const r of entry.values.keys()) if (r !== rank) return r;
-    return entry.firstRank;
-  }
 
   private maybeComplete(entry: Pending): void {
+    if (entry.streaming) return;
     const members = this.options.members();
     if (members.length === 0 || !members.every((r) => entry.values.has(r))) return;
+    if (entry.op === 'gather') {
+      // Everyone called and agreed: now the values flow, relayed; the deadline still holds.
+      entry.streaming = true;
+      this.relay.start(entry.seq, members, entry.dst, entry.declared);
+      return;
+    }
     let value: Json | undefined;
     try {
       value = compute(entry, members);
@@ -417,22 +443,24 @@ export class Collectives {
       this.fail(entry, CollectiveErrorCode.Invalid, `${label(entry.op, entry.seq)} failed: ${err.message}`);
       return;
     }
-    const message: ServerMessage = value === undefined ? { t: 'collectiveResult', seq: entry.seq } : { t: 'collectiveResult', seq: entry.seq, value };
-    // A result without a value (barrier) is a few bytes: no need to measure it.
-    const size = value === undefined ? 0 : frameBytes(message);
-    if (size > MAX_FRAME_BYTES) {
-      // The worker's socket would drop a frame this large; fail cleanly instead.
-      this.fail(entry, CollectiveErrorCode.TooLarge, `${label(entry.op, entry.seq)} failed: the result is ${size} bytes, over the ${MAX_FRAME_BYTES}-byte frame limit`);
+    const frames = resultFrames(entry.seq, value);
+    if ('tooLarge' in frames) {
+      this.fail(entry, CollectiveErrorCode.TooLarge, `${label(entry.op, entry.seq)} failed: ${frames.tooLarge}`);
       return;
     }
     this.settle(entry);
     this.agree(entry.seq);
-    this.options.send(members, message);
+    for (const frame of frames) this.options.send(members, frame);
   }
 
   private expire(entry: Pending): void {
     if (this.pending.get(entry.seq) !== entry) return;
     entry.timer = undefined;
+    if (entry.streaming) {
+      const late = this.relay.unfinished(entry.seq);
+      this.fail(entry, CollectiveErrorCode.Timeout, `${label(entry.op, entry.seq)} timed out after ${entry.timeoutMs} ms: ${late.length === 1 ? `rank ${late[0]} had` : `ranks ${listRanks(late)} had`} not sent its whole value`, undefined, late);
+      return;
+    }
     const missing = this.options.members().filter((r) => !entry.values.has(r));
     const who = missing.length === 1 ? `rank ${missing[0]} did not arrive` : `ranks ${listRanks(missing)} did not arrive`;
     // Same shape as torch's monitored_barrier: which ranks, after how long.
@@ -444,9 +472,9 @@ export class Collectives {
    * Ends the collective with an error for every rank that arrived, and remembers it for the
    * ranks that have not. `missing` is the ranks that had not arrived when it failed.
    */
-  private fail(entry: Pending, code: CollectiveErrorCodeName, message: string, lostRank?: number): void {
+  private fail(entry: Pending, code: CollectiveErrorCodeName, message: string, lostRank?: number, late: readonly number[] = []): void {
     const members = this.options.members();
-    const missingSet = new Set(members.filter((r) => !entry.values.has(r)));
+    const missingSet = new Set([...members.filter((r) => !entry.values.has(r)), ...late]);
     // A lost rank will never arrive, whether or not members() still lists it.
     if (lostRank !== undefined) missingSet.add(lostRank);
     const missing = [...missingSet].sort((a, b) => a - b);
@@ -463,9 +491,10 @@ export class Collectives {
   /** Ends the wait: the entry leaves `pending` and every rank gets its share back (its values stay, for the replies). */
   private settle(entry: Pending): void {
     this.pending.delete(entry.seq);
-    for (const [rank, size] of entry.sizes) {
+    this.relay.drop(entry.seq);
+    for (const rank of entry.sizes.keys()) {
       const held = this.held.get(rank);
-      if (held) held.bytes -= size;
+      if (held) this.release(entry, rank, held);
     }
     for (const rank of entry.values.keys()) {
       const held = this.held.get(rank);
@@ -480,22 +509,6 @@ export class Collectives {
   }
 }
 
-function label(op: CollectiveOpName, seq: number): string {
-  return `${op} #${seq}`;
-}
-
-/** Built only when a check fails: the per-call path creates no closures. */
-function mismatch(entry: Pending, what: string): Failure {
-  return { code: CollectiveErrorCode.Mismatch, message: `${label(entry.op, entry.seq)} mismatch: ${what}`, missing: [] };
-}
-
-function invalid(entry: Pending, what: string): Failure {
-  return { code: CollectiveErrorCode.Invalid, message: `${label(entry.op, entry.seq)} invalid: ${what}`, missing: [] };
-}
-
-function listRanks(ranks: readonly number[]): string {
-  return ranks.length ? ranks.join(', ') : 'none';
-}
 
 function sortedRanks(ranks: Iterable<number>): number[] {
   return [...ranks].sort((a, b) => a - b);
@@ -511,6 +524,3 @@ function valueBytes(value: Json | undefined): number {
   return value === undefined ? 0 : Buffer.byteLength(JSON.stringify(value), 'utf8');
 }
 
-function frameBytes(message: ServerMessage): number {
-  return Buffer.byteLength(JSON.stringify(message), 'utf8');
-}

@@ -243,8 +243,10 @@ export class GroupCore {
         return this.epochs.overrun(message, peer.workerId!);
       case 'epochReport':
         return this.epochs.epochReport(peer, rank, message);
-      case 'collective': {
-        const refusal = this.group.collectives.contribute(rank, message);
+      case 'collective':
+      case 'collectiveChunk':
+      case 'collectiveAck': {
+        const refusal = this.group.collectives.receive(rank, message);
         if (refusal) this.membership.reject(peer, refusal.closeCode, refusal.reason);
         return;
       }

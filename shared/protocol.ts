@@ -13,6 +13,13 @@ export const PROTOCOL_VERSION = 1;
 export const MAX_FRAME_BYTES = 64 * 1024;
 
 /**
+ * Largest JSON text (UTF-8 bytes) of one collective value, and of one collective result, sent in
+ * chunks when it does not fit one frame. A bound on what one call can make a peer hold; below
+ * V8's longest string (about 512 MiB), so the text can always be built.
+ */
+export const MAX_COLLECTIVE_VALUE_BYTES = 256 * 1024 * 1024;
+
+/**
  * Deepest nesting of a collective's value the client sends. The schema's JSON check recurses,
  * so far deeper values would overflow the stack of whoever validates them (which refuses them).
  */
@@ -85,7 +92,7 @@ export const CollectiveErrorCode = {
   Duplicate: 'ERR_COLLECTIVE_DUPLICATE',
   /** The contributing rank is not a member of the group. */
   NotMember: 'ERR_COLLECTIVE_NOT_MEMBER',
-  /** The result would not fit in one frame (MAX_FRAME_BYTES). */
+  /** The result's JSON is over MAX_COLLECTIVE_VALUE_BYTES (it is chunked past one frame). */
   TooLarge: 'ERR_COLLECTIVE_TOO_LARGE',
   /** The coordinator closed the collectives (shutdown or abort). */
   Closed: 'ERR_COLLECTIVE_CLOSED',
@@ -183,7 +190,7 @@ export type WorkUnit = z.infer<typeof WorkUnitSchema>;
 export const ReduceOp = { Sum: 'sum', Min: 'min', Max: 'max', Product: 'product' } as const;
 export type ReduceOpName = (typeof ReduceOp)[keyof typeof ReduceOp];
 
-export const CollectiveOp = { Barrier: 'barrier', Broadcast: 'broadcast', AllGather: 'allGather', AllReduce: 'allReduce' } as const;
+export const CollectiveOp = { Barrier: 'barrier', Broadcast: 'broadcast', AllGather: 'allGather', AllReduce: 'allReduce', Gather: 'gather' } as const;
 export type CollectiveOpName = (typeof CollectiveOp)[keyof typeof CollectiveOp];
 
 export const StoreOp = { Set: 'set', Get: 'get', Add: 'add', Wait: 'wait', CompareSet: 'compareSet' } as const;
@@ -254,7 +261,15 @@ export const ClientMessageSchema = z.discriminatedUnion('t', [
      * argument): the collective fails for every rank at once, and every rank's numbering stays aligned.
      */
     refused: z.string().max(300).optional(),
+    /** The value did not fit one frame: its JSON text, this many UTF-8 bytes, follows in `collectiveChunk` frames. */
+    bytes: nonNegInt.min(1).max(MAX_COLLECTIVE_VALUE_BYTES).optional(),
+    /** gather: the one rank that receives every value; absent, every member does. */
+    dst: nonNegInt.optional(),
   }),
+  /** The next piece of the JSON text of this rank's value for collective `seq` (announced by its `bytes`). */
+  z.object({ t: z.literal('collectiveChunk'), seq: nonNegInt, data: z.string() }),
+  /** A gather recipient has received `chunks` pieces of `rank`'s value in all: the sender's credit grows. */
+  z.object({ t: z.literal('collectiveAck'), seq: nonNegInt, rank: nonNegInt, chunks: nonNegInt }),
   z.object({
     t: z.literal('store'),
     req: nonNegInt,
@@ -302,7 +317,17 @@ export const ServerMessageSchema = z.discriminatedUnion('t', [
   z.object({ t: z.literal('epochEnd'), epoch: int }),
   z.object({ t: z.literal('finish'), reason: z.string() }),
   z.object({ t: z.literal('abort'), reason: z.string(), code: AbortCodeSchema }),
-  z.object({ t: z.literal('collectiveResult'), seq: nonNegInt, value: z.json().optional() }),
+  z.object({
+    t: z.literal('collectiveResult'),
+    seq: nonNegInt,
+    value: z.json().optional(),
+    /** The value did not fit one frame: its JSON text, this many UTF-8 bytes, follows in `collectiveChunk` frames. */
+    bytes: nonNegInt.min(1).max(MAX_COLLECTIVE_VALUE_BYTES).optional(),
+  }),
+  /** A piece of a result's JSON text (no `rank`), or of `rank`'s value relayed to a gather recipient. */
+  z.object({ t: z.literal('collectiveChunk'), seq: nonNegInt, rank: nonNegInt.optional(), data: z.string() }),
+  /** A gather sender may have sent `chunks` pieces of its value in all (a cumulative grant). */
+  z.object({ t: z.literal('collectiveCredit'), seq: nonNegInt, chunks: nonNegInt }),
   z.object({
     t: z.literal('collectiveError'),
     seq: nonNegInt,

@@ -172,27 +172,28 @@ describe('collectives end to end (clients wired to the coordinator in memory)', 
     expect(sent).toHaveLength(2);
   });
 
-  it('a call it cannot make (bad timeout, oversized value) rejects at once and still spends its seq, telling the coordinator', async () => {
+  it('a call it cannot make (bad timeout, oversized allReduce value) rejects at once and still spends its seq, telling the coordinator', async () => {
     const sent: ClientMessage[] = [];
     const client = new CollectivesClient({ rank: () => 0, send: (m) => sent.push(m), scheduler: new FakeScheduler() });
     await expect(client.barrier({ timeoutMs: -1 })).rejects.toMatchObject({ code: 'ERR_COLLECTIVE_INVALID', seq: 0 });
-    await expect(client.allGather('x'.repeat(70_000))).rejects.toMatchObject({ code: 'ERR_COLLECTIVE_INVALID', seq: 1, message: expect.stringMatching(/70010-byte frame|over the 65536-byte limit/) });
+    // allReduce values still fit one frame (broadcast and allGather values go in chunks).
+    await expect(client.allReduce(Array(20_000).fill(1e-7))).rejects.toMatchObject({ code: 'ERR_COLLECTIVE_INVALID', seq: 1, message: expect.stringMatching(/over the 65536-byte limit/) });
     void client.barrier();
     expect(sent).toEqual([
       { t: 'collective', seq: 0, op: 'barrier', timeoutMs: 30000, refused: expect.stringMatching(/^timeoutMs -1 must be/) },
-      { t: 'collective', seq: 1, op: 'allGather', timeoutMs: 30000, refused: expect.stringMatching(/over the 65536-byte limit/) },
+      { t: 'collective', seq: 1, op: 'allReduce', timeoutMs: 30000, refused: expect.stringMatching(/over the 65536-byte limit/) },
       { t: 'collective', seq: 2, op: 'barrier', timeoutMs: 30000 },
     ]);
   });
 
   it('a rank that cannot make its call fails the collective for every rank at once, and the next one works', async () => {
     const { clients } = group(3);
-    const outcomes = await Promise.allSettled([clients[0].allGather('ok'), clients[1].allGather('x'.repeat(70_000)), clients[2].allGather('ok')]);
+    const outcomes = await Promise.allSettled([clients[0].allReduce(1), clients[1].allReduce(Array(20_000).fill(1e-7)), clients[2].allReduce(1)]);
     for (const [rank, outcome] of outcomes.entries()) {
       expect(outcome.status, `rank ${rank}`).toBe('rejected');
       expect((outcome as PromiseRejectedResult).reason, `rank ${rank}`).toMatchObject({ code: 'ERR_COLLECTIVE_INVALID', seq: 0 });
     }
-    expect(String((outcomes[0] as PromiseRejectedResult).reason)).toMatch(/allGather #0 invalid: rank 1 could not make the call: the value makes a \d+-byte frame/);
+    expect(String((outcomes[0] as PromiseRejectedResult).reason)).toMatch(/allReduce #0 invalid: rank 1 could not make the call: the value makes a \d+-byte frame/);
     expect(await Promise.all(clients.map((c) => c.allReduce(1)))).toEqual([3, 3, 3]);
   });
 
@@ -413,11 +414,13 @@ describe('Collectives (coordinator side)', () => {
     ]);
   });
 
-  it('a result too large for one frame fails cleanly instead of killing sockets', () => {
+  it('a result too large for one frame goes out in chunks, each frame within the limit, instead of killing sockets', () => {
     const { collectives, sent } = coordinator([0, 1, 2, 3]);
     for (let r = 0; r < 4; r++) collectives.contribute(r, call(0, 'allGather', { value: 'x'.repeat(20_000) }));
-    expect(sent).toHaveLength(4);
-    for (const s of sent) expect(s.message).toMatchObject({ t: 'collectiveError', code: 'ERR_COLLECTIVE_TOO_LARGE' });
+    const toRank0 = sent.filter((s) => s.rank === 0).map((s) => s.message);
+    expect(toRank0[0]).toEqual({ t: 'collectiveResult', seq: 0, bytes: 80_013 });
+    expect(toRank0.slice(1).every((m) => m.t === 'collectiveChunk' && Buffer.byteLength(JSON.stringify(m)) <= 64 * 1024)).toBe(true);
+    expect(toRank0.slice(1).map((m) => (m as { data: string }).data).join('')).toBe(JSON.stringify(Array(4).fill('x'.repeat(20_000))));
   });
 
   it('an allReduce that overflows to Infinity is an error, not a silent null', () => {

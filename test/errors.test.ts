@@ -68,6 +68,8 @@ import {
   LoaderNotTransferableError,
   LoaderThreadExitError,
 } from '../worker/loaderErrors.ts';
+import { MissingResultsError, ResultCountError, ResultNotSerializableError, ResultPartsError } from '../shared/resultMerge.ts';
+import { CollectiveBadReplyError, CollectiveValueTooLargeError } from '../worker/transferErrors.ts';
 import { OpenPcdetDropLastError, OpenPcdetEngineError, OpenPcdetPaddingError, OpenPcdetSeedError, ShortPartError, UnknownSamplerError, UnpaddedDropLastError } from '../shared/samplerErrors.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -227,6 +229,12 @@ const INSTANCES: readonly DistSamplerError[] = [
   new LoaderThreadExitError(1, 'exit code 1'),
   new LoaderCloneError('a function'),
   new LoaderLengthMismatchError(10, 12),
+  new ResultCountError(1, 3, 4),
+  new ResultNotSerializableError(2, 'a BigInt'),
+  new MissingResultsError([3, 4], 10),
+  new ResultPartsError('two parts for rank 1'),
+  new CollectiveValueTooLargeError('too large', 3, 300_000_000),
+  new CollectiveBadReplyError('not JSON', 4),
 ];
 
 describe('one error root', () => {

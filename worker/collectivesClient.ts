@@ -5,16 +5,24 @@
  *
  * Every rank must call collectives in the same order (as in torch.distributed); this client
  * numbers them 0, 1, 2, ... and the coordinator matches calls across ranks by that number.
+ *
+ * A broadcast or allGather value too large for one frame goes out in chunks (a `collective`
+ * announcing `bytes`, then `collectiveChunk` frames), and so may its result; a gather's values
+ * always do, relayed to the recipients under the coordinator's credit (chunkedTransfer.ts).
  */
-import { MAX_FRAME_BYTES, MAX_VALUE_DEPTH, type ClientMessage, type ReduceOpName, type ServerMessage } from '../shared/protocol.ts';
+import { MAX_COLLECTIVE_VALUE_BYTES, MAX_FRAME_BYTES, type ClientMessage, type ReduceOpName, type ServerMessage } from '../shared/protocol.ts';
+import { utf8Bytes } from '../shared/jsonChunks.ts';
+import { reasonOf, sizeText, sizeValue, srcProblem, storeProblem, timeoutProblem, frameBytes, type Sized } from './callChecks.ts';
 import { CollectiveInvalidError, CollectiveNoReplyError, errorFromFrame, StoreBadReplyError, StoreInvalidError, StoreNoReplyError } from './errors.ts';
+import { GatherReceiver, IncomingText, OutgoingChunks } from './chunkedTransfer.ts';
+import { CollectiveBadReplyError, CollectiveValueTooLargeError } from './transferErrors.ts';
 import { realScheduler, type Scheduler } from '../shared/scheduler.ts';
 
 /** Anything JSON can carry; structurally the same as zod's JSONType the wire validates with. */
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 
 /** The replies this client consumes. */
-export type CollectiveReply = Extract<ServerMessage, { t: 'collectiveResult' | 'collectiveError' | 'storeResult' | 'storeError' }>;
+export type CollectiveReply = Extract<ServerMessage, { t: 'collectiveResult' | 'collectiveError' | 'collectiveChunk' | 'collectiveCredit' | 'storeResult' | 'storeError' }>;
 
 type CollectiveMessage = Extract<ClientMessage, { t: 'collective' }>;
 type StoreMessage = Extract<ClientMessage, { t: 'store' }>;
@@ -31,16 +39,14 @@ export interface CollectivesClientOptions {
   timeoutMs?: number;
   /** Extra time past timeoutMs before the client gives up on a silent coordinator (5 s). */
   graceMs?: number;
+  /** Largest value (bytes of JSON) a call may carry: MAX_COLLECTIVE_VALUE_BYTES, which the coordinator enforces; only lower. */
+  maxValueBytes?: number;
   scheduler?: Scheduler;
 }
 
 export const DEFAULT_TIMEOUT_MS = 30_000;
 export const DEFAULT_GRACE_MS = 5_000;
-/** The protocol's ceiling for timeoutMs; larger values would be refused at the coordinator's edge. */
-export const MAX_TIMEOUT_MS = 24 * 3600 * 1000;
-const MAX_KEY_LENGTH = 512;
-const MAX_STORE_VALUE_LENGTH = 16 * 1024;
-const MAX_WAIT_KEYS = 64;
+export { MAX_TIMEOUT_MS } from './callChecks.ts';
 
 // The errors live with the worker's others (./errors.ts); re-exported for this module's importers.
 export {
@@ -65,6 +71,8 @@ export {
   StoreTimeoutError,
   StoreTooManyWaitersError,
 } from './errors.ts';
+export { CollectiveBadReplyError, CollectiveValueTooLargeError } from './transferErrors.ts';
+
 
 // ---- the client -------------------------------------------------------------------------------
 
@@ -84,6 +92,10 @@ export class CollectivesClient {
   private nextSeq = 0;
   private nextReq = 0;
   private readonly collectives = new Map<number, PendingCall<CollectiveResultMessage>>();
+  /** Chunked results being received, gather values being sent and received, by seq. */
+  private readonly incoming = new Map<number, IncomingText>();
+  private readonly outgoing = new Map<number, OutgoingChunks>();
+  private readonly gathers = new Map<number, GatherReceiver>();
   private readonly requests = new Map<number, PendingCall<StoreResultMessage>>();
   private readonly defaultTimeoutMs: number;
   private readonly graceMs: number;
@@ -115,6 +127,39 @@ export class CollectivesClient {
   /** Every rank's value, indexed by rank. */
   allGather<T extends JsonValue>(value: T, opts?: CallOptions): Promise<T[]> {
     return this.collective({ op: 'allGather', value }, opts, (result) => result as T[]);
+  }
+
+  /**
+   * Every rank's value to `dst` (or to every rank with 'all'), streamed through the coordinator
+   * without being assembled there: on a recipient, the values indexed by rank (null for a rank
+   * that is not a member); elsewhere undefined. Any size up to MAX_COLLECTIVE_VALUE_BYTES per rank.
+   */
+  gather<T extends JsonValue>(value: T, dst: number | 'all', opts?: CallOptions): Promise<Array<T | null> | undefined> {
+    const body = dst === 'all' ? { op: 'gather' as const, value } : { op: 'gather' as const, value, dst };
+    return this.collective(body, opts, (result) => result as Array<T | null> | undefined);
+  }
+
+  /**
+   * @internal gather with the value already serialised (its JSON `text`), so a large value is not
+   * stringified twice; the caller checked it is JSON.
+   */
+  gatherSerialised(text: string, dst: number | 'all', opts?: CallOptions): Promise<unknown[] | undefined> {
+    const body = dst === 'all' ? { op: 'gather' as const } : { op: 'gather' as const, dst };
+    return this.collective(body, opts, (result) => result as unknown[] | undefined, text);
+  }
+
+  /**
+   * @internal This rank cannot make its next call (`op`): spends the seq and tells the coordinator,
+   * so the collective fails for every rank at once. Returns the seq.
+   */
+  refuseNext(op: CollectiveMessage['op'], problem: string): number {
+    const seq = this.nextSeq++;
+    try {
+      this.options.send({ t: 'collective', seq, op, timeoutMs: this.defaultTimeoutMs, refused: problem.slice(0, 300) });
+    } catch {
+      // Not connected: the others learn of it as this rank missing.
+    }
+    return seq;
   }
 
   /** Reduces numbers, or equal-length arrays elementwise, across every rank. */
@@ -162,12 +207,35 @@ export class CollectivesClient {
   handle(message: ServerMessage): message is CollectiveReply {
     switch (message.t) {
       case 'collectiveResult': {
-        const call = this.take(this.collectives, message.seq);
-        call?.onReply(message);
+        if (message.bytes !== undefined && this.collectives.has(message.seq)) {
+          // The value follows in chunks.
+          this.incoming.set(message.seq, new IncomingText(message.bytes));
+          return true;
+        }
+        const gathered = this.gathers.get(message.seq);
+        const call = this.takeCall(message.seq);
+        if (!call || !gathered) {
+          call?.onReply(message);
+          return true;
+        }
+        let values: unknown[];
+        try {
+          values = gathered.values();
+        } catch (err) {
+          call.reject(new CollectiveBadReplyError(`gather #${message.seq}: a relayed value is not JSON (${reasonOf(err)})`, message.seq));
+          return true;
+        }
+        call.onReply({ t: 'collectiveResult', seq: message.seq, value: values as JsonValue[] });
         return true;
       }
+      case 'collectiveChunk':
+        this.chunk(message);
+        return true;
+      case 'collectiveCredit':
+        this.outgoing.get(message.seq)?.grant(message.chunks);
+        return true;
       case 'collectiveError': {
-        const call = this.take(this.collectives, message.seq);
+        const call = this.takeCall(message.seq);
         call?.reject(errorFromFrame(message));
         return true;
       }
@@ -196,6 +264,9 @@ export class CollectivesClient {
     const calls = [...this.collectives.values(), ...this.requests.values()];
     this.collectives.clear();
     this.requests.clear();
+    this.incoming.clear();
+    this.outgoing.clear();
+    this.gathers.clear();
     for (const call of calls) {
       this.scheduler.clearTimeout(call.timer);
       call.reject(err);
@@ -219,6 +290,7 @@ export class CollectivesClient {
     body: Omit<CollectiveMessage, 't' | 'seq' | 'timeoutMs'>,
     opts: CallOptions | undefined,
     decode: (value: JsonValue | undefined) => R,
+    serialised?: string,
   ): Promise<R> {
     if (this.closedWith) return Promise.reject(this.closedWith);
     const timeoutMs = opts?.timeoutMs ?? this.defaultTimeoutMs;
@@ -226,8 +298,13 @@ export class CollectivesClient {
     const message: CollectiveMessage = { t: 'collective', seq, timeoutMs, ...body };
     // Without a value (barrier, a non-src broadcast) the frame is a few bytes: no need to measure it.
     let problem: string | undefined;
+    let sized: Sized = { text: undefined, tooLarge: undefined };
     try {
-      problem = timeoutProblem(timeoutMs) ?? srcProblem(body.src) ?? (body.value === undefined ? undefined : sendableProblem(message, body.value));
+      problem = timeoutProblem(timeoutMs) ?? srcProblem(body.src) ?? srcProblem(body.dst, 'dst');
+      const limit = Math.min(this.options.maxValueBytes ?? MAX_COLLECTIVE_VALUE_BYTES, MAX_COLLECTIVE_VALUE_BYTES);
+      if (!problem && serialised !== undefined) sized = sizeText(serialised, limit);
+      else if (!problem && body.value !== undefined) sized = sizeValue(message, body.value, limit);
+      problem ??= sized.problem;
     } catch (err) {
       // A value's own toJSON may throw anything: still a refusal, never a throw from here.
       problem = `the value cannot be sent as JSON (${reasonOf(err)})`;
@@ -235,17 +312,89 @@ export class CollectivesClient {
     if (problem) {
       // The others are calling this collective too: tell the coordinator, so it fails for all of them
       // now (not at their timeout) and this seq is spent on every rank alike.
-      const refusal: CollectiveMessage = { t: 'collective', seq, op: body.op, timeoutMs: this.defaultTimeoutMs, refused: problem.slice(0, 300) };
-      try {
-        this.options.send(refusal);
-      } catch {
-        // Not connected: the others learn of it as this rank missing.
-      }
-      return Promise.reject(new CollectiveInvalidError(`${body.op} #${seq}: ${problem}`, seq));
+      this.nextSeq--;
+      this.refuseNext(body.op, problem);
+      const text = `${body.op} #${seq}: ${problem}`;
+      return Promise.reject(sized.tooLarge === undefined ? new CollectiveInvalidError(text, seq) : new CollectiveValueTooLargeError(text, seq, sized.tooLarge));
     }
-    return this.start(this.collectives, seq, message, timeoutMs, (reply) => decode(reply.value), () => {
+    const outgoing = this.prepareChunks(message, sized.text);
+    const sent = this.start(this.collectives, seq, outgoing.message, timeoutMs, (reply) => decode(reply.value), () => {
+      this.forgetTransfer(seq);
       return new CollectiveNoReplyError(`${body.op} #${seq}: no reply from the coordinator within ${timeoutMs + this.graceMs} ms`, seq);
     });
+    outgoing.after();
+    return sent;
+  }
+
+  /**
+   * The call's frame when its value goes in chunks (`bytes` in place of `value`), and what follows
+   * it: every chunk at once for broadcast/allGather (the coordinator assembles them), or, for a
+   * gather, the chunks as credit comes, and the recipient's side of the transfer.
+   */
+  private prepareChunks(message: CollectiveMessage, text: string | undefined): { message: CollectiveMessage; after: () => void } {
+    const { seq } = message;
+    const send = (data: string): void => this.options.send({ t: 'collectiveChunk', seq, data });
+    if (message.op === 'gather') {
+      const rank = this.options.rank();
+      const { value: _value, ...header } = message;
+      if (message.dst === undefined || message.dst === rank) this.gathers.set(seq, new GatherReceiver(rank, text!));
+      // dst keeps its own value: it announces nothing.
+      // A send that failed took the call out: so goes its transfer.
+      const after = (): void => {
+        if (!this.collectives.has(seq)) this.forgetTransfer(seq);
+      };
+      if (message.dst === rank) return { message: header, after };
+      this.outgoing.set(seq, new OutgoingChunks(text!, send));
+      return { message: { ...header, bytes: utf8Bytes(text!) }, after };
+    }
+    if (text === undefined) return { message, after: () => {} };
+    const { value: _value, ...header } = message;
+    return {
+      message: { ...header, bytes: utf8Bytes(text) },
+      after: () => {
+        // Sent right behind the call, while it is still pending here (a failed send took it out).
+        if (!this.collectives.has(seq)) return;
+        const chunks = new OutgoingChunks(text, send);
+        try {
+          chunks.grant(Number.MAX_SAFE_INTEGER);
+        } catch {
+          // Not connected: the call fails as the connection's loss reaches it.
+        }
+      },
+    };
+  }
+
+  /** A piece of a chunked result, or of a value relayed to this gather recipient. */
+  private chunk(message: Extract<ServerMessage, { t: 'collectiveChunk' }>): void {
+    const { seq } = message;
+    if (message.rank !== undefined) {
+      const due = this.gathers.get(seq)?.add(message.rank, message.data);
+      if (due !== undefined) this.options.send({ t: 'collectiveAck', seq, rank: message.rank, chunks: due });
+      return;
+    }
+    const incoming = this.incoming.get(seq);
+    if (!incoming) return;
+    let value: JsonValue;
+    try {
+      if (!incoming.add(message.data)) return;
+      value = JSON.parse(incoming.text()) as JsonValue;
+    } catch (err) {
+      this.takeCall(seq)?.reject(new CollectiveBadReplyError(`collective #${seq}: the coordinator's chunked result is bad (${reasonOf(err)})`, seq));
+      return;
+    }
+    this.takeCall(seq)?.onReply({ t: 'collectiveResult', seq, value });
+  }
+
+  /** Takes a collective call out of the table with whatever it was sending or receiving. */
+  private takeCall(seq: number): PendingCall<CollectiveResultMessage> | undefined {
+    this.forgetTransfer(seq);
+    return this.take(this.collectives, seq);
+  }
+
+  private forgetTransfer(seq: number): void {
+    this.incoming.delete(seq);
+    this.outgoing.delete(seq);
+    this.gathers.delete(seq);
   }
 
   private store<R>(
@@ -327,63 +476,4 @@ export class CollectivesClient {
     this.scheduler.clearTimeout(call.timer);
     return call;
   }
-}
-
-function timeoutProblem(ms: number): string | undefined {
-  if (Number.isSafeInteger(ms) && ms >= 0 && ms <= MAX_TIMEOUT_MS) return undefined;
-  return `timeoutMs ${ms} must be an integer in [0, ${MAX_TIMEOUT_MS}]`;
-}
-
-function srcProblem(src: number | undefined): string | undefined {
-  if (src === undefined || (Number.isSafeInteger(src) && src >= 0)) return undefined;
-  return `src ${src} must be a non-negative integer`;
-}
-
-function storeProblem(body: Omit<StoreMessage, 't' | 'req' | 'timeoutMs'>): string | undefined {
-  if (body.keys.length < 1 || body.keys.length > MAX_WAIT_KEYS) return `takes 1 to ${MAX_WAIT_KEYS} keys, got ${body.keys.length}`;
-  for (const key of body.keys) {
-    if (typeof key !== 'string' || key.length < 1 || key.length > MAX_KEY_LENGTH) return `key ${JSON.stringify(key)} must be a string of 1 to ${MAX_KEY_LENGTH} characters`;
-  }
-  for (const [name, text] of [['value', body.value], ['expected', body.expected]] as const) {
-    if (text === undefined) continue;
-    if (typeof text !== 'string' || text.length > MAX_STORE_VALUE_LENGTH) return `${name} must be a string of at most ${MAX_STORE_VALUE_LENGTH} characters`;
-  }
-  if (body.amount !== undefined && !Number.isSafeInteger(body.amount)) return `amount ${body.amount} must be a safe integer`;
-  return undefined;
-}
-
-/** Why a value cannot go out in one frame: not JSON (a cycle), too large, or nested too deeply. */
-function sendableProblem(message: ClientMessage, value: JsonValue): string | undefined {
-  let size: number;
-  try {
-    size = frameBytes(message);
-  } catch (err) {
-    return `the value cannot be sent as JSON (${reasonOf(err)})`;
-  }
-  if (size > MAX_FRAME_BYTES) return `the value makes a ${size}-byte frame, over the ${MAX_FRAME_BYTES}-byte limit`;
-  if (depthOf(value) > MAX_VALUE_DEPTH) return `the value nests deeper than ${MAX_VALUE_DEPTH} levels`;
-  return undefined;
-}
-
-/** A one-line reason for whatever was thrown, without calling anything on it that could throw again. */
-function reasonOf(err: unknown): string {
-  if (err instanceof Error && typeof err.message === 'string') return err.message.split('\n')[0];
-  return typeof err === 'string' ? err : 'it threw a non-Error';
-}
-
-/** Nesting depth of an acyclic JSON value, without recursion (the value may be deep). */
-function depthOf(value: JsonValue): number {
-  let deepest = 0;
-  const stack: Array<[JsonValue, number]> = [[value, 1]];
-  while (stack.length > 0) {
-    const [node, depth] = stack.pop()!;
-    if (node === null || typeof node !== 'object') continue;
-    deepest = Math.max(deepest, depth);
-    for (const child of Array.isArray(node) ? node : Object.values(node)) stack.push([child, depth + 1]);
-  }
-  return deepest;
-}
-
-function frameBytes(message: ClientMessage): number {
-  return Buffer.byteLength(JSON.stringify(message), 'utf8');
 }

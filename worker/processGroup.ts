@@ -26,6 +26,8 @@ import { ConnectionLostError, EpochNotConsumedError, errorFromFrame, InitOptions
 import { Inbox, type FlowMessage } from './inbox.ts';
 import { resolveInitUrl, type InitOptions } from './initMethod.ts';
 import { PlanSource } from './planSource.ts';
+import { gatherResults, type GatherResultsOptions } from './gatherResults.ts';
+import type { MergedResults } from '../shared/resultMerge.ts';
 
 export {
   ConnectionLostError,
@@ -44,6 +46,8 @@ export {
 export { resolveInitUrl, type InitOptions } from './initMethod.ts';
 export { Epoch, type BatchOptions } from './epoch.ts';
 export * from './dataloader.ts';
+export { mergeResults, MissingResultsError, ResultCountError, ResultNotSerializableError, ResultPartsError, type MergedResults, type ResultPart } from '../shared/resultMerge.ts';
+export type { GatherResultsOptions } from './gatherResults.ts';
 
 /** Joins the group: resolves once the coordinator has assigned a rank and the group is complete. */
 export async function initProcessGroup(options: InitOptions = {}): Promise<ProcessGroup> {
@@ -119,6 +123,15 @@ export class ProcessGroup implements EpochHost {
   broadcast: CollectivesClient['broadcast'] = (value, src, options) => this.client.broadcast(value, src, options);
   allGather: CollectivesClient['allGather'] = (value, options) => this.client.allGather(value, options);
   allReduce: CollectivesClient['allReduce'] = (value, op, options) => this.client.allReduce(value, op, options);
+  /** Every rank's value to dst (or every rank with 'all'), streamed: by rank on a recipient, undefined elsewhere. */
+  gather: CollectivesClient['gather'] = (value, dst, options) => this.client.gather(value, dst, options);
+  /**
+   * Evaluation results from every rank, merged on dst (default 0; 'all' for every rank): one per
+   * dataset index, `{ results, duplicatesDropped }`; undefined elsewhere. See worker/gatherResults.ts.
+   */
+  gatherResults<R>(results: readonly R[], options?: GatherResultsOptions): Promise<MergedResults<R> | undefined> {
+    return gatherResults({ rank: this.currentRank, config: this.config, plan: (epoch) => this.plan(epoch), client: this.client }, results, options);
+  }
   /** The key-value store (torch's TCPStore). */
   get store(): Pick<CollectivesClient, 'set' | 'get' | 'add' | 'wait' | 'compareSet'> {
     return this.client;
