@@ -37,6 +37,11 @@ export interface CollectivesOptions {
   /** Live ranks, ascending; read when a collective completes, so elastic membership just works. */
   members(): readonly number[];
   /**
+   * The members a collective waits for (default: all of them). Fewer while some are out of work
+   * (PyTorch's Join): a collective completes once these have called, with every member that did.
+   */
+  awaited?(): readonly number[];
+  /**
    * One message to these ranks (a result goes to every member at once, so it is encoded once).
    * Should not throw: state is settled before replies go out, but a throw stops the remaining replies.
    */
@@ -272,7 +277,7 @@ export class Collectives {
 
   /** Collectives still waiting for ranks, oldest seq first. */
   pendingCollectives(): PendingCollectiveInfo[] {
-    const members = this.options.members();
+    const members = this.awaited();
     return [...this.pending.values()]
       .sort((a, b) => a.seq - b.seq)
       .map((entry) => ({
@@ -425,10 +430,36 @@ export class Collectives {
   }
 
 
+  /**
+   * The members a collective waits for changed (one ran out of work): collectives that were
+   * waiting only for it complete now.
+   */
+  awaitedChanged(): void {
+    for (const entry of [...this.pending.values()].sort((a, b) => a.seq - b.seq)) {
+      if (this.pending.get(entry.seq) === entry) this.maybeComplete(entry);
+    }
+  }
+
+  /**
+   * The seq a member that stopped calling (out of work) calls next to be with the others again:
+   * the oldest collective still pending, else the group's frontier.
+   */
+  get joinSeq(): number {
+    let oldest: number | undefined;
+    for (const seq of this.pending.keys()) if (oldest === undefined || seq < oldest) oldest = seq;
+    return oldest ?? this.nextSeq;
+  }
+
+  private awaited(): readonly number[] {
+    return this.options.awaited?.() ?? this.options.members();
+  }
+
   private maybeComplete(entry: Pending): void {
     if (entry.streaming) return;
-    const members = this.options.members();
-    if (members.length === 0 || !members.every((r) => entry.values.has(r))) return;
+    const awaited = this.awaited();
+    if (awaited.length === 0 || !awaited.every((r) => entry.values.has(r))) return;
+    // Those waited for, and every member that called though it was not waited for.
+    const members = this.options.members().filter((r) => awaited.includes(r) || entry.values.has(r));
     if (entry.op === 'gather') {
       // Everyone called and agreed: now the values flow, relayed; the deadline still holds.
       entry.streaming = true;
@@ -461,7 +492,7 @@ export class Collectives {
       this.fail(entry, CollectiveErrorCode.Timeout, `${label(entry.op, entry.seq)} timed out after ${entry.timeoutMs} ms: ${late.length === 1 ? `rank ${late[0]} had` : `ranks ${listRanks(late)} had`} not sent its whole value`, undefined, late);
       return;
     }
-    const missing = this.options.members().filter((r) => !entry.values.has(r));
+    const missing = this.awaited().filter((r) => !entry.values.has(r));
     const who = missing.length === 1 ? `rank ${missing[0]} did not arrive` : `ranks ${listRanks(missing)} did not arrive`;
     // Same shape as torch's monitored_barrier: which ranks, after how long.
     const whose = entry.timeoutRank === entry.firstRank ? '' : ` (rank ${entry.timeoutRank}'s timeout, which ended first)`;
@@ -473,8 +504,7 @@ export class Collectives {
    * ranks that have not. `missing` is the ranks that had not arrived when it failed.
    */
   private fail(entry: Pending, code: CollectiveErrorCodeName, message: string, lostRank?: number, late: readonly number[] = []): void {
-    const members = this.options.members();
-    const missingSet = new Set([...members.filter((r) => !entry.values.has(r)), ...late]);
+    const missingSet = new Set([...this.awaited().filter((r) => !entry.values.has(r)), ...late]);
     // A lost rank will never arrive, whether or not members() still lists it.
     if (lostRank !== undefined) missingSet.add(lostRank);
     const missing = [...missingSet].sort((a, b) => a - b);

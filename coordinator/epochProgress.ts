@@ -116,6 +116,18 @@ export class EpochProgress {
   }
 
   /**
+   * The rank's loop asked for a batch and there was none: until it gets work again, the others'
+   * collectives do not wait for it (those waiting only for it complete now). Only while the epoch
+   * runs: once it is reporting, everyone is waited for again.
+   */
+  outOfWork(rank: number, message: Extract<ClientMessage, { t: 'outOfWork' }>): void {
+    const state = this.group.current;
+    if (!state || message.epoch !== state.ledger.epoch || this.group.phase !== 'running' || !state.active.has(rank)) return;
+    state.outOfWork.add(rank);
+    this.group.collectives.awaitedChanged();
+  }
+
+  /**
    * An ack that was on its way when we dropped its connection: it acknowledges nothing (the
    * sender no longer owns those positions), but what it says was delivered beyond a cut was
    * delivered twice.
@@ -213,7 +225,9 @@ export class EpochProgress {
     }
     for (const [target, unitIds] of byTarget) {
       const units = state.ledger.unitsOf(target).filter((u) => unitIds.includes(u.id));
-      group.sendTo(target, { t: 'assign', epoch: state.ledger.epoch, units, reason });
+      // A rank out of work made no collective calls meanwhile: it joins the one the others are at.
+      state.outOfWork.delete(target);
+      group.sendTo(target, { t: 'assign', epoch: state.ledger.epoch, units, reason, seq: group.collectives.joinSeq });
     }
     this.maybeCompleteEpoch();
   }
@@ -226,7 +240,8 @@ export class EpochProgress {
     if (!state || group.phase !== 'running' || !state.ledger.complete) return;
     group.journal.flushAcks();
     group.phase = 'reporting';
-    group.sendAll(group.activeLive(), { t: 'epochEnd', epoch: state.ledger.epoch });
+    // Ranks that ran out of work first skipped the others' last collectives: they line up here.
+    group.sendAll(group.activeLive(), { t: 'epochEnd', epoch: state.ledger.epoch, seq: group.collectives.nextSeq });
     state.reportTimer = group.timers.setTimeout(() => this.finishEpoch(), group.settings.reportTimeoutMs);
     this.maybeFinishEpoch();
   }

@@ -26,6 +26,12 @@ export interface EpochState {
   readonly pids: Map<number, number>;
   /** Workers lost during this epoch (died, refused, silent), by workerId: the rank they held. */
   readonly lost: Map<string, number>;
+  /**
+   * Ranks whose loop found no batch to take (they said `outOfWork`) and got no work since: the
+   * others' collectives do not wait for them (PyTorch's Join problem). Not journaled: a worker
+   * says it again after a reconnect.
+   */
+  readonly outOfWork: Set<number>;
   reportTimer?: number;
   /** The plan's per-rank digests, derived by the coordinator itself while the epoch runs. */
   readonly auditor: PlanAuditor;

@@ -241,6 +241,8 @@ export class GroupCore {
         return this.epochs.ack(peer, rank, message);
       case 'overrun':
         return this.epochs.overrun(message, peer.workerId!);
+      case 'outOfWork':
+        return this.epochs.outOfWork(rank, message);
       case 'epochReport':
         return this.epochs.epochReport(peer, rank, message);
       case 'collective':

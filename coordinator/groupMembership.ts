@@ -117,6 +117,8 @@ export class GroupMembership {
     this.welcome(peer);
     if (state) {
       state.pids.set(rank, message.pid);
+      // A worker (back) on the rank says again whether its loop is out of work.
+      state.outOfWork.delete(rank);
       const what = rejoined ? 'rejoined' : standby ? 'joined as standby for the next epoch' : 'took over the rank';
       group.recordEvent(rejoined ? 'join' : standby ? 'join' : 'replace', rank, `pid ${message.pid} ${what}`);
     }
@@ -138,7 +140,7 @@ export class GroupMembership {
     }
     // A replacement or a reconnect resumes the rank's units from their acknowledged cursors.
     this.hooks.sendEpoch(rank);
-    if (group.phase === 'reporting') group.sendTo(rank, { t: 'epochEnd', epoch: state.ledger.epoch });
+    if (group.phase === 'reporting') group.sendTo(rank, { t: 'epochEnd', epoch: state.ledger.epoch, seq: group.collectives.nextSeq });
     this.hooks.maybeEndRejoinWait();
   }
 

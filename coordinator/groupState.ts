@@ -100,6 +100,7 @@ export class GroupState {
     // Standbys join collectives with the epoch that admits them.
     this.collectives = new Collectives({
       members: () => (this.current ? this.activeLive() : this.rendezvous.liveRanks()),
+      awaited: () => (this.current ? this.collectiveMembers() : this.rendezvous.liveRanks()),
       send: (ranks, message) => this.sendAll(ranks, message),
       scheduler: this.timers,
     });
@@ -151,6 +152,20 @@ export class GroupState {
   }
 
   /** The live ranks taking part in the epoch in progress. */
+  /**
+   * Whom a collective waits for during an epoch (PyTorch's Join problem): while it runs, not the
+   * members whose loop found no batch to take (an unpadded shard is shorter): they make no more
+   * per-batch calls. Given work again (a reassigned tail), a rank is waited for again. When every
+   * member is out of work, or the epoch is reporting, all of them are (a barrier after the loop).
+   */
+  collectiveMembers(): number[] {
+    const live = this.activeLive();
+    const state = this.current;
+    if (!state || this.phase !== 'running') return live;
+    const busy = live.filter((rank) => !state.outOfWork.has(rank));
+    return busy.length > 0 ? busy : live;
+  }
+
   activeLive(): number[] {
     const state = this.current;
     return this.rendezvous.liveRanks().filter((r) => state?.active.has(r));
@@ -162,7 +177,7 @@ export class GroupState {
 
   epochState(ledger: EpochLedger, startedAtWallMs: number, events: EpochEvent[], active: Set<number>, pids: Map<number, number>): EpochState {
     const auditor = new PlanAuditor(() => planFor(this.config, ledger.worldSize, ledger.epoch));
-    return { ledger, startedAtWallMs, events, active, reports: new Map(), acked: new Map(), ackedByWorker: new Map(), pids, lost: new Map(), auditor };
+    return { ledger, startedAtWallMs, events, active, reports: new Map(), acked: new Map(), ackedByWorker: new Map(), pids, lost: new Map(), outOfWork: new Set(), auditor };
   }
 
   release(rank: number): void {

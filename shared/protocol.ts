@@ -280,6 +280,8 @@ export const ClientMessageSchema = z.discriminatedUnion('t', [
     amount: int.optional(),
     timeoutMs,
   }),
+  /** This rank's loop found no batch to take: collectives stop waiting for it until it gets work. */
+  z.object({ t: z.literal('outOfWork'), epoch: int }),
   z.object({ t: z.literal('leave') }),
 ]);
 export type ClientMessage = z.infer<typeof ClientMessageSchema>;
@@ -312,9 +314,11 @@ export const ServerMessageSchema = z.discriminatedUnion('t', [
     seq: nonNegInt,
   }),
   /** More units mid-epoch: a dead rank's unacknowledged tail. */
-  z.object({ t: z.literal('assign'), epoch: int, units: z.array(WorkUnitSchema), reason: z.string() }),
+  /** `seq`: the collective a rank that was out of work joins (raise the counter to it, never lower it). */
+  z.object({ t: z.literal('assign'), epoch: int, units: z.array(WorkUnitSchema), reason: z.string(), seq: nonNegInt.optional() }),
   /** Every position of the epoch is acknowledged: report, then wait for the next epoch. */
-  z.object({ t: z.literal('epochEnd'), epoch: int }),
+  /** `seq`: the group's collective frontier, past the calls made while some ranks were out of work. */
+  z.object({ t: z.literal('epochEnd'), epoch: int, seq: nonNegInt.optional() }),
   z.object({ t: z.literal('finish'), reason: z.string() }),
   z.object({ t: z.literal('abort'), reason: z.string(), code: AbortCodeSchema }),
   z.object({

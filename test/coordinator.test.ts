@@ -9,6 +9,7 @@ import WebSocket from 'ws';
 import { Coordinator, CoordinatorConfigError } from '../coordinator/coordinator.ts';
 import { planFor } from '../shared/runPlan.ts';
 import { CloseCode, PROTOCOL_VERSION, type RunConfig } from '../shared/protocol.ts';
+import { rangeDataset } from '../worker/datasets.ts';
 import { initProcessGroup, type ProcessGroup } from '../worker/processGroup.ts';
 import { consume } from './support/consume.ts';
 import { flush, track } from './support/promises.ts';
@@ -110,6 +111,37 @@ describe('coordinator and workers over loopback', () => {
       const planned = 'pad' in over ? 1001 : 1002;
       for (const audit of report.epochs) expect(audit).toMatchObject({ planned, consumed: planned, missing: 0 });
       if ('pad' in over) expect(seen.map((epochs) => epochs[0].length)).toEqual([334, 334, 333]);
+    }
+  });
+
+  it('runs an allReduce per batch on uneven shards to the end: a rank out of batches does not hang the others (the Join problem)', async () => {
+    // 11 samples on 3 ranks, one per batch: ranks 0 and 1 take 4 batches, rank 2 takes 3. Rank 2
+    // then waits for the epoch's end in its loop and never makes the others' 4th call: without
+    // the fix their allReduce (no deadline) waits for it forever, and so does the test.
+    const { coordinator, url } = await startCoordinator(3, { pad: false, length: 11, batchSize: 1, epochs: 2 });
+    const groups = await Promise.all([0, 1, 2].map((rank) => initProcessGroup({ initMethod: url, rank })));
+    const calls = await Promise.all(
+      groups.map(async (pg) => {
+        const sums: number[][] = [];
+        for await (const epoch of pg.epochs()) {
+          const mine: number[] = [];
+          for await (const batch of epoch.batches(rangeDataset(pg.config.length))) mine.push(await pg.allReduce(batch.indices.length, 'sum', { timeoutMs: 0 }));
+          // A barrier after the loop waits for everyone again (their numbering lined up at the epoch's end).
+          await pg.barrier({ timeoutMs: 0 });
+          sums.push(mine);
+        }
+        await pg.destroy();
+        return sums;
+      }),
+    );
+    const report = await coordinator.done;
+    expect(report.ok).toBe(true);
+    for (const epoch of [0, 1]) {
+      expect(calls.map((sums) => sums[epoch])).toEqual([
+        [3, 3, 3, 2],
+        [3, 3, 3, 2],
+        [3, 3, 3],
+      ]);
     }
   });
 

@@ -26,8 +26,17 @@ describe('EpochCursor hands out batches and acks them', () => {
     expect(cursor.next(8)).toEqual({ batch: { unit: 0, origin: 0, start: 0, end: 8 }, frames: [{ t: 'ack', epoch: 3, unit: 0, cursor: 0, inflight: { unit: 0, end: 8 } }] });
     expect(cursor.next(8).frames).toEqual([{ t: 'ack', epoch: 3, unit: 0, cursor: 8, inflight: { unit: 0, end: 16 } }]);
     expect(cursor.next(8)).toEqual({ batch: { unit: 0, origin: 0, start: 16, end: 20 }, frames: [{ t: 'ack', epoch: 3, unit: 0, cursor: 16, inflight: { unit: 0, end: 20 } }] });
-    expect(cursor.next(8)).toEqual({ batch: undefined, frames: [{ t: 'ack', epoch: 3, unit: 0, cursor: 20, inflight: null }] });
+    expect(cursor.next(8)).toEqual({ batch: undefined, frames: [{ t: 'ack', epoch: 3, unit: 0, cursor: 20, inflight: null }, { t: 'outOfWork', epoch: 3 }] });
     expect(cursor.next(8)).toEqual({ batch: undefined, frames: [] });
+  });
+
+  it('says outOfWork once when it finds no batch, and again after work was assigned and done', () => {
+    const cursor = new EpochCursor(2, [unit(0, 0, 0)]);
+    expect(cursor.next(4).frames).toEqual([{ t: 'outOfWork', epoch: 2 }]);
+    expect(cursor.next(4).frames).toEqual([]);
+    cursor.receive({ t: 'assign', units: [unit(5, 0, 4, 0, 1)] });
+    expect(cursor.next(4).batch).toEqual({ unit: 5, origin: 1, start: 0, end: 4 });
+    expect(cursor.next(4).frames).toEqual([{ t: 'ack', epoch: 2, unit: 5, cursor: 4, inflight: null }, { t: 'outOfWork', epoch: 2 }]);
   });
 
   it('takes up an assigned unit after its own, once', () => {
@@ -93,7 +102,7 @@ describe('EpochCursor reconciling after it was declared dead', () => {
     expect(frames).toEqual([{ t: 'overrun', epoch: 1, unit: 0, end: 30 }]);
     const { batches, frames: later } = deliver(cursor, 10, 3);
     expect(batches).toEqual([{ unit: 3, origin: 1, start: 50, end: 60 }]);
-    expect(later.every((f) => f.t === 'ack' && f.unit === 3)).toBe(true);
+    expect(later.filter((f) => f.t !== 'outOfWork').every((f) => f.t === 'ack' && f.unit === 3)).toBe(true);
   });
 
   it('nothing cut: no overrun', () => {

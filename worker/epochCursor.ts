@@ -20,7 +20,8 @@ export interface BatchRange {
 
 export type AckFrame = Extract<ClientMessage, { t: 'ack' }>;
 export type OverrunFrame = Extract<ClientMessage, { t: 'overrun' }>;
-export type EpochFrame = AckFrame | OverrunFrame;
+export type OutOfWorkFrame = Extract<ClientMessage, { t: 'outOfWork' }>;
+export type EpochFrame = AckFrame | OverrunFrame | OutOfWorkFrame;
 
 /** What the cursor is told: the coordinator's frames for this epoch, and the connection's loss. */
 export type EpochInput =
@@ -56,6 +57,8 @@ export class EpochCursor {
   /** The batch handed out last, whose step has not returned yet. */
   private inFlight: { unit: LocalUnit; end: number } | null = null;
   private held = false;
+  /** `outOfWork` went out since this worker last got work: say it once. */
+  private saidOutOfWork = false;
 
   constructor(
     readonly epoch: number,
@@ -79,7 +82,13 @@ export class EpochCursor {
     const last = this.completeLast();
     if (this.held) return { batch: undefined, frames: [] };
     const unit = this.units.find((u) => u.delivered < u.end);
-    if (!unit) return { batch: undefined, frames: last ? [this.ack(last, null)] : [] };
+    if (!unit) {
+      const frames: EpochFrame[] = last ? [this.ack(last, null)] : [];
+      // The loop will wait for work: the others' collectives must not wait for this rank's calls.
+      if (!this.saidOutOfWork) frames.push({ t: 'outOfWork', epoch: this.epoch });
+      this.saidOutOfWork = true;
+      return { batch: undefined, frames };
+    }
     const batch: BatchRange = { unit: unit.id, origin: unit.origin, start: unit.delivered, end: Math.min(unit.end, unit.delivered + batchSize) };
     unit.delivered = batch.end;
     this.inFlight = { unit, end: batch.end };
@@ -110,9 +119,15 @@ export class EpochCursor {
         this.held = true;
         return [];
       case 'assign':
-        for (const u of input.units) if (!this.units.some((mine) => mine.id === u.id)) this.units.push(fromWire(u));
+        for (const u of input.units) {
+          if (this.units.some((mine) => mine.id === u.id)) continue;
+          this.units.push(fromWire(u));
+          this.saidOutOfWork = false;
+        }
         return [];
       case 'epoch':
+        // Maybe a restarted coordinator, which knows nothing of it: say it again when out of work.
+        this.saidOutOfWork = false;
         return this.reconcile(input.units);
     }
   }

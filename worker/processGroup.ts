@@ -297,6 +297,8 @@ export class ProcessGroup implements EpochHost {
       this.finished = true;
       this.holdOpen();
     }
+    // Out of work, this rank made none of the others' collectives: its next call is the one they are at.
+    if ((message.t === 'assign' || message.t === 'epochEnd') && message.seq !== undefined) this.client.syncSeq(message.seq);
     switch (message.t) {
       case 'epoch':
       case 'assign':

@@ -16,8 +16,9 @@ import { EffectKind, InputKind, type CoreEffect, type CoreInput, type PeerId } f
 import type { GroupCore } from '../../coordinator/groupCore.ts';
 import { replayJournal, type JournalState } from '../../coordinator/journalRecords.ts';
 import type { EpochAudit } from '../../coordinator/report.ts';
-import { ServerMessageSchema, type ClientMessage, type ServerMessage } from '../../shared/protocol.ts';
+import { CollectiveErrorCode, ServerMessageSchema, type ClientMessage, type ServerMessage } from '../../shared/protocol.ts';
 import { Violation, type SimContext } from './context.ts';
+import { faultFree } from './scenario.ts';
 import type { CoreHost, HostObserver } from './coreHost.ts';
 import type { Network } from './network.ts';
 import type { RunTruth } from './truth.ts';
@@ -186,6 +187,11 @@ export class Invariants implements HostObserver {
       }
       case 'collectiveError':
         this.pending.get(peer)?.delete(message.seq);
+        // Without faults every rank makes every call: only a rank waited for in vain (one out of
+        // batches on a shorter shard, say: PyTorch's Join problem) can run a collective out.
+        if (message.code === CollectiveErrorCode.Timeout && faultFree(this.ctx.scenario)) {
+          this.fail('collectives complete without faults', `seq ${message.seq} timed out: ${message.message}`);
+        }
         return;
     }
   }

@@ -63,6 +63,8 @@ export interface Scenario {
   readonly netDelayMs: number;
   /** Workers call one collective at each epoch start and store ops while stepping. */
   readonly collectives: boolean;
+  /** Workers also call an allReduce after every batch (a training loop's), uneven shards or not. */
+  readonly collectivePerBatch: boolean;
   readonly faults: FaultPlan;
   /** Virtual time after which a run that has not ended is a hang. */
   readonly horizonMs: number;
@@ -161,9 +163,20 @@ export function drawScenario(seed: string): Scenario {
     stepMsPerSample,
     netDelayMs: rng.real(0.2, 5),
     collectives: rng.chance(0.5),
+    // Its own stream, like the sampling: the rest of a seed's scenario stays what it was.
+    // Only with few batches per rank (each one waits for a round trip of every rank), and without
+    // coordinator crashes: a restarted coordinator does not know the collective frontier (it is not
+    // journaled), so a replacement's numbering cannot meet a survivor's (a known limit).
+    collectivePerBatch: Math.ceil(numSamples / batchSize) <= 100 && faults.crashes.length === 0 && new Rng(`perBatch:${seed}`).chance(0.3),
     faults,
     horizonMs: span * 3 + 30_000,
   };
+}
+
+/** No fault at all: none scheduled, and no chance of a death at a hello, a collective or a boundary. */
+export function faultFree(s: Scenario): boolean {
+  const f = s.faults;
+  return faultCount(s) === 0 && f.killAtBoundary === 0 && f.killInCollective === 0 && f.killInRendezvous === 0;
 }
 
 /** How many faults the scenario schedules (for the closing line). */

@@ -47,6 +47,8 @@ interface EpochRun {
 
 const COLLECTIVE_TIMEOUT_MS = 1000;
 const CLIENT_GRACE_MS = 500;
+/** A per-batch collective waits for the others' steps (up to seconds here): only a hang outlasts this. */
+const PER_BATCH_TIMEOUT_MS = 20_000;
 const RECONNECT_TIMEOUT_MS = 30_000;
 
 export class SimWorker {
@@ -220,12 +222,14 @@ export class SimWorker {
       case 'epoch':
         return this.onEpoch(message);
       case 'assign':
+        if (message.seq !== undefined) this.nextSeq = Math.max(this.nextSeq, message.seq);
         if (this.run && message.epoch === this.run.epoch && !this.run.ended) {
           this.sendAll(this.run.cursor.receive({ t: 'assign', units: message.units }));
           this.step();
         }
         return;
       case 'epochEnd':
+        if (message.seq !== undefined) this.nextSeq = Math.max(this.nextSeq, message.seq);
         if (this.run && this.run.epoch === message.epoch && !this.run.ended) {
           this.hooks.moment(this, 'epochEnd');
           if (this.state === 'dead') return;
@@ -281,21 +285,23 @@ export class SimWorker {
     this.step();
   }
 
-  /** Every rank calls the same collective at each epoch start (torch-style, numbered by seq). */
-  private collective(run: EpochRun): void {
+  /** Every rank calls the same collective at each epoch start (torch-style, numbered by seq), or `body`. */
+  private collective(run: EpochRun, body: Omit<Extract<ClientMessage, { t: 'collective' }>, 't' | 'seq' | 'timeoutMs'> = this.epochStartCall(run), timeoutMs = COLLECTIVE_TIMEOUT_MS): void {
     const seq = this.nextSeq++;
-    const kind = run.epoch % 3;
-    const body =
-      kind === 0 ? { op: 'allReduce' as const, value: 1, reduce: 'sum' as const } : kind === 1 ? { op: 'allGather' as const, value: this.rank ?? -1 } : { op: 'barrier' as const };
     run.blockedOn = seq;
-    this.send({ t: 'collective', seq, timeoutMs: COLLECTIVE_TIMEOUT_MS, ...body });
+    this.send({ t: 'collective', seq, timeoutMs, ...body });
     this.hooks.moment(this, 'collective');
     // The client's own deadline: no reply within the timeout plus grace, and it goes on.
-    this.timer(COLLECTIVE_TIMEOUT_MS + CLIENT_GRACE_MS, () => {
+    this.timer(timeoutMs + CLIENT_GRACE_MS, () => {
       if (run.blockedOn !== seq) return;
       run.blockedOn = undefined;
       this.step();
     });
+  }
+
+  private epochStartCall(run: EpochRun): Omit<Extract<ClientMessage, { t: 'collective' }>, 't' | 'seq' | 'timeoutMs'> {
+    const kind = run.epoch % 3;
+    return kind === 0 ? { op: 'allReduce', value: 1, reduce: 'sum' } : kind === 1 ? { op: 'allGather', value: this.rank ?? -1 } : { op: 'barrier' };
   }
 
   // ---- the step loop -----------------------------------------------------------------------
@@ -327,7 +333,10 @@ export class SimWorker {
     this.timer(ms, () => {
       run.stepping = false;
       this.hooks.completed(this, run.epoch, run.worldSize, origin, start, end);
-      if (this.run === run) this.step();
+      if (this.run !== run) return;
+      // A training loop's allReduce after each batch, before asking for the next one.
+      if (this.ctx.scenario.collectivePerBatch && !run.ended) return this.collective(run, { op: 'allReduce', value: 1, reduce: 'sum' }, PER_BATCH_TIMEOUT_MS);
+      this.step();
     });
   }
 
