@@ -195,6 +195,28 @@ describe('buildDataloader: loader threads', () => {
     expect(counter.exited()).toBe(3);
     await dataloader.close();
   });
+
+  it('keeps its threads from epoch to epoch with persistentWorkers, ends them on close(), and starts anew after an early break', async () => {
+    const counter = threadCounter();
+    const { dataloader } = await buildDataloader({ dataset: jsonl, batchSize: 2, workers: 2, persistentWorkers: true, observe: counter.observe });
+    const epochs: number[][] = [];
+    for (const epoch of [0, 1, 2]) {
+      dataloader.setEpoch(epoch);
+      const seen: number[] = [];
+      for await (const batch of dataloader) seen.push(...batch.indices);
+      epochs.push(seen);
+    }
+    expect(counter.spawned()).toBe(2);
+    expect(counter.exited()).toBe(0);
+    for (const seen of epochs) expect([...seen].sort((a, b) => a - b)).toEqual(Array.from({ length: N }, (_, i) => i));
+    // After a break (threads with loads still queued are replaced) the next epoch is whole again.
+    for await (const _batch of dataloader) break;
+    const after: number[] = [];
+    for await (const batch of dataloader) after.push(...batch.indices);
+    expect(after).toEqual(epochs[2]);
+    await dataloader.close();
+    expect(counter.exited()).toBe(counter.spawned());
+  });
 });
 
 describe('buildDataloader: errors', () => {

@@ -83,6 +83,11 @@ export interface DataloaderOptions<T = unknown, B = T[]> {
   readonly workers?: number;
   /** Batches in flight per loader thread (DataLoader's prefetch_factor; default 2). */
   readonly prefetchFactor?: number;
+  /**
+   * Keep the loader threads between epochs (DataLoader's `persistent_workers`): they start with
+   * the first epoch and end with `close()`, so later epochs pay no start-up. Default false.
+   */
+  readonly persistentWorkers?: boolean;
   /** Loader worker w's random stream is seeded with seed + w; also the shuffle's seed without dist. Default 0. */
   readonly seed?: number;
   /** Called once in each loader thread, with its id, before it loads anything. A module export. */
@@ -136,6 +141,7 @@ interface LoaderConfig {
   readonly dropLast: boolean;
   readonly workers: number;
   readonly prefetchFactor: number;
+  readonly persistentWorkers: boolean;
   readonly seed: number;
   readonly mergeEpochs: number;
 }
@@ -152,6 +158,8 @@ interface PassLoader {
 /** Batches of the sampler's plan, or of a process group's epoch, loaded through loader threads. */
 export class Dataloader<B = unknown> implements AsyncIterable<LoaderBatch<B>> {
   private epochNumber = 0;
+  /** The loader threads kept between passes (persistentWorkers). */
+  private kept: LoaderPool | undefined;
 
   /** @internal built by buildDataloader */
   constructor(
@@ -278,8 +286,11 @@ export class Dataloader<B = unknown> implements AsyncIterable<LoaderBatch<B>> {
     }
   }
 
-  /** Closes the dataset this loader opened in the calling thread. Threads never outlive a pass. */
+  /** Ends the loader threads kept between epochs (persistentWorkers) and closes the dataset this loader opened. */
   async close(): Promise<void> {
+    const kept = this.kept;
+    this.kept = undefined;
+    await kept?.close();
     await this.parts.dataset.close?.();
   }
 
@@ -298,7 +309,9 @@ export class Dataloader<B = unknown> implements AsyncIterable<LoaderBatch<B>> {
       };
     }
     const observe = this.observe;
-    const pool = new LoaderPool({ workers, seed, parts: this.spec, observe });
+    const persistent = this.config.persistentWorkers;
+    const pool = (persistent ? this.kept : undefined) ?? new LoaderPool({ workers, seed, parts: this.spec, observe });
+    if (persistent) this.kept = pool;
     let inFlight = 0;
     return {
       depth: workers * prefetchFactor,
@@ -310,7 +323,13 @@ export class Dataloader<B = unknown> implements AsyncIterable<LoaderBatch<B>> {
         observe?.({ type: 'dispatch', workerId, batch, inFlight });
         return pool.load(workerId, batch, indices).finally(() => inFlight--);
       },
-      close: () => pool.close(),
+      close: async () => {
+        // Kept only after a whole pass: loads still queued (an early break, an error) would
+        // hold up the next epoch's batches, and a failed thread stays failed.
+        if (persistent && inFlight === 0 && this.kept === pool && !pool.failed) return;
+        if (this.kept === pool) this.kept = undefined;
+        await pool.close();
+      },
     };
   }
 }
@@ -336,7 +355,7 @@ function checkOptions<T, B>(options: DataloaderOptions<T, B>): LoaderConfig {
   let mergeEpochs = 1;
   if (options.mergeAllItersToOneEpoch) mergeEpochs = integer('totalEpochs (with mergeAllItersToOneEpoch)', options.totalEpochs, 1);
   if (options.pad === false && (options.training ?? true)) throw new DataloaderOptionsError('pad: false is for evaluation (training: false); training shards are padded like torch');
-  return { batchSize, dropLast: options.dropLast ?? false, workers, prefetchFactor, seed, mergeEpochs };
+  return { batchSize, dropLast: options.dropLast ?? false, workers, prefetchFactor, persistentWorkers: options.persistentWorkers ?? false, seed, mergeEpochs };
 }
 
 /** With workers, what each thread opens; a function or object in memory cannot get there. */

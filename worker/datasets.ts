@@ -6,6 +6,7 @@
  * This is the imperative shell (files, dynamic imports); the sampler never sees a dataset, only
  * its length.
  */
+import { readSync } from 'node:fs';
 import { stat, open, type FileHandle } from 'node:fs/promises';
 import { extname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -227,7 +228,7 @@ export class JsonLinesDataset implements Dataset<unknown> {
     const buffer = Buffer.allocUnsafe(size);
     let filled = 0;
     while (filled < size) {
-      const { bytesRead } = await this.#handle.read(buffer, filled, size - filled, start + filled);
+      const bytesRead = readSync(this.#handle.fd, buffer, filled, size - filled, start + filled);
       if (bytesRead === 0) throw new JsonLinesChangedError(this.path, line);
       filled += bytesRead;
     }
