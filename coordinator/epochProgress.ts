@@ -123,6 +123,9 @@ export class EpochProgress {
   outOfWork(rank: number, message: Extract<ClientMessage, { t: 'outOfWork' }>): void {
     const state = this.group.current;
     if (!state || message.epoch !== state.ledger.epoch || this.group.phase !== 'running' || !state.active.has(rank)) return;
+    // Sent before an `assign` reached it (its closing ack comes first, so a rank really out of
+    // work has nothing left here): it has work again, and will say so again when it is done.
+    if (state.ledger.remainingOf(rank) > 0) return;
     state.outOfWork.add(rank);
     this.group.collectives.awaitedChanged();
   }

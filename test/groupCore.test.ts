@@ -109,3 +109,43 @@ describe('redelivery accounting', () => {
     expect(driver.closes()).toEqual([{ peer: a, code: CloseCode.Malformed, reason: 'epoch report says 3 samples, but this worker acknowledged 10' }]);
   });
 });
+
+describe('collectives while ranks run out of work (the Join problem)', () => {
+  const allReduce = (seq: number) => ({ t: 'collective' as const, seq, timeoutMs: 0, op: 'allReduce' as const, value: 1, reduce: 'sum' as const });
+  const resultsTo = (driver: CoreDriver, peer: number) => driver.framesTo(peer).filter((m) => m.t === 'collectiveResult');
+
+  function threeWorkers(): { driver: CoreDriver; a: number; b: number; c: number } {
+    const driver = new CoreDriver({ config: runConfig({ length: 30, batchSize: 5 }), range: { min: 3, max: 3 } });
+    return { driver, a: driver.join('worker-a'), b: driver.join('worker-b'), c: driver.join('worker-c') };
+  }
+
+  it('does not wait for a rank that said outOfWork after acknowledging everything it had', () => {
+    const { driver, a, b, c } = threeWorkers();
+    driver.send(c, { t: 'ack', epoch: 0, unit: 2, cursor: 0, inflight: { unit: 2, end: 10 } });
+    driver.send(c, { t: 'ack', epoch: 0, unit: 2, cursor: 10, inflight: null });
+    driver.send(a, allReduce(0));
+    driver.send(b, allReduce(0));
+    expect(resultsTo(driver, a)).toEqual([]);
+    driver.send(c, { t: 'outOfWork', epoch: 0 });
+    expect(resultsTo(driver, a)).toEqual([{ t: 'collectiveResult', seq: 0, value: 2 }]);
+    expect(resultsTo(driver, b)).toEqual([{ t: 'collectiveResult', seq: 0, value: 2 }]);
+    expect(resultsTo(driver, c)).toEqual([]);
+  });
+
+  it('ignores an outOfWork sent before an assign reached the rank: it has work, so the others wait for it', () => {
+    const { driver, a, b, c } = threeWorkers();
+    driver.send(c, { t: 'ack', epoch: 0, unit: 2, cursor: 0, inflight: { unit: 2, end: 10 } });
+    driver.send(c, { t: 'ack', epoch: 0, unit: 2, cursor: 10, inflight: null });
+    driver.send(c, { t: 'outOfWork', epoch: 0 });
+    // Rank 0 dies: part of its shard goes to rank 2, with the seq it joins the others' collectives at.
+    driver.closed(a);
+    const assign = driver.framesTo(c).find((m) => m.t === 'assign');
+    expect(assign).toMatchObject({ t: 'assign', seq: 0 });
+    // Its outOfWork from before it saw the assign arrives late: rank 2 has work again.
+    driver.send(c, { t: 'outOfWork', epoch: 0 });
+    driver.send(b, allReduce(0));
+    expect(resultsTo(driver, b)).toEqual([]);
+    driver.send(c, allReduce(0));
+    expect(resultsTo(driver, b)).toEqual([{ t: 'collectiveResult', seq: 0, value: 2 }]);
+  });
+});
