@@ -51,7 +51,8 @@ export interface LaunchOptions {
 export interface LaunchResult {
   report: RunReport;
   /** Exit code (or signal) of every worker process started, in start order. */
-  workers: Array<{ rank: number; pid: number; exit: number | string | null; killedByLauncher: boolean }>;
+  /** `neverJoined`: still starting when the run ended, so stopped by the launcher (no fault, no failure). */
+  workers: Array<{ rank: number; pid: number; exit: number | string | null; killedByLauncher: boolean; neverJoined: boolean }>;
   coordinatorRestarts: number;
 }
 
@@ -59,6 +60,7 @@ interface WorkerChild {
   readonly rank: number;
   readonly child: ChildProcess;
   killedByLauncher: boolean;
+  neverJoined: boolean;
   exited: Promise<number | string | null>;
 }
 
@@ -72,6 +74,8 @@ export class Launcher {
   /** Events of the current coordinator process (they continue across its restarts). */
   readonly events = new CoordinatorEventStream();
   private readonly workerChildren: WorkerChild[] = [];
+  /** Worker processes the coordinator admitted (their hello's pid is their own). */
+  private readonly joinedPids = new Set<number>();
   private coordinator: ChildProcess | undefined;
   private port = 0;
   private host = '127.0.0.1';
@@ -102,7 +106,10 @@ export class Launcher {
     });
     // It may fail before anything awaits it (the coordinator dying before it listened): not unhandled.
     done.catch(() => {});
-    this.events.on('joined', (e) => this.pidOfRank.set(e.rank, e.pid));
+    this.events.on('joined', (e) => {
+      this.pidOfRank.set(e.rank, e.pid);
+      this.joinedPids.add(e.pid);
+    });
     this.events.on('epochStart', (e) => {
       this.groupFormed = true;
       for (const { rank, pid } of e.ranks) if (pid !== null) this.pidOfRank.set(rank, pid);
@@ -197,7 +204,7 @@ export class Launcher {
       },
       stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
     });
-    const entry: WorkerChild = { rank, child, killedByLauncher: false, exited: exitOf(child) };
+    const entry: WorkerChild = { rank, child, killedByLauncher: false, neverJoined: false, exited: exitOf(child) };
     this.workerChildren.push(entry);
     this.pipeLines(child, `rank ${rank}`);
     void entry.exited.then(async (exit) => {
@@ -265,14 +272,23 @@ export class Launcher {
     });
   }
 
-  /** Waits for workers to exit on their own, then kills whatever is left. */
+  /**
+   * Waits for workers to exit on their own, then kills whatever is left. One that never joined
+   * (still starting when the rendezvous failed, say) has no coordinator left to hear from: it is
+   * stopped at once rather than left retrying until the grace runs out.
+   */
   private async reap(graceMs: number): Promise<LaunchResult['workers']> {
+    for (const w of this.workerChildren) {
+      if (!isRunning(w.child) || w.child.pid === undefined || this.joinedPids.has(w.child.pid)) continue;
+      w.neverJoined = true;
+      w.child.kill('SIGTERM');
+    }
     const timer = setTimeout(() => {
       for (const w of this.workerChildren) if (isRunning(w.child)) w.child.kill('SIGKILL');
     }, graceMs);
     const exits = await Promise.all(this.workerChildren.map((w) => w.exited));
     clearTimeout(timer);
-    return this.workerChildren.map((w, i) => ({ rank: w.rank, pid: w.child.pid ?? -1, exit: exits[i], killedByLauncher: w.killedByLauncher }));
+    return this.workerChildren.map((w, i) => ({ rank: w.rank, pid: w.child.pid ?? -1, exit: exits[i], killedByLauncher: w.killedByLauncher, neverJoined: w.neverJoined }));
   }
 
   private async waitCoordinatorExit(graceMs: number): Promise<void> {

@@ -174,8 +174,10 @@ export async function run(argv: string[]): Promise<number> {
     const killed = exits.filter((w) => w.killedByLauncher).length;
     // bench/soak.ts and the fault tests parse this line as it is: keep its "(s)".
     if (killed || coordinatorRestarts) process.stdout.write(`faults injected: ${killed} worker kill(s), ${coordinatorRestarts} coordinator restart(s)\n`);
-    const failed = exits.filter((w) => w.exit !== 0 && !w.killedByLauncher);
+    const failed = exits.filter((w) => w.exit !== 0 && !w.killedByLauncher && !w.neverJoined);
     if (failed.length) note(`workers that exited non-zero: ${failed.map((w) => `rank ${w.rank} pid ${w.pid} (${w.exit ?? 'killed'})`).join(', ')}`);
+    const unjoined = exits.filter((w) => w.neverJoined);
+    if (unjoined.length) note(`stopped before they joined (the run had ended): ${unjoined.map((w) => `rank ${w.rank} pid ${w.pid}`).join(', ')}`);
     // After the table, so a report that cannot be written does not hide the audit.
     const written = settings.reportPath === undefined || (await writeReport('run', settings.reportPath, report));
     if (report.ok && ownJournal) removeJournal(journalPath);

@@ -45,6 +45,24 @@ export function step(): void {}
     expect(journals(tmp)).toEqual([]);
   });
 
+  it('stops a worker still starting when the rendezvous failed, rather than waiting for it to give up', async () => {
+    const tmp = freshTmp('rendezvous-failed-slow-worker');
+    // Rank 1 exits at once; rank 0 never finishes starting (its step module never loads).
+    const step = stepModule('rank0NeverStarts', `if (process.env.RANK === '1') process.exit(0);
+if (process.env.RANK === '0') {
+  setInterval(() => {}, 1 << 30);
+  await new Promise(() => {});
+}
+export function step(): void {}
+`);
+    const run = await finishedCli(['run', '--workers', '2', '--epochs', '1', '--length', '100', '--rendezvous-timeout-ms', '1500', '--step', step], { TMPDIR: tmp });
+    expect(run.code, run.stderr()).toBe(1);
+    expect(run.stdout() + run.stderr()).toMatch(/rendezvous timed out/);
+    // Stopped by the launcher as the run ended, not SIGKILLed at the end of a grace as a failure.
+    expect(run.stderr()).toMatch(/stopped before they joined \(the run had ended\): rank 0 pid \d+/);
+    expect(run.stderr()).not.toMatch(/workers that exited non-zero/);
+  });
+
   it('removes its own journal when a worker dies before the group forms', async () => {
     const tmp = freshTmp('launch-failed');
     const run = await finishedCli(['run', '--workers', '1', '--step', 'test/fixtures/failsInWorkers.ts'], { TMPDIR: tmp });
