@@ -23,6 +23,8 @@ export function attachProgressView(
   sink: ProgressSink = { isTTY: Boolean(process.stderr.isTTY), write: (t) => void process.stderr.write(t) },
 ): ProgressView {
   const done = new Map<number, number>();
+  /** Each rank's own shard size, as its progress says (unpadded shards differ by one). */
+  const sizes = new Map<number, number>();
   let epoch = -1;
   let numSamples = 0;
   let worldSize = 0;
@@ -44,9 +46,10 @@ export function attachProgressView(
     const lines: string[] = [];
     for (let rank = 0; rank < worldSize; rank++) {
       const value = done.get(rank) ?? 0;
-      const fraction = numSamples === 0 ? 1 : value / numSamples;
+      const size = sizes.get(rank) ?? numSamples;
+      const fraction = size === 0 ? 1 : value / size;
       const filled = Math.round(fraction * BAR);
-      lines.push(`  epoch ${epoch} rank ${String(rank).padStart(2)} [${'#'.repeat(filled)}${'.'.repeat(BAR - filled)}] ${value}/${numSamples}`);
+      lines.push(`  epoch ${epoch} rank ${String(rank).padStart(2)} [${'#'.repeat(filled)}${'.'.repeat(BAR - filled)}] ${value}/${size}`);
     }
     sink.write(lines.join('\n') + '\n');
     drawnLines = lines.length;
@@ -56,7 +59,7 @@ export function attachProgressView(
     if (!force && now - lastPlain < 1000) return;
     lastPlain = now;
     const parts: string[] = [];
-    for (let rank = 0; rank < worldSize; rank++) parts.push(`r${rank} ${done.get(rank) ?? 0}/${numSamples}`);
+    for (let rank = 0; rank < worldSize; rank++) parts.push(`r${rank} ${done.get(rank) ?? 0}/${sizes.get(rank) ?? numSamples}`);
     sink.write(`epoch ${epoch}: ${parts.join('  ')}\n`);
   };
   // Redraw at most ~10 times a second however fast acks arrive.
@@ -78,6 +81,7 @@ export function attachProgressView(
     worldSize = e.worldSize;
     numSamples = e.numSamples;
     done.clear();
+    sizes.clear();
     log(`epoch ${e.epoch} started: ${e.worldSize} ${e.worldSize === 1 ? 'rank' : 'ranks'} x ${e.numSamples} ${e.numSamples === 1 ? 'sample' : 'samples'}`);
   };
   const onProgress = (e: { epoch: number; rank: number; acknowledged: number; numSamples: number; planned: number }) => {
@@ -87,8 +91,10 @@ export function attachProgressView(
       numSamples = e.numSamples;
       worldSize = e.numSamples === 0 ? 0 : Math.round(e.planned / e.numSamples);
       done.clear();
+      sizes.clear();
     }
     done.set(e.rank, e.acknowledged);
+    sizes.set(e.rank, e.numSamples);
     dirty = true;
   };
   const onEvent = (e: { type: string; rank: number | null; detail: string; epoch: number | null }) => {

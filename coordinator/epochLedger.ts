@@ -42,6 +42,7 @@ export class EpochLedger {
   readonly numSamples: number;
   /** The epoch's positions: the shards' sizes together. */
   readonly planned: number;
+  private readonly sizes: readonly number[];
   private readonly units = new Map<number, LedgerUnit>();
   private nextId = 0;
   private consumedCount = 0;
@@ -63,6 +64,7 @@ export class EpochLedger {
     }
     this.numSamples = largest;
     this.planned = planned;
+    this.sizes = Array.from({ length: worldSize }, (_, rank) => sizeOf(rank));
     if (!restored) {
       for (let rank = 0; rank < worldSize; rank++) this.addUnit(rank, rank, 0, sizeOf(rank));
       return;
@@ -121,6 +123,11 @@ export class EpochLedger {
     let done = 0;
     for (const u of this.units.values()) if (u.origin === origin) done += u.cursor - u.start;
     return done;
+  }
+
+  /** Samples in origin rank's shard (all equal when padded). */
+  sizeOf(origin: number): number {
+    return this.sizes[origin] ?? 0;
   }
 
   /** Remaining unacknowledged offsets owned by a rank. */

@@ -107,7 +107,8 @@ export class EpochProgress {
         epoch: state.ledger.epoch,
         rank: unit.origin,
         acknowledged: state.ledger.acknowledgedOf(unit.origin),
-        numSamples: state.ledger.numSamples,
+        // The origin's own shard: unpadded shards differ by one.
+        numSamples: state.ledger.sizeOf(unit.origin),
         consumed: state.ledger.consumed,
         planned: state.ledger.planned,
       });

@@ -28,4 +28,15 @@ describe('progress view (plain lines)', () => {
     view.detach();
     expect(written[0]).toBe('epoch 3: r0 4/6  r1 0/6\n');
   });
+
+  it("shows each rank against its own shard when unpadded shards differ in size", () => {
+    const { coordinator, written, view } = setup();
+    coordinator.emit('epochStart', { epoch: 0, worldSize: 3, numSamples: 4, ranks: [] });
+    for (const [rank, size] of [[0, 4], [1, 4], [2, 3]] as const) {
+      coordinator.emit('progress', { epoch: 0, rank, acknowledged: size, numSamples: size, consumed: 11, planned: 11 });
+    }
+    coordinator.emit('epochAudit', { epoch: 0, worldSize: 3, ranks: [], planned: 11, consumed: 11, missing: 0, redelivered: 0, durationMs: 3, events: [], ok: true });
+    view.detach();
+    expect(written[1]).toBe('epoch 0: r0 4/4  r1 4/4  r2 3/3\n');
+  });
 });
