@@ -1,6 +1,6 @@
 /** The plan of one epoch of a run: what every rank derives from the coordinator's config. */
 import type { RunConfig } from './protocol.ts';
-import { computeNumSamples, computeUnpaddedShardSize, shapePlan, ShardPlan, type PlanOptions } from './sampler.ts';
+import { shapePlan, shardSize, ShardPlan, type PlanOptions, type PlanShape } from './sampler.ts';
 
 /** The ShardPlan options a run's config stands for, without deriving anything. */
 export function planOptionsFor(config: RunConfig, worldSize: number, epoch: number): PlanOptions {
@@ -25,19 +25,25 @@ export function planFor(config: RunConfig, worldSize: number, epoch: number): Sh
 }
 
 /**
+ * The plan's shape in a world of `worldSize`, without deriving the permutation. Throws the
+ * sampler's typed error if the config cannot be planned there (OpenPCDet's sampler padding
+ * beyond the dataset, say).
+ */
+function shapeFor(config: RunConfig, worldSize: number): PlanShape {
+  const options = planOptionsFor(config, worldSize, 0);
+  return shapePlan(config.length, worldSize, { sampler: options.sampler, pad: options.pad, dropLast: config.dropLast, seed: options.seed ?? 0, engine: config.engine });
+}
+
+/**
  * Each rank's sample count in a world of `worldSize`: all equal when padded, within one of each
  * other when not (`pad: false`). Cheap: no permutation is derived.
  */
 export function shardSizes(config: RunConfig, worldSize: number): number[] {
-  if (config.pad === false) return Array.from({ length: worldSize }, (_, rank) => computeUnpaddedShardSize(config.length, worldSize, rank));
-  return new Array<number>(worldSize).fill(computeNumSamples(config.length, worldSize, config.dropLast));
+  const shape = shapeFor(config, worldSize);
+  return Array.from({ length: worldSize }, (_, rank) => shardSize(shape, config.length, worldSize, rank));
 }
 
-/**
- * Throws the sampler's typed error if the config cannot be planned in a world of `worldSize`
- * (OpenPCDet's sampler padding beyond the dataset, say), without deriving the permutation.
- */
+/** Throws the sampler's typed error if the config cannot be planned in a world of `worldSize`. */
 export function checkPlannable(config: RunConfig, worldSize: number): void {
-  const options = planOptionsFor(config, worldSize, 0);
-  shapePlan(config.length, worldSize, { sampler: options.sampler, pad: options.pad, dropLast: config.dropLast, seed: options.seed ?? 0, engine: config.engine });
+  shapeFor(config, worldSize);
 }

@@ -90,6 +90,11 @@ export function computeUnpaddedShardSize(length: number, worldSize: number, rank
   return (length - remainder) / worldSize + (rank < remainder ? 1 : 0);
 }
 
+/** Rank's sample count in a plan of this shape: numSamples when padded; unpadded, its own share. */
+export function shardSize(shape: Pick<PlanShape, 'pad' | 'numSamples'>, length: number, worldSize: number, rank: number): number {
+  return shape.pad ? shape.numSamples : computeUnpaddedShardSize(length, worldSize, rank);
+}
+
 /** A plan's sizes, after every option has been checked against the others. */
 export interface PlanShape {
   readonly sampler: SamplerName;
@@ -192,7 +197,7 @@ export class ShardPlan {
   /** Rank's sample count: numSamples when padded; unpadded, ceil((length - rank) / worldSize). */
   numSamplesOf(rank: number): number {
     assertRank(rank, this.worldSize);
-    return this.pad ? this.numSamples : computeUnpaddedShardSize(this.length, this.worldSize, rank);
+    return shardSize(this, this.length, this.worldSize, rank);
   }
 
   /** The global position of rank's k-th sample. */
@@ -319,7 +324,7 @@ export class DistributedSampler implements Iterable<number> {
     this.pad = shape.pad;
     this.numSamples = shape.numSamples;
     this.totalSize = shape.totalSize;
-    this.ownSize = this.pad ? this.numSamples : computeUnpaddedShardSize(this.datasetLength, this.numReplicas, this.rank);
+    this.ownSize = shardSize(shape, this.datasetLength, this.numReplicas, this.rank);
   }
 
   /** Number of samples this rank yields per epoch (torch's `len(sampler)`); unpadded, this rank's own. */
