@@ -13,6 +13,8 @@ import type { EpochAudit, RunReport } from '../coordinator/report.ts';
 const count = z.number().int().nonnegative();
 const rank = count;
 const ms = z.number().nonnegative();
+/** A pass (shared/evalPass.ts): a training epoch, or below 0 an evaluation pass. */
+const pass = z.number().int();
 
 const EpochEventSchema = z.object({
   type: z.enum(['join', 'leave', 'death', 'reassign', 'replace', 'refused', 'restart', 'resume']),
@@ -21,8 +23,10 @@ const EpochEventSchema = z.object({
   detail: z.string(),
 });
 
+const EvalSummarySchema = z.object({ afterEpoch: count, length: count, evaluated: count, duplicatesDropped: count, missing: count, sha256: z.string() });
+
 const EpochAuditSchema = z.object({
-  epoch: count,
+  epoch: pass,
   worldSize: count,
   ranks: z.array(
     z.object({
@@ -41,6 +45,7 @@ const EpochAuditSchema = z.object({
   durationMs: ms,
   events: z.array(EpochEventSchema),
   ok: z.boolean(),
+  eval: EvalSummarySchema.optional(),
 });
 
 /** The run report (`--report FILE` holds the same JSON). */
@@ -57,8 +62,10 @@ export const RunReportSchema = z.object({
     batchSize: count,
     sampler: z.enum(SAMPLER_NAMES as [SamplerName, ...SamplerName[]]),
     pad: z.boolean(),
+    eval: z.object({ every: count, length: count, pad: z.boolean() }).optional(),
   }),
   epochs: z.array(EpochAuditSchema),
+  eval: z.array(EvalSummarySchema.extend({ ok: z.boolean(), pass: EpochAuditSchema })),
   error: z.string().optional(),
 });
 
@@ -66,9 +73,9 @@ const PAYLOADS = {
   listening: z.object({ host: z.string(), port: z.number().int().min(0).max(65535) }),
   joined: z.object({ rank, pid: z.number().int(), workerId: z.string(), rejoined: z.boolean(), standby: z.boolean() }),
   refused: z.object({ reason: z.string(), closeCode: z.number().int() }),
-  epochStart: z.object({ epoch: count, worldSize: count, numSamples: count, ranks: z.array(z.object({ rank, pid: z.number().int().nullable() })) }),
-  progress: z.object({ epoch: count, rank, acknowledged: count, numSamples: count, consumed: count, planned: count }),
-  event: EpochEventSchema.extend({ epoch: count.nullable() }),
+  epochStart: z.object({ epoch: pass, worldSize: count, numSamples: count, ranks: z.array(z.object({ rank, pid: z.number().int().nullable() })) }),
+  progress: z.object({ epoch: pass, rank, acknowledged: count, numSamples: count, consumed: count, planned: count }),
+  event: EpochEventSchema.extend({ epoch: pass.nullable() }),
   epochAudit: EpochAuditSchema,
   done: RunReportSchema,
 } as const;

@@ -1,6 +1,7 @@
 /** Parsing of the simulation flags: --kill, --kill-coordinator, --straggler, --step-ms. */
 import type { CoordinatorKill, WorkerKill } from './launcher.ts';
 import type { SimulatedWork } from '../worker/simulatedWork.ts';
+import { evalPassAfter } from '../shared/evalPass.ts';
 import { UsageError } from './usage.ts';
 
 function fraction(flag: string, raw: string, text: string): number {
@@ -9,18 +10,26 @@ function fraction(flag: string, raw: string, text: string): number {
   return value;
 }
 
-/** `RANK@EPOCH:FRACTION`, e.g. 2@1:0.6 kills rank 2 when it has done 60 % of its shard in epoch 1. */
-export function parseKill(raw: string): WorkerKill {
-  const m = /^(\d+)@(\d+):(.+)$/.exec(raw);
-  if (!m) throw new UsageError(`--kill takes RANK@EPOCH:FRACTION (e.g. 2@1:0.6), got '${raw}'`);
-  return { rank: Number(m[1]), epoch: Number(m[2]), fraction: fraction('kill', raw, m[3]) };
+/** EPOCH, or `evalE` for the evaluation pass after epoch E: the pass's number (shared/evalPass.ts). */
+function passOf(text: string): number {
+  return text.startsWith('eval') ? evalPassAfter(Number(text.slice(4))) : Number(text);
 }
 
-/** `EPOCH:FRACTION` of the whole epoch's positions. */
+/**
+ * `RANK@EPOCH:FRACTION`, e.g. 2@1:0.6 kills rank 2 when it has done 60 % of its shard in epoch 1;
+ * `RANK@evalE:FRACTION` in the evaluation pass after epoch E.
+ */
+export function parseKill(raw: string): WorkerKill {
+  const m = /^(\d+)@((?:eval)?\d+):(.+)$/.exec(raw);
+  if (!m) throw new UsageError(`--kill takes RANK@EPOCH:FRACTION or RANK@evalEPOCH:FRACTION (e.g. 2@1:0.6, 1@eval0:0.5), got '${raw}'`);
+  return { rank: Number(m[1]), epoch: passOf(m[2]), fraction: fraction('kill', raw, m[3]) };
+}
+
+/** `EPOCH:FRACTION` (or `evalEPOCH:FRACTION`) of the whole pass's positions. */
 export function parseCoordinatorKill(raw: string): CoordinatorKill {
-  const m = /^(\d+):(.+)$/.exec(raw);
-  if (!m) throw new UsageError(`--kill-coordinator takes EPOCH:FRACTION (e.g. 1:0.5), got '${raw}'`);
-  return { epoch: Number(m[1]), fraction: fraction('kill-coordinator', raw, m[2]) };
+  const m = /^((?:eval)?\d+):(.+)$/.exec(raw);
+  if (!m) throw new UsageError(`--kill-coordinator takes EPOCH:FRACTION or evalEPOCH:FRACTION (e.g. 1:0.5, eval0:0.5), got '${raw}'`);
+  return { epoch: passOf(m[1]), fraction: fraction('kill-coordinator', raw, m[2]) };
 }
 
 /** `RANK:FACTOR`: that rank's simulated work takes FACTOR times as long. */

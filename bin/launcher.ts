@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { CoordinatorEventStream, parseBridgedEvent, type BridgedEvent } from './eventBridge.ts';
 import type { RunReport } from '../coordinator/report.ts';
 import { DistSamplerError } from '../shared/errors.ts';
+import { passName } from '../shared/evalPass.ts';
 import { LAUNCHED_ENV } from '../shared/launchEnv.ts';
 
 const CLI_PATH = fileURLToPath(new URL('./distsampler.ts', import.meta.url));
@@ -232,7 +233,7 @@ export class Launcher {
       const target = this.workerChildren.find((w) => w.child.pid === pid && isRunning(w.child));
       if (!target) continue;
       target.killedByLauncher = true;
-      this.options.onNote?.(`--kill: SIGKILL rank ${kill.rank} (pid ${pid}) at ${p.acknowledged}/${p.numSamples} of epoch ${p.epoch}`);
+      this.options.onNote?.(`--kill: SIGKILL rank ${kill.rank} (pid ${pid}) at ${p.acknowledged}/${p.numSamples} of ${passName(p.epoch)}`);
       target.child.kill('SIGKILL');
     }
     for (const kill of [...this.pendingCoordinatorKills]) {
@@ -250,7 +251,7 @@ export class Launcher {
   private async restartCoordinator(p: { epoch: number; consumed: number; planned: number }): Promise<void> {
     const old = this.coordinator;
     if (!old || !isRunning(old)) return;
-    this.options.onNote?.(`--kill-coordinator: SIGKILL the coordinator (pid ${old.pid}) at ${p.consumed}/${p.planned} of epoch ${p.epoch}`);
+    this.options.onNote?.(`--kill-coordinator: SIGKILL the coordinator (pid ${old.pid}) at ${p.consumed}/${p.planned} of ${passName(p.epoch)}`);
     old.removeAllListeners('message');
     this.killedCoordinators.add(old);
     old.kill('SIGKILL');

@@ -4,6 +4,8 @@
  */
 import type { EventEmitter } from 'node:events';
 import type { CoordinatorEvents } from '../coordinator/coreTypes.ts';
+import type { EpochAudit } from '../coordinator/report.ts';
+import { passName } from '../shared/evalPass.ts';
 
 export interface ProgressSink {
   readonly isTTY: boolean;
@@ -25,7 +27,8 @@ export function attachProgressView(
   const done = new Map<number, number>();
   /** Each rank's own shard size, as its progress says (unpadded shards differ by one). */
   const sizes = new Map<number, number>();
-  let epoch = -1;
+  /** The pass in progress (shared/evalPass.ts), if any. */
+  let epoch: number | undefined;
   let numSamples = 0;
   let worldSize = 0;
   let drawnLines = 0;
@@ -42,14 +45,14 @@ export function attachProgressView(
     drawnLines = 0;
   };
   const drawBars = () => {
-    if (!sink.isTTY || epoch < 0) return;
+    if (!sink.isTTY || epoch === undefined) return;
     const lines: string[] = [];
     for (let rank = 0; rank < worldSize; rank++) {
       const value = done.get(rank) ?? 0;
       const size = sizes.get(rank) ?? numSamples;
       const fraction = size === 0 ? 1 : value / size;
       const filled = Math.round(fraction * BAR);
-      lines.push(`  epoch ${epoch} rank ${String(rank).padStart(2)} [${'#'.repeat(filled)}${'.'.repeat(BAR - filled)}] ${value}/${size}`);
+      lines.push(`  ${passName(epoch)} rank ${String(rank).padStart(2)} [${'#'.repeat(filled)}${'.'.repeat(BAR - filled)}] ${value}/${size}`);
     }
     sink.write(lines.join('\n') + '\n');
     drawnLines = lines.length;
@@ -60,7 +63,7 @@ export function attachProgressView(
     lastPlain = now;
     const parts: string[] = [];
     for (let rank = 0; rank < worldSize; rank++) parts.push(`r${rank} ${done.get(rank) ?? 0}/${sizes.get(rank) ?? numSamples}`);
-    sink.write(`epoch ${epoch}: ${parts.join('  ')}\n`);
+    sink.write(`${passName(epoch ?? 0)}: ${parts.join('  ')}\n`);
   };
   // Redraw at most ~10 times a second however fast acks arrive.
   const timer = setInterval(() => {
@@ -82,7 +85,7 @@ export function attachProgressView(
     numSamples = e.numSamples;
     done.clear();
     sizes.clear();
-    log(`epoch ${e.epoch} started: ${e.worldSize} ${e.worldSize === 1 ? 'rank' : 'ranks'} x ${e.numSamples} ${e.numSamples === 1 ? 'sample' : 'samples'}`);
+    log(`${passName(e.epoch)} started: ${e.worldSize} ${e.worldSize === 1 ? 'rank' : 'ranks'} x ${e.numSamples} ${e.numSamples === 1 ? 'sample' : 'samples'}`);
   };
   const onProgress = (e: { epoch: number; rank: number; acknowledged: number; numSamples: number; planned: number }) => {
     // A coordinator restarted from its journal resumes an epoch whose start this view never saw.
@@ -99,12 +102,13 @@ export function attachProgressView(
   };
   const onEvent = (e: { type: string; rank: number | null; detail: string; epoch: number | null }) => {
     if (e.type === 'join') return;
-    log(`${e.epoch === null ? '' : `epoch ${e.epoch}: `}${e.type}${e.rank === null ? '' : ` rank ${e.rank}`}: ${e.detail}`);
+    log(`${e.epoch === null ? '' : `${passName(e.epoch)}: `}${e.type}${e.rank === null ? '' : ` rank ${e.rank}`}: ${e.detail}`);
   };
-  const onAudit = (a: { epoch: number; missing: number; redelivered: number; durationMs: number; ok: boolean }) => {
+  const onAudit = (a: EpochAudit) => {
     if (!sink.isTTY) plainProgress(true);
-    log(`epoch ${a.epoch} done in ${Math.round(a.durationMs)} ms: missing ${a.missing}, redelivered ${a.redelivered}${a.ok ? '' : ' (AUDIT FAILED)'}`);
-    epoch = -1;
+    const results = a.eval ? `, evaluated ${a.eval.evaluated}/${a.eval.length}, duplicates dropped ${a.eval.duplicatesDropped}` : '';
+    log(`${passName(a.epoch)} done in ${Math.round(a.durationMs)} ms: missing ${a.missing}, redelivered ${a.redelivered}${results}${a.ok ? '' : ' (AUDIT FAILED)'}`);
+    epoch = undefined;
     clearBars();
   };
   coordinator.on('joined', onJoined);

@@ -5,6 +5,8 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { createServer } from 'node:net';
 import { resumable, type WorldSizeRange } from '../coordinator/journal.ts';
 import { Launcher } from './launcher.ts';
+import { epochOfPass, evalDueAfter, isEvalPass } from '../shared/evalPass.ts';
+import type { RunConfig } from '../shared/protocol.ts';
 import { loadStepModule } from '../worker/stepModule.ts';
 import { attachProgressView, type ProgressView } from './progressView.ts';
 import { formatSummary } from './summaryTable.ts';
@@ -45,7 +47,7 @@ prints the command that resumes it.
 `;
 
 /** Flags `run` hands to its coordinator process unchanged (the duration knobs too, see durationFlagWords). */
-const PASSED_TO_COORDINATOR = ['epochs', 'length', 'dataset', 'batch-size', 'seed', 'engine', 'sampler', 'host', 'on-failure'] as const;
+const PASSED_TO_COORDINATOR = ['epochs', 'length', 'dataset', 'batch-size', 'seed', 'engine', 'sampler', 'eval-every', 'eval-dataset', 'host', 'on-failure'] as const;
 
 export async function run(argv: string[]): Promise<number> {
   const { values } = parseFlags(argv, {
@@ -74,14 +76,14 @@ export async function run(argv: string[]): Promise<number> {
   const restarted = restore !== undefined && !resume;
   checkWorkers(workers, restarted ? restore.worldSize : range, restarted ? `the world size journaled in ${settings.journalPath}` : '--world-size');
   if (!restarted) checkPlanFlags(settings.config, range);
-  const epochs = (restore?.config ?? settings.config).epochs;
+  const runConfig = restore?.config ?? settings.config;
   const kills = (values.kill ?? []).map(parseKill);
   for (const [i, k] of kills.entries()) {
     if (k.rank >= workers) throw new UsageError(`--kill ${values.kill![i]}: rank ${k.rank} does not exist (${workers === 1 ? 'there is only rank 0' : `ranks are 0..${workers - 1}`})`);
-    checkFaultEpoch('kill', values.kill![i], k.epoch, epochs);
+    checkFaultEpoch('kill', values.kill![i], k.epoch, runConfig);
   }
   const coordinatorKills = (values['kill-coordinator'] ?? []).map(parseCoordinatorKill);
-  for (const [i, k] of coordinatorKills.entries()) checkFaultEpoch('kill-coordinator', values['kill-coordinator']![i], k.epoch, epochs);
+  for (const [i, k] of coordinatorKills.entries()) checkFaultEpoch('kill-coordinator', values['kill-coordinator']![i], k.epoch, runConfig);
   parseStepMs(values['step-ms'], values.straggler ?? []);
   // Every worker would fail to load a bad step module, and the group would never form: say so now.
   if (values.step !== undefined) {
@@ -101,6 +103,7 @@ export async function run(argv: string[]): Promise<number> {
   if (values['no-pad']) coordinatorArgs.push('--no-pad');
   const workerArgs: string[] = [];
   if (settings.datasetPath) workerArgs.push('--dataset', settings.datasetPath);
+  if (values['eval-dataset']) workerArgs.push('--eval-dataset', values['eval-dataset']);
   if (values.step) workerArgs.push('--step', values.step);
   if (values['step-ms']) workerArgs.push(`--step-ms=${values['step-ms']}`);
   for (const s of values.straggler ?? []) workerArgs.push(`--straggler=${s}`);
@@ -196,11 +199,25 @@ function checkWorkers(workers: number, range: WorldSizeRange, source: string): v
   if (workers > range.max) throw new UsageError(`--workers ${workers} does not fit ${source} ${size}: the group takes at most ${plural(range.max, 'worker')}`);
 }
 
-/** A fault planned for an epoch the run never reaches would silently never fire. */
-function checkFaultEpoch(flag: string, raw: string, epoch: number, epochs: number): void {
+/** A fault planned for a pass the run never reaches would silently never fire. */
+function checkFaultEpoch(flag: string, raw: string, pass: number, config: RunConfig): void {
+  const { epochs } = config;
+  if (isEvalPass(pass)) {
+    const after = epochOfPass(pass);
+    if (after < epochs && evalDueAfter(config, after)) return;
+    const when = config.eval ? `--eval-every ${config.eval.every} evaluates after epochs ${evaluatedEpochs(config)}` : 'the run does not evaluate (no --eval-every)';
+    throw new UsageError(`--${flag} ${raw}: no evaluation pass follows epoch ${after}: ${when}`);
+  }
+  const epoch = pass;
   if (epoch < epochs) return;
   const has = epochs === 0 ? 'has no epochs' : epochs === 1 ? 'has only epoch 0' : `has epochs 0..${epochs - 1}`;
   throw new UsageError(`--${flag} ${raw}: epoch ${epoch} never runs, the run ${has} (--epochs ${epochs})`);
+}
+
+/** The epochs an evaluation pass follows, for a message: "1, 3, 5" (none: "none"). */
+function evaluatedEpochs(config: RunConfig): string {
+  const after = Array.from({ length: config.epochs }, (_, e) => e).filter((e) => evalDueAfter(config, e));
+  return after.length ? after.join(', ') : 'none';
 }
 
 /** The name `run` gives its own journal in the temp folder. */

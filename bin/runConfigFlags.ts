@@ -6,6 +6,7 @@ import { accessSync, constants, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { ENGINE_NAMES, isEngineName } from '../shared/permutation.ts';
 import { DistSamplerError } from '../shared/errors.ts';
+import { evalConfig } from '../shared/evalPass.ts';
 import { checkPlannable } from '../shared/runPlan.ts';
 import { SAMPLER_NAMES, SamplerKind } from '../shared/sampler.ts';
 import type { RunConfig } from '../shared/protocol.ts';
@@ -27,6 +28,8 @@ export const RUN_CONFIG_FLAGS = {
   engine: { type: 'string' },
   sampler: { type: 'string' },
   'no-pad': { type: 'boolean' },
+  'eval-every': { type: 'string' },
+  'eval-dataset': { type: 'string' },
   host: { type: 'string' },
   port: { type: 'string' },
   token: { type: 'string' },
@@ -96,7 +99,12 @@ export const RUN_CONFIG_HELP = `Run config (the coordinator owns it and sends it
   --sampler NAME             whose sampler the plan reproduces: ${SAMPLER_NAMES.join(' | ')} (default torch;
                              openpcdet: OpenPCDet's subclass, seeded with the epoch alone, no --seed)
   --no-pad                   every index exactly once, shards within one sample of each other
-                             (not with --drop-last)
+                             (not with --drop-last); with --eval-every it is the evaluation
+                             passes that go unpadded, training keeps its plan
+  --eval-every K             an evaluation pass after every K training epochs: OpenPCDet's
+                             sampler, no shuffle, every result gathered and merged by index
+  --eval-dataset FILE        the evaluation passes' dataset, as --dataset (default: the training
+                             data); workers run the step module's evalStep on it
 
 Coordinator:
   --host H                   bind address (default 127.0.0.1; non-loopback needs a token)
@@ -197,7 +205,9 @@ export async function coordinatorSettings(values: RunConfigValues): Promise<Coor
   const engine = values.engine ?? 'torch';
   if (!isEngineName(engine)) throw new UsageError(`--engine must be one of ${ENGINE_NAMES.join(', ')}, got '${engine}'`);
   const sampler = choiceFlag('sampler', values.sampler, SAMPLER_NAMES, SamplerKind.Torch);
-  const noPad = values['no-pad'] === true;
+  const evaluation = await evalFlags(values, length);
+  // With evaluation passes, --no-pad is theirs: training keeps its (padded) plan.
+  const noPad = values['no-pad'] === true && evaluation === undefined;
   checkSamplerFlags({ sampler, seed: values.seed, dropLast: values['drop-last'] === true, noPad, engine: values.engine });
   const onFailure = values['on-failure'] ?? FailurePolicy.Reassign;
   const policies: readonly string[] = Object.values(FailurePolicy);
@@ -224,6 +234,7 @@ export async function coordinatorSettings(values: RunConfigValues): Promise<Coor
       epochs: intFlag('epochs', values.epochs, 3, 0),
       ...(sampler === SamplerKind.Torch ? {} : { sampler }),
       ...(noPad ? { pad: false } : {}),
+      ...(evaluation ? { eval: evaluation } : {}),
     },
     datasetPath: values.dataset,
     host: hostValue('--host', values.host ?? '127.0.0.1'),
@@ -233,6 +244,26 @@ export async function coordinatorSettings(values: RunConfigValues): Promise<Coor
     ...knobs,
     journalPath: outputFileFlag('journal', values.journal),
   };
+}
+
+/** --eval-every and --eval-dataset: the run's evaluation settings, or undefined without them. */
+async function evalFlags(values: RunConfigValues, trainingLength: number): Promise<RunConfig['eval']> {
+  if (values['eval-every'] === undefined) {
+    if (values['eval-dataset'] !== undefined) throw new UsageError('--eval-dataset needs --eval-every K (when to evaluate)');
+    return undefined;
+  }
+  const every = intFlag('eval-every', values['eval-every'], 1, 1);
+  const epochs = intFlag('epochs', values.epochs, 3, 0);
+  if (every > epochs) throw new UsageError(`--eval-every ${every} with --epochs ${epochs}: no evaluation pass would run (one follows every ${every} training epochs)`);
+  let length = trainingLength;
+  if (values['eval-dataset'] !== undefined) {
+    const dataset = await openDataset({ dataset: values['eval-dataset'] }).catch((err: unknown) => {
+      throw new UsageError(`--eval-dataset: ${err instanceof Error ? err.message : String(err)}`);
+    });
+    length = dataset.length;
+    await dataset.close?.();
+  }
+  return { every, length, pad: values['no-pad'] !== true };
 }
 
 /**
@@ -245,6 +276,13 @@ export function checkPlanFlags(config: RunConfig, range: WorldSizeRange): void {
       checkPlannable(config, size);
     } catch (err) {
       if (err instanceof DistSamplerError) throw new UsageError(`--sampler ${config.sampler ?? SamplerKind.Torch}: ${err.message}`);
+      throw err;
+    }
+    if (!config.eval) continue;
+    try {
+      checkPlannable(evalConfig(config, config.eval), size);
+    } catch (err) {
+      if (err instanceof DistSamplerError) throw new UsageError(`--eval-every: the evaluation passes (OpenPCDet's sampler): ${err.message}; --no-pad evaluates without padding`);
       throw err;
     }
   }

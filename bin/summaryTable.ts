@@ -1,5 +1,6 @@
 /** The per-epoch audit table `run` and `coordinator` print at the end of a run. */
-import type { EpochEvent, RunReport } from '../coordinator/report.ts';
+import type { EpochAudit, EpochEvent, RunReport } from '../coordinator/report.ts';
+import { epochOfPass, passOrder } from '../shared/evalPass.ts';
 
 /** Each kind of event once, in order of first appearance, counted when it repeats: `reassign r0 x8`. */
 function eventsCell(events: readonly EpochEvent[]): string {
@@ -12,13 +13,17 @@ function eventsCell(events: readonly EpochEvent[]): string {
   return [...counts].map(([label, n]) => (n === 1 ? label : `${label} x${n}`)).join(', ') || '-';
 }
 
-/** The per-epoch summary table printed at the end of a run. */
+/**
+ * The per-epoch summary table printed at the end of a run: a row per pass in run order (an
+ * evaluation pass is `eval@E`, after epoch E), then the evaluation passes' merged results.
+ */
 export function formatSummary(report: RunReport): string {
   const header = ['epoch', 'world', 'planned', 'consumed', 'missing', 'redelivered', 'ms', 'digests', 'events'];
-  const rows = report.epochs.map((e) => {
+  const passes: EpochAudit[] = [...report.epochs, ...report.eval.map((e) => e.pass)].sort((a, b) => passOrder(a.epoch) - passOrder(b.epoch));
+  const rows = passes.map((e) => {
     const matched = e.ranks.filter((r) => r.sha256 !== null && r.sha256 === r.planSha256).length;
     return [
-      String(e.epoch),
+      e.epoch < 0 ? `eval@${epochOfPass(e.epoch)}` : String(e.epoch),
       String(e.worldSize),
       String(e.planned),
       String(e.consumed),
@@ -31,6 +36,17 @@ export function formatSummary(report: RunReport): string {
   });
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells: string[]) => cells.map((c, i) => (i >= 8 ? c : c.padStart(widths[i]))).join('  ');
-  const verdict = report.ok ? 'audit OK: every planned position consumed' : `audit FAILED${report.error ? `: ${report.error}` : ''}`;
-  return [line(header), ...rows.map(line), verdict].join('\n');
+  const evaluated = report.eval.length ? ', every evaluation result merged' : '';
+  const verdict = report.ok ? `audit OK: every planned position consumed${evaluated}` : `audit FAILED${report.error ? `: ${report.error}` : ''}`;
+  return [line(header), ...rows.map(line), ...evalTable(report), verdict].join('\n');
+}
+
+/** The evaluation passes' merged results (no lines when the run did not evaluate). */
+function evalTable(report: RunReport): string[] {
+  if (report.eval.length === 0) return [];
+  const header = ['eval after', 'length', 'evaluated', 'duplicates dropped', 'missing', 'sha256'];
+  const rows = report.eval.map((e) => [String(e.afterEpoch), String(e.length), String(e.evaluated), String(e.duplicatesDropped), String(e.missing), `${e.sha256.slice(0, 16)}…`]);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padStart(widths[i]))).join('  ');
+  return [line(header), ...rows.map(line)];
 }

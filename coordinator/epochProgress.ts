@@ -3,8 +3,8 @@
  * cursors, a lost member's positions are reassigned (or wait for a replacement), and once every
  * position is acknowledged the members report and the epoch is audited. Part of GroupCore; pure.
  */
+import { isEvalPass, nextPass, passName, passShardSizes } from '../shared/evalPass.ts';
 import { CloseCode, type ClientMessage } from '../shared/protocol.ts';
-import { shardSizes } from '../shared/runPlan.ts';
 import { PlantedBug } from './coreTypes.ts';
 import { EpochLedger, type Reassignment } from './epochLedger.ts';
 import { auditOf, rankAudits } from './epochState.ts';
@@ -29,9 +29,10 @@ export class EpochProgress {
 
   // ---- beginning ---------------------------------------------------------------------
 
+  /** Begins a pass: a training epoch (the run finishes after the last), or an evaluation pass. */
   startEpoch(epoch: number): void {
     const group = this.group;
-    if (epoch >= group.config.epochs) return this.hooks.finish();
+    if (!isEvalPass(epoch) && epoch >= group.config.epochs) return this.hooks.finish();
     if (group.isElastic) {
       this.hooks.compactRanks();
       const live = group.rendezvous.liveRanks().length;
@@ -41,7 +42,7 @@ export class EpochProgress {
       group.groupSize = Math.min(live, group.range.max);
     }
     const worldSize = group.groupSize;
-    const ledger = new EpochLedger(epoch, worldSize, shardSizes(group.config, worldSize));
+    const ledger = new EpochLedger(epoch, worldSize, passShardSizes(group.config, epoch, worldSize));
     const live = group.rendezvous.liveRanks().filter((r) => r < worldSize);
     this.beginEpoch(ledger, new Set(live), []);
     // Ranks that died before this epoch began: their whole shard goes to the living.
@@ -53,7 +54,9 @@ export class EpochProgress {
 
   /** Continues a journaled epoch with a new group: its remaining positions are spread over it. */
   resumeEpoch(interrupted: JournaledEpoch): void {
-    const ledger = new EpochLedger(interrupted.epoch, interrupted.worldSize, shardSizes(this.group.config, interrupted.worldSize), interrupted);
+    // An evaluation pass's results are not journaled: the new group evaluates it from the beginning.
+    if (isEvalPass(interrupted.epoch)) return this.startEpoch(interrupted.epoch);
+    const ledger = new EpochLedger(interrupted.epoch, interrupted.worldSize, passShardSizes(this.group.config, interrupted.epoch, interrupted.worldSize), interrupted);
     const live = this.group.rendezvous.liveRanks();
     // Cut the old group's units before anyone hears of the epoch: new ranks may share old numbers.
     const moved = ledger.redistribute(live);
@@ -95,6 +98,8 @@ export class EpochProgress {
     }
     // The planted bug takes any unit's owner for the sender.
     const sender = group.plantedBug === PlantedBug.AcceptForeignAck ? (state.ledger.unit(message.unit)?.owner ?? rank) : rank;
+    const withoutResult = this.unresolvedEvaluation(sender, message);
+    if (withoutResult) return this.hooks.reject(peer, CloseCode.OutOfOrder, withoutResult);
     const outcome = state.ledger.ack(sender, message.epoch, message.unit, message.cursor, message.inflight);
     if (!outcome.ok) return this.hooks.reject(peer, CloseCode.ForeignAck, outcome.reason);
     group.journal.bufferAck(message.unit);
@@ -114,6 +119,48 @@ export class EpochProgress {
       });
     }
     this.maybeCompleteEpoch();
+  }
+
+  /**
+   * An evaluation pass's ack may only cover positions whose results arrived (a `results` frame
+   * comes first): otherwise a position would count as done with no result to show for it.
+   * Returns why the ack is refused, if it is.
+   */
+  private unresolvedEvaluation(sender: number, message: Extract<ClientMessage, { t: 'ack' }>): string | undefined {
+    const state = this.group.current!;
+    const evaluation = state.evaluation;
+    const unit = state.ledger.unit(message.unit);
+    if (!evaluation || !unit || unit.owner !== sender || message.epoch !== state.ledger.epoch) return undefined;
+    const to = Math.min(message.cursor, unit.end);
+    for (let offset = unit.cursor; offset < to; offset++) {
+      const index = evaluation.plan.at(unit.origin, offset);
+      if (!evaluation.results.has(index)) {
+        return `ack for ${passName(message.epoch)} positions without their results: rank ${unit.origin} offset ${offset} (dataset index ${index})`;
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * An evaluation pass's results for offsets of a unit the sender owns: each kept for its dataset
+   * index unless the index has one (then dropped and counted). Offsets beyond the unit's end (a
+   * tail cut while the sender was away) are dropped: whoever took them evaluates them.
+   */
+  results(peer: Peer, rank: number, message: Extract<ClientMessage, { t: 'results' }>): void {
+    const group = this.group;
+    const state = group.current;
+    // Results racing the pass's end, or from a pass already over, add nothing.
+    if (!state || message.epoch !== state.ledger.epoch || (group.phase !== 'running' && group.phase !== 'reporting')) return;
+    const evaluation = state.evaluation;
+    if (!evaluation) return this.hooks.reject(peer, CloseCode.OutOfOrder, `results for ${passName(message.epoch)}, which is not an evaluation pass`);
+    const unit = state.ledger.unit(message.unit);
+    if (!unit || unit.owner !== rank || message.start < unit.start) {
+      return this.hooks.reject(peer, CloseCode.ForeignAck, `results for unit ${message.unit} offset ${message.start}, which rank ${rank} does not own`);
+    }
+    const to = Math.min(message.start + message.values.length, unit.end);
+    for (let offset = message.start; offset < to; offset++) {
+      evaluation.results.record(evaluation.plan.at(unit.origin, offset), JSON.stringify(message.values[offset - message.start]));
+    }
   }
 
   /**
@@ -282,12 +329,13 @@ export class EpochProgress {
     const { ledger } = state;
     const ranks = rankAudits(state, state.auditor.finish());
     const faulted = state.events.some((e) => e.type !== 'join');
-    const ok = ledger.missing === 0 && (faulted || ranks.every((r) => r.sha256 !== null && r.sha256 === r.planSha256));
+    const evaluated = !state.evaluation || state.evaluation.results.complete;
+    const ok = ledger.missing === 0 && evaluated && (faulted || ranks.every((r) => r.sha256 !== null && r.sha256 === r.planSha256));
     const audit = auditOf(state, ranks, ok, group.now);
     group.audits.push(audit);
     group.recentEpoch = { ledger, audit };
     group.journal.write({ k: 'audit', audit });
     group.emit('epochAudit', audit);
-    this.startEpoch(ledger.epoch + 1);
+    this.startEpoch(nextPass(group.config, ledger.epoch));
   }
 }

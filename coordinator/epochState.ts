@@ -2,7 +2,10 @@
  * One epoch as the core tracks it beside its ledger (who takes part, what they reported, what
  * happened), and the audit row it becomes when the epoch ends. Pure.
  */
+import { epochOfPass } from '../shared/evalPass.ts';
+import type { ShardPlan } from '../shared/sampler.ts';
 import type { EpochLedger } from './epochLedger.ts';
+import type { EvalResults } from './evalResults.ts';
 import type { PlanAuditor } from './planAuditor.ts';
 import type { EpochAudit, EpochEvent, RankAudit } from './report.ts';
 
@@ -35,6 +38,8 @@ export interface EpochState {
   reportTimer?: number;
   /** The plan's per-rank digests, derived by the coordinator itself while the epoch runs. */
   readonly auditor: PlanAuditor;
+  /** An evaluation pass: the results gathered so far, and the plan that maps positions to indices. */
+  readonly evaluation?: { readonly results: EvalResults; readonly plan: ShardPlan };
 }
 
 /**
@@ -71,5 +76,6 @@ export function auditOf(state: EpochState, ranks: RankAudit[], ok: boolean, nowW
     durationMs: nowWallMs - state.startedAtWallMs,
     events: [...state.events],
     ok,
+    ...(state.evaluation ? { eval: state.evaluation.results.summary(epochOfPass(ledger.epoch)) } : {}),
   };
 }

@@ -9,6 +9,7 @@
  */
 import { DistSamplerError } from '../shared/errors.ts';
 import { CloseCode, RunConfigSchema, type ClientMessage, type RunConfig } from '../shared/protocol.ts';
+import { evalConfig } from '../shared/evalPass.ts';
 import { checkPlannable } from '../shared/runPlan.ts';
 import { InputKind, type CoreEffect, type CoreInput, type CoreView, type PeerId, type PlantedBugName } from './coreTypes.ts';
 import { EpochProgress } from './epochProgress.ts';
@@ -64,6 +65,7 @@ export class GroupCore {
     for (let size = min; size <= max; size++) {
       try {
         checkPlannable(this.config, size);
+        if (this.config.eval) checkPlannable(evalConfig(this.config, this.config.eval), size);
       } catch (err) {
         if (err instanceof DistSamplerError) throw new CoordinatorConfigError(err.message, { cause: err });
         throw err;
@@ -243,6 +245,8 @@ export class GroupCore {
         return this.epochs.overrun(message, peer.workerId!);
       case 'outOfWork':
         return this.epochs.outOfWork(rank, message);
+      case 'results':
+        return this.epochs.results(peer, rank, message);
       case 'epochReport':
         return this.epochs.epochReport(peer, rank, message);
       case 'collective':

@@ -4,11 +4,12 @@
  * events, journaling membership, the snapshot a compaction writes. Pure: output is effects.
  */
 import type { RunConfig, ServerMessage } from '../shared/protocol.ts';
-import { planFor } from '../shared/runPlan.ts';
+import { isEvalPass, nextPass, passConfig, passPlan } from '../shared/evalPass.ts';
 import { Collectives } from './collectives.ts';
 import { EffectKind, PlantedBug, type CoordinatorEvents, type CoreEffect, type CoreEvent, type CoreView, type PeerId, type PlantedBugName } from './coreTypes.ts';
 import type { EpochLedger } from './epochLedger.ts';
 import type { EpochState } from './epochState.ts';
+import { EvalResults } from './evalResults.ts';
 import type { Heartbeat } from './heartbeat.ts';
 import type { JournalState, JournaledEpoch, WorldSizeRange } from './journalRecords.ts';
 import { JournalWriter } from './journalWriter.ts';
@@ -171,13 +172,17 @@ export class GroupState {
     return this.rendezvous.liveRanks().filter((r) => state?.active.has(r));
   }
 
+  /** The pass after the last audited one (an evaluation pass when one is due). */
   nextEpochNumber(): number {
-    return this.audits.length ? this.audits[this.audits.length - 1].epoch + 1 : 0;
+    return this.audits.length ? nextPass(this.config, this.audits[this.audits.length - 1].epoch) : 0;
   }
 
   epochState(ledger: EpochLedger, startedAtWallMs: number, events: EpochEvent[], active: Set<number>, pids: Map<number, number>): EpochState {
-    const auditor = new PlanAuditor(() => planFor(this.config, ledger.worldSize, ledger.epoch));
-    return { ledger, startedAtWallMs, events, active, reports: new Map(), acked: new Map(), ackedByWorker: new Map(), pids, lost: new Map(), outOfWork: new Set(), auditor };
+    const pass = ledger.epoch;
+    const auditor = new PlanAuditor(() => passPlan(this.config, ledger.worldSize, pass));
+    // An evaluation pass maps positions to indices for its results: no shuffle, so the plan is cheap.
+    const evaluation = isEvalPass(pass) ? { results: new EvalResults(passConfig(this.config, pass).length), plan: passPlan(this.config, ledger.worldSize, pass) } : undefined;
+    return { ledger, startedAtWallMs, events, active, reports: new Map(), acked: new Map(), ackedByWorker: new Map(), pids, lost: new Map(), outOfWork: new Set(), auditor, ...(evaluation ? { evaluation } : {}) };
   }
 
   release(rank: number): void {

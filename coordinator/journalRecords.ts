@@ -70,6 +70,8 @@ export interface JournalState {
 const count = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 const int = z.number().int().min(Number.MIN_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER);
 const rank = count;
+/** A pass (shared/evalPass.ts): a training epoch, or below 0 an evaluation pass. */
+const pass = int;
 
 const EVENT_TYPES = ['join', 'leave', 'death', 'reassign', 'replace', 'refused', 'restart', 'resume'] as const satisfies ReadonlyArray<EpochEvent['type']>;
 // Fails to compile when report.ts gains an event type this schema does not list.
@@ -94,8 +96,17 @@ const RankAuditSchema = z.strictObject({
   waitMs: z.number().finite().nonnegative().nullable(),
 });
 
+const EvalSummarySchema = z.strictObject({
+  afterEpoch: count,
+  length: count,
+  evaluated: count,
+  duplicatesDropped: count,
+  missing: count,
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+});
+
 const EpochAuditSchema = z.strictObject({
-  epoch: count,
+  epoch: pass,
   worldSize: count.min(1),
   ranks: z.array(RankAuditSchema),
   planned: count,
@@ -105,10 +116,11 @@ const EpochAuditSchema = z.strictObject({
   durationMs: z.number().finite(),
   events: z.array(EpochEventSchema),
   ok: z.boolean(),
+  eval: EvalSummarySchema.optional(),
 });
 
 const JournaledEpochSchema = z.strictObject({
-  epoch: count,
+  epoch: pass,
   worldSize: count.min(1),
   numSamples: count,
   units: z.array(LedgerUnitSchema),
@@ -130,10 +142,10 @@ export const JournalRecordSchema = z.discriminatedUnion('k', [
   z.strictObject({ k: z.literal('member'), rank, workerId: z.string().min(1) }),
   z.strictObject({ k: z.literal('unmember'), rank }),
   z.strictObject({ k: z.literal('epoch'), state: JournaledEpochSchema }),
-  z.strictObject({ k: z.literal('units'), epoch: count, units: z.array(LedgerUnitSchema), redelivered: count }),
-  z.strictObject({ k: z.literal('acks'), epoch: count, cursors: z.array(z.tuple([count, count, count])) }),
-  z.strictObject({ k: z.literal('event'), epoch: count, event: EpochEventSchema }),
-  z.strictObject({ k: z.literal('lost'), epoch: count, workerId: z.string().min(1).max(128), rank }),
+  z.strictObject({ k: z.literal('units'), epoch: pass, units: z.array(LedgerUnitSchema), redelivered: count }),
+  z.strictObject({ k: z.literal('acks'), epoch: pass, cursors: z.array(z.tuple([count, count, count])) }),
+  z.strictObject({ k: z.literal('event'), epoch: pass, event: EpochEventSchema }),
+  z.strictObject({ k: z.literal('lost'), epoch: pass, workerId: z.string().min(1).max(128), rank }),
   z.strictObject({ k: z.literal('audit'), audit: EpochAuditSchema }),
   z.strictObject({ k: z.literal('end'), ok: z.boolean(), error: z.string().optional() }),
 ]) satisfies z.ZodType<JournalRecord>;
@@ -242,7 +254,7 @@ type AcksRecord = Extract<JournalRecord, { k: 'acks' }>;
  */
 function isWellFormedAcks(data: unknown): data is AcksRecord {
   if (typeof data !== 'object' || data === null || !('k' in data) || !('epoch' in data) || !('cursors' in data)) return false;
-  if (data.k !== 'acks' || Object.keys(data).length !== 3 || !isCount(data.epoch) || !Array.isArray(data.cursors)) return false;
+  if (data.k !== 'acks' || Object.keys(data).length !== 3 || !Number.isSafeInteger(data.epoch) || !Array.isArray(data.cursors)) return false;
   return data.cursors.every((c: unknown) => Array.isArray(c) && c.length === 3 && c.every(isCount));
 }
 

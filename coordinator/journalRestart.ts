@@ -3,7 +3,7 @@
  * while for the members to reconnect, and applies the failure policy to those that do not.
  * Part of GroupCore; pure.
  */
-import { shardSizes } from '../shared/runPlan.ts';
+import { isEvalPass, passShardSizes } from '../shared/evalPass.ts';
 import { EpochLedger } from './epochLedger.ts';
 import { auditOf, rankAudits } from './epochState.ts';
 import type { GroupState } from './groupState.ts';
@@ -39,7 +39,7 @@ export class JournalRestart {
       group.journalEnded = true;
       // An epoch the run ended in stays open in the journal (a --resume finishes it), and here.
       const c = state.current;
-      if (c) group.current = group.epochState(new EpochLedger(c.epoch, c.worldSize, shardSizes(group.config, c.worldSize), c), c.startedAtWallMs, [...c.events], new Set(), new Map(c.pids));
+      if (c) group.current = group.epochState(new EpochLedger(c.epoch, c.worldSize, passShardSizes(group.config, c.epoch, c.worldSize), c), c.startedAtWallMs, [...c.events], new Set(), new Map(c.pids));
       const unfinished = group.current ? auditOf(group.current, rankAudits(group.current, {}), false, group.now) : undefined;
       this.hooks.settle(state.ended.ok, state.ended.error, false, unfinished);
       this.hooks.maybeDrained();
@@ -52,7 +52,9 @@ export class JournalRestart {
     }
     if (state.current) {
       const c = state.current;
-      const ledger = new EpochLedger(c.epoch, c.worldSize, shardSizes(group.config, c.worldSize), c);
+      // An evaluation pass's results are not journaled: it starts over (its positions are redone).
+      const evaluation = isEvalPass(c.epoch);
+      const ledger = new EpochLedger(c.epoch, c.worldSize, passShardSizes(group.config, c.epoch, c.worldSize), evaluation ? undefined : c);
       group.groupSize = c.worldSize;
       group.phase = 'running';
       // Standbys (elastic ranks beyond the epoch's world) wait for the next epoch, as before the crash.
@@ -63,7 +65,9 @@ export class JournalRestart {
         group.lastHolder.set(rank, workerId);
         group.lostWorkers.add(workerId);
       }
-      group.recordEvent('restart', null, `coordinator restarted from its journal with ${ledger.missing} positions unacknowledged`);
+      group.recordEvent('restart', null, evaluation ? 'coordinator restarted from its journal: the evaluation pass starts over (results are not journaled)' : `coordinator restarted from its journal with ${ledger.missing} positions unacknowledged`);
+      // Later replays must see the fresh pass, not the old one's cursors.
+      if (evaluation) group.journal.compact();
       // A rank lost before the crash that was waiting for a replacement waits again (anew).
       if (group.settings.onFailure === FailurePolicy.Wait) {
         for (const rank of ledger.ownersWithWork()) if (!state.members.has(rank)) this.hooks.waitForReplacement(rank);

@@ -29,7 +29,24 @@ export interface EpochEvent {
   detail: string;
 }
 
+/** What an evaluation pass gathered: one result per dataset index, merged in dataset order. */
+export interface EvalSummary {
+  /** The training epoch the pass followed. */
+  afterEpoch: number;
+  /** The evaluation dataset's length. */
+  length: number;
+  /** Dataset indices with a result. */
+  evaluated: number;
+  /** Results for an index that already had one (a padded plan's duplicates, a redelivered batch's): dropped. */
+  duplicatesDropped: number;
+  /** Dataset indices without a result (must be 0). */
+  missing: number;
+  /** sha256 over the merged results in dataset order: the JSON of each, joined by `,`. */
+  sha256: string;
+}
+
 export interface EpochAudit {
+  /** The pass (shared/evalPass.ts): a training epoch, or below 0 the evaluation pass after epoch -(epoch + 1). */
   epoch: number;
   worldSize: number;
   ranks: RankAudit[];
@@ -39,8 +56,16 @@ export interface EpochAudit {
   redelivered: number;
   durationMs: number;
   events: EpochEvent[];
-  /** missing is 0, and without faults every rank's digest equals the plan's. */
+  /** missing is 0, and without faults every rank's digest equals the plan's; an evaluation pass also has every result. */
   ok: boolean;
+  /** An evaluation pass: its merged results. */
+  eval?: EvalSummary;
+}
+
+/** One evaluation pass in the report: its merged results, and the pass's own audit. */
+export interface EvalAudit extends EvalSummary {
+  ok: boolean;
+  pass: EpochAudit;
 }
 
 export interface RunReport {
@@ -58,8 +83,13 @@ export interface RunReport {
     sampler: SamplerName;
     /** false: every index once, shards within one of each other. */
     pad: boolean;
+    /** Evaluation passes: after every `every` epochs, over `length` samples, padded or not. */
+    eval?: { every: number; length: number; pad: boolean };
   };
+  /** Training epochs. */
   epochs: EpochAudit[];
+  /** Evaluation passes (none unless the run evaluates). */
+  eval: EvalAudit[];
   /** Why the run stopped early, when it did. */
   error?: string;
 }
@@ -76,5 +106,17 @@ export function reportConfig(config: RunConfig, worldSize: number): RunReport['c
     batchSize: config.batchSize,
     sampler: config.sampler ?? SamplerKind.Torch,
     pad: config.pad ?? true,
+    ...(config.eval ? { eval: { ...config.eval } } : {}),
   };
+}
+
+/** The report's passes: training audits as `epochs`, evaluation passes as `eval`. */
+export function reportPasses(audits: readonly EpochAudit[]): Pick<RunReport, 'epochs' | 'eval'> {
+  const epochs: EpochAudit[] = [];
+  const evals: EvalAudit[] = [];
+  for (const audit of audits) {
+    if (audit.epoch >= 0) epochs.push(audit);
+    else if (audit.eval) evals.push({ ...audit.eval, ok: audit.ok, pass: audit });
+  }
+  return { epochs, eval: evals };
 }

@@ -7,7 +7,7 @@ import { AbortCode, CloseCode } from '../shared/protocol.ts';
 import { EffectKind } from './coreTypes.ts';
 import { auditOf, rankAudits } from './epochState.ts';
 import type { GroupState, Peer } from './groupState.ts';
-import { reportConfig, type EpochAudit } from './report.ts';
+import { reportConfig, reportPasses, type EpochAudit } from './report.ts';
 
 /** What ending the run needs from the other parts of the core. */
 export interface EndingHooks {
@@ -90,8 +90,8 @@ export class RunEnding {
   settle(ok: boolean, error?: string, final = true, unfinished?: EpochAudit): void {
     const group = this.group;
     if (group.finalReport) return;
-    const epochs = unfinished ? [...group.audits, unfinished] : group.audits;
-    group.finalReport = { ok, config: reportConfig(group.config, group.groupSize), epochs, ...(error ? { error } : {}) };
+    const audits = unfinished ? [...group.audits, unfinished] : group.audits;
+    group.finalReport = { ok, config: reportConfig(group.config, group.groupSize), ...reportPasses(audits), ...(error ? { error } : {}) };
     if (final) {
       group.journal.write({ k: 'end', ok, ...(error ? { error } : {}) });
       group.journalEnded = true;

@@ -20,6 +20,12 @@ export const MAX_FRAME_BYTES = 64 * 1024;
 export const MAX_COLLECTIVE_VALUE_BYTES = 256 * 1024 * 1024;
 
 /**
+ * Largest JSON text (UTF-8 bytes) of one evaluation result sent by `run`'s workers: a `results`
+ * frame holds whole results and must fit one frame. Larger results: gather them with gatherResults.
+ */
+export const MAX_EVAL_RESULT_BYTES = MAX_FRAME_BYTES - 1024;
+
+/**
  * Deepest nesting of a collective's value the client sends. The schema's JSON check recurses,
  * so far deeper values would overflow the stack of whoever validates them (which refuses them).
  */
@@ -174,6 +180,12 @@ export const RunConfigSchema = z.object({
   sampler: z.enum(SAMPLER_NAMES as [SamplerName, ...SamplerName[]]).optional(),
   /** false: every index once, shards within one of each other; absent means padded (torch's). */
   pad: z.boolean().optional(),
+  /**
+   * An evaluation pass after every `every` training epochs (shared/evalPass.ts): OpenPCDet's
+   * sampler over a dataset of `length`, no shuffle, padded unless `pad` is false. Its passes are
+   * numbered -(e + 1) on the wire (after epoch e); workers send a `results` frame before each ack.
+   */
+  eval: z.object({ every: nonNegInt.min(1), length: nonNegInt, pad: z.boolean() }).optional(),
 });
 export type RunConfig = z.infer<typeof RunConfigSchema>;
 
@@ -280,6 +292,12 @@ export const ClientMessageSchema = z.discriminatedUnion('t', [
     amount: int.optional(),
     timeoutMs,
   }),
+  /**
+   * An evaluation pass's results for offsets [start, start + values.length) of `unit`, one per
+   * position, sent before the ack that covers them (an ack for evaluation positions whose results
+   * the coordinator does not hold is refused). A batch's results may take several frames.
+   */
+  z.object({ t: z.literal('results'), epoch: int, unit: nonNegInt, start: nonNegInt, values: z.array(z.json()).min(1) }),
   /** This rank's loop found no batch to take: collectives stop waiting for it until it gets work. */
   z.object({ t: z.literal('outOfWork'), epoch: int }),
   z.object({ t: z.literal('leave') }),

@@ -167,6 +167,24 @@ describe('sampler flags for run and coordinator', () => {
   });
 });
 
+describe('evaluation flags for run and coordinator', () => {
+  it('refuses --eval-every 0, one that never comes, --eval-dataset alone or unreadable, and evaluation that cannot pad, naming the flag', async () => {
+    await expectRefusal('run', ['--length', '100', '--eval-every', '0'], [/^--eval-every must be an integer in \[1, /, /got '0'/]);
+    await expectRefusal('run', ['--length', '100', '--epochs', '3', '--eval-every', '4'], [/^--eval-every 4 with --epochs 3: no evaluation pass would run/]);
+    await expectRefusal('coordinator', ['--world-size', '2', '--eval-dataset', join(dir, 'eval.jsonl')], [/^--eval-dataset needs --eval-every K/]);
+    await expectRefusal('run', ['--length', '100', '--eval-every', '1', '--eval-dataset', join(dir, 'no-such.jsonl')], [/^--eval-dataset: /, /no-such\.jsonl/]);
+    const tiny = join(dir, 'one-sample.jsonl');
+    writeFileSync(tiny, '{"x":1}\n');
+    await expectRefusal('run', ['--workers', '3', '--length', '100', '--eval-every', '1', '--eval-dataset', tiny], [/^--eval-every: the evaluation passes \(OpenPCDet's sampler\): /, /cannot pad 1 sample to 3 ranks/, /--no-pad/]);
+  });
+
+  it('refuses a --kill in an evaluation pass the run never makes', async () => {
+    await expectRefusal('run', ['--epochs', '2', '--length', '100', '--kill', '0@eval0:0.5'], [/--kill 0@eval0:0\.5/, /no evaluation pass follows epoch 0/, /no --eval-every/]);
+    await expectRefusal('run', ['--epochs', '4', '--length', '100', '--eval-every', '2', '--kill-coordinator', 'eval2:0.5'], [/--kill-coordinator eval2:0\.5/, /evaluates after epochs 1, 3/]);
+    await expectRefusal('run', ['--epochs', '2', '--length', '100', '--kill', '0@evalx:0.5'], [/^--kill takes RANK@EPOCH:FRACTION or RANK@evalEPOCH:FRACTION/]);
+  });
+});
+
 describe('faults planned for epochs that never run', () => {
   it('refuses --kill and --kill-coordinator naming an epoch >= --epochs', async () => {
     await expectRefusal('run', ['--epochs', '2', '--length', '100', '--kill', '0@5:0.5'], [/--kill 0@5:0\.5/, /epoch 5/, /--epochs 2/]);
