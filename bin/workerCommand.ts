@@ -1,21 +1,26 @@
 /**
  * `distsampler worker`: one worker process. Joins the group (env:// by default, like a
- * torchrun child), then runs every epoch's batches through the step.
+ * torchrun child), then runs every epoch's batches through the step, and every evaluation
+ * pass's batches through the evalStep, submitting their results.
  */
 import { openDataset, rangeDataset, type Dataset } from '../worker/datasets.ts';
-import { initProcessGroup } from '../worker/processGroup.ts';
-import { loadStepModule, noopStep, type Batch, type StepContext, type StepFn } from '../worker/stepModule.ts';
+import { EvalResultError } from '../worker/evalErrors.ts';
+import { initProcessGroup, type Epoch } from '../worker/processGroup.ts';
+import { defaultEvalStep, loadStepModuleParts, noopStep, type Batch, type EvalStepFn, type StepContext, type StepFn, type StepModuleParts } from '../worker/stepModule.ts';
+import { evalPassAfter } from '../shared/evalPass.ts';
+import type { RunConfig } from '../shared/protocol.ts';
 import { DistSamplerError } from '../shared/errors.ts';
 import { LAUNCHED_ENV } from '../shared/launchEnv.ts';
 import { hostValue } from './endpoints.ts';
 import { exitWithParent, intFlag, msFlag, parseFlags, UsageError } from './usage.ts';
 import { parseStepMs } from './faultFlags.ts';
-import { withSimulatedWork } from '../worker/simulatedWork.ts';
+import { withSimulatedWork, type SimulatedWork } from '../worker/simulatedWork.ts';
 
 export const WORKER_HELP = `usage: distsampler worker [flags]
 
-Joins a coordinator and consumes this rank's shard every epoch. The run config (length,
-seed, shuffle, drop-last, engine, batch size, epochs) comes from the coordinator.
+Joins a coordinator and consumes this rank's shard every epoch, and every evaluation pass
+the run makes (its results go to the coordinator). The run config (length, seed, shuffle,
+drop-last, engine, batch size, epochs, evaluation) comes from the coordinator.
 
 Connection (default env://: MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, DISTSAMPLER_TOKEN):
   --master-addr HOST   coordinator host (default: MASTER_ADDR or 127.0.0.1)
@@ -29,7 +34,10 @@ Connection (default env://: MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, DISTSAMP
 Work:
   --dataset FILE       .jsonl/.ndjson file, or a .ts/.js module exporting length and get(i)
                        (default: the synthetic range, sample i is i)
-  --step FILE          a .ts/.js module exporting async step(batch, ctx) (default: no-op)
+  --eval-dataset FILE  the evaluation passes' dataset (default: --dataset, or the synthetic range)
+  --step FILE          a .ts/.js module exporting async step(batch, ctx) (default: no-op),
+                       and for evaluation passes evalStep(batch, ctx) returning one result per
+                       sample (default: the samples)
   --batch-size B       override the coordinator's batch size for this worker
   --reconnect-timeout-ms MS
                        how long to keep reconnecting to a coordinator that went away
@@ -37,7 +45,8 @@ Work:
 
 Simulation:
   --step-ms MEAN[:JITTER]
-                       simulated work per sample, jitter seeded by the run's seed (replays exactly)
+                       simulated work per sample, evaluation included, jitter seeded by the
+                       run's seed (replays exactly)
   --straggler RANK:FACTOR
                        that rank's simulated work is FACTOR times slower (repeatable)
   -h, --help           this help
@@ -52,6 +61,7 @@ export async function run(argv: string[]): Promise<number> {
     token: { type: 'string' },
     'timeout-ms': { type: 'string' },
     dataset: { type: 'string' },
+    'eval-dataset': { type: 'string' },
     step: { type: 'string' },
     'batch-size': { type: 'string' },
     'reconnect-timeout-ms': { type: 'string' },
@@ -76,36 +86,81 @@ export async function run(argv: string[]): Promise<number> {
     throw new UsageError(`--${flag}: ${errorText(err)}`);
   };
   const userDataset = values.dataset ? await openDataset({ dataset: values.dataset }).catch(asUsage('dataset')) : undefined;
-  const userStep: StepFn = values.step ? await loadStepModule(values.step).catch(asUsage('step')) : noopStep;
+  const userEvalDataset = values['eval-dataset'] ? await openDataset({ dataset: values['eval-dataset'] }).catch(asUsage('eval-dataset')) : undefined;
+  const parts: StepModuleParts = values.step ? await loadStepModuleParts(values.step).catch(asUsage('step')) : { step: noopStep, evalStep: undefined };
   const pg = await initProcessGroup({ initMethod: 'env://', env, rank, worldSize, timeoutMs, reconnectTimeoutMs, token: values.token, length: userDataset?.length });
-  const step = work ? withSimulatedWork(userStep, work, pg.config.seed) : userStep;
+  const step = work ? withSimulatedWork(parts.step, work, pg.config.seed) : parts.step;
+  const evaluate = work ? withSimulatedEval(parts.evalStep ?? defaultEvalStep, work, pg.config.seed) : (parts.evalStep ?? defaultEvalStep);
   const dataset: Dataset = userDataset ?? rangeDataset(pg.config.length);
   let failed = true;
   try {
+    // Checked once joined: only the coordinator's config says whether, and over what length, the run evaluates.
+    const evalDataset = evalDatasetOf(pg.config, userEvalDataset, userDataset) ?? dataset;
     for await (const epoch of pg.epochs()) {
-      const ctx = { rank: epoch.rank, worldSize: epoch.worldSize, epoch: epoch.epoch };
-      for await (const batch of epoch.batches(dataset, { batchSize })) await runStep(step, batch, ctx);
+      const ctx: StepContext = { rank: epoch.rank, worldSize: epoch.worldSize, epoch: epoch.epoch, kind: epoch.kind };
+      if (epoch.kind === 'eval') await evaluatePass(epoch, evalDataset, evaluate, ctx, batchSize);
+      else for await (const batch of epoch.batches(dataset, { batchSize })) await runStep(step, batch, ctx);
     }
     failed = false;
   } catch (err) {
-    if (!(err instanceof StepError)) throw err;
+    if (!(err instanceof StepError || err instanceof EvalResultError)) throw err;
     process.stderr.write(`distsampler worker: ${err.message}\n`);
-    return 1;
+    // Results that break the contract are the step module's mistake, as a bad flag would be: 2.
+    return err instanceof StepError ? 1 : 2;
   } finally {
     // A worker that failed is no clean departure: it drops the connection without a leave, as
     // a crash would, so the coordinator counts a death and applies its failure policy.
     if (failed) pg.kill();
     else await pg.destroy();
     await dataset.close?.();
+    await userEvalDataset?.close?.();
     release();
   }
   return 0;
 }
 
-/** The user's step threw: this worker failed, the group did not. */
+/**
+ * The dataset evaluation passes read: --eval-dataset, else --dataset, else the synthetic range of
+ * the evaluation's length; undefined when the run does not evaluate. Its length must be the run's.
+ */
+export function evalDatasetOf(config: RunConfig, evalDataset: Dataset | undefined, dataset: Dataset | undefined): Dataset | undefined {
+  if (!config.eval) return undefined;
+  const expected = config.eval.length;
+  const chosen = evalDataset ?? dataset;
+  if (!chosen) return rangeDataset(expected);
+  if (chosen.length === expected) return chosen;
+  const which = evalDataset ? `${chosen.description} has ${chosen.length} samples` : `--dataset (${chosen.description}) has ${chosen.length} samples; pass the evaluation dataset with --eval-dataset`;
+  throw new UsageError(`--eval-dataset: the run evaluates over ${expected} samples, but ${which}`);
+}
+
+/** One evaluation pass: each batch through the evalStep, its results submitted before the next. */
+export async function evaluatePass(epoch: Epoch, dataset: Dataset, evaluate: EvalStepFn, ctx: StepContext, batchSize: number | undefined): Promise<void> {
+  for await (const batch of epoch.batches(dataset, { batchSize })) {
+    let results: unknown[];
+    try {
+      results = await evaluate(batch, ctx);
+    } catch (err) {
+      throw new StepError(ctx, err);
+    }
+    epoch.submitResults(batch, results);
+  }
+}
+
+/** An evalStep that first takes the batch's simulated time, so a kill can land mid-pass. */
+function withSimulatedEval(evaluate: EvalStepFn, work: SimulatedWork, seed: string): EvalStepFn {
+  const wait = withSimulatedWork(noopStep, work, seed);
+  return async (batch, ctx) => {
+    // Its jitter stream keyed by the pass, not by the epoch: not a replay of that epoch's.
+    await wait(batch, { ...ctx, epoch: evalPassAfter(ctx.epoch) });
+    return evaluate(batch, ctx);
+  };
+}
+
+/** The user's step (or evalStep) threw: this worker failed, the group did not. */
 class StepError extends DistSamplerError {
   constructor(ctx: StepContext, cause: unknown) {
-    super('ERR_STEP_FAILED', `rank ${ctx.rank}: the step failed in epoch ${ctx.epoch}: ${errorText(cause)}`, { cause });
+    const where = ctx.kind === 'eval' ? `evalStep failed in the evaluation after epoch ${ctx.epoch}` : `step failed in epoch ${ctx.epoch}`;
+    super('ERR_STEP_FAILED', `rank ${ctx.rank}: the ${where}: ${errorText(cause)}`, { cause });
   }
 }
 

@@ -123,3 +123,74 @@ describe('EpochCursor reconciling after it was declared dead', () => {
     expect(cursor.receive({ t: 'epoch', units: [] })).toEqual([]);
   });
 });
+
+describe('EpochCursor in redo mode (evaluation passes): a re-sent pass is redone beyond the coordinator cursor', () => {
+  const redo = (units: WorkUnit[]) => new EpochCursor(-1, units, { redo: true });
+
+  it('resumes at the coordinator cursor, acks nothing again, and its first ack names that cursor', () => {
+    const cursor = redo([unit(0, 0, 100)]);
+    deliver(cursor, 8, 3); // delivered [0, 24), done up to 16, [16, 24) in flight
+    cursor.receive({ t: 'connectionLost' });
+    expect(cursor.receive({ t: 'epoch', units: [unit(0, 0, 100, 8)] })).toEqual([]);
+    // The same situation in a training epoch re-acks [8, 24) instead (see above).
+    expect(cursor.next(8)).toEqual({ batch: { unit: 0, origin: 0, start: 8, end: 16 }, frames: [{ t: 'ack', epoch: -1, unit: 0, cursor: 8, inflight: { unit: 0, end: 16 } }] });
+  });
+
+  it('drops the batch in flight: its step returning moves no cursor, before or after the pass is re-sent', () => {
+    for (const returnsWhileHeld of [false, true]) {
+      const cursor = redo([unit(0, 0, 40)]);
+      deliver(cursor, 10, 2); // [10, 20) in flight
+      cursor.receive({ t: 'connectionLost' });
+      if (returnsWhileHeld) expect(cursor.next(10)).toEqual({ batch: undefined, frames: [] });
+      expect(cursor.receive({ t: 'epoch', units: [unit(0, 0, 40, 10)] })).toEqual([]);
+      const { batches, frames } = deliver(cursor, 10, 4);
+      expect(batches.map((b) => [b.start, b.end])).toEqual([[10, 20], [20, 30], [30, 40]]);
+      expect(acks(frames).map((a) => a.cursor)).toEqual([10, 20, 30, 40]);
+    }
+  });
+
+  it('a restarted coordinator that lost every cursor: the pass is redone from its start', () => {
+    const cursor = redo([unit(0, 0, 30), unit(1, 0, 30, 0, 1)]);
+    deliver(cursor, 10, 5); // unit 0 done, [10, 20) of unit 1 in flight
+    cursor.receive({ t: 'connectionLost' });
+    expect(cursor.receive({ t: 'epoch', units: [unit(0, 0, 30, 0), unit(1, 0, 30, 0, 1)] })).toEqual([]);
+    const { batches } = deliver(cursor, 10, 7);
+    expect(batches.map((b) => `${b.unit}:${b.start}`)).toEqual(['0:0', '0:10', '0:20', '1:0', '1:10', '1:20']);
+  });
+
+  it('reports an overrun for what it delivered beyond a cut, and of a unit no longer listed, as in training', () => {
+    const cursor = redo([unit(0, 0, 100), unit(3, 0, 20, 0, 1)]);
+    deliver(cursor, 8, 9); // delivered [0, 72) of unit 0, [64, 72) in flight
+    cursor.receive({ t: 'connectionLost' });
+    const frames = cursor.receive({ t: 'epoch', units: [unit(0, 0, 40, 32)] });
+    expect(frames).toEqual([{ t: 'overrun', epoch: -1, unit: 0, end: 72 }]);
+    const after = deliver(cursor, 8, 3);
+    expect(after.batches).toEqual([{ unit: 0, origin: 0, start: 32, end: 40 }]);
+    for (const ack of acks(after.frames)) expect(ack.cursor).toBeLessThanOrEqual(40);
+    const gone = redo([unit(5, 0, 10)]);
+    deliver(gone, 4, 2);
+    gone.receive({ t: 'connectionLost' });
+    expect(gone.receive({ t: 'epoch', units: [] })).toEqual([{ t: 'overrun', epoch: -1, unit: 5, end: 8 }]);
+  });
+
+  it('holds() is true only for the batch in flight, and not once the connection was lost or the batch dropped', () => {
+    const cursor = redo([unit(0, 0, 20)]);
+    const first = cursor.next(10).batch!;
+    expect(cursor.holds(first)).toBe(true);
+    expect(cursor.holds({ ...first, end: 5 })).toBe(false);
+    cursor.receive({ t: 'connectionLost' });
+    expect(cursor.holds(first)).toBe(false);
+    cursor.receive({ t: 'epoch', units: [unit(0, 0, 20, 0)] });
+    expect(cursor.holds(first)).toBe(false);
+    const again = cursor.next(10).batch!;
+    expect(again).toEqual(first);
+    expect(cursor.holds(again)).toBe(true);
+  });
+
+  it('without redo the same reconnect re-acks what was done and keeps the batch in flight (training)', () => {
+    const cursor = new EpochCursor(-1, [unit(0, 0, 100)]);
+    deliver(cursor, 8, 3);
+    cursor.receive({ t: 'connectionLost' });
+    expect(cursor.receive({ t: 'epoch', units: [unit(0, 0, 100, 8)] })).toEqual([{ t: 'ack', epoch: -1, unit: 0, cursor: 16, inflight: { unit: 0, end: 24 } }]);
+  });
+});

@@ -55,7 +55,8 @@ import {
 } from '../worker/datasets.ts';
 import * as workerErrors from '../worker/errors.ts';
 import { errorFromClose, errorFromFrame, WIRE_ERRORS, type ErrorFrame } from '../worker/errors.ts';
-import { StepModuleExportError, StepModuleLoadError, StepModuleNotFoundError } from '../worker/stepModule.ts';
+import { StepModuleEvalExportError, StepModuleExportError, StepModuleLoadError, StepModuleNotFoundError } from '../worker/stepModule.ts';
+import { EvalBatchNotCurrentError, EvalPassWithoutConfigError, EvalResultCountError, EvalResultError, EvalResultNotSerializableError, EvalResultsMissingError, EvalResultsRepeatedError, EvalResultTooDeepError, EvalResultTooLargeError, NotAnEvalPassError } from '../worker/evalErrors.ts';
 import {
   DataloaderOptionsError,
   LoaderBatchError,
@@ -130,6 +131,17 @@ function productSources(): Map<string, string> {
 
 /** One instance of every exported error class, built as the product builds it. */
 const INSTANCES: readonly DistSamplerError[] = [
+  new EvalResultError('ERR_EVAL_RESULT_SOMETHING', 'm', 0, -1),
+  new EvalResultCountError(1, -1, 3, 4),
+  new EvalResultNotSerializableError(1, -1, 7, 'a BigInt'),
+  new EvalResultTooLargeError(1, -1, 7, 70_000),
+  new EvalResultTooDeepError(1, -1, 7, 2000),
+  new EvalResultsMissingError(1, -1, [4, 5]),
+  new NotAnEvalPassError(3),
+  new EvalBatchNotCurrentError(1, -1),
+  new EvalResultsRepeatedError(1, -1),
+  new EvalPassWithoutConfigError(-1),
+  new StepModuleEvalExportError('p', 'evalStep of type number'),
   new DistSamplerError('ERR_SOMETHING', 'something'),
   new InvalidRankError(3, 2),
   new InvalidWorldSizeError(0),

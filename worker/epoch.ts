@@ -1,14 +1,19 @@
 /**
- * One epoch as the user's loop sees it: `for await (const batch of epoch.batches(dataset))`.
+ * One pass as the user's loop sees it: `for await (const batch of epoch.batches(dataset))`.
+ * A pass is a training epoch or an evaluation pass (shared/evalPass.ts); in an evaluation pass
+ * each batch's results go back with `epoch.submitResults(batch, results)` before the next batch.
  * The decisions (which batch next, what to ack, what to report after a cut) are EpochCursor's;
  * this is the shell around it: the plan's indices, the dataset's samples, the inbox, the socket.
  */
+import { epochOfPass, isEvalPass, passIsAfter } from '../shared/evalPass.ts';
 import type { ClientMessage, RunConfig, WorkUnit } from '../shared/protocol.ts';
 import type { ShardPlan } from '../shared/sampler.ts';
 import { allocateIndexTable, type IndexTable } from '../shared/randperm.ts';
 import { ShardDigest } from '../shared/shardDigest.ts';
 import type { Dataset } from './datasets.ts';
-import { EpochCursor, type EpochFrame } from './epochCursor.ts';
+import { EpochCursor, type BatchRange } from './epochCursor.ts';
+import { EvalBatchNotCurrentError, EvalResultsMissingError, EvalResultsRepeatedError, NotAnEvalPassError } from './evalErrors.ts';
+import { packResults, resultTexts } from './evalResults.ts';
 import type { FlowMessage } from './inbox.ts';
 import type { Batch } from './stepModule.ts';
 
@@ -18,17 +23,20 @@ export interface BatchOptions {
 
 export type EpochReport = Extract<ClientMessage, { t: 'epochReport' }>;
 
-/** What an epoch needs from its process group (ProcessGroup is one). */
+/** A training epoch, or an evaluation pass (OpenPCDet's sampler, no shuffle, results per sample). */
+export type EpochKind = 'train' | 'eval';
+
+/** What an epoch needs from its process group (ProcessGroup is one). Epochs are named by pass. */
 export interface EpochHost {
   readonly config: RunConfig;
   readonly rank: number;
-  plan(epoch: number, worldSize: number): ShardPlan;
+  plan(pass: number, worldSize: number): ShardPlan;
   nextFlow(): Promise<FlowMessage>;
   pollFlow(): FlowMessage | undefined;
   /** Hands a message this epoch does not consume back to the group's loop. */
   requeueFlow(message: FlowMessage): void;
   send(message: ClientMessage): void;
-  epochEnded(epoch: number, report: EpochReport): void;
+  epochEnded(pass: number, report: EpochReport): void;
   raise(message: FlowMessage): never;
 }
 
@@ -41,20 +49,44 @@ const YIELD_EVERY_MS = 20;
 
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
-/** One epoch as this worker sees it: its units, then whatever is reassigned to it. */
+/** The last batch an evaluation pass handed out, until the loop asks for the next. */
+interface EvalBatch {
+  readonly range: BatchRange;
+  readonly positions: readonly number[];
+  readonly indices: readonly number[];
+  submitted: boolean;
+}
+
+/** One pass as this worker sees it: its units, then whatever is reassigned to it. */
 export class Epoch {
   ended = false;
+  /**
+   * 'train' for a training epoch; 'eval' for an evaluation pass, whose batches (OpenPCDet's
+   * sampler, no shuffle) each need their results submitted with submitResults.
+   */
+  readonly kind: EpochKind;
+  /** The training epoch: this epoch's number, or for an evaluation pass the epoch it follows. */
+  readonly epoch: number;
   private readonly cursor: EpochCursor;
   private readonly digest = new ShardDigest();
+  private awaiting: EvalBatch | undefined;
 
   constructor(
     private readonly group: EpochHost,
-    readonly epoch: number,
-    /** The plan's world size for this epoch. */
+    /**
+     * The pass as the wire numbers it (shared/evalPass.ts): training epoch e is e, the evaluation
+     * pass after it -(e + 1). Every frame and the plan go by it.
+     */
+    readonly pass: number,
+    /** The plan's world size for this pass. */
     readonly worldSize: number,
     units: readonly WorkUnit[],
   ) {
-    this.cursor = new EpochCursor(epoch, units);
+    this.kind = isEvalPass(pass) ? 'eval' : 'train';
+    this.epoch = epochOfPass(pass);
+    // Results do not outlive a connection or a coordinator restart: an evaluation pass redoes
+    // what the coordinator has not acknowledged instead of acknowledging it again.
+    this.cursor = new EpochCursor(pass, units, { redo: this.kind === 'eval' });
   }
 
   /** This worker's rank in this epoch. */
@@ -62,8 +94,9 @@ export class Epoch {
     return this.group.rank;
   }
 
+  /** This pass's plan: the run's for a training epoch, the evaluation plan for an evaluation pass. */
   get plan(): ShardPlan {
-    return this.group.plan(this.epoch, this.worldSize);
+    return this.group.plan(this.pass, this.worldSize);
   }
 
   /**
@@ -71,7 +104,9 @@ export class Epoch {
    * asked for (the step for them has returned); the iteration ends when the coordinator says
    * every position of the epoch is done, so a rank that finishes early can still take over
    * a dead rank's tail. While the connection is down no batch is handed out: the positions may
-   * no longer be this worker's.
+   * no longer be this worker's. In an evaluation pass each batch's results must be submitted
+   * (submitResults) before the next is asked for; a batch's `epoch` is the training epoch.
+   * @throws EvalResultsMissingError when the loop asks for more without submitting them
    */
   async *batches<T>(dataset: Dataset<T>, options: BatchOptions = {}): AsyncGenerator<Batch<T>, void, undefined> {
     const batchSize = options.batchSize ?? this.group.config.batchSize;
@@ -106,7 +141,11 @@ export class Epoch {
           indices[k] = chunk[k];
           this.digest.add(chunk[k]);
         }
+        if (this.kind === 'eval') this.awaiting = { range: batch, positions, indices, submitted: false };
         yield { epoch: this.epoch, positions, indices, samples: await loadSamples(dataset, indices) };
+        // Asked for more: the ack for this batch goes out next, and must follow its results.
+        if (this.awaiting && !this.awaiting.submitted) throw new EvalResultsMissingError(this.rank, this.pass, this.awaiting.indices);
+        this.awaiting = undefined;
         continue;
       }
       idleSince ??= performance.now();
@@ -117,9 +156,42 @@ export class Epoch {
     }
   }
 
+  /**
+   * An evaluation pass: the results of the batch last handed out, one per sample in order, sent
+   * to the coordinator (packed into `results` frames) ahead of the ack that completes the batch.
+   * Call it once per batch, after evaluating it and before asking for the next. `batch` is the
+   * batch as handed out (or anything carrying its `positions` array, such as a Dataloader's batch).
+   * Each result must serialise with JSON.stringify, in at most MAX_EVAL_RESULT_BYTES; gather
+   * larger results with pg.gatherResults.
+   * @throws NotAnEvalPassError, EvalBatchNotCurrentError, EvalResultsRepeatedError, and an
+   *   EvalResultError (EvalResultCountError, EvalResultNotSerializableError, EvalResultTooLargeError, EvalResultTooDeepError)
+   */
+  submitResults<R>(batch: Pick<Batch, 'positions'>, results: readonly R[]): void {
+    if (this.kind !== 'eval') throw new NotAnEvalPassError(this.pass);
+    const current = this.awaiting;
+    if (!current || batch.positions !== current.positions) throw new EvalBatchNotCurrentError(this.rank, this.pass);
+    if (current.submitted) throw new EvalResultsRepeatedError(this.rank, this.pass);
+    const texts = resultTexts(results, { rank: this.rank, pass: this.pass, indices: current.indices });
+    current.submitted = true;
+    // A connection lost meanwhile: the batch is redone once the pass is re-sent, and results sent
+    // on a new connection before that could be for positions no longer this worker's.
+    this.catchUp();
+    if (!this.cursor.holds(current.range)) return;
+    this.sendAll(packResults(this.pass, current.range.unit, current.range.start, texts));
+  }
+
   /** The epoch ended (its epochEnd), or the coordinator moved on to a later one while this worker was away. */
   private endsHere(message: FlowMessage): boolean {
-    return (message.t === 'epochEnd' && message.epoch === this.epoch) || (message.t === 'epoch' && message.epoch > this.epoch);
+    return (message.t === 'epochEnd' && message.epoch === this.pass) || (message.t === 'epoch' && passIsAfter(message.epoch, this.pass));
+  }
+
+  /** Takes in what arrived since the batch was handed out, up to what ends the pass or the run (left for the loop). */
+  private catchUp(): void {
+    for (let m = this.group.pollFlow(); m; m = this.group.pollFlow()) {
+      const mid = m.t === 'connectionLost' || m.t === 'assign' || (m.t === 'epoch' && !this.endsHere(m));
+      if (!mid) return this.group.requeueFlow(m);
+      this.take(m);
+    }
   }
 
   private finish(message: FlowMessage, idleSince: number | undefined): void {
@@ -131,9 +203,9 @@ export class Epoch {
       return this.group.requeueFlow(message);
     }
     this.sendAll(this.cursor.settle());
-    this.group.epochEnded(this.epoch, {
+    this.group.epochEnded(this.pass, {
       t: 'epochReport',
-      epoch: this.epoch,
+      epoch: this.pass,
       samples: this.digest.count,
       sha256: this.digest.hex(),
       waitMs: idleSince === undefined ? 0 : performance.now() - idleSince,
@@ -146,7 +218,7 @@ export class Epoch {
         return this.sendAll(this.cursor.receive(message));
       case 'assign':
       case 'epoch':
-        if (message.epoch === this.epoch) this.sendAll(this.cursor.receive(message));
+        if (message.epoch === this.pass) this.sendAll(this.cursor.receive(message));
         return;
       case 'abort':
       case 'closed':
@@ -155,7 +227,7 @@ export class Epoch {
     }
   }
 
-  private sendAll(frames: readonly EpochFrame[]): void {
+  private sendAll(frames: readonly ClientMessage[]): void {
     for (const frame of frames) this.group.send(frame);
   }
 }

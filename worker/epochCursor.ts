@@ -52,8 +52,14 @@ interface LocalUnit {
   known: number;
 }
 
+export interface EpochCursorOptions {
+  /** Redo offsets beyond the coordinator's cursors when the epoch is re-sent (evaluation passes). */
+  readonly redo?: boolean;
+}
+
 export class EpochCursor {
   private units: LocalUnit[];
+  private readonly redo: boolean;
   /** The batch handed out last, whose step has not returned yet. */
   private inFlight: { unit: LocalUnit; end: number } | null = null;
   private held = false;
@@ -61,15 +67,24 @@ export class EpochCursor {
   private saidOutOfWork = false;
 
   constructor(
+    /** The pass on the wire (shared/evalPass.ts): a training epoch, or below 0 an evaluation pass. */
     readonly epoch: number,
     units: readonly WorkUnit[],
+    options: EpochCursorOptions = {},
   ) {
     this.units = units.map(fromWire);
+    this.redo = options.redo ?? false;
   }
 
   /** True while batches are held back: the connection was lost and the epoch not yet re-sent. */
   get suspended(): boolean {
     return this.held;
+  }
+
+  /** True while `batch` is the one in flight and still this worker's to complete (not held back, not dropped). */
+  holds(batch: BatchRange): boolean {
+    const last = this.inFlight;
+    return !this.held && last !== null && this.units.includes(last.unit) && last.unit.id === batch.unit && last.end === batch.end;
   }
 
   /**
@@ -134,8 +149,9 @@ export class EpochCursor {
 
   /**
    * The coordinator's units replace this worker's. Completed offsets beyond its cursors are
-   * acknowledged again rather than redone (never beyond its end); offsets delivered beyond a
-   * unit's end, or of a unit no longer listed, are reported as an overrun. Batches resume.
+   * acknowledged again rather than redone (never beyond its end), or in redo mode redone; offsets
+   * delivered beyond a unit's end, or of a unit no longer listed, are reported as an overrun.
+   * Batches resume.
    */
   private reconcile(serverUnits: readonly WorkUnit[]): EpochFrame[] {
     const frames: EpochFrame[] = [];
@@ -148,6 +164,15 @@ export class EpochCursor {
       }
       if (mine.delivered > u.end) frames.push({ t: 'overrun', epoch: this.epoch, unit: mine.id, end: mine.delivered });
       mine.end = u.end;
+      if (this.redo) {
+        // Results beyond the coordinator's cursor may be lost: redo from it. The batch in flight
+        // is dropped, so its completion moves no cursor and no ack claims it.
+        mine.known = u.cursor;
+        mine.done = mine.delivered = Math.min(u.cursor, u.end);
+        if (this.inFlight?.unit === mine) this.inFlight = null;
+        next.push(mine);
+        continue;
+      }
       mine.known = Math.max(mine.known, u.cursor);
       mine.done = Math.min(Math.max(mine.done, u.cursor), u.end);
       mine.delivered = Math.max(Math.min(mine.delivered, u.end), mine.done);

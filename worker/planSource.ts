@@ -3,8 +3,11 @@
  * permutation, O(N) to derive (seconds at 1e8): derived on the main thread, it would block the
  * event loop so long that nobody answers the coordinator's pings and the worker is taken for
  * dead. So a large permutation is derived in a worker thread while the loop stays free.
+ * Plans are asked for by pass (shared/evalPass.ts): an evaluation pass has its own plan, with no
+ * shuffle, so nothing to derive ahead.
  */
 import { Worker } from 'node:worker_threads';
+import { isEvalPass, passPlan } from '../shared/evalPass.ts';
 import { torchSeed32 } from '../shared/mt19937.ts';
 import { Engine, TablePermutation } from '../shared/permutation.ts';
 import type { RunConfig } from '../shared/protocol.ts';
@@ -36,12 +39,13 @@ export class PlanSource {
   ) {}
 
   /**
-   * Readies the epoch's plan without blocking the event loop: a large torch permutation is
-   * derived in a worker thread. A no-op for anything cheap (feistel, no shuffle, small N).
+   * Readies the pass's plan without blocking the event loop: a large torch permutation is
+   * derived in a worker thread. A no-op for anything cheap (feistel, no shuffle, small N), and
+   * for an evaluation pass (never shuffled).
    */
   prepare(epoch: number): Promise<void> {
     const { config } = this;
-    const large = config.shuffle && config.engine === Engine.Torch && config.length >= this.offThreadFrom;
+    const large = !isEvalPass(epoch) && config.shuffle && config.engine === Engine.Torch && config.length >= this.offThreadFrom;
     if (!large || this.threadFailed || this.permutations.has(epoch)) return Promise.resolve();
     let job = this.pending.get(epoch);
     if (!job) {
@@ -59,8 +63,9 @@ export class PlanSource {
     return job;
   }
 
-  /** The epoch's plan for a world size (the permutation does not depend on it). */
+  /** The pass's plan for a world size (a training epoch's permutation does not depend on it). */
   plan(epoch: number, worldSize: number): ShardPlan {
+    if (isEvalPass(epoch)) return passPlan(this.config, worldSize, epoch);
     const permutation = this.permutations.get(epoch);
     return permutation ? new PrecomputedPlan(planOptionsFor(this.config, worldSize, epoch), permutation) : planFor(this.config, worldSize, epoch);
   }

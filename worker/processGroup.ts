@@ -11,10 +11,15 @@
  * reconnects with exponential backoff and jitter, re-identifies, and carries on; meanwhile its
  * epoch hands out no batch. The connection lives in connection.ts, the epoch in epoch.ts (its
  * decisions in epochCursor.ts), the plans in planSource.ts.
+ *
+ * With `eval` in the run config the coordinator also runs evaluation passes (shared/evalPass.ts):
+ * pg.epochs() yields them too, with `epoch.kind === 'eval'`; their batches' results go back with
+ * `epoch.submitResults(batch, results)`.
  */
 import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import WebSocket from 'ws';
+import { isEvalPass, passIsAfter } from '../shared/evalPass.ts';
 import { CloseCode, closeReason, encode, parseServerMessage } from '../shared/protocol.ts';
 import type { ClientMessage, RunConfig } from '../shared/protocol.ts';
 import type { ShardPlan } from '../shared/sampler.ts';
@@ -23,6 +28,7 @@ import { CollectivesClient } from './collectivesClient.ts';
 import { connect, RECONNECTABLE, reconnect, type Endpoint, type Handshake } from './connection.ts';
 import { Epoch, type EpochHost, type EpochReport } from './epoch.ts';
 import { ConnectionLostError, EpochNotConsumedError, errorFromFrame, InitOptionsError, UnexpectedFrameError } from './errors.ts';
+import { EvalPassWithoutConfigError } from './evalErrors.ts';
 import { Inbox, type FlowMessage } from './inbox.ts';
 import { resolveInitUrl, type InitOptions } from './initMethod.ts';
 import { PlanSource } from './planSource.ts';
@@ -44,7 +50,20 @@ export {
   UnauthorizedError,
 } from './errors.ts';
 export { resolveInitUrl, type InitOptions } from './initMethod.ts';
-export { Epoch, type BatchOptions } from './epoch.ts';
+export { Epoch, type BatchOptions, type EpochKind } from './epoch.ts';
+export {
+  EvalBatchNotCurrentError,
+  EvalPassWithoutConfigError,
+  EvalResultCountError,
+  EvalResultError,
+  EvalResultNotSerializableError,
+  EvalResultsMissingError,
+  EvalResultsRepeatedError,
+  EvalResultTooDeepError,
+  EvalResultTooLargeError,
+  NotAnEvalPassError,
+} from './evalErrors.ts';
+export { defaultEvalStep, type Batch, type EvalStepFn, type StepContext, type StepFn } from './stepModule.ts';
 export * from './dataloader.ts';
 export { mergeResults, MissingResultsError, ResultCountError, ResultNotSerializableError, ResultPartsError, type MergedResults, type ResultPart } from '../shared/resultMerge.ts';
 export type { GatherResultsOptions } from './gatherResults.ts';
@@ -76,6 +95,7 @@ export class ProcessGroup implements EpochHost {
   private resolveClosed!: () => void;
   private finished = false;
   private destroyed = false;
+  /** The pass that ended last, and its report (re-sent if a restarted coordinator asks again). */
   private lastEnded: { epoch: number; report: EpochReport } | undefined;
   readonly config: RunConfig;
   readonly workerId: string;
@@ -137,18 +157,26 @@ export class ProcessGroup implements EpochHost {
     return this.client;
   }
 
-  /** The plan every rank derives for an epoch (same config, same world size, same order). */
+  /**
+   * The plan every rank derives for a pass (same config, same world size, same order): a
+   * training epoch's, or for an evaluation pass's number (below 0, `epoch.pass`) the evaluation plan.
+   */
   plan(epoch: number, worldSize = this.currentWorldSize): ShardPlan {
     return this.plans.plan(epoch, worldSize);
   }
 
-  /** Epochs as the coordinator broadcasts them; ends after the last one. */
+  /**
+   * Passes as the coordinator broadcasts them, training epochs and evaluation passes in run
+   * order (see Epoch's `kind`, `epoch` and `pass`); ends after the last one.
+   */
   async *epochs(): AsyncGenerator<Epoch, void, undefined> {
     for (;;) {
       const message = await this.inbox.next();
       if (message.t === 'epoch') {
-        // A restarted coordinator re-sends the epoch that just ended: its report follows.
-        if (this.lastEnded && message.epoch <= this.lastEnded.epoch) continue;
+        // A restarted coordinator re-sends the pass that just ended: its report follows. Passes
+        // go by run order, not by number (the evaluation after epoch e is -(e + 1)).
+        if (this.lastEnded && !passIsAfter(message.epoch, this.lastEnded.epoch)) continue;
+        if (isEvalPass(message.epoch) && !this.config.eval) throw new EvalPassWithoutConfigError(message.epoch);
         this.currentRank = message.rank;
         this.currentWorldSize = message.worldSize;
         this.client.syncSeq(message.seq);
@@ -210,8 +238,8 @@ export class ProcessGroup implements EpochHost {
   }
 
   /** @internal */
-  epochEnded(epoch: number, report: EpochReport): void {
-    this.lastEnded = { epoch, report };
+  epochEnded(pass: number, report: EpochReport): void {
+    this.lastEnded = { epoch: pass, report };
     this.send(report);
   }
 
