@@ -46,6 +46,9 @@ one that stopped before any epoch began); an interrupted or failed run that bega
 prints the command that resumes it.
 `;
 
+/** The exit code of a worker refused for its input (a bad flag, evalStep results that break the contract). */
+const WORKER_USAGE_EXIT = 2;
+
 /** Flags `run` hands to its coordinator process unchanged (the duration knobs too, see durationFlagWords). */
 const PASSED_TO_COORDINATOR = ['epochs', 'length', 'dataset', 'batch-size', 'seed', 'engine', 'sampler', 'eval-every', 'eval-dataset', 'host', 'on-failure'] as const;
 
@@ -185,11 +188,21 @@ export async function run(argv: string[]): Promise<number> {
     const written = settings.reportPath === undefined || (await writeReport('run', settings.reportPath, report));
     if (report.ok && ownJournal) removeJournal(journalPath);
     else if (!report.ok) afterFailure();
-    return report.ok && written ? 0 : 1;
+    return runExitCode(report.ok && written, exits);
   } finally {
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigterm);
   }
+}
+
+/**
+ * 0 for a run whose audit held (and whose report was written). A failed run exits 2 when a worker
+ * was refused for its input (evalStep results that break the contract, exit 2): the run failed for
+ * the user's step module, not for a fault, and says so as a bad flag does; otherwise 1.
+ */
+export function runExitCode(ok: boolean, exits: ReadonlyArray<{ exit: number | string | null; killedByLauncher: boolean }>): number {
+  if (ok) return 0;
+  return exits.some((w) => w.exit === WORKER_USAGE_EXIT && !w.killedByLauncher) ? WORKER_USAGE_EXIT : 1;
 }
 
 /** WORLD_SIZE is the number of workers: the coordinator refuses it outside MIN..MAX at the rendezvous. */

@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { exitWithin, killStarted, startCli, writeStepModule } from './support/cli.ts';
+import { runExitCode } from '../bin/runCommand.ts';
 import { deathsIn, readReport } from './support/report.ts';
 import { useTempDir } from './support/tempDir.ts';
 
@@ -59,5 +60,16 @@ export function evalStep(batch: { samples: Array<{ id: number; x: number }> }): 
     expect(evaluation.duplicatesDropped).toBeLessThanOrEqual(1 + 4);
     expect(deathsIn(evaluation.pass), run.stderr()).toBe(1);
     expect(evaluation.pass.events.some((e) => e.type === 'reassign')).toBe(true);
+  });
+});
+
+describe('the exit code of a run whose evalStep broke its contract', () => {
+  const worker = (exit: number | string | null, killedByLauncher = false) => ({ exit, killedByLauncher });
+  it('is 2 when a worker was refused for its results (exit 2), else 1 for a failed run, 0 for one that held', () => {
+    expect(runExitCode(false, [worker(2), worker(2)])).toBe(2);
+    expect(runExitCode(false, [worker(0), worker(1)])).toBe(1);
+    expect(runExitCode(false, [worker('SIGKILL', true), worker(0)])).toBe(1);
+    // One worker's bad results, the others evaluated everything: the audit held.
+    expect(runExitCode(true, [worker(2), worker(0)])).toBe(0);
   });
 });
