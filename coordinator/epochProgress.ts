@@ -7,7 +7,7 @@ import { isEvalPass, nextPass, passName, passShardSizes } from '../shared/evalPa
 import { CloseCode, type ClientMessage } from '../shared/protocol.ts';
 import { PlantedBug } from './coreTypes.ts';
 import { EpochLedger, type Reassignment } from './epochLedger.ts';
-import { auditOf, rankAudits } from './epochState.ts';
+import { auditOf, evalSummaryOf, rankAudits, type CarriedPass } from './epochState.ts';
 import type { GroupState, Peer } from './groupState.ts';
 import type { JournaledEpoch } from './journalRecords.ts';
 import { FailurePolicy } from './options.ts';
@@ -29,11 +29,17 @@ export class EpochProgress {
 
   // ---- beginning ---------------------------------------------------------------------
 
-  /** Begins a pass: a training epoch (the run finishes after the last), or an evaluation pass. */
-  startEpoch(epoch: number): void {
+  /**
+   * Begins a pass: a training epoch (the run finishes after the last), or an evaluation pass.
+   * `carried`: an evaluation pass begun again after a restart keeps what happened in it before.
+   */
+  startEpoch(epoch: number, carried?: CarriedPass): void {
     const group = this.group;
     if (!isEvalPass(epoch) && epoch >= group.config.epochs) return this.hooks.finish();
-    if (group.isElastic) {
+    if (carried?.worldSize !== undefined) {
+      // Its workers hold its plan, and their ranks in it: neither may change.
+      group.groupSize = carried.worldSize;
+    } else if (group.isElastic) {
       this.hooks.compactRanks();
       const live = group.rendezvous.liveRanks().length;
       if (live < group.range.min) {
@@ -44,7 +50,7 @@ export class EpochProgress {
     const worldSize = group.groupSize;
     const ledger = new EpochLedger(epoch, worldSize, passShardSizes(group.config, epoch, worldSize));
     const live = group.rendezvous.liveRanks().filter((r) => r < worldSize);
-    this.beginEpoch(ledger, new Set(live), []);
+    this.beginEpoch(ledger, new Set(live), [...(carried?.events ?? [])], carried?.startedAtWallMs);
     // Ranks that died before this epoch began: their whole shard goes to the living.
     for (let rank = 0; rank < worldSize; rank++) {
       if (!live.includes(rank) && !group.waitTimers.has(rank)) this.reassignFrom(rank, `rank ${rank} is gone`, false);
@@ -54,13 +60,19 @@ export class EpochProgress {
 
   /** Continues a journaled epoch with a new group: its remaining positions are spread over it. */
   resumeEpoch(interrupted: JournaledEpoch): void {
-    // An evaluation pass's results are not journaled: the new group evaluates it from the beginning.
-    if (isEvalPass(interrupted.epoch)) return this.startEpoch(interrupted.epoch);
+    // An evaluation pass's results are not journaled: unless it had every one, the new group evaluates it again.
+    if (isEvalPass(interrupted.epoch) && interrupted.eval === undefined) {
+      this.startEpoch(interrupted.epoch, { events: interrupted.events, startedAtWallMs: interrupted.startedAtWallMs });
+      this.group.recordEvent('resume', null, `resumed by ${this.group.rendezvous.liveRanks().length} new workers: the evaluation pass is evaluated again from the start (results are not journaled)`);
+      return;
+    }
     const ledger = new EpochLedger(interrupted.epoch, interrupted.worldSize, passShardSizes(this.group.config, interrupted.epoch, interrupted.worldSize), interrupted);
     const live = this.group.rendezvous.liveRanks();
     // Cut the old group's units before anyone hears of the epoch: new ranks may share old numbers.
     const moved = ledger.redistribute(live);
     this.beginEpoch(ledger, new Set(live), [...interrupted.events], interrupted.startedAtWallMs);
+    const evaluation = this.group.current!.evaluation;
+    if (evaluation && interrupted.eval) evaluation.summary = interrupted.eval;
     this.group.recordEvent('resume', null, `resumed by ${live.length} new workers with ${ledger.missing} positions left`);
     this.sendAssignments(moved, 'resumed run', null);
   }
@@ -149,8 +161,8 @@ export class EpochProgress {
   results(peer: Peer, rank: number, message: Extract<ClientMessage, { t: 'results' }>): void {
     const group = this.group;
     const state = group.current;
-    // Results racing the pass's end, or from a pass already over, add nothing.
-    if (!state || message.epoch !== state.ledger.epoch || (group.phase !== 'running' && group.phase !== 'reporting')) return;
+    // Results racing the pass's end, or from a pass already over, add nothing: its summary is taken.
+    if (!state || message.epoch !== state.ledger.epoch || group.phase !== 'running') return;
     const evaluation = state.evaluation;
     if (!evaluation) return this.hooks.reject(peer, CloseCode.OutOfOrder, `results for ${passName(message.epoch)}, which is not an evaluation pass`);
     const unit = state.ledger.unit(message.unit);
@@ -290,6 +302,12 @@ export class EpochProgress {
     const state = group.current;
     if (!state || group.phase !== 'running' || !state.ledger.complete) return;
     group.journal.flushAcks();
+    // The results are not journaled, their summary is: a restart from here on has no need to evaluate again.
+    const evaluation = state.evaluation;
+    if (evaluation) {
+      evaluation.summary = evalSummaryOf(state);
+      group.journal.write({ k: 'evalSummary', epoch: state.ledger.epoch, summary: evaluation.summary! });
+    }
     group.phase = 'reporting';
     // Ranks that ran out of work first skipped the others' last collectives: they line up here.
     group.sendAll(group.activeLive(), { t: 'epochEnd', epoch: state.ledger.epoch, seq: group.collectives.nextSeq });
@@ -329,7 +347,7 @@ export class EpochProgress {
     const { ledger } = state;
     const ranks = rankAudits(state, state.auditor.finish());
     const faulted = state.events.some((e) => e.type !== 'join');
-    const evaluated = !state.evaluation || state.evaluation.results.complete;
+    const evaluated = (evalSummaryOf(state)?.missing ?? 0) === 0;
     const ok = ledger.missing === 0 && evaluated && (faulted || ranks.every((r) => r.sha256 !== null && r.sha256 === r.planSha256));
     const audit = auditOf(state, ranks, ok, group.now);
     group.audits.push(audit);

@@ -7,7 +7,18 @@ import type { ShardPlan } from '../shared/sampler.ts';
 import type { EpochLedger } from './epochLedger.ts';
 import type { EvalResults } from './evalResults.ts';
 import type { PlanAuditor } from './planAuditor.ts';
-import type { EpochAudit, EpochEvent, RankAudit } from './report.ts';
+import type { EpochAudit, EpochEvent, EvalSummary, RankAudit } from './report.ts';
+
+/**
+ * What a pass begun again (an evaluation pass after a restart) keeps of its first attempt: its
+ * events, its start, and its world size (a pass's plan never changes under its workers).
+ */
+export interface CarriedPass {
+  readonly events: readonly EpochEvent[];
+  readonly startedAtWallMs: number;
+  /** Absent for a resumed run: its new group takes the pass with a plan of its own size. */
+  readonly worldSize?: number;
+}
 
 export interface EpochReportEntry {
   readonly samples: number;
@@ -38,8 +49,11 @@ export interface EpochState {
   reportTimer?: number;
   /** The plan's per-rank digests, derived by the coordinator itself while the epoch runs. */
   readonly auditor: PlanAuditor;
-  /** An evaluation pass: the results gathered so far, and the plan that maps positions to indices. */
-  readonly evaluation?: { readonly results: EvalResults; readonly plan: ShardPlan };
+  /**
+   * An evaluation pass: the results gathered so far, the plan that maps positions to indices, and
+   * the summary taken (and journaled) once every position was acknowledged.
+   */
+  readonly evaluation?: { readonly results: EvalResults; readonly plan: ShardPlan; summary?: EvalSummary };
 }
 
 /**
@@ -63,6 +77,12 @@ export function rankAudits(state: EpochState, expected: Readonly<Record<number, 
     });
 }
 
+/** An evaluation pass's summary: the one taken at its end, or what it holds so far. */
+export function evalSummaryOf(state: EpochState): EvalSummary | undefined {
+  const evaluation = state.evaluation;
+  return evaluation && (evaluation.summary ?? evaluation.results.summary(epochOfPass(state.ledger.epoch)));
+}
+
 export function auditOf(state: EpochState, ranks: RankAudit[], ok: boolean, nowWallMs: number): EpochAudit {
   const { ledger } = state;
   return {
@@ -76,6 +96,6 @@ export function auditOf(state: EpochState, ranks: RankAudit[], ok: boolean, nowW
     durationMs: nowWallMs - state.startedAtWallMs,
     events: [...state.events],
     ok,
-    ...(state.evaluation ? { eval: state.evaluation.results.summary(epochOfPass(ledger.epoch)) } : {}),
+    ...(state.evaluation ? { eval: evalSummaryOf(state) } : {}),
   };
 }

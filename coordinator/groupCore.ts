@@ -98,7 +98,7 @@ export class GroupCore {
       abort: (reason, closeCode) => this.ending.abort(reason, closeCode),
     });
     this.restarting = new JournalRestart(this.group, {
-      startEpoch: (epoch) => this.epochs.startEpoch(epoch),
+      startEpoch: (epoch, carried) => this.epochs.startEpoch(epoch, carried),
       finishEpoch: () => this.epochs.finishEpoch(),
       maybeCompleteEpoch: () => this.epochs.maybeCompleteEpoch(),
       maybeFinishEpoch: () => this.epochs.maybeFinishEpoch(),

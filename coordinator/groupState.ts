@@ -86,6 +86,11 @@ export class GroupState {
   drainedSent = false;
   /** The last audited epoch: a worker lost in it may still report what it delivered twice. */
   recentEpoch: { ledger: EpochLedger; audit: EpochAudit } | undefined;
+  /**
+   * An evaluation pass a restart begins again once the members are back (its results were lost):
+   * the journal's current pass until then, with what happened in it so far.
+   */
+  pendingPass: JournaledEpoch | undefined;
 
   constructor(options: GroupStateOptions) {
     this.settings = options.settings;
@@ -127,7 +132,7 @@ export class GroupState {
       worldSize: this.range,
       members: new Map(this.rendezvous.holderEntries()),
       audits: [...this.audits],
-      current: open ? this.journaledEpoch(state) : undefined,
+      current: open ? this.journaledEpoch(state) : this.pendingPass,
       ended: this.finalReport && this.journalEnded ? { ok: this.finalReport.ok, ...(this.finalReport.error ? { error: this.finalReport.error } : {}) } : undefined,
     };
   }
@@ -143,6 +148,7 @@ export class GroupState {
       startedAtWallMs: state.startedAtWallMs,
       pids: [...state.pids],
       lost: [...state.lost],
+      ...(state.evaluation?.summary ? { eval: state.evaluation.summary } : {}),
     };
   }
 

@@ -8,10 +8,10 @@
  */
 import { z } from 'zod';
 import { RunConfigSchema, WorkUnitSchema, type RunConfig } from '../shared/protocol.ts';
-import { shardSizes } from '../shared/runPlan.ts';
+import { passShardSizes } from '../shared/evalPass.ts';
 import type { LedgerUnit } from './epochLedger.ts';
 import { JournalError } from './journalErrors.ts';
-import type { EpochAudit, EpochEvent } from './report.ts';
+import type { EpochAudit, EpochEvent, EvalSummary } from './report.ts';
 
 export const JOURNAL_VERSION = 1;
 
@@ -32,6 +32,11 @@ export interface JournaledEpoch {
   pids: Array<[number, number]>;
   /** Workers lost during the epoch and the rank each held: the same worker coming back redoes nothing. */
   lost?: Array<[workerId: string, rank: number]>;
+  /**
+   * An evaluation pass whose every position was acknowledged: its merged results' summary, taken
+   * then (the results themselves are not journaled). Without it a restart evaluates the pass again.
+   */
+  eval?: EvalSummary;
 }
 
 export type JournalRecord =
@@ -43,6 +48,7 @@ export type JournalRecord =
   | { k: 'acks'; epoch: number; cursors: Array<[id: number, cursor: number, inflight: number]> }
   | { k: 'event'; epoch: number; event: EpochEvent }
   | { k: 'lost'; epoch: number; workerId: string; rank: number }
+  | { k: 'evalSummary'; epoch: number; summary: EvalSummary }
   | { k: 'audit'; audit: EpochAudit }
   | { k: 'end'; ok: boolean; error?: string };
 
@@ -129,6 +135,7 @@ const JournaledEpochSchema = z.strictObject({
   startedAtWallMs: z.number().finite(),
   pids: z.array(z.tuple([rank, int])),
   lost: z.array(z.tuple([z.string().min(1).max(128), rank])).optional(),
+  eval: EvalSummarySchema.optional(),
 });
 
 /** Every record kind, discriminated by `k`. */
@@ -146,6 +153,7 @@ export const JournalRecordSchema = z.discriminatedUnion('k', [
   z.strictObject({ k: z.literal('acks'), epoch: pass, cursors: z.array(z.tuple([count, count, count])) }),
   z.strictObject({ k: z.literal('event'), epoch: pass, event: EpochEventSchema }),
   z.strictObject({ k: z.literal('lost'), epoch: pass, workerId: z.string().min(1).max(128), rank }),
+  z.strictObject({ k: z.literal('evalSummary'), epoch: pass, summary: EvalSummarySchema }),
   z.strictObject({ k: z.literal('audit'), audit: EpochAuditSchema }),
   z.strictObject({ k: z.literal('end'), ok: z.boolean(), error: z.string().optional() }),
 ]) satisfies z.ZodType<JournalRecord>;
@@ -271,13 +279,13 @@ function apply(state: JournalState, record: Exclude<JournalRecord, { k: 'run' }>
       state.members.delete(record.rank);
       return;
     case 'epoch':
-      checkUnits(record.state.units, record.state.worldSize, shardSizes(state.config, record.state.worldSize), where);
+      checkUnits(record.state.units, record.state.worldSize, passShardSizes(state.config, record.state.epoch, record.state.worldSize), where);
       state.current = record.state;
       return;
     case 'units':
       // Units of an epoch that is not the current one changed nothing when they were written.
       if (state.current?.epoch !== record.epoch) return;
-      checkUnits(record.units, state.current.worldSize, shardSizes(state.config, state.current.worldSize), where);
+      checkUnits(record.units, state.current.worldSize, passShardSizes(state.config, record.epoch, state.current.worldSize), where);
       state.current.units = record.units;
       state.current.redelivered = record.redelivered;
       return;
@@ -286,6 +294,9 @@ function apply(state: JournalState, record: Exclude<JournalRecord, { k: 'run' }>
       return;
     case 'event':
       if (state.current?.epoch === record.epoch) state.current.events.push(record.event);
+      return;
+    case 'evalSummary':
+      if (state.current?.epoch === record.epoch) state.current.eval = record.summary;
       return;
     case 'lost':
       if (state.current?.epoch === record.epoch) state.current.lost = [...(state.current.lost ?? []).filter(([id]) => id !== record.workerId), [record.workerId, record.rank]];

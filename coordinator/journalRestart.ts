@@ -5,15 +5,15 @@
  */
 import { isEvalPass, passShardSizes } from '../shared/evalPass.ts';
 import { EpochLedger } from './epochLedger.ts';
-import { auditOf, rankAudits } from './epochState.ts';
+import { auditOf, rankAudits, type CarriedPass } from './epochState.ts';
 import type { GroupState } from './groupState.ts';
 import type { JournalState } from './journalRecords.ts';
 import { FailurePolicy } from './options.ts';
-import type { EpochAudit } from './report.ts';
+import type { EpochAudit, EpochEvent } from './report.ts';
 
 /** What a restart sets off in the other parts of the core. */
 export interface RestartHooks {
-  readonly startEpoch: (epoch: number) => void;
+  readonly startEpoch: (epoch: number, carried?: CarriedPass) => void;
   readonly finishEpoch: () => void;
   readonly maybeCompleteEpoch: () => void;
   readonly maybeFinishEpoch: () => void;
@@ -50,11 +50,13 @@ export class JournalRestart {
       group.rendezvousTimer = group.timers.setTimeout(() => this.hooks.rendezvousExpired(), group.settings.rendezvousTimeoutMs);
       return;
     }
-    if (state.current) {
-      const c = state.current;
-      // An evaluation pass's results are not journaled: it starts over (its positions are redone).
-      const evaluation = isEvalPass(c.epoch);
-      const ledger = new EpochLedger(c.epoch, c.worldSize, passShardSizes(group.config, c.epoch, c.worldSize), evaluation ? undefined : c);
+    const c = state.current;
+    // An evaluation pass still evaluating when the coordinator stopped: its results went with it
+    // (only the summary of a finished one is journaled), so it begins again, as a pass of its own,
+    // once the members are back (or the wait is over); the workers redo it.
+    const evaluateAgain = c !== undefined && isEvalPass(c.epoch) && c.eval === undefined;
+    if (c && !evaluateAgain) {
+      const ledger = new EpochLedger(c.epoch, c.worldSize, passShardSizes(group.config, c.epoch, c.worldSize), c);
       group.groupSize = c.worldSize;
       group.phase = 'running';
       // Standbys (elastic ranks beyond the epoch's world) wait for the next epoch, as before the crash.
@@ -65,9 +67,8 @@ export class JournalRestart {
         group.lastHolder.set(rank, workerId);
         group.lostWorkers.add(workerId);
       }
-      group.recordEvent('restart', null, evaluation ? 'coordinator restarted from its journal: the evaluation pass starts over (results are not journaled)' : `coordinator restarted from its journal with ${ledger.missing} positions unacknowledged`);
-      // Later replays must see the fresh pass, not the old one's cursors.
-      if (evaluation) group.journal.compact();
+      if (c.eval && group.current.evaluation) group.current.evaluation.summary = c.eval;
+      group.recordEvent('restart', null, `coordinator restarted from its journal with ${ledger.missing} positions unacknowledged`);
       // A rank lost before the crash that was waiting for a replacement waits again (anew).
       if (group.settings.onFailure === FailurePolicy.Wait) {
         for (const rank of ledger.ownersWithWork()) if (!state.members.has(rank)) this.hooks.waitForReplacement(rank);
@@ -78,6 +79,14 @@ export class JournalRestart {
       }
     } else {
       group.phase = 'between';
+      if (evaluateAgain) {
+        // Kept (and journaled) as the current pass until it begins again, so a second restart
+        // meanwhile still knows what happened in it: this restart too.
+        const event: EpochEvent = { type: 'restart', rank: null, atMs: group.now - c.startedAtWallMs, detail: 'coordinator restarted from its journal during this evaluation pass: evaluated again from the start (results are not journaled)' };
+        group.pendingPass = { ...c, events: [...c.events, event] };
+        group.journal.write({ k: 'event', epoch: c.epoch, event });
+        group.emit('event', { ...event, epoch: c.epoch });
+      }
     }
     group.rejoinTimer = group.timers.setTimeout(() => this.rejoinExpired(), group.settings.rejoinTimeoutMs);
   }
@@ -94,7 +103,12 @@ export class JournalRestart {
     const group = this.group;
     group.timers.clearTimeout(group.rejoinTimer);
     group.rejoinTimer = undefined;
-    if (group.phase === 'between') return this.hooks.startEpoch(group.nextEpochNumber());
+    if (group.phase === 'between') {
+      const again = group.pendingPass;
+      group.pendingPass = undefined;
+      this.hooks.startEpoch(group.nextEpochNumber(), again);
+      return;
+    }
     const state = group.current;
     if (!state) return;
     for (const [rank, workerId] of group.rendezvous.holderEntries()) {

@@ -193,6 +193,27 @@ describe('evaluation passes in the core', () => {
     report(restarted, [a2, b2], pass);
     const evalAudit = restarted.core.view().audits.find((x) => x.epoch === pass)!;
     expect(evalAudit.eval).toMatchObject({ evaluated: 7, missing: 0, sha256: expectedSha(7) });
-    expect(evalAudit.events.some((e) => e.type === 'restart' && /starts over/.test(e.detail))).toBe(true);
+    expect(evalAudit.events.some((e) => e.type === 'restart' && /evaluated again from the start/.test(e.detail))).toBe(true);
+  });
+
+  it('a coordinator restarted after every evaluation position was acknowledged keeps the journaled summary: the workers, already done, only report again', () => {
+    const { driver, config, a, b } = evalRun();
+    trainEpochZero(driver, config, a, b);
+    const pass = evalPassAfter(0);
+    finishUnits(driver, config, a, pass, lastEpochFrame(driver, a).units);
+    finishUnits(driver, config, b, pass, lastEpochFrame(driver, b).units);
+    // epochEnd went out; the crash comes before the reports (and the audit).
+    const journaled: JournalState = driver.core.snapshot();
+    expect(journaled.current?.eval).toEqual({ afterEpoch: 0, length: 7, evaluated: 7, duplicatesDropped: 1, missing: 0, sha256: expectedSha(7) });
+    const restarted = new CoreDriver({ config, restore: journaled, settings: { rejoinTimeoutMs: 1000 } });
+    const a2 = restarted.join('worker-a', 0);
+    const b2 = restarted.join('worker-b', 1);
+    expect(restarted.framesTo(a2).filter((m) => m.t === 'epochEnd')).toEqual([expect.objectContaining({ epoch: pass })]);
+    acknowledged.set(`${a2}:${pass}`, 4);
+    acknowledged.set(`${b2}:${pass}`, 4);
+    report(restarted, [a2, b2], pass, config);
+    const evalAudit = restarted.core.view().audits.find((x) => x.epoch === pass)!;
+    expect(evalAudit.eval).toEqual({ afterEpoch: 0, length: 7, evaluated: 7, duplicatesDropped: 1, missing: 0, sha256: expectedSha(7) });
+    expect(evalAudit.ok).toBe(true);
   });
 });

@@ -2,12 +2,20 @@
  * The deterministic simulator (test/sim): fresh seeds every run (the base seed is printed, so a
  * failure replays with `npm run sim -- --seed S --trace`), and proof that it can fail: each
  * planted bug is caught within a bounded number of seeds, by a violation the same seed does
- * not show without the bug.
+ * not show without the bug; the evaluation invariants refuse wrong summaries, and catch a
+ * simulated worker that skips or falsifies its results.
  */
 import { describe, expect, it } from 'vitest';
 import { PlantedBug, type PlantedBugName } from '../coordinator/coreTypes.ts';
+import { EvalResults } from '../coordinator/evalResults.ts';
+import type { EpochAudit } from '../coordinator/report.ts';
+import type { RunConfig } from '../shared/protocol.ts';
+import { Violation } from './sim/context.ts';
+import { checkEvalAudit } from './sim/invariants.ts';
+import type { Scenario, WorkerBug } from './sim/scenario.ts';
 import { seedsOf } from './sim/seeds.ts';
 import { runSeed } from './sim/simulator.ts';
+import { evalResultOf, expectedEvalSha256 } from './sim/truth.ts';
 
 const FRESH_SEEDS = 1000;
 /** Seeds within which every planted bug must be caught. */
@@ -44,4 +52,78 @@ describe('simulator', () => {
       expect(caught, `${bug} not caught within ${BUG_BOUND} seeds from ${BUG_BASE}`).toBeDefined();
     });
   }
+});
+
+describe('simulator: evaluation invariants', () => {
+  // 10 samples over 4 ranks, padded: shards of 3, 2 padding duplicates.
+  const config: RunConfig = { length: 40, seed: '1', shuffle: true, dropLast: false, engine: 'torch', batchSize: 2, epochs: 1, eval: { every: 1, length: 10, pad: true } };
+  const audit = (ok: boolean, missing: number, summary: Partial<NonNullable<EpochAudit['eval']>> = {}): EpochAudit => ({
+    epoch: -1,
+    worldSize: 4,
+    ranks: [],
+    planned: 12,
+    consumed: 12 - missing,
+    missing,
+    redelivered: 0,
+    durationMs: 1,
+    events: [],
+    ok,
+    eval: { afterEpoch: 0, length: 10, evaluated: 10, duplicatesDropped: 2, missing: 0, sha256: expectedEvalSha256(10), ...summary },
+  });
+  const violation = (run: () => void): string | undefined => {
+    try {
+      run();
+    } catch (err) {
+      if (err instanceof Violation) return err.invariant;
+      throw err;
+    }
+    return undefined;
+  };
+
+  it('hashes the workers\' results as the coordinator merges them', () => {
+    const results = new EvalResults(10);
+    // Out of order, with the padding's duplicates: the summary goes by dataset index.
+    for (const index of [9, 3, 0, 1, 2, 8, 4, 5, 6, 7, 0, 1]) results.record(index, JSON.stringify(evalResultOf(index)));
+    expect(results.summary(0)).toEqual(audit(true, 0).eval);
+  });
+
+  it('accepts a complete evaluation and refuses wrong summaries', () => {
+    expect(violation(() => checkEvalAudit(audit(true, 0), config, 0))).toBeUndefined();
+    expect(violation(() => checkEvalAudit(audit(true, 0, { sha256: expectedEvalSha256(9) }), config, 0))).toBe('evaluation results merged in dataset order');
+    expect(violation(() => checkEvalAudit(audit(true, 0, { evaluated: 9, missing: 1 }), config, 0))).toBe('no evaluation ok with a result missing');
+    expect(violation(() => checkEvalAudit(audit(false, 0, { evaluated: 9, missing: 1 }), config, 0))).toBe('every acknowledged evaluation position has its result');
+    expect(violation(() => checkEvalAudit(audit(true, 0, { duplicatesDropped: 1 }), config, 0))).toBe('padding duplicates dropped');
+    // Beyond the padding only as many duplicates as positions delivered twice.
+    expect(violation(() => checkEvalAudit(audit(true, 0, { duplicatesDropped: 3 }), config, 0))).toBe('padding duplicates dropped');
+    expect(violation(() => checkEvalAudit(audit(true, 0, { duplicatesDropped: 3 }), config, 1))).toBeUndefined();
+    expect(violation(() => checkEvalAudit({ ...audit(true, 0), epoch: 0 }, config, 0))).toBe('evaluation summary on evaluation passes only');
+    // An aborted pass may miss results, as long as it does not say ok, and padding it never reached.
+    expect(violation(() => checkEvalAudit(audit(false, 4, { evaluated: 6, missing: 4 }), config, 0))).toBeUndefined();
+    expect(violation(() => checkEvalAudit(audit(false, 1, { duplicatesDropped: 1 }), config, 0))).toBeUndefined();
+    expect(violation(() => checkEvalAudit(audit(true, 4, { evaluated: 6, missing: 4 }), config, 0))).toBe('no evaluation ok with a result missing');
+  });
+
+  /** A seed's scenario made to evaluate once, without faults, its workers making `bug`. */
+  const planted =
+    (bug: WorkerBug) =>
+    (s: Scenario): Scenario => ({
+      ...s,
+      config: { ...s.config, length: 400, dropLast: false, batchSize: 5, epochs: 1, eval: { every: 1, length: 50, pad: true } },
+      stepMsPerSample: 5,
+      evalStepMsPerSample: 20,
+      faults: { kills: [], killAtBoundary: 0, killInCollective: 0, killInRendezvous: 0, zombies: [], stalls: [], crashes: [], joins: [], leaves: [], replaceChance: 0, rogue: undefined },
+      horizonMs: 120_000,
+      workerBug: bug,
+    });
+
+  it('catches a worker that acks evaluation positions without their results', () => {
+    const result = runSeed('7', { tweak: planted('skipResults') });
+    expect(result.violation?.invariant).toBe('no ack refused for want of results');
+  });
+
+  it('catches a wrong result in the merged evaluation', () => {
+    const result = runSeed('7', { tweak: planted('wrongResult') });
+    expect(result.violation?.invariant).toBe('evaluation results merged in dataset order');
+    expect(runSeed('7', { tweak: (s) => ({ ...planted('wrongResult')(s), workerBug: undefined }) })).toMatchObject({ violation: undefined, evalPasses: 1 });
+  });
 });

@@ -10,18 +10,24 @@
  *   not at all once an epoch's end is announced);
  * - at each epoch's end: nothing missing, every planned step returned, `redelivered` equal to
  *   the double deliveries that happened and within batchSize x deaths plus reported overruns,
- *   and every death, reassignment and restart in the epoch's events.
+ *   and every death, reassignment and restart in the epoch's events;
+ * - evaluation passes (checkEvalAudit): an audit is never ok with a result missing; an ok one
+ *   holds every index's result, hashed as the workers' results hash, and drops at least the
+ *   padding's duplicates (exactly those when nothing was delivered twice); a well-behaved worker
+ *   is never refused for its results or for an ack without them; the final report lists every
+ *   evaluation pass the run reached, after the epochs its config names.
  */
 import { EffectKind, InputKind, type CoreEffect, type CoreInput, type PeerId } from '../../coordinator/coreTypes.ts';
 import type { GroupCore } from '../../coordinator/groupCore.ts';
 import { replayJournal, type JournalState } from '../../coordinator/journalRecords.ts';
-import type { EpochAudit } from '../../coordinator/report.ts';
-import { CollectiveErrorCode, ServerMessageSchema, type ClientMessage, type ServerMessage } from '../../shared/protocol.ts';
+import type { EpochAudit, RunReport } from '../../coordinator/report.ts';
+import { epochOfPass, evalDueAfter, evalPassCount, isEvalPass, passName, passShardSizes } from '../../shared/evalPass.ts';
+import { CloseCode, CollectiveErrorCode, ServerMessageSchema, type ClientMessage, type RunConfig, type ServerMessage } from '../../shared/protocol.ts';
 import { Violation, type SimContext } from './context.ts';
 import { faultFree } from './scenario.ts';
 import type { CoreHost, HostObserver } from './coreHost.ts';
 import type { Network } from './network.ts';
-import type { RunTruth } from './truth.ts';
+import { expectedEvalSha256, type RunTruth } from './truth.ts';
 
 /** More unanswered collectives than this from one member is unbounded growth. */
 export const MAX_PENDING_COLLECTIVES = 1024;
@@ -59,6 +65,8 @@ export class Invariants implements HostObserver {
     if (restored?.current) {
       const truth = this.truth.of(restored.current.epoch, restored.current.worldSize);
       truth.restarts++;
+      // An evaluation pass starts over after a restart: what was delivered before is delivered again, uncounted.
+      if (isEvalPass(restored.current.epoch)) truth.redone = true;
     }
     void core;
   }
@@ -71,6 +79,12 @@ export class Invariants implements HostObserver {
   knowledgeLost(epoch: number): void {
     const truth = this.truth.get(epoch);
     if (truth) truth.lostKnowledge = true;
+  }
+
+  /** Peers that misbehaved on purpose (a rogue's refusal is expected). */
+  private readonly rogues = new Set<PeerId>();
+  noteRogue(peer: PeerId): void {
+    this.rogues.add(peer);
   }
 
   /** A member was lost by the simulator's doing (a kill after a crash loses what it did). */
@@ -136,6 +150,7 @@ export class Invariants implements HostObserver {
         if (!this.gone.has(effect.peer)) lost.add(effect.peer);
       } else if (effect.kind === EffectKind.Close) {
         if (input.kind === InputKind.Frame && effect.peer === input.peer) refused = true;
+        this.checkEvalRefusal(effect.peer, effect.code, effect.reason);
         if (!this.gone.has(effect.peer)) lost.add(effect.peer);
       }
     }
@@ -206,6 +221,14 @@ export class Invariants implements HostObserver {
     }
   }
 
+  /** Results go out before the ack that covers them, and only for the sender's own units: a well-behaved worker is never refused for either. */
+  private checkEvalRefusal(peer: PeerId, code: number, reason: string): void {
+    if (this.rogues.has(peer)) return;
+    const name = this.network.conns.get(peer)?.worker.name ?? `peer ${peer}`;
+    if (code === CloseCode.OutOfOrder && reason.startsWith('ack for eval')) this.fail('no ack refused for want of results', `${name} was refused: ${reason}`);
+    if (reason.startsWith('results for')) this.fail('no results refused', `${name} was refused (${code}): ${reason}`);
+  }
+
   private checkSilence(peer: PeerId, now: number): void {
     const conn = this.network.conns.get(peer);
     if (!conn) return;
@@ -244,8 +267,10 @@ export class Invariants implements HostObserver {
   private checkAudit(audit: EpochAudit, aborted: boolean): void {
     this.onAudit(audit.epoch);
     const truth = this.truth.get(audit.epoch);
+    // No truth: no position of the pass was ever handed out, so none twice.
+    checkEvalAudit(audit, this.ctx.scenario.config, faultFree(this.ctx.scenario) ? 0 : (truth?.doubles ?? 0));
     if (aborted || !truth) return;
-    const where = `epoch ${audit.epoch}`;
+    const where = passName(audit.epoch);
     if (audit.missing !== 0) this.fail('every planned position acknowledged', `${where} ended with ${audit.missing} missing`);
     const gap = truth.firstNotCompleted();
     if (gap) this.fail('every planned position acknowledged', `${where} ended but no step returned for origin ${gap.origin} offset ${gap.offset}`);
@@ -272,9 +297,10 @@ export class Invariants implements HostObserver {
   }
 
   private checkRedeliveryOf(audit: EpochAudit, truth: NonNullable<ReturnType<RunTruth['get']>>): void {
-    const where = `epoch ${audit.epoch}`;
+    const where = passName(audit.epoch);
     const deaths = audit.events.filter((e) => e.type === 'death' || e.type === 'leave').length;
-    if (truth.lostKnowledge) {
+    // An evaluation pass redone from the coordinator's cursor (re-sent, or restarted) delivers again by design, uncounted.
+    if (truth.lostKnowledge || truth.redone) {
       if (audit.redelivered > truth.doubles) this.fail('redelivered equals double deliveries', `${where}: redelivered ${audit.redelivered} but only ${truth.doubles} positions were delivered twice`);
     } else {
       if (audit.redelivered !== truth.doubles) this.fail('redelivered equals double deliveries', `${where}: redelivered ${audit.redelivered}, the workers handed ${truth.doubles} positions out again`);
@@ -292,6 +318,30 @@ export class Invariants implements HostObserver {
     let late = 0;
     for (const claim of this.lateClaims.values()) if (claim.epoch === epoch) late += claim.end - claim.base;
     return (this.overruns.get(epoch) ?? 0) + late;
+  }
+
+  /**
+   * The run's final report: one evaluation entry per evaluation pass the run reached (each one
+   * the core began; all of evalPassCount for a run that finished ok), each after an epoch the
+   * config evaluates after, in run order, and each checked as its audit is.
+   */
+  checkReport(report: RunReport, reached: ReadonlySet<number>): void {
+    const config = this.ctx.scenario.config;
+    const due = report.ok ? evalPassCount(config) : reached.size;
+    if (report.eval.length !== due) {
+      this.fail('every evaluation pass in the report', `the report lists ${report.eval.length} evaluation passes, the run ${report.ok ? 'finished ok with' : 'reached'} ${due}`);
+    }
+    let previous = -1;
+    for (const entry of report.eval) {
+      if (!evalDueAfter(config, entry.afterEpoch) || entry.afterEpoch <= previous || entry.afterEpoch !== epochOfPass(entry.pass.epoch)) {
+        this.fail('every evaluation pass in the report', `an evaluation after epoch ${entry.afterEpoch} (pass ${entry.pass.epoch}) follows one after ${previous}, every ${config.eval?.every}`);
+      }
+      previous = entry.afterEpoch;
+      if (entry.ok !== entry.pass.ok) this.fail('every evaluation pass in the report', `${passName(entry.pass.epoch)}: ok ${entry.ok}, its audit ${entry.pass.ok}`);
+      checkEvalAudit(entry.pass, config, undefined);
+    }
+    const training = report.epochs.find((a) => isEvalPass(a.epoch));
+    if (training) this.fail('every evaluation pass in the report', `${passName(training.epoch)} listed among the training epochs`);
   }
 
   /** Replays the journal text and compares it with the core's state. */
@@ -339,4 +389,43 @@ function compareStates(replayed: JournalState, memory: JournalState, strict: boo
     if (JSON.stringify(j.redone ?? null) !== JSON.stringify(u.redone ?? null)) return `unit ${u.id}: redone ${JSON.stringify(j.redone)} in the journal, ${JSON.stringify(u.redone)} in memory`;
   }
   return undefined;
+}
+
+/**
+ * An audit's evaluation summary against what the simulated workers returned (evalResultOf):
+ * present on evaluation passes only, for the config's length; never ok with a result missing; an
+ * ok one (or any whose positions were all acknowledged) holds every index's result, any with
+ * every result has the expected sha256, and one with every position acknowledged dropped at
+ * least the padding's duplicates. `doubles`: positions the workers
+ * delivered twice in the pass, when known: at most that many more duplicates, and exactly the
+ * padding's when none. Throws a Violation.
+ */
+export function checkEvalAudit(audit: EpochAudit, config: RunConfig, doubles: number | undefined): void {
+  const where = passName(audit.epoch);
+  const fail = (invariant: string, detail: string): never => {
+    throw new Violation(invariant, `${where}: ${detail}`);
+  };
+  const summary = audit.eval;
+  if (!isEvalPass(audit.epoch)) {
+    if (summary) fail('evaluation summary on evaluation passes only', `a training epoch's audit has one (${JSON.stringify(summary)})`);
+    return;
+  }
+  if (!summary || !config.eval) return fail('evaluation summary on evaluation passes only', `no summary (${config.eval ? 'the run evaluates' : 'the run does not evaluate'})`);
+  if (summary.afterEpoch !== epochOfPass(audit.epoch) || summary.length !== config.eval.length || summary.evaluated + summary.missing !== summary.length) {
+    fail('evaluation summary consistent', `afterEpoch ${summary.afterEpoch}, length ${summary.length} (config ${config.eval.length}), evaluated ${summary.evaluated} + missing ${summary.missing}`);
+  }
+  if (audit.ok && (summary.missing > 0 || audit.missing > 0)) fail('no evaluation ok with a result missing', `ok with ${summary.missing} results and ${audit.missing} positions missing`);
+  // An ack covering evaluation positions is refused without their results: all acknowledged, all evaluated.
+  if (audit.missing === 0 && summary.missing > 0) fail('every acknowledged evaluation position has its result', `every position acknowledged, ${summary.missing} of ${summary.length} results missing`);
+  if (summary.missing > 0) return;
+  const expected = expectedEvalSha256(summary.length);
+  if (summary.sha256 !== expected) fail('evaluation results merged in dataset order', `sha256 ${summary.sha256}, the workers' results give ${expected}`);
+  // Positions never acknowledged (an aborted pass) may be padding whose duplicates never came.
+  if (audit.missing > 0) return;
+  const planned = passShardSizes(config, audit.epoch, audit.worldSize).reduce((a, b) => a + b, 0);
+  const padding = planned - summary.length;
+  if (summary.duplicatesDropped < padding) fail('padding duplicates dropped', `${summary.duplicatesDropped} duplicates dropped, the plan pads ${padding}`);
+  if (doubles !== undefined && summary.duplicatesDropped > padding + doubles) {
+    fail('padding duplicates dropped', `${summary.duplicatesDropped} duplicates dropped, but the plan pads ${padding} and only ${doubles} positions were delivered twice`);
+  }
 }

@@ -1,8 +1,8 @@
 /**
  * `npm run sim -- [--seeds N] [--seed S] [--trace] [--bug NAME]`: runs the deterministic
  * simulator over N seeds (a fresh base seed unless --seed is given) and prints one closing
- * line; on a violation prints the seed, the broken invariant and the command that replays it,
- * and exits 1.
+ * line (passes audited: training epochs and evaluation passes); on a violation prints the
+ * seed, the broken invariant and the command that replays it, and exits 1.
  */
 import { PlantedBug, type PlantedBugName } from '../../coordinator/coreTypes.ts';
 import { seedsOf } from './seeds.ts';
@@ -56,11 +56,18 @@ function main(): void {
   const started = performance.now();
   let faults = 0;
   let epochs = 0;
+  // Evaluation passes begun, the seeds that reached one, and those in which a fault struck during one.
+  let evalPasses = 0;
+  let evaluating = 0;
+  let evalFaulted = 0;
   let failed: SeedResult | undefined;
   for (const seed of seeds) {
     const result = runSeed(seed, { trace: args.trace, plantedBug: args.bug });
     faults += result.faults;
     epochs += result.epochs;
+    evalPasses += result.evalPasses;
+    if (result.evalPasses > 0) evaluating++;
+    if (result.evalFaults > 0) evalFaulted++;
     if (args.trace) console.log(result.trace.join('\n'));
     if (result.violation) {
       failed = result;
@@ -69,7 +76,8 @@ function main(): void {
   }
   const seconds = (performance.now() - started) / 1000;
   const ran = failed ? seeds.indexOf(failed.seed) + 1 : seeds.length;
-  console.log(`${ran} seeds, ${faults} faults, ${epochs} epochs, ${failed ? 1 : 0} violations (${Math.round((ran / seconds) * 60)} seeds/minute)`);
+  const evaluated = `${evalPasses} evaluation passes in ${evaluating} seeds, ${evalFaulted} of them with a fault during one`;
+  console.log(`${ran} seeds, ${faults} faults, ${epochs} passes (${evaluated}), ${failed ? 1 : 0} violations (${Math.round((ran / seconds) * 60)} seeds/minute)`);
   if (failed) {
     console.log(`violation at seed ${failed.seed}: ${failed.violation!.message}`);
     console.log(`replay: ${replayCommand(failed.seed, args.bug)}`);

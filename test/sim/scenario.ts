@@ -4,13 +4,24 @@
  */
 import { resolveCoreSettings, type CoreSettings, type FailurePolicyName } from '../../coordinator/options.ts';
 import type { WorldSizeRange } from '../../coordinator/journal.ts';
+import { evalConfig, evalPassCount } from '../../shared/evalPass.ts';
 import type { RunConfig } from '../../shared/protocol.ts';
 import { checkPlannable } from '../../shared/runPlan.ts';
 import { computeNumSamples } from '../../shared/sampler.ts';
 import { Rng } from './rng.ts';
 
+/** A per-batch collective waits for the others' steps (up to seconds here): only a hang outlasts this. */
+export const PER_BATCH_TIMEOUT_MS = 20_000;
+
 /** A misbehaving member (part 1, findings 6 and 7, and foreign acks). */
 export type RogueKind = 'flood' | 'hugeSeq' | 'foreignAck' | 'badCursor';
+
+/**
+ * A simulated worker's own mistake in an evaluation pass, never drawn: tests plant it (through
+ * runSeed's tweak) to show the invariants catch it. `skipResults`: no results for its first
+ * batch; `wrongResult`: a wrong value for dataset index 0.
+ */
+export type WorkerBug = 'skipResults' | 'wrongResult';
 
 /** A journal record a buggy or hand-edited journal might hold (part 1, finding 9). */
 export const BAD_RECORDS = ['null', '{"k":"acks","epoch":0,"cursors":[[0,1e300,0]]}', '{"k":"acks","epoch":0,"cursors":[[0,"99999",0]]}', '{"k":"member","rank":-1}', '[]'] as const;
@@ -59,15 +70,20 @@ export interface Scenario {
   readonly claimRanks: boolean;
   /** Step time per sample, in virtual ms. */
   readonly stepMsPerSample: number;
+  /** Step time per sample of an evaluation pass (config.eval), in virtual ms. */
+  readonly evalStepMsPerSample: number;
   /** One-way network delay bound, ms. */
   readonly netDelayMs: number;
   /** Workers call one collective at each epoch start and store ops while stepping. */
   readonly collectives: boolean;
   /** Workers also call an allReduce after every batch (a training loop's), uneven shards or not. */
   readonly collectivePerBatch: boolean;
+  /** ... in evaluation passes too (only when they have few batches per rank as well). */
+  readonly evalCollectivePerBatch: boolean;
   readonly faults: FaultPlan;
   /** Virtual time after which a run that has not ended is a hang. */
   readonly horizonMs: number;
+  readonly workerBug?: WorkerBug;
 }
 
 function drawLength(rng: Rng, maxWorld: number): { length: number; engine: RunConfig['engine'] } {
@@ -102,6 +118,29 @@ function withSampling(rng: Rng, config: RunConfig, range: WorldSizeRange): RunCo
   return sampled;
 }
 
+/**
+ * Sometimes evaluation passes (a stream of its own, so the rest of a seed's scenario stays what
+ * it was): after every 1..epochs epochs, over the training length or a drawn one (0..3000, tiny
+ * ones too), padded or not. A length OpenPCDet's sampler cannot pad for some world of the group
+ * (padding beyond the dataset) means no evaluation, as the coordinator would refuse it.
+ */
+function withEval(rng: Rng, config: RunConfig, range: WorldSizeRange): RunConfig {
+  if (config.epochs < 1 || !rng.chance(0.35)) return config;
+  const every = rng.int(1, config.epochs);
+  const roll = rng.next();
+  // The training set only when small: tens of thousands of batches of one more per pass would outrun the event budget.
+  const length = roll < 0.3 && config.length <= 5000 ? config.length : roll < 0.45 ? rng.int(1, range.max) : rng.int(0, 3000);
+  const evaluated: RunConfig = { ...config, eval: { every, length, pad: rng.chance(0.6) } };
+  for (let size = range.min; size <= range.max; size++) {
+    try {
+      checkPlannable(evalConfig(evaluated, evaluated.eval!), size);
+    } catch {
+      return config;
+    }
+  }
+  return evaluated;
+}
+
 /** Draws the scenario of one seed. */
 export function drawScenario(seed: string): Scenario {
   const rng = new Rng(`scenario:${seed}`);
@@ -114,7 +153,9 @@ export function drawScenario(seed: string): Scenario {
   const batchesPerRank = rng.int(3, 25);
   const batchSize = rng.chance(0.1) ? 1 : Math.max(1, Math.ceil(numSamples / batchesPerRank));
   const epochs = rng.chance(0.03) ? 0 : rng.int(1, 3);
-  const config: RunConfig = withSampling(new Rng(`sampling:${seed}`), { length, seed: String(rng.int(-5, 1e6)), shuffle: rng.chance(0.8), dropLast: rng.chance(0.3), engine, batchSize, epochs }, range);
+  const sampled = withSampling(new Rng(`sampling:${seed}`), { length, seed: String(rng.int(-5, 1e6)), shuffle: rng.chance(0.8), dropLast: rng.chance(0.3), engine, batchSize, epochs }, range);
+  const evalRng = new Rng(`eval:${seed}`);
+  const config = withEval(evalRng, sampled, range);
   const heartbeatMs = rng.int(50, 200);
   const deadAfterMs = heartbeatMs * rng.int(3, 6);
   const onFailure: FailurePolicyName = rng.pick(['reassign', 'reassign', 'wait', 'wait', 'abort'] as const);
@@ -133,7 +174,12 @@ export function drawScenario(seed: string): Scenario {
   // An epoch of roughly 0.3 to 3 virtual seconds, whatever the length.
   const epochMs = rng.real(300, 3000);
   const stepMsPerSample = epochMs / Math.max(1, Math.ceil(length / world));
-  const span = Math.max(1000, epochs * epochMs * 1.3);
+  // An evaluation pass takes about as long as an epoch (0.3 to 3 virtual seconds) whatever its
+  // length: at the training pace a tiny training set would make a large evaluation run for hours.
+  const evalLength = config.eval?.length ?? 0;
+  const evalMs = evalRng.real(300, 3000);
+  const evalStepMsPerSample = evalMs / Math.max(1, Math.ceil(evalLength / world));
+  const span = Math.max(1000, (epochs * epochMs + evalPassCount(config) * evalMs) * 1.3);
   const busy = rng.chance(0.75);
   const faults: FaultPlan = {
     kills: busy ? times(rng, rng.int(0, 2), span) : [],
@@ -153,6 +199,11 @@ export function drawScenario(seed: string): Scenario {
     replaceChance: onFailure === 'wait' ? 0.6 : 0.2,
     rogue: busy && rng.chance(0.12) ? { kind: rng.pick(['flood', 'hugeSeq', 'foreignAck', 'badCursor'] as const), at: rng.real(0, span) } : undefined,
   };
+  // Its own stream, like the sampling: the rest of a seed's scenario stays what it was.
+  // Only with few batches per rank (each one waits for a round trip of every rank), and without
+  // coordinator crashes: a restarted coordinator does not know the collective frontier (it is not
+  // journaled), so a replacement's numbering cannot meet a survivor's (a known limit).
+  const collectivePerBatch = Math.ceil(numSamples / batchSize) <= 100 && faults.crashes.length === 0 && new Rng(`perBatch:${seed}`).chance(0.3);
   return {
     seed,
     range,
@@ -161,15 +212,15 @@ export function drawScenario(seed: string): Scenario {
     workers: elastic ? rng.int(min, range.max) : rng.chance(0.1) ? world + 1 : world,
     claimRanks: !elastic && rng.chance(0.4),
     stepMsPerSample,
+    evalStepMsPerSample,
     netDelayMs: rng.real(0.2, 5),
     collectives: rng.chance(0.5),
-    // Its own stream, like the sampling: the rest of a seed's scenario stays what it was.
-    // Only with few batches per rank (each one waits for a round trip of every rank), and without
-    // coordinator crashes: a restarted coordinator does not know the collective frontier (it is not
-    // journaled), so a replacement's numbering cannot meet a survivor's (a known limit).
-    collectivePerBatch: Math.ceil(numSamples / batchSize) <= 100 && faults.crashes.length === 0 && new Rng(`perBatch:${seed}`).chance(0.3),
+    collectivePerBatch,
+    evalCollectivePerBatch: collectivePerBatch && Math.ceil(Math.ceil(evalLength / range.min) / batchSize) <= 100,
     faults,
-    horizonMs: span * 3 + 30_000,
+    // A replacement that joins while a per-batch collective is pending holds it up until it times
+    // out: each evaluation pass (and its end, where workers die) adds a chance of that.
+    horizonMs: span * 3 + 30_000 + (collectivePerBatch ? evalPassCount(config) * PER_BATCH_TIMEOUT_MS : 0),
   };
 }
 

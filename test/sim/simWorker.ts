@@ -1,19 +1,23 @@
 /**
  * A simulated worker process speaking the wire. Its epoch decisions are the real worker's
- * (EpochCursor: which batch next, what to ack, what to report after a cut) and so is its retry
- * policy (Backoff); this file is only the process around them in virtual time: a step that
- * takes a while per batch, a collective at each epoch start, store calls, reconnects, and the
- * faults a process suffers (killed, stopped and continued).
+ * (EpochCursor: which batch next, what to ack, what to report after a cut; in an evaluation pass
+ * what to redo) and so are its retry policy (Backoff) and its results frames (packResults); this
+ * file is only the process around them in virtual time: a step that takes a while per batch, a
+ * collective at each epoch start, store calls, reconnects, and the faults a process suffers
+ * (killed, stopped and continued).
  */
-import { EpochCursor, type EpochFrame } from '../../worker/epochCursor.ts';
+import { EpochCursor, type BatchRange } from '../../worker/epochCursor.ts';
 import { Backoff, RECONNECT_BACKOFF } from '../../worker/backoff.ts';
 import { RECONNECTABLE } from '../../worker/connection.ts';
-import { PROTOCOL_VERSION, type ClientMessage, type RunConfig, type ServerMessage } from '../../shared/protocol.ts';
+import { packResults } from '../../worker/evalResults.ts';
+import { epochOfPass, isEvalPass, passIsAfter, passPlan } from '../../shared/evalPass.ts';
+import { PROTOCOL_VERSION, type ClientMessage, type RunConfig, type ServerMessage, type WorkUnit } from '../../shared/protocol.ts';
 import type { ShardPlan } from '../../shared/sampler.ts';
 import { ShardDigest } from '../../shared/shardDigest.ts';
-import { planFor } from '../../shared/runPlan.ts';
 import type { SimContext } from './context.ts';
 import type { Conn, Network, ToWorker } from './network.ts';
+import { PER_BATCH_TIMEOUT_MS } from './scenario.ts';
+import { evalResultOf } from './truth.ts';
 
 /** What the simulator learns from a worker (the truth the invariants compare the core with). */
 export interface WorkerHooks {
@@ -27,12 +31,16 @@ export interface WorkerHooks {
   sent(worker: SimWorker, conn: Conn, message: ClientMessage): void;
   /** It stopped for good during `epoch` without the coordinator hearing what it still did (refused, or left while cut off). */
   refused(worker: SimWorker, epoch: number): void;
+  /** Its evaluation pass was re-sent: offsets beyond the coordinator's cursors are redone (not acknowledged again). */
+  redo(worker: SimWorker, epoch: number, worldSize: number): void;
 }
 
 type State = 'new' | 'handshake' | 'member' | 'reconnecting' | 'done' | 'dead';
 
 interface EpochRun {
+  /** The pass (shared/evalPass.ts): a training epoch, or below 0 an evaluation pass. */
   readonly epoch: number;
+  readonly evaluation: boolean;
   readonly worldSize: number;
   readonly cursor: EpochCursor;
   readonly digest: ShardDigest;
@@ -41,14 +49,14 @@ interface EpochRun {
   ended: boolean;
   /** Waiting for the reply of this collective before stepping on. */
   blockedOn: number | undefined;
+  /** Per unit, how far its offsets were handed to the step (an evaluation pass redoes beyond the coordinator's cursor). */
+  readonly handedTo: Map<number, number>;
   batches: number;
   idleSince: number | undefined;
 }
 
 const COLLECTIVE_TIMEOUT_MS = 1000;
 const CLIENT_GRACE_MS = 500;
-/** A per-batch collective waits for the others' steps (up to seconds here): only a hang outlasts this. */
-const PER_BATCH_TIMEOUT_MS = 20_000;
 const RECONNECT_TIMEOUT_MS = 30_000;
 
 export class SimWorker {
@@ -206,7 +214,7 @@ export class SimWorker {
     this.network.toCoordinator(conn, { kind: 'frame', message });
   }
 
-  private sendAll(frames: readonly EpochFrame[]): void {
+  private sendAll(frames: readonly ClientMessage[]): void {
     for (const frame of frames) this.send(frame);
   }
 
@@ -260,29 +268,49 @@ export class SimWorker {
   private onEpoch(message: Extract<ServerMessage, { t: 'epoch' }>): void {
     this.rank = message.rank;
     this.nextSeq = Math.max(this.nextSeq, message.seq);
-    if (this.lastEnded && message.epoch <= this.lastEnded.epoch) return;
+    // Passes go by run order: the evaluation after epoch e (-(e + 1)) comes before epoch e + 1.
+    if (this.lastEnded && !passIsAfter(message.epoch, this.lastEnded.epoch)) return;
     const run = this.run;
     if (run && run.epoch === message.epoch) {
+      if (run.evaluation) this.noteRedo(run, message.units);
       this.sendAll(run.cursor.receive({ t: 'epoch', units: message.units }));
       return this.step();
     }
     // The epoch went on without this worker: it reports what it still delivered.
-    if (run && !run.ended) this.sendAll(run.cursor.abandon());
+    if (run && !run.ended && passIsAfter(message.epoch, run.epoch)) this.sendAll(run.cursor.abandon());
+    const evaluation = isEvalPass(message.epoch);
     const next: EpochRun = {
       epoch: message.epoch,
+      evaluation,
       worldSize: message.worldSize,
-      cursor: new EpochCursor(message.epoch, message.units),
+      // Results do not outlive a connection or a coordinator: an evaluation pass redoes what is not acknowledged.
+      cursor: new EpochCursor(message.epoch, message.units, { redo: evaluation }),
       digest: new ShardDigest(),
       plan: undefined,
       stepping: false,
       ended: false,
       blockedOn: undefined,
+      handedTo: new Map(),
       batches: 0,
       idleSince: undefined,
     };
     this.run = next;
     if (this.ctx.scenario.collectives) this.collective(next);
     this.step();
+  }
+
+  /** The evaluation pass re-sent: offsets handed out beyond a unit's cursor (and within its end) will be handed out again. */
+  private noteRedo(run: EpochRun, units: readonly WorkUnit[]): void {
+    let redo = false;
+    const listed = new Set(units.map((u) => u.id));
+    for (const id of run.handedTo.keys()) if (!listed.has(id)) run.handedTo.delete(id);
+    for (const u of units) {
+      const handed = run.handedTo.get(u.id);
+      if (handed === undefined) continue;
+      if (Math.min(handed, u.end) > u.cursor) redo = true;
+      run.handedTo.set(u.id, Math.min(handed, u.cursor));
+    }
+    if (redo) this.hooks.redo(this, run.epoch, run.worldSize);
   }
 
   /** Every rank calls the same collective at each epoch start (torch-style, numbered by seq), or `body`. */
@@ -300,7 +328,8 @@ export class SimWorker {
   }
 
   private epochStartCall(run: EpochRun): Omit<Extract<ClientMessage, { t: 'collective' }>, 't' | 'seq' | 'timeoutMs'> {
-    const kind = run.epoch % 3;
+    // Every rank of a pass makes the same call; evaluation passes take the kind of the epoch they follow, shifted.
+    const kind = (epochOfPass(run.epoch) + (run.evaluation ? 1 : 0)) % 3;
     return kind === 0 ? { op: 'allReduce', value: 1, reduce: 'sum' } : kind === 1 ? { op: 'allGather', value: this.rank ?? -1 } : { op: 'barrier' };
   }
 
@@ -321,23 +350,43 @@ export class SimWorker {
     }
     run.idleSince = undefined;
     const { origin, start, end } = batch;
-    run.plan ??= planFor(this.ctx.scenario.config, run.worldSize, run.epoch);
+    run.plan ??= passPlan(this.ctx.scenario.config, run.worldSize, run.epoch);
     run.digest.addAll(run.plan.shard(origin, start, end));
     this.hooks.handed(this, run.epoch, run.worldSize, origin, start, end);
+    run.handedTo.set(batch.unit, Math.max(run.handedTo.get(batch.unit) ?? 0, end));
     run.stepping = true;
     run.batches++;
     if (this.ctx.scenario.collectives && run.batches === 2) {
       this.send({ t: 'store', req: this.nextReq++, op: 'add', keys: ['batches'], amount: 1, timeoutMs: 1000 });
     }
-    const ms = (end - start) * this.ctx.scenario.stepMsPerSample * this.ctx.rng.real(0.7, 1.3);
+    const { scenario } = this.ctx;
+    const ms = (end - start) * (run.evaluation ? scenario.evalStepMsPerSample : scenario.stepMsPerSample) * this.ctx.rng.real(0.7, 1.3);
     this.timer(ms, () => {
       run.stepping = false;
       this.hooks.completed(this, run.epoch, run.worldSize, origin, start, end);
       if (this.run !== run) return;
+      if (run.evaluation) this.submitResults(run, batch);
       // A training loop's allReduce after each batch, before asking for the next one.
-      if (this.ctx.scenario.collectivePerBatch && !run.ended) return this.collective(run, { op: 'allReduce', value: 1, reduce: 'sum' }, PER_BATCH_TIMEOUT_MS);
+      const perBatch = run.evaluation ? scenario.evalCollectivePerBatch : scenario.collectivePerBatch;
+      if (perBatch && !run.ended) return this.collective(run, { op: 'allReduce', value: 1, reduce: 'sum' }, PER_BATCH_TIMEOUT_MS);
       this.step();
     });
+  }
+
+  /**
+   * An evaluation batch's results, ahead of the ack that completes it (as Epoch.submitResults):
+   * only while the batch is still this worker's; a batch dropped by a re-sent pass is redone.
+   */
+  private submitResults(run: EpochRun, batch: BatchRange): void {
+    if (!run.cursor.holds(batch)) return;
+    const bug = this.ctx.scenario.workerBug;
+    if (bug === 'skipResults' && run.batches === 1) return;
+    const texts: string[] = [];
+    for (const index of run.plan!.shard(batch.origin, batch.start, batch.end)) {
+      const result = evalResultOf(index);
+      texts.push(JSON.stringify(bug === 'wrongResult' && index === 0 ? { ...result, score: result.score + 1 } : result));
+    }
+    this.sendAll(packResults(run.epoch, batch.unit, batch.start, texts));
   }
 
   private report(run: EpochRun): void {

@@ -4,6 +4,7 @@
  * every input. Returns what happened, or the first broken invariant.
  */
 import type { PlantedBugName } from '../../coordinator/coreTypes.ts';
+import { isEvalPass, passIsAfter, passName } from '../../shared/evalPass.ts';
 import type { ClientMessage } from '../../shared/protocol.ts';
 import { Violation, type SimContext } from './context.ts';
 import { CoreHost } from './coreHost.ts';
@@ -26,7 +27,12 @@ export interface SeedResult {
   readonly seed: string;
   readonly violation: Violation | undefined;
   readonly faults: number;
+  /** Passes audited: training epochs and evaluation passes. */
   readonly epochs: number;
+  /** Evaluation passes the core began. */
+  readonly evalPasses: number;
+  /** Faults that struck while an evaluation pass ran (scheduled ones, and deaths at a hello, a collective or a pass's end). */
+  readonly evalFaults: number;
   readonly steps: number;
   readonly trace: readonly string[];
   readonly scenario: Scenario;
@@ -57,7 +63,7 @@ export function runSeed(seed: string, options: SeedOptions = {}): SeedResult {
     violation = err instanceof Violation ? err : new Violation('nothing throws', describeThrow(err));
     ctx.trace(`VIOLATION ${violation.message}`);
   }
-  return { seed, violation, faults: faultCount(scenario), epochs: sim.epochsRun(), steps: sim.invariants.checks, trace: lines, scenario };
+  return { seed, violation, faults: faultCount(scenario), epochs: sim.epochsRun(), evalPasses: sim.evalPassesReached().size, evalFaults: sim.evalFaults, steps: sim.invariants.checks, trace: lines, scenario };
 }
 
 class Simulation implements WorkerHooks {
@@ -76,7 +82,7 @@ class Simulation implements WorkerHooks {
     this.invariants = new Invariants(ctx, this.truth);
     // Overruns count against the last audited epoch only: a worker still away from an older
     // epoch, or from one audited before a crash (its units are not journaled), reports in vain.
-    this.invariants.onAudit = (epoch) => this.strandOverruns((run) => run < epoch);
+    this.invariants.onAudit = (epoch) => this.strandOverruns((run) => passIsAfter(epoch, run));
     this.host = new CoreHost(ctx, this.invariants, plantedBug);
     this.network = new Network(ctx, this.host);
     this.host.network = this.network;
@@ -88,6 +94,27 @@ class Simulation implements WorkerHooks {
 
   epochsRun(): number {
     return this.host.core?.view().audits.length ?? 0;
+  }
+
+  /** Evaluation passes any core began (restarted cores resume theirs without announcing them again). */
+  evalPassesReached(): Set<number> {
+    const passes = new Set<number>();
+    for (const event of this.host.events) if (event.name === 'epochStart' && isEvalPass(event.payload.epoch)) passes.add(event.payload.epoch);
+    return passes;
+  }
+
+  evalFaults = 0;
+
+  /** A fault strikes now: counted when an evaluation pass is running (for the closing line). */
+  private struck(): void {
+    const view = this.host.core?.view();
+    const pass = view?.epoch && (view.phase === 'running' || view.phase === 'reporting') ? view.epoch.epoch : undefined;
+    if (pass !== undefined && isEvalPass(pass)) this.evalFaults++;
+  }
+
+  private strike(fault: () => void): void {
+    this.struck();
+    fault();
   }
 
   run(): void {
@@ -103,10 +130,12 @@ class Simulation implements WorkerHooks {
     }
     const report = this.host.core?.view().report;
     if (!this.host.refusedJournal && this.host.core && !report) {
-      throw new Violation('the run ends', `no report by ${queue.now.toFixed(0)} ms (phase ${this.host.core.view().phase})`);
+      const view = this.host.core.view();
+      throw new Violation('the run ends', `no report by ${queue.now.toFixed(0)} ms (phase ${view.phase}${view.epoch ? `, ${passName(view.epoch.epoch)}` : ''})`);
     }
     if (this.host.core) this.invariants.checkJournal(this.host.core, false);
     if (this.host.core) this.invariants.checkRedelivery(this.host.core.view().audits);
+    if (report) this.invariants.checkReport(report, this.evalPassesReached());
   }
 
   /** The run ended and every worker is gone (or nothing more can happen). */
@@ -158,12 +187,13 @@ class Simulation implements WorkerHooks {
   private schedule(s: Scenario): void {
     const { queue } = this.ctx;
     const f = s.faults;
-    for (const at of f.kills) queue.at(at, () => this.pickLive((w) => this.kill(w)));
-    for (const z of f.zombies) queue.at(z.at, () => this.pickLive((w) => this.zombie(w, z.forMs, z.resumeOnDeath)));
-    for (const st of f.stalls) queue.at(st.at, () => this.host.stall(st.forMs));
+    for (const at of f.kills) queue.at(at, () => this.pickLive((w) => this.strike(() => this.kill(w))));
+    for (const z of f.zombies) queue.at(z.at, () => this.pickLive((w) => this.strike(() => this.zombie(w, z.forMs, z.resumeOnDeath))));
+    for (const st of f.stalls) queue.at(st.at, () => this.strike(() => this.host.stall(st.forMs)));
     for (const crash of f.crashes) {
       const strike = (): void => {
         if (!this.host.up) return;
+        this.struck();
         // A worker killed while the core had not yet seen it go (a stall held its frames back):
         // what it did after its last journaled ack dies with the crash, unknowable to anyone.
         const view = this.host.core?.view();
@@ -181,10 +211,11 @@ class Simulation implements WorkerHooks {
       // A torn tail is the record being written when the crash struck.
       queue.at(crash.at, () => (crash.tearBytes > 0 ? this.host.crashMidAppend(crash, 500, strike) : strike()));
     }
-    for (const at of f.joins) queue.at(at, () => this.spawn(undefined, 0));
+    for (const at of f.joins) queue.at(at, () => this.strike(() => this.spawn(undefined, 0)));
     for (const at of f.leaves) {
       queue.at(at, () =>
         this.pickLive((w) => {
+          this.struck();
           // A member that leaves cannot re-acknowledge either: a later crash may lose its last acks.
           if (w.run) this.killedIn.add(w.run.epoch);
           w.leave();
@@ -215,6 +246,9 @@ class Simulation implements WorkerHooks {
     const conn = worker.conn;
     if (!conn || worker.state !== 'member') return;
     this.ctx.trace(`${worker.name} turns rogue: ${kind}`);
+    this.struck();
+    // Its refusal is expected, whatever it is refused for.
+    this.invariants.noteRogue(conn.peer);
     const view = this.host.core?.view();
     const epoch = view?.epoch;
     switch (kind) {
@@ -227,7 +261,11 @@ class Simulation implements WorkerHooks {
       case 'foreignAck': {
         const mine = new Set(worker.rank === undefined ? [] : [worker.rank]);
         const foreign = epoch?.units.find((u) => !mine.has(u.owner) && u.cursor < u.end);
-        if (epoch && foreign) worker.send({ t: 'ack', epoch: epoch.epoch, unit: foreign.id, cursor: Math.min(foreign.end, foreign.cursor + 3 * this.ctx.scenario.config.batchSize), inflight: null });
+        if (!epoch || !foreign) return;
+        const cursor = Math.min(foreign.end, foreign.cursor + 3 * this.ctx.scenario.config.batchSize);
+        // In an evaluation pass, wrong results for them first: merged, they would break the pass's sha256.
+        if (isEvalPass(epoch.epoch)) worker.send({ t: 'results', epoch: epoch.epoch, unit: foreign.id, start: foreign.cursor, values: Array.from({ length: cursor - foreign.cursor }, () => ({ rogue: true })) });
+        worker.send({ t: 'ack', epoch: epoch.epoch, unit: foreign.id, cursor, inflight: null });
         return;
       }
       case 'badCursor': {
@@ -255,12 +293,18 @@ class Simulation implements WorkerHooks {
     const chance = what === 'hello' ? (worker.run ? 0 : f.killInRendezvous) : what === 'collective' ? f.killInCollective : f.killAtBoundary;
     if (chance > 0 && this.faults.chance(chance)) {
       this.ctx.trace(`${worker.name} dies at ${what}`);
+      this.struck();
       this.ctx.queue.after(this.faults.real(0, 3), () => this.kill(worker));
     }
   }
 
   refused(_w: SimWorker, epoch: number): void {
     this.invariants.knowledgeLost(epoch);
+  }
+
+  redo(w: SimWorker, epoch: number, worldSize: number): void {
+    this.ctx.trace(`${w.name} redoes ${epoch} beyond the coordinator's cursors`);
+    this.truth.of(epoch, worldSize).redone = true;
   }
 
   sent(_w: SimWorker, _conn: unknown, message: ClientMessage): void {

@@ -1,9 +1,30 @@
 /**
  * What really happened, as the simulated workers saw it: every position handed to a step and
- * every step that returned, per epoch. The invariants hold the core's counts against this.
+ * every step that returned, per pass (training epoch or evaluation pass). The invariants hold the
+ * core's counts against this, and an evaluation pass's merged results against evalResultOf.
  */
+import { createHash } from 'node:crypto';
+import { passShardSizes } from '../../shared/evalPass.ts';
 import type { RunConfig } from '../../shared/protocol.ts';
-import { shardSizes } from '../../shared/runPlan.ts';
+
+/** What a simulated worker's evaluation step returns for a dataset index: deterministic, so the merge can be checked. */
+export function evalResultOf(index: number): { i: number; score: number } {
+  return { i: index, score: (index * 7919) % 1000 };
+}
+
+const expectedShas = new Map<number, string>();
+
+/** The sha256 the coordinator must report for a complete evaluation of `length` indices (EvalSummary.sha256). */
+export function expectedEvalSha256(length: number): string {
+  let sha = expectedShas.get(length);
+  if (sha === undefined) {
+    const hash = createHash('sha256');
+    for (let index = 0; index < length; index++) hash.update(`${index === 0 ? '' : ','}${JSON.stringify(evalResultOf(index))}`);
+    sha = hash.digest('hex');
+    expectedShas.set(length, sha);
+  }
+  return sha;
+}
 
 export class EpochTruth {
   /** Where each origin's shard starts in the tables below (shards may differ in size: pad: false). */
@@ -20,23 +41,32 @@ export class EpochTruth {
   /** Units handed out by `assign` frames. */
   assigned = 0;
   /**
+   * An evaluation pass that some worker redid from the coordinator's cursor (its pass re-sent
+   * after a reconnect or a restart): those double deliveries are by design and not counted.
+   */
+  redone = false;
+  /**
    * A member died after a coordinator crash in this epoch: what it did beyond the journal's
    * coalesced acks died with both, so only `redelivered <= truth` can be asked of the core.
    */
   lostKnowledge = false;
+
+  /** The pass's positions: every shard's size together. */
+  readonly planned: number;
 
   constructor(
     readonly epoch: number,
     readonly worldSize: number,
     config: RunConfig,
   ) {
-    const sizes = shardSizes(config, worldSize);
+    const sizes = passShardSizes(config, epoch, worldSize);
     this.bases = [];
     let total = 0;
     for (const size of sizes) {
       this.bases.push(total);
       total += size;
     }
+    this.planned = total;
     this.handedCount = new Uint8Array(total);
     this.completedFlag = new Uint8Array(total);
   }
@@ -64,7 +94,7 @@ export class EpochTruth {
   }
 }
 
-/** The truth of every epoch of a run, created as epochs are first seen. */
+/** The truth of every pass of a run, created as passes are first seen. */
 export class RunTruth {
   private readonly epochs = new Map<number, EpochTruth>();
 
