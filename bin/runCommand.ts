@@ -24,6 +24,7 @@ without faults, every rank's digest equal to PyTorch's plan.
 
   --workers W                number of worker processes (default 4); each worker's WORLD_SIZE,
                              so it must be within --world-size
+  --nproc-per-node W         the same, as torchrun names it
   --world-size MIN:MAX       elastic bounds for the group (default W:W)
   --step FILE                a .ts/.js module exporting async step(batch, ctx) (default: no-op)
   --resume FILE              continue a stopped run from its journal, with --workers W workers
@@ -56,6 +57,7 @@ export async function run(argv: string[]): Promise<number> {
   const { values } = parseFlags(argv, {
     ...RUN_CONFIG_FLAGS,
     workers: { type: 'string' },
+    'nproc-per-node': { type: 'string' },
     'world-size': { type: 'string' },
     step: { type: 'string' },
     resume: { type: 'string' },
@@ -68,7 +70,7 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return 0;
   }
-  const workers = intFlag('workers', values.workers, 4, 1, 1024);
+  const workers = workerCount(values.workers, values['nproc-per-node']);
   const settings = await coordinatorSettings(values);
   const worldSize = worldSizeFlag('world-size', values['world-size'], workers);
   const range = typeof worldSize === 'number' ? { min: worldSize, max: worldSize } : worldSize;
@@ -203,6 +205,15 @@ export async function run(argv: string[]): Promise<number> {
 export function runExitCode(ok: boolean, exits: ReadonlyArray<{ exit: number | string | null; killedByLauncher: boolean }>): number {
   if (ok) return 0;
   return exits.some((w) => w.exit === WORKER_USAGE_EXIT && !w.killedByLauncher) ? WORKER_USAGE_EXIT : 1;
+}
+
+/** --workers, or torchrun's name for it, --nproc-per-node (both only if they agree). */
+function workerCount(workers: string | undefined, nprocPerNode: string | undefined): number {
+  const count = intFlag('workers', workers, 4, 1, 1024);
+  if (nprocPerNode === undefined) return count;
+  const nproc = intFlag('nproc-per-node', nprocPerNode, 4, 1, 1024);
+  if (workers !== undefined && nproc !== count) throw new UsageError(`--workers ${count} and --nproc-per-node ${nproc} disagree: give one of them`);
+  return nproc;
 }
 
 /** WORLD_SIZE is the number of workers: the coordinator refuses it outside MIN..MAX at the rendezvous. */

@@ -19,8 +19,41 @@ export function parseFlags<T extends FlagOptions>(argv: readonly string[], optio
     const valueFlags = Object.entries(options).filter(([, o]) => o.type === 'string').map(([name]) => name);
     return parseArgs({ args: joinNegativeValues(argv, valueFlags), options, strict: true, allowPositionals: false, allowNegative: false });
   } catch (err) {
-    throw new UsageError(err instanceof Error ? err.message.split('\n')[0] : String(err), { cause: err });
+    const message = err instanceof Error ? err.message.split('\n')[0] : String(err);
+    // parseArgs names an unknown flag; a typo deserves the flag that was meant.
+    const unknown = /^Unknown option '--([^'=]+)'/.exec(message);
+    const meant = unknown ? closestName(unknown[1], Object.keys(options)) : undefined;
+    throw new UsageError(meant ? `${message.replace(/\. To specify a positional.*$/, '')}: did you mean --${meant}?` : message, { cause: err });
   }
+}
+
+/**
+ * The name among `names` a mistyped `typed` most likely meant: within two edits (one for short
+ * names), or the only name it is a prefix of. Undefined when none is close.
+ */
+export function closestName(typed: string, names: readonly string[]): string | undefined {
+  let best: { name: string; distance: number } | undefined;
+  for (const name of names) {
+    const distance = editDistance(typed, name);
+    if (!best || distance < best.distance) best = { name, distance };
+  }
+  if (best && best.distance <= (typed.length <= 4 ? 1 : 2)) return best.name;
+  const prefixed = names.filter((name) => name.startsWith(typed));
+  return prefixed.length === 1 ? prefixed[0] : undefined;
+}
+
+/** Levenshtein distance, with a swap of two neighbours counted as one edit (`lenght`). */
+function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0][j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[a.length][b.length];
 }
 
 /** A flag's value as an integer within [min, max], or a UsageError naming the flag. */

@@ -35,7 +35,8 @@ describe('initProcessGroup refuses bad settings before connecting', () => {
     [{ initMethod: 'ws://127.0.0.1:1', timeoutMs: Number.NaN }, 'ERR_INIT_OPTIONS', /timeoutMs must be a number of ms in \[1, 2147483647\], got NaN/],
     [{ initMethod: 'ws://127.0.0.1:1', timeoutMs: 3e9 }, 'ERR_INIT_OPTIONS', /timeoutMs must be a number of ms in \[1, 2147483647\], got 3000000000/],
     [{ initMethod: 'ws://127.0.0.1:1', reconnectTimeoutMs: -1 }, 'ERR_INIT_OPTIONS', /reconnectTimeoutMs must be a number of ms in \[0, /],
-    [{ initMethod: 'tcp://127.0.0.1:1' }, 'ERR_INIT_METHOD', /use env:\/\/ or ws:\/\/host:port/],
+    [{ initMethod: 'udp://127.0.0.1:1' }, 'ERR_INIT_METHOD', /use env:\/\/, ws:\/\/host:port or tcp:\/\/host:port/],
+    [{ initMethod: 'tcp://127.0.0.1:0' }, 'ERR_INIT_METHOD', /port 0 is not a port/],
     [{ initMethod: 'ws://127.0.0.1:0' }, 'ERR_INIT_METHOD', /port 0 is not a port/],
   ] as const)('refuses %j with %s', async (options, code, message) => {
     const err = await refusal(options);

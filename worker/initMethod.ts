@@ -5,7 +5,11 @@ import { isHost, wsUrl } from '../shared/endpoint.ts';
 import { InitEnvError, InitMethodError } from './errors.ts';
 
 export interface InitOptions {
-  /** 'env://' (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE) or 'ws://host:port'. Default env://. */
+  /**
+   * 'env://' (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE), 'ws://host:port', or torch's
+   * 'tcp://host:port' (the coordinator's address, as OpenPCDet's init_dist_pytorch passes it; the
+   * same as ws://). Default env://.
+   */
   readonly initMethod?: string;
   /** Claim this rank; absent: RANK from the environment, else the lowest free rank. */
   readonly rank?: number;
@@ -45,7 +49,10 @@ export function resolveInitUrl(options: InitOptions): { url: string; rank?: numb
     if (new URL(method).port === '0') throw new InitMethodError(`init method '${method}': port 0 is not a port a coordinator listens on`);
     return checkedMembership({ url: method, rank: options.rank, worldSize: options.worldSize, token });
   }
-  throw new InitMethodError(`unsupported init method '${method}': use env:// or ws://host:port`);
+  // torch's tcp://: the address of rank 0's store, here the coordinator's (OpenPCDet's init_dist_pytorch passes it).
+  const tcp = /^tcp:\/\/([^/]+)\/?$/.exec(method);
+  if (tcp) return resolveInitUrl({ ...options, initMethod: `ws://${tcp[1]}` });
+  throw new InitMethodError(`unsupported init method '${method}': use env://, ws://host:port or tcp://host:port`);
 }
 
 /** A rank and world size the coordinator could accept at all; refused here with the name of the setting. */
