@@ -11,9 +11,24 @@ import type { RunReport } from '../coordinator/report.ts';
 import { DistSamplerError } from '../shared/errors.ts';
 import { passName } from '../shared/evalPass.ts';
 import { LAUNCHED_ENV } from '../shared/launchEnv.ts';
+import { plural } from './usage.ts';
 
 const CLI_PATH = fileURLToPath(new URL('./distsampler.ts', import.meta.url));
 const TSX_LOADER = import.meta.resolve('tsx');
+/** Preloaded into a user's script: it exits with its launcher, and leaves Ctrl-C to it. */
+const SCRIPT_PRELOAD = import.meta.resolve('./launchedScript.mjs');
+
+/** A user's program run as each worker (`run SCRIPT [ARGS]`), as torchrun runs a training script. */
+export interface WorkerScript {
+  readonly path: string;
+  readonly args: readonly string[];
+}
+
+/** How a script is started: TypeScript through tsx, JavaScript through plain node. */
+export function scriptExecArgv(path: string): string[] {
+  const typescript = /\.[cm]?ts$/.test(path);
+  return [...(typescript ? ['--import', TSX_LOADER] : []), '--import', SCRIPT_PRELOAD];
+}
 
 /** `--kill RANK@EPOCH:FRACTION`: SIGKILL that rank's worker once it acknowledged that much of its shard. */
 export interface WorkerKill {
@@ -34,6 +49,13 @@ export interface LaunchOptions {
   readonly coordinatorArgs: readonly string[];
   /** Flags for every `distsampler worker` (e.g. --dataset, --step, --step-ms). */
   readonly workerArgs: readonly string[];
+  /** Run this script as each worker instead of `distsampler worker` (it calls initProcessGroup itself). */
+  readonly script?: WorkerScript;
+  /**
+   * How often one rank's worker is started again after it died on its own (launcher kills do not
+   * count); beyond that it is a crash loop, reported and left to the failure policy. Default 0.
+   */
+  readonly maxRestarts?: number;
   readonly journalPath: string;
   /** Continue the run in journalPath with this group (`run --resume`). */
   readonly resume?: boolean;
@@ -43,8 +65,8 @@ export interface LaunchOptions {
   readonly coordinatorKills?: readonly CoordinatorKill[];
   /** Start a replacement (same RANK) for a worker that died (torchrun's restarts; with --on-failure wait). */
   readonly replaceDead?: boolean;
-  /** Each line a worker or the coordinator writes to stderr. */
-  readonly onOutput?: (source: string, line: string) => void;
+  /** Each line a worker or the coordinator writes to stderr (and a script's to stdout). */
+  readonly onOutput?: (source: string, line: string, stream: 'stdout' | 'stderr') => void;
   /** Launcher notes (kills, restarts) for the person watching. */
   readonly onNote?: (line: string) => void;
 }
@@ -90,6 +112,8 @@ export class Launcher {
   private groupFormed = false;
   private failEarly: (error: string) => void = () => {};
   private readonly replacements = new Map<number, number>();
+  /** Times each rank's worker died on its own (not by a launcher kill), against --max-restarts. */
+  private readonly crashes = new Map<number, number>();
   private readonly pendingKills: WorkerKill[];
   private readonly pendingCoordinatorKills: CoordinatorKill[];
 
@@ -126,7 +150,9 @@ export class Launcher {
       throw err;
     });
     this.finished = true;
-    const workers = await this.reap(10_000);
+    // Scripts are the user's programs: they may go on after the last epoch (a checkpoint, a
+    // summary), and torchrun waits for them. The worker command has nothing left to do.
+    const workers = await this.reap(this.options.script ? undefined : 10_000);
     await this.waitCoordinatorExit(5000);
     return { report, workers, coordinatorRestarts: this.restarts };
   }
@@ -190,31 +216,48 @@ export class Launcher {
   }
 
   private startWorker(rank: number): void {
-    const child = fork(CLI_PATH, ['worker', ...this.options.workerArgs], {
-      execArgv: ['--import', TSX_LOADER],
-      env: {
-        ...process.env,
-        MASTER_ADDR: this.host,
-        MASTER_PORT: String(this.port),
-        WORLD_SIZE: String(this.options.workers),
-        RANK: String(rank),
-        LOCAL_RANK: String(rank),
-        DISTSAMPLER_TOKEN: this.token,
-        // Tells the worker that a terminal's Ctrl-C is this launcher's to handle.
-        [LAUNCHED_ENV]: '1',
-      },
-      stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
-    });
+    const { script } = this.options;
+    // Every start of this rank's worker after its first (torchrun's TORCHELASTIC_RESTART_COUNT).
+    const restarts = this.replacements.get(rank) ?? 0;
+    const env = {
+      ...process.env,
+      // torchrun's environment, for one node.
+      MASTER_ADDR: this.host,
+      MASTER_PORT: String(this.port),
+      WORLD_SIZE: String(this.options.workers),
+      RANK: String(rank),
+      LOCAL_RANK: String(rank),
+      LOCAL_WORLD_SIZE: String(this.options.workers),
+      GROUP_RANK: '0',
+      DISTSAMPLER_RESTART_COUNT: String(restarts),
+      DISTSAMPLER_TOKEN: this.token,
+      // Tells the worker that a terminal's Ctrl-C is this launcher's to handle.
+      [LAUNCHED_ENV]: '1',
+    };
+    const child = script
+      ? fork(script.path, [...script.args], { execArgv: scriptExecArgv(script.path), env, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
+      : fork(CLI_PATH, ['worker', ...this.options.workerArgs], { execArgv: ['--import', TSX_LOADER], env, stdio: ['ignore', 'inherit', 'pipe', 'ipc'] });
     const entry: WorkerChild = { rank, child, killedByLauncher: false, neverJoined: false, exited: exitOf(child) };
     this.workerChildren.push(entry);
-    this.pipeLines(child, `rank ${rank}`);
+    this.pipeLines(child, `rank${rank}`);
     void entry.exited.then(async (exit) => {
       if (exit !== 0 && !entry.killedByLauncher && !this.groupFormed && !this.finished && !this.stopping && !this.options.replaceDead) {
         // The group can never form without it: fail now instead of at the rendezvous timeout.
         this.failEarly(`worker rank ${rank} exited (${exit}) before the group formed; its output is above`);
         return;
       }
-      if (exit === 0 || this.finished || this.stopping || !this.options.replaceDead) return;
+      if (exit === 0 || this.finished || this.stopping) return;
+      const maxRestarts = this.options.maxRestarts ?? 0;
+      if (!this.options.replaceDead && maxRestarts === 0) return;
+      // A death of its own (not a --kill) counts towards --max-restarts: past it, a crash loop.
+      if (!entry.killedByLauncher) {
+        const crashes = (this.crashes.get(rank) ?? 0) + 1;
+        this.crashes.set(rank, crashes);
+        if (crashes > maxRestarts) {
+          this.options.onNote?.(`worker rank ${rank} (pid ${child.pid}) exited (${exit}): crash loop, it died ${plural(crashes, 'time')} on its own and --max-restarts is ${maxRestarts}; not started again (the failure policy takes its positions)`);
+          return;
+        }
+      }
       // Back off when replacements keep failing, as torchrun's restarts do.
       const attempt = (this.replacements.get(rank) ?? 0) + 1;
       this.replacements.set(rank, attempt);
@@ -262,15 +305,23 @@ export class Launcher {
   }
 
   private pipeLines(child: ChildProcess, source: string): void {
-    let buffered = '';
-    child.stderr?.on('data', (chunk: Buffer) => {
-      buffered += chunk.toString();
-      let nl: number;
-      while ((nl = buffered.indexOf('\n')) >= 0) {
-        this.options.onOutput?.(source, buffered.slice(0, nl));
-        buffered = buffered.slice(nl + 1);
-      }
-    });
+    for (const stream of ['stdout', 'stderr'] as const) {
+      let buffered = '';
+      const readable = child[stream];
+      readable?.on('data', (chunk: Buffer) => {
+        buffered += chunk.toString();
+        let nl: number;
+        while ((nl = buffered.indexOf('\n')) >= 0) {
+          this.options.onOutput?.(source, buffered.slice(0, nl), stream);
+          buffered = buffered.slice(nl + 1);
+        }
+      });
+      // A last line without a newline is still a line.
+      readable?.on('end', () => {
+        if (buffered) this.options.onOutput?.(source, buffered, stream);
+        buffered = '';
+      });
+    }
   }
 
   /**
@@ -278,15 +329,18 @@ export class Launcher {
    * (still starting when the rendezvous failed, say) has no coordinator left to hear from: it is
    * stopped at once rather than left retrying until the grace runs out.
    */
-  private async reap(graceMs: number): Promise<LaunchResult['workers']> {
+  private async reap(graceMs: number | undefined): Promise<LaunchResult['workers']> {
     for (const w of this.workerChildren) {
       if (!isRunning(w.child) || w.child.pid === undefined || this.joinedPids.has(w.child.pid)) continue;
       w.neverJoined = true;
       w.child.kill('SIGTERM');
     }
-    const timer = setTimeout(() => {
-      for (const w of this.workerChildren) if (isRunning(w.child)) w.child.kill('SIGKILL');
-    }, graceMs);
+    const timer =
+      graceMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            for (const w of this.workerChildren) if (isRunning(w.child)) w.child.kill('SIGKILL');
+          }, graceMs);
     const exits = await Promise.all(this.workerChildren.map((w) => w.exited));
     clearTimeout(timer);
     return this.workerChildren.map((w, i) => ({ rank: w.rank, pid: w.child.pid ?? -1, exit: exits[i], killedByLauncher: w.killedByLauncher, neverJoined: w.neverJoined }));

@@ -1,36 +1,45 @@
 /** `distsampler run`: a coordinator and W local worker processes, like `torchrun --standalone`. */
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, extname, join, resolve } from 'node:path';
 import { createServer } from 'node:net';
 import { resumable, type WorldSizeRange } from '../coordinator/journal.ts';
 import { Launcher } from './launcher.ts';
 import { epochOfPass, evalDueAfter, isEvalPass } from '../shared/evalPass.ts';
 import type { RunConfig } from '../shared/protocol.ts';
-import { loadStepModule } from '../worker/stepModule.ts';
 import { attachProgressView, type ProgressView } from './progressView.ts';
 import { formatSummary } from './summaryTable.ts';
 import { parseCoordinatorKill, parseKill, parseStepMs } from './faultFlags.ts';
 import { checkPlanFlags, coordinatorSettings, durationFlagWords, RUN_CONFIG_FLAGS, RUN_CONFIG_HELP, worldSizeFlag } from './runConfigFlags.ts';
 import { journalPlan, refuseReportOverJournal, resumeKnobs, writeReport } from './coordinatorCommand.ts';
-import { intFlag, parseFlags, plural, shellCommand, UsageError } from './usage.ts';
+import { intFlag, parseFlags, plural, shellCommand, splitScript, UsageError, type FlagOptions } from './usage.ts';
 
-const HELP = `usage: distsampler run [--workers W] [flags]
+const HELP = `usage: distsampler run [--workers W] [flags] [SCRIPT [SCRIPT_ARGS...]]
 
-Starts a coordinator and W worker processes (env MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK,
-LOCAL_RANK, DISTSAMPLER_TOKEN), shows live per-rank progress on stderr, prints a per-epoch
-audit table and exits 0 only if every epoch's audit holds: no planned position missing and,
-without faults, every rank's digest equal to PyTorch's plan.
+Starts a coordinator and W worker processes, shows live per-rank progress on stderr, prints a
+per-epoch audit table and exits 0 only if every epoch's audit holds: no planned position missing
+and, without faults, every rank's digest equal to PyTorch's plan.
+
+Each worker is SCRIPT, as under torchrun (a .ts file through tsx, .js/.mjs through node; everything
+after it is its own arguments; \`--\` may come before it), calling initProcessGroup() itself; or,
+without SCRIPT, \`distsampler worker\` running --step's module. Every worker gets torchrun's
+environment: MASTER_ADDR, MASTER_PORT, RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, GROUP_RANK
+(0), DISTSAMPLER_RESTART_COUNT, DISTSAMPLER_TOKEN. Their output lines are prefixed [rankN]: .
 
   --workers W                number of worker processes (default 4); each worker's WORLD_SIZE,
                              so it must be within --world-size
   --nproc-per-node W         the same, as torchrun names it
   --world-size MIN:MAX       elastic bounds for the group (default W:W)
-  --step FILE                a .ts/.js module exporting async step(batch, ctx) (default: no-op)
+  --step FILE                a .ts/.js module exporting async step(batch, ctx) (default: no-op),
+                             imported by the workers only; ctx.pg is the process group
+  --no-prefix                leave the workers' output lines as they are, without [rankN]:
+  --max-restarts N           start a worker that died on its own again, at most N times per rank
+                             (default 0; 3 with --on-failure wait); past that it is a crash loop,
+                             reported, and the failure policy takes its positions
   --resume FILE              continue a stopped run from its journal, with --workers W workers
                              (any number): the remaining positions are spread over them
-  With --on-failure wait, run starts a replacement worker (same RANK) for one that died,
-  as torchrun restarts its workers.
+  With --on-failure wait (or --max-restarts N), run starts a replacement worker (same RANK) for
+  one that died, as torchrun restarts its workers.
 
 Simulation (faults are injected by this launcher; everything replays from the seed):
   --kill RANK@EPOCH:FRACTION SIGKILL that rank's worker when it has done FRACTION of its shard
@@ -53,19 +62,24 @@ const WORKER_USAGE_EXIT = 2;
 /** Flags `run` hands to its coordinator process unchanged (the duration knobs too, see durationFlagWords). */
 const PASSED_TO_COORDINATOR = ['epochs', 'length', 'dataset', 'batch-size', 'seed', 'engine', 'sampler', 'eval-every', 'eval-dataset', 'host', 'on-failure'] as const;
 
+const RUN_FLAGS = {
+  ...RUN_CONFIG_FLAGS,
+  workers: { type: 'string' },
+  'nproc-per-node': { type: 'string' },
+  'world-size': { type: 'string' },
+  step: { type: 'string' },
+  resume: { type: 'string' },
+  kill: { type: 'string', multiple: true },
+  'kill-coordinator': { type: 'string', multiple: true },
+  straggler: { type: 'string', multiple: true },
+  'step-ms': { type: 'string' },
+  'no-prefix': { type: 'boolean' },
+  'max-restarts': { type: 'string' },
+} as const satisfies FlagOptions;
+
 export async function run(argv: string[]): Promise<number> {
-  const { values } = parseFlags(argv, {
-    ...RUN_CONFIG_FLAGS,
-    workers: { type: 'string' },
-    'nproc-per-node': { type: 'string' },
-    'world-size': { type: 'string' },
-    step: { type: 'string' },
-    resume: { type: 'string' },
-    kill: { type: 'string', multiple: true },
-    'kill-coordinator': { type: 'string', multiple: true },
-    straggler: { type: 'string', multiple: true },
-    'step-ms': { type: 'string' },
-  });
+  const { flags, script, scriptArgs } = splitScript(argv, RUN_FLAGS);
+  const { values } = parseFlags(flags, RUN_FLAGS);
   if (values.help) {
     process.stdout.write(HELP);
     return 0;
@@ -90,12 +104,10 @@ export async function run(argv: string[]): Promise<number> {
   const coordinatorKills = (values['kill-coordinator'] ?? []).map(parseCoordinatorKill);
   for (const [i, k] of coordinatorKills.entries()) checkFaultEpoch('kill-coordinator', values['kill-coordinator']![i], k.epoch, runConfig);
   parseStepMs(values['step-ms'], values.straggler ?? []);
-  // Every worker would fail to load a bad step module, and the group would never form: say so now.
-  if (values.step !== undefined) {
-    await loadStepModule(values.step).catch((err: unknown) => {
-      throw new UsageError(`--step: ${err instanceof Error ? err.message : String(err)}`);
-    });
-  }
+  if (script !== undefined) checkScript(script, values);
+  // Imported by the workers only (its top-level code is theirs): here only that it is there.
+  if (values.step !== undefined) moduleFile('step', values.step);
+  const maxRestarts = intFlag('max-restarts', values['max-restarts'], settings.onFailure === 'wait' ? 3 : 0, 0, 1000);
 
   const coordinatorArgs: string[] = ['--world-size', range.min === range.max ? String(range.max) : `${range.min}:${range.max}`];
   for (const flag of PASSED_TO_COORDINATOR) {
@@ -121,13 +133,18 @@ export async function run(argv: string[]): Promise<number> {
   if (settings.port !== 0) await requireFreePort(settings.host, settings.port);
   // The same workers again: their data, their step and their simulated work (the config is journaled).
   // The coordinator's knobs too; the run config is in the journal, the token is never printed.
-  const resumeCommand = shellCommand(['npm', 'run', 'cli', '--', 'run', '--resume', journalPath, '--workers', String(workers), ...workerArgs.filter((a) => !a.startsWith('--reconnect-timeout-ms')), ...resumeKnobs(values)]);
+  const scriptWords = script === undefined ? [] : ['--', script, ...scriptArgs];
+  const resumeCommand = shellCommand(['npm', 'run', 'cli', '--', 'run', '--resume', journalPath, '--workers', String(workers), ...workerArgs.filter((a) => !a.startsWith('--reconnect-timeout-ms')), ...resumeKnobs(values), ...scriptWords]);
   let view: ProgressView | undefined;
   const note = (line: string) => (view ? view.log(line) : process.stderr.write(`${line}\n`));
+  // torchrun's --tee prefix: `[rank2]: ...`.
+  const prefixed = (source: string, line: string) => (values['no-prefix'] ? line : `[${source}]: ${line}`);
   const launcher = new Launcher({
     workers,
     coordinatorArgs,
     workerArgs,
+    ...(script === undefined ? {} : { script: { path: resolve(script), args: scriptArgs } }),
+    maxRestarts,
     journalPath,
     resume: values.resume !== undefined,
     port: settings.port,
@@ -135,7 +152,7 @@ export async function run(argv: string[]): Promise<number> {
     kills,
     coordinatorKills,
     replaceDead: settings.onFailure === 'wait',
-    onOutput: (source, line) => note(`[${source}] ${line}`),
+    onOutput: (source, line, stream) => (stream === 'stdout' ? process.stdout.write(`${prefixed(source, line)}\n`) : note(prefixed(source, line))),
     onNote: note,
   });
   view = attachProgressView(launcher.events);
@@ -214,6 +231,26 @@ function workerCount(workers: string | undefined, nprocPerNode: string | undefin
   const nproc = intFlag('nproc-per-node', nprocPerNode, 4, 1, 1024);
   if (workers !== undefined && nproc !== count) throw new UsageError(`--workers ${count} and --nproc-per-node ${nproc} disagree: give one of them`);
   return nproc;
+}
+
+/** The extensions `run` starts a script or imports a step module with (tsx for TypeScript). */
+const MODULE_EXTENSIONS = ['.ts', '.mts', '.cts', '.js', '.mjs', '.cjs'];
+
+/** A module file a worker will load: it must be there and be one `run` knows how to start. */
+function moduleFile(flag: string, path: string): void {
+  const what = flag === 'script' ? `the script ${path}` : `--${flag}: ${path}`;
+  const stat = statSync(path, { throwIfNoEntry: false });
+  if (!stat) throw new UsageError(`${what}: no such file`);
+  if (!stat.isFile()) throw new UsageError(`${what}: not a file`);
+  if (!MODULE_EXTENSIONS.includes(extname(path))) throw new UsageError(`${what}: expected a ${MODULE_EXTENSIONS.join(', ')} file`);
+}
+
+/** A script is each worker itself: the worker command's own flags mean nothing to it. */
+function checkScript(script: string, values: { step?: string; 'step-ms'?: string; straggler?: string[] }): void {
+  moduleFile('script', script);
+  for (const flag of ['step', 'step-ms', 'straggler'] as const) {
+    if (values[flag] !== undefined) throw new UsageError(`--${flag} is for run's own workers (distsampler worker), not for a script: ${script} reads its data and does its work itself`);
+  }
 }
 
 /** WORLD_SIZE is the number of workers: the coordinator refuses it outside MIN..MAX at the rendezvous. */

@@ -56,6 +56,31 @@ function editDistance(a: string, b: string): number {
   return d[a.length][b.length];
 }
 
+/**
+ * torchrun's command line: `[flags] SCRIPT [SCRIPT_ARGS...]`. Everything from the first word that
+ * is neither a flag nor a flag's value belongs to the script (a `--` before it, or right after
+ * it, is dropped), so the script's own flags are never read as ours.
+ */
+export function splitScript(argv: readonly string[], options: FlagOptions): { flags: string[]; script: string | undefined; scriptArgs: string[] } {
+  const takesValue = (word: string): boolean => {
+    const name = word.replace(/^--?/, '');
+    const short = Object.entries(options).find(([, o]) => o.short === name)?.[0];
+    return options[short ?? name]?.type === 'string';
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const word = argv[i];
+    if (word === '--') return withScript(argv.slice(0, i), argv.slice(i + 1));
+    if (!word.startsWith('-') || word === '-') return withScript(argv.slice(0, i), argv.slice(i));
+    if (!word.includes('=') && takesValue(word)) i++;
+  }
+  return { flags: [...argv], script: undefined, scriptArgs: [] };
+}
+
+function withScript(flags: readonly string[], rest: readonly string[]): { flags: string[]; script: string | undefined; scriptArgs: string[] } {
+  const [script, ...args] = rest;
+  return { flags: [...flags], script, scriptArgs: args[0] === '--' ? args.slice(1) : args };
+}
+
 /** A flag's value as an integer within [min, max], or a UsageError naming the flag. */
 /** A duration flag in ms: an integer in [min, MAX_TIMER_MS], the longest delay a timer holds. */
 export function msFlag(name: string, raw: string | undefined, fallback: number, min: number): number {

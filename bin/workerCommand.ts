@@ -97,7 +97,7 @@ export async function run(argv: string[]): Promise<number> {
     // Checked once joined: only the coordinator's config says whether, and over what length, the run evaluates.
     const evalDataset = evalDatasetOf(pg.config, userEvalDataset, userDataset) ?? dataset;
     for await (const epoch of pg.epochs()) {
-      const ctx: StepContext = { rank: epoch.rank, worldSize: epoch.worldSize, epoch: epoch.epoch, kind: epoch.kind };
+      const ctx: StepContext = { rank: epoch.rank, worldSize: epoch.worldSize, epoch: epoch.epoch, kind: epoch.kind, pg };
       if (epoch.kind === 'eval') await evaluatePass(epoch, evalDataset, evaluate, ctx, batchSize);
       else for await (const batch of epoch.batches(dataset, { batchSize })) await runStep(step, batch, ctx);
     }

@@ -204,7 +204,7 @@ export async function step(_batch: unknown, ctx: { rank: number; epoch: number }
     const reportPath = join(dir, 'throws.json');
     const run = await finishedCli(['run', '--workers', '3', '--epochs', '1', '--length', '600', '--batch-size', '10', '--step', step, '--report', reportPath]);
     expect(run.code, run.stderr()).toBe(0);
-    expect(run.stderr()).toMatch(/\[rank 1\] distsampler worker: rank 1: the step failed in epoch 0: boom on the third batch/);
+    expect(run.stderr()).toMatch(/\[rank1\]: distsampler worker: rank 1: the step failed in epoch 0: boom on the third batch/);
     expect(run.stderr()).toMatch(/workers that exited non-zero: rank 1 pid \d+ \(1\)/);
     const report = readReport(reportPath);
     const [epoch] = report.epochs;

@@ -205,7 +205,7 @@ describe('real SIGKILLs through distsampler run', () => {
       let killedPid = 0;
       const killWhileHeld = async (run: CliProcess) => {
         const [, pid] = await run.waitFor(/^rank 1 joined \(pid (\d+)\)/m);
-        await run.waitFor(/^\[rank 1\] holding batch \d+$/m);
+        await run.waitFor(/^\[rank1\]: holding batch \d+$/m);
         killedPid = Number(pid);
         process.kill(killedPid, 'SIGKILL');
       };
@@ -258,7 +258,7 @@ describe('real SIGKILLs through distsampler run', () => {
     expect(report.epochs[0].events.map((e) => [e.type, e.rank])).toContainEqual(['death', 1]);
 
     const stderr = run.stderr();
-    for (const survivor of [0, 2]) expect(stderr, `rank ${survivor}`).toMatch(new RegExp(`^\\[rank ${survivor}\\] .*\\brank 1\\b`, 'm'));
+    for (const survivor of [0, 2]) expect(stderr, `rank ${survivor}`).toMatch(new RegExp(`^\\[rank${survivor}\\]: .*\\brank 1\\b`, 'm'));
     const [, failed] = stderr.match(/^workers that exited non-zero: (.*)$/m) ?? [];
     expect(failed, stderr).toMatch(/\brank 0 pid \d+ \(1\)/);
     expect(failed).toMatch(/\brank 2 pid \d+ \(1\)/);
@@ -271,7 +271,7 @@ describe('real SIGKILLs through distsampler run', () => {
     // Rank 0 holds its second batch of epoch 1: the epoch cannot end before the SIGINT lands.
     const hold = { FAULTS_DELIVERIES: temp.folder('resume-deliveries'), FAULTS_HOLD: '0@1:2', FAULTS_HOLD_MARK: fresh('resume.held') };
     const first = startCli(['run', '--journal', journal, '--workers', '3', '--step', RECORDING_STEP, ...common], hold);
-    await first.waitFor(/^\[rank 0\] holding batch \d+$/m);
+    await first.waitFor(/^\[rank0\]: holding batch \d+$/m);
     const pids = [...first.stderr().matchAll(/joined \(pid (\d+)\)/g)].map((m) => Number(m[1]));
     first.child.kill('SIGINT');
     const { code } = await exitWithin(first, 120_000);

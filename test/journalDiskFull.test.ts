@@ -22,7 +22,7 @@ describe('a journal write that fails', () => {
     const output = run.stdout() + run.stderr();
     expect(code).toBe(1);
     expect(output).toContain(`journal ${journal}: write failed: EFBIG`);
-    expect(output).toMatch(/\[rank [01]\] .*the group was aborted: journal .*EFBIG/);
+    expect(output).toMatch(/\[rank[01]\]: .*the group was aborted: journal .*EFBIG/);
     const resume = /resume with: npm run cli -- (run --resume \S+ --workers 2 --step-ms=0\.2)/.exec(run.stderr());
     expect(resume).not.toBeNull();
     expect(readJournal(journal).ended).toBeUndefined();

@@ -6,6 +6,7 @@
  */
 import { DistSamplerError } from '../shared/errors.ts';
 import { errorMessage, importUserModule } from './datasets.ts';
+import type { ProcessGroup } from './processGroup.ts';
 
 export interface Batch<T = unknown> {
   /** The training epoch (in an evaluation pass, the epoch it follows). */
@@ -25,6 +26,8 @@ export interface StepContext {
   readonly epoch: number;
   /** 'eval' when called for an evaluation pass (absent: training). */
   readonly kind?: 'train' | 'eval';
+  /** The worker's process group (`distsampler worker`): collectives and the store, from inside a step. */
+  readonly pg?: ProcessGroup;
 }
 
 export type StepFn = (batch: Batch, ctx: StepContext) => Promise<void> | void;
