@@ -50,6 +50,9 @@ import { rangeDataset } from ${JSON.stringify(join(REPO, 'worker/datasets.ts'))}
 const env = ['RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'LOCAL_WORLD_SIZE', 'GROUP_RANK', 'DISTSAMPLER_RESTART_COUNT'].map((k) => k + '=' + process.env[k]).join(' ');
 console.log('env ' + env + ' args=' + JSON.stringify(process.argv.slice(2)));
 const pg = await initProcessGroup();
+// Rank 0 waits until rank 1's replacement is there, so the run cannot end before the restart shows.
+if (pg.rank === 1 && process.env.DISTSAMPLER_RESTART_COUNT === '1') await pg.store.set('replaced', 'yes');
+if (pg.rank === 0) await pg.store.wait(['replaced'], { timeoutMs: 60_000 });
 let samples = 0;
 for await (const epoch of pg.epochs()) {
   let batches = 0;
@@ -65,7 +68,9 @@ await pg.destroy();
 `,
     );
     const reportPath = temp.file('report.json');
-    const run = startCli(['run', '--workers', '2', '--epochs', '1', '--length', '200', '--batch-size', '10', '--on-failure', 'wait', '--wait-timeout-ms', '1000', '--max-restarts', '1', '--report', reportPath, script, '--epochs', '9', '--lr=0.1']);
+    // --on-failure reassign: each death's positions go to rank 0 at once; the restarted rank 1
+    // (which rank 0 waits for) has nothing left in epoch 0 and dies again in epoch 1.
+    const run = startCli(['run', '--workers', '2', '--epochs', '2', '--length', '200', '--batch-size', '10', '--max-restarts', '1', '--report', reportPath, script, '--epochs', '9', '--lr=0.1']);
     const { code } = await exitWithin(run, 120_000);
     expect(code, run.stderr()).toBe(0);
     const out = run.stdout();
@@ -78,8 +83,8 @@ await pg.destroy();
     // Rank 0 took what rank 1 left: everything consumed.
     const report = readReport(reportPath);
     expect(report.ok).toBe(true);
-    expect(report.epochs[0]).toMatchObject({ planned: 200, missing: 0 });
+    expect(report.epochs).toMatchObject([{ planned: 200, missing: 0 }, { planned: 200, missing: 0 }]);
     const [, consumed] = /^\[rank0\]: consumed (\d+)$/m.exec(out) ?? [];
-    expect(Number(consumed)).toBeGreaterThan(100);
+    expect(Number(consumed)).toBeGreaterThan(200);
   });
 });

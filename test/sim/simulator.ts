@@ -142,7 +142,8 @@ class Simulation implements WorkerHooks {
   private over(): boolean {
     if (this.host.refusedJournal) return true;
     const core = this.host.core;
-    return core !== undefined && core.view().report !== undefined && this.workers.every((w) => !w.alive) && this.host.drained;
+    // Asked after every event: the cheap conditions first (a view copies every unit).
+    return core !== undefined && this.host.drained && this.workers.every((w) => !w.alive) && core.view().report !== undefined;
   }
 
   private spawn(claim: number | undefined, delay: number): SimWorker {
