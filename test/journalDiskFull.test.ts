@@ -17,7 +17,7 @@ afterEach(killStarted);
 describe('a journal write that fails', () => {
   it('stops the run with the file and the error named, tells the workers, prints the resume command, and the resume finishes', { timeout: 300_000 }, async () => {
     const journal = join(dir, 'full.journal');
-    const run = startCli(['run', '--workers', '2', '--length', '40000', '--epochs', '2', '--step-ms', '0.2', '--journal', journal], { TMPDIR: dir }, { fileSizeLimitBlocks: 4 });
+    const run = startCli(['run', '--workers', '2', '--length', '40000', '--epochs', '1', '--step-ms', '0.2', '--journal', journal], { TMPDIR: dir }, { fileSizeLimitBlocks: 4 });
     const { code } = await exitWithin(run, 120_000);
     const output = run.stdout() + run.stderr();
     expect(code).toBe(1);
