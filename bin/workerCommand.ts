@@ -5,6 +5,7 @@
  */
 import { openDataset, rangeDataset, type Dataset } from '../worker/datasets.ts';
 import { EvalResultError } from '../worker/evalErrors.ts';
+import { failureText } from '../worker/failure.ts';
 import { initProcessGroup, type Epoch } from '../worker/processGroup.ts';
 import { defaultEvalStep, loadStepModuleParts, noopStep, type Batch, type EvalStepFn, type StepContext, type StepFn, type StepModuleParts } from '../worker/stepModule.ts';
 import { evalPassAfter } from '../shared/evalPass.ts';
@@ -93,6 +94,7 @@ export async function run(argv: string[]): Promise<number> {
   const evaluate = work ? withSimulatedEval(parts.evalStep ?? defaultEvalStep, work, pg.config.seed) : (parts.evalStep ?? defaultEvalStep);
   const dataset: Dataset = userDataset ?? rangeDataset(pg.config.length);
   let failed = true;
+  let failure: unknown = new Error('the worker stopped');
   try {
     // Checked once joined: only the coordinator's config says whether, and over what length, the run evaluates.
     const evalDataset = evalDatasetOf(pg.config, userEvalDataset, userDataset) ?? dataset;
@@ -103,14 +105,16 @@ export async function run(argv: string[]): Promise<number> {
     }
     failed = false;
   } catch (err) {
+    failure = err;
     if (!(err instanceof StepError || err instanceof EvalResultError)) throw err;
-    process.stderr.write(`distsampler worker: ${err.message}\n`);
+    // Where the user's code threw (file:line), not only what it said.
+    process.stderr.write(`distsampler worker: ${failureText(err)}\n`);
     // Results that break the contract are the step module's mistake, as a bad flag would be: 2.
     return err instanceof StepError ? 1 : 2;
   } finally {
-    // A worker that failed is no clean departure: it drops the connection without a leave, as
-    // a crash would, so the coordinator counts a death and applies its failure policy.
-    if (failed) pg.kill();
+    // A worker that failed is no clean departure: it says why and closes without a leave, so
+    // the coordinator counts a death (its event names the error) and applies its failure policy.
+    if (failed) await pg.fail(failure);
     else await pg.destroy();
     await dataset.close?.();
     await userEvalDataset?.close?.();

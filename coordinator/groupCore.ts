@@ -261,6 +261,9 @@ export class GroupCore {
       case 'leave':
         peer.leaving = true;
         return;
+      case 'failing':
+        peer.failure = message.error;
+        return;
     }
   }
 }

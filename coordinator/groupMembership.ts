@@ -251,7 +251,8 @@ export class GroupMembership {
       .filter((u) => u.owner === rank && u.end > u.start)
       .map((u) => `origin ${u.origin} offset ${u.cursor}/${u.end}`)
       .join('; ');
-    group.recordEvent(peer.leaving ? 'leave' : 'death', rank, reached || 'no work left');
+    const cause = !peer.leaving && peer.failure ? `; it failed: ${peer.failure}` : '';
+    group.recordEvent(peer.leaving ? 'leave' : 'death', rank, `${reached || 'no work left'}${cause}`);
     if (peer.workerId !== null) group.noteLost(state, peer.workerId, rank);
     this.hooks.handleLoss(rank, peer.leaving, reached);
   }

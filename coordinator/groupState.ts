@@ -29,6 +29,8 @@ export interface Peer {
   workerId: string | null;
   pid: number | null;
   leaving: boolean;
+  /** Why the worker said it is about to die (a `failing` frame): its death event says so too. */
+  failure?: string;
   readonly heartbeat: Heartbeat;
   helloTimer: number | undefined;
 }

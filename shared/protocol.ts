@@ -25,6 +25,9 @@ export const MAX_COLLECTIVE_VALUE_BYTES = 256 * 1024 * 1024;
  */
 export const MAX_EVAL_RESULT_BYTES = MAX_FRAME_BYTES - 1024;
 
+/** Longest error text a `failing` frame carries (the message and the first frames of its stack). */
+export const MAX_FAILURE_TEXT = 2000;
+
 /**
  * Deepest nesting of a collective's value the client sends. The schema's JSON check recurses,
  * so far deeper values would overflow the stack of whoever validates them (which refuses them).
@@ -301,6 +304,11 @@ export const ClientMessageSchema = z.discriminatedUnion('t', [
   /** This rank's loop found no batch to take: collectives stop waiting for it until it gets work. */
   z.object({ t: z.literal('outOfWork'), epoch: int }),
   z.object({ t: z.literal('leave') }),
+  /**
+   * The worker is about to die of an error of its own (its step threw, say): the error and where
+   * it was thrown (file:line), for the death event in the report. The connection drops next.
+   */
+  z.object({ t: z.literal('failing'), error: z.string().max(MAX_FAILURE_TEXT) }),
 ]);
 export type ClientMessage = z.infer<typeof ClientMessageSchema>;
 

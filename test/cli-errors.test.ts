@@ -204,12 +204,15 @@ export async function step(_batch: unknown, ctx: { rank: number; epoch: number }
     const reportPath = join(dir, 'throws.json');
     const run = await finishedCli(['run', '--workers', '3', '--epochs', '1', '--length', '600', '--batch-size', '10', '--step', step, '--report', reportPath]);
     expect(run.code, run.stderr()).toBe(0);
-    expect(run.stderr()).toMatch(/\[rank1\]: distsampler worker: rank 1: the step failed in epoch 0: boom on the third batch/);
+    // Where it was thrown, not only what it said: the step module's file and line.
+    expect(run.stderr()).toMatch(/\[rank1\]: distsampler worker: rank 1: the step failed in epoch 0: boom on the third batch \(at \S*throwsOnRank1\.mts:4:\d+/);
     expect(run.stderr()).toMatch(/workers that exited non-zero: rank 1 pid \d+ \(1\)/);
     const report = readReport(reportPath);
     const [epoch] = report.epochs;
     const rank1 = epoch.events.filter((e) => e.rank === 1).map((e) => e.type);
     expect(rank1).toContain('death');
+    // The report's death event says why, and where: the worker told the coordinator before it went.
+    expect(epoch.events.find((e) => e.type === 'death' && e.rank === 1)?.detail).toMatch(/; it failed: rank 1: the step failed in epoch 0: boom on the third batch \(at \S*throwsOnRank1\.mts:4:\d+/);
     expect(rank1).not.toContain('leave');
     expect(epoch.events.some((e) => e.type === 'reassign')).toBe(true);
     expect(epoch).toMatchObject({ planned: 600, missing: 0 });

@@ -31,6 +31,7 @@ import { ConnectionLostError, EpochNotConsumedError, errorFromFrame, InitOptions
 import { EvalPassWithoutConfigError } from './evalErrors.ts';
 import { Inbox, type FlowMessage } from './inbox.ts';
 import { resolveInitUrl, type InitOptions } from './initMethod.ts';
+import { failureText } from './failure.ts';
 import { PlanSource } from './planSource.ts';
 import { gatherResults, type GatherResultsOptions } from './gatherResults.ts';
 import type { MergedResults } from '../shared/resultMerge.ts';
@@ -205,6 +206,25 @@ export class ProcessGroup implements EpochHost {
     if (this.ws.readyState === WebSocket.OPEN) {
       if (!this.finished) this.send({ t: 'leave' });
       this.ws.close(1000, 'worker done');
+    } else if (this.ws.readyState !== WebSocket.CLOSED) {
+      this.ws.terminate();
+    }
+    const timer = setTimeout(() => this.ws.terminate(), 2000);
+    await this.closed;
+    clearTimeout(timer);
+  }
+
+  /**
+   * This worker is failing of an error of its own (its step threw): the coordinator hears why
+   * (and where: file:line, for the death event in the report), then the connection closes
+   * without a leave, so the failure counts as a death and the failure policy applies.
+   */
+  async fail(error: unknown): Promise<void> {
+    this.destroyed = true;
+    if (this.ws.readyState === WebSocket.OPEN) {
+      this.send({ t: 'failing', error: failureText(error) });
+      // A close, not a terminate: the frame above must get out first.
+      this.ws.close(1011, 'worker failed');
     } else if (this.ws.readyState !== WebSocket.CLOSED) {
       this.ws.terminate();
     }
