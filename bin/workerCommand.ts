@@ -6,7 +6,7 @@
 import { openDataset, rangeDataset, type Dataset } from '../worker/datasets.ts';
 import { EvalResultError } from '../worker/evalErrors.ts';
 import { failureText } from '../worker/failure.ts';
-import { initProcessGroup, type Epoch } from '../worker/processGroup.ts';
+import { initProcessGroup, type Epoch, type WaitNotice } from '../worker/processGroup.ts';
 import { defaultEvalStep, loadStepModuleParts, noopStep, type Batch, type EvalStepFn, type StepContext, type StepFn, type StepModuleParts } from '../worker/stepModule.ts';
 import { evalPassAfter } from '../shared/evalPass.ts';
 import type { RunConfig } from '../shared/protocol.ts';
@@ -89,7 +89,7 @@ export async function run(argv: string[]): Promise<number> {
   const userDataset = values.dataset ? await openDataset({ dataset: values.dataset }).catch(asUsage('dataset')) : undefined;
   const userEvalDataset = values['eval-dataset'] ? await openDataset({ dataset: values['eval-dataset'] }).catch(asUsage('eval-dataset')) : undefined;
   const parts: StepModuleParts = values.step ? await loadStepModuleParts(values.step).catch(asUsage('step')) : { step: noopStep, evalStep: undefined };
-  const pg = await initProcessGroup({ initMethod: 'env://', env, rank, worldSize, timeoutMs, reconnectTimeoutMs, token: values.token, length: userDataset?.length });
+  const pg = await initProcessGroup({ initMethod: 'env://', env, rank, worldSize, timeoutMs, reconnectTimeoutMs, token: values.token, length: userDataset?.length, onWaiting: sayWaiting });
   const step = work ? withSimulatedWork(parts.step, work, pg.config.seed) : parts.step;
   const evaluate = work ? withSimulatedEval(parts.evalStep ?? defaultEvalStep, work, pg.config.seed) : (parts.evalStep ?? defaultEvalStep);
   const dataset: Dataset = userDataset ?? rangeDataset(pg.config.length);
@@ -158,6 +158,12 @@ function withSimulatedEval(evaluate: EvalStepFn, work: SimulatedWork, seed: stri
     await wait(batch, { ...ctx, epoch: evalPassAfter(ctx.epoch) });
     return evaluate(batch, ctx);
   };
+}
+
+/** A worker still waiting for its coordinator says so, every few seconds, instead of staying silent. */
+function sayWaiting({ url, waitedMs, timeoutMs }: WaitNotice): void {
+  const seconds = (ms: number) => `${Math.round(ms / 1000)} s`;
+  process.stderr.write(`distsampler worker: waiting for the coordinator at ${url} to complete the group (${seconds(waitedMs)} so far, giving up after ${seconds(timeoutMs)})\n`);
 }
 
 /** The user's step (or evalStep) threw: this worker failed, the group did not. */

@@ -38,6 +38,7 @@ describe('initProcessGroup refuses bad settings before connecting', () => {
     [{ initMethod: 'udp://127.0.0.1:1' }, 'ERR_INIT_METHOD', /use env:\/\/, ws:\/\/host:port or tcp:\/\/host:port/],
     [{ initMethod: 'tcp://127.0.0.1:0' }, 'ERR_INIT_METHOD', /port 0 is not a port/],
     [{ initMethod: 'ws://127.0.0.1:0' }, 'ERR_INIT_METHOD', /port 0 is not a port/],
+    [{ initMethod: 'ws://127.0.0.1:1', waitNoticeMs: 0 }, 'ERR_INIT_OPTIONS', /waitNoticeMs must be a number of ms in \[1, /],
   ] as const)('refuses %j with %s', async (options, code, message) => {
     const err = await refusal(options);
     expect(err.code).toBe(code);
@@ -56,5 +57,20 @@ describe('initProcessGroup waiting for a group that does not fill', () => {
     // The worker that gave up is gone again: the status lists both ranks as missing.
     const missing = async (): Promise<number[]> => ((await (await fetch(`http://127.0.0.1:${port}/status`)).json()) as { missing: number[] }).missing;
     await expect.poll(missing).toEqual([0, 1]);
+  });
+});
+
+describe('initProcessGroup waiting for a coordinator that is not there yet', () => {
+  it('says so every waitNoticeMs, with where and for how long', async () => {
+    const coordinator = new Coordinator({ worldSize: 2, config: runConfig({ length: 10, batchSize: 2 }) });
+    open.push(coordinator);
+    const { port } = await coordinator.listen();
+    const notices: Array<{ url: string; waitedMs: number; timeoutMs: number }> = [];
+    // The group of 2 never fills: this worker waits at the rendezvous until its own timeout.
+    const err = await refusal({ initMethod: `ws://127.0.0.1:${port}`, timeoutMs: 1500, waitNoticeMs: 100, onWaiting: (n) => notices.push(n) });
+    expect(err.code).toBe('ERR_INIT_TIMEOUT');
+    expect(notices.length).toBeGreaterThan(0);
+    expect(notices[0]).toMatchObject({ url: `ws://127.0.0.1:${port}`, timeoutMs: 1500 });
+    expect(notices.map((n) => n.waitedMs)).toEqual([...notices.map((n) => n.waitedMs)].sort((a, b) => a - b));
   });
 });

@@ -24,6 +24,19 @@ export interface InitOptions {
   readonly length?: number;
   readonly workerId?: string;
   readonly env?: NodeJS.ProcessEnv;
+  /**
+   * Called every `waitNoticeMs` (5 s) while the group is not joined yet (the coordinator not up,
+   * or the group not complete), so a waiting worker can say so instead of staying silent.
+   */
+  readonly onWaiting?: (notice: WaitNotice) => void;
+  readonly waitNoticeMs?: number;
+}
+
+/** A worker still waiting to join: where, for how long, and until when. */
+export interface WaitNotice {
+  readonly url: string;
+  readonly waitedMs: number;
+  readonly timeoutMs: number;
 }
 
 export function resolveInitUrl(options: InitOptions): { url: string; rank?: number; worldSize?: number; token?: string } {

@@ -50,7 +50,7 @@ export {
   RendezvousTimeoutError,
   UnauthorizedError,
 } from './errors.ts';
-export { resolveInitUrl, type InitOptions } from './initMethod.ts';
+export { resolveInitUrl, type InitOptions, type WaitNotice } from './initMethod.ts';
 export { Epoch, type BatchOptions, type EpochKind } from './epoch.ts';
 export {
   EvalBatchNotCurrentError,
@@ -73,15 +73,23 @@ export type { GatherResultsOptions } from './gatherResults.ts';
 export async function initProcessGroup(options: InitOptions = {}): Promise<ProcessGroup> {
   const { url, rank, worldSize, token } = resolveInitUrl(options);
   // Node's timers fire at once beyond 2^31 - 1 ms; 0 reconnect time means no reconnecting.
-  for (const [name, min] of [['timeoutMs', 1], ['reconnectTimeoutMs', 0]] as const) {
+  for (const [name, min] of [['timeoutMs', 1], ['reconnectTimeoutMs', 0], ['waitNoticeMs', 1]] as const) {
     const value = options[name];
     if (value !== undefined && !(Number.isFinite(value) && value >= min && value <= MAX_TIMER_MS)) {
       throw new InitOptionsError(`${name} must be a number of ms in [${min}, ${MAX_TIMER_MS}], got ${value}`);
     }
   }
   const endpoint: Endpoint = { url, token, workerId: options.workerId ?? randomUUID(), length: options.length, worldSize };
-  const joined = await connect(endpoint, rank, options.timeoutMs ?? 120_000);
-  return new ProcessGroup(joined, endpoint, options.reconnectTimeoutMs ?? 30_000);
+  const timeoutMs = options.timeoutMs ?? 120_000;
+  const started = performance.now();
+  const { onWaiting } = options;
+  const notices = onWaiting ? setInterval(() => onWaiting({ url, waitedMs: performance.now() - started, timeoutMs }), options.waitNoticeMs ?? 5000) : undefined;
+  try {
+    const joined = await connect(endpoint, rank, timeoutMs);
+    return new ProcessGroup(joined, endpoint, options.reconnectTimeoutMs ?? 30_000);
+  } finally {
+    clearInterval(notices);
+  }
 }
 
 export class ProcessGroup implements EpochHost {
