@@ -15,8 +15,8 @@ import { exitWithParent, parseFlags, plural, shellCommand, UsageError } from './
 const HELP = `usage: distsampler coordinator --world-size W|MIN:MAX [flags]
 
 Serves a group of workers started elsewhere (\`distsampler worker\` with MASTER_ADDR and
-MASTER_PORT, or initProcessGroup in your own program). Prints "listening on ws://host:port",
-then progress on stderr and the audit table on stdout; exits 0 only if every epoch's audit holds.
+MASTER_PORT, or initProcessGroup in your own program). Prints "listening on ws://host:port"
+(wss:// with --tls-cert), then progress on stderr and the audit table on stdout; exits 0 only if every epoch's audit holds.
 
   --world-size W|MIN:MAX     number of ranks, or an elastic range (torchrun's --nnodes form):
                              the rendezvous completes at MAX, or at MIN after --settle-ms;
@@ -48,6 +48,7 @@ export async function run(argv: string[]): Promise<number> {
     host: settings.host,
     port: settings.port,
     token: settings.token,
+    tls: settings.tls,
     heartbeatMs: settings.heartbeatMs,
     deadAfterMs: settings.deadAfterMs,
     rendezvousTimeoutMs: settings.rendezvousTimeoutMs,
@@ -75,7 +76,7 @@ export async function run(argv: string[]): Promise<number> {
   // Under `run` (--ipc) a Ctrl-C is the launcher's to handle; it stops this process with SIGTERM.
   if (!ipc) process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
-  const { host, port } = await coordinator.listen().catch(async (err: NodeJS.ErrnoException) => {
+  const { host, port, secure } = await coordinator.listen().catch(async (err: NodeJS.ErrnoException) => {
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
     view?.detach();
@@ -87,9 +88,13 @@ export async function run(argv: string[]): Promise<number> {
     if (err.code === 'EADDRNOTAVAIL') throw new UsageError(`--host ${settings.host}: not an address of this machine`);
     throw err;
   });
+  // Under `run` (--ipc) this line reaches the launcher's stderr like any other.
+  const warning = plaintextTokenWarning(host, secure);
+  if (warning !== undefined && view) view.log(warning);
+  else if (warning !== undefined) process.stderr.write(`${warning}\n`);
   if (!ipc) {
     const size = typeof worldSize === 'number' ? plural(worldSize, 'worker') : `${worldSize.min}..${worldSize.max} workers`;
-    view?.log(`listening on ${wsUrl(host, port)} for ${restore && !resume ? 'the journaled group' : size}`);
+    view?.log(`listening on ${wsUrl(host, port, secure)} for ${restore && !resume ? 'the journaled group' : size}`);
     if (restore) view?.log(`continuing the run journaled in ${journalPath} (its config wins over flags)`);
   }
   const report = await coordinator.done;
@@ -121,7 +126,7 @@ export async function run(argv: string[]): Promise<number> {
 }
 
 /** Flags a resumed coordinator should get again (the run config itself is in the journal; the token is not printed). */
-const RESUME_KEEPS = ['host', 'port', 'report', 'on-failure'] as const;
+const RESUME_KEEPS = ['host', 'port', 'tls-cert', 'tls-key', 'report', 'on-failure'] as const;
 
 /** Those of RESUME_KEEPS and the duration knobs that were given, as words of a resume command. */
 export function resumeKnobs(values: RunConfigValues): string[] {
@@ -156,6 +161,15 @@ export async function writeReport(command: string, path: string, report: RunRepo
  */
 function requireTokenOffLoopback(host: string, token: string | undefined): void {
   if (!isLoopback(host) && !token) throw new UsageError(`--host ${host} is not loopback: give --token (or DISTSAMPLER_TOKEN), or bind --host 127.0.0.1`);
+}
+
+/**
+ * Off loopback, a coordinator without TLS lets anyone on the network path read the token at the
+ * upgrade (and join with it): allowed, as torch allows it, but said once on stderr.
+ */
+export function plaintextTokenWarning(host: string, secure: boolean): string | undefined {
+  if (secure || isLoopback(host)) return undefined;
+  return `distsampler coordinator: warning: --host ${host} is not loopback and the token travels in clear over ws://; serve TLS with --tls-cert/--tls-key`;
 }
 
 /** Whatever else the coordinator refuses in its options is bad input too: exit 2, not a crash. */

@@ -61,6 +61,11 @@ export interface LaunchOptions {
   readonly resume?: boolean;
   readonly port?: number;
   readonly token?: string;
+  /**
+   * The coordinator serves TLS (its --tls-cert and --tls-key are in coordinatorArgs): the PEM file
+   * workers trust as its CA, given to them as DISTSAMPLER_CA with DISTSAMPLER_TLS=1 (wss://).
+   */
+  readonly tlsCa?: string;
   readonly kills?: readonly WorkerKill[];
   readonly coordinatorKills?: readonly CoordinatorKill[];
   /** Start a replacement (same RANK) for a worker that died (torchrun's restarts; with --on-failure wait). */
@@ -231,6 +236,9 @@ export class Launcher {
       GROUP_RANK: '0',
       DISTSAMPLER_RESTART_COUNT: String(restarts),
       DISTSAMPLER_TOKEN: this.token,
+      // Set, or cleared: a CA left in the launcher's own environment must not send workers to wss:// of a plain coordinator.
+      DISTSAMPLER_TLS: this.options.tlsCa === undefined ? undefined : '1',
+      DISTSAMPLER_CA: this.options.tlsCa,
       // Tells the worker that a terminal's Ctrl-C is this launcher's to handle.
       [LAUNCHED_ENV]: '1',
     };

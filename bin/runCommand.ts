@@ -24,7 +24,8 @@ Each worker is SCRIPT, as under torchrun (a .ts file through tsx, .js/.mjs throu
 after it is its own arguments; \`--\` may come before it), calling initProcessGroup() itself; or,
 without SCRIPT, \`distsampler worker\` running --step's module. Every worker gets torchrun's
 environment: MASTER_ADDR, MASTER_PORT, RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, GROUP_RANK
-(0), DISTSAMPLER_RESTART_COUNT, DISTSAMPLER_TOKEN. Their output lines are prefixed [rankN]: .
+(0), DISTSAMPLER_RESTART_COUNT, DISTSAMPLER_TOKEN (with --tls-cert also DISTSAMPLER_TLS=1 and
+DISTSAMPLER_CA, the certificate: they join over wss://). Their output lines are prefixed [rankN]: .
 
   --workers W                number of worker processes (default 4); each worker's WORLD_SIZE,
                              so it must be within --world-size
@@ -60,7 +61,7 @@ prints the command that resumes it.
 const WORKER_USAGE_EXIT = 2;
 
 /** Flags `run` hands to its coordinator process unchanged (the duration knobs too, see durationFlagWords). */
-const PASSED_TO_COORDINATOR = ['epochs', 'length', 'dataset', 'batch-size', 'seed', 'engine', 'sampler', 'eval-every', 'eval-dataset', 'host', 'on-failure'] as const;
+const PASSED_TO_COORDINATOR = ['epochs', 'length', 'dataset', 'batch-size', 'seed', 'engine', 'sampler', 'eval-every', 'eval-dataset', 'host', 'tls-cert', 'tls-key', 'on-failure'] as const;
 
 const RUN_FLAGS = {
   ...RUN_CONFIG_FLAGS,
@@ -149,6 +150,8 @@ export async function run(argv: string[]): Promise<number> {
     resume: values.resume !== undefined,
     port: settings.port,
     token: settings.token,
+    // The workers' CA: a self-signed certificate is its own (a chain file that ends in its root holds it too).
+    ...(settings.tls ? { tlsCa: resolve(settings.tls.certPath) } : {}),
     kills,
     coordinatorKills,
     replaceDead: settings.onFailure === 'wait',

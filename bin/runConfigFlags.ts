@@ -11,11 +11,12 @@ import { checkPlannable } from '../shared/runPlan.ts';
 import { SAMPLER_NAMES, SamplerKind } from '../shared/sampler.ts';
 import type { RunConfig } from '../shared/protocol.ts';
 import { openDataset } from '../worker/datasets.ts';
+import { tlsProblem } from '../coordinator/coordinator.ts';
 import { CoordinatorConfigError, DURATION_KNOBS, FailurePolicy, resolveCoreSettings, type CoreSettings, type DurationKnob, type FailurePolicyName } from '../coordinator/options.ts';
 import type { WorldSizeRange } from '../coordinator/journal.ts';
 import { hostValue } from './endpoints.ts';
 import { checkSamplerFlags } from './samplerFlags.ts';
-import { choiceFlag, intFlag, msFlag, seedFlag, UsageError, type FlagOptions } from './usage.ts';
+import { choiceFlag, intFlag, msFlag, readableFile, seedFlag, UsageError, type FlagOptions } from './usage.ts';
 
 export const RUN_CONFIG_FLAGS = {
   epochs: { type: 'string' },
@@ -33,6 +34,8 @@ export const RUN_CONFIG_FLAGS = {
   host: { type: 'string' },
   port: { type: 'string' },
   token: { type: 'string' },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
   report: { type: 'string' },
   'on-failure': { type: 'string' },
   journal: { type: 'string' },
@@ -110,6 +113,11 @@ Coordinator:
   --host H                   bind address (default 127.0.0.1; non-loopback needs a token)
   --port P                   port (default 0: the OS picks one)
   --token T                  shared secret checked at the WebSocket upgrade (default DISTSAMPLER_TOKEN)
+  --tls-cert FILE            serve TLS with this PEM certificate (chain): workers connect with
+                             wss:// and GET /status is HTTPS; needs --tls-key. Workers trust it
+                             with --ca FILE or DISTSAMPLER_CA (a self-signed certificate is its
+                             own CA); without TLS a non-loopback --host sends the token in clear
+  --tls-key FILE             the certificate's private key (PEM, unencrypted)
   --report FILE              write the JSON run report there
   --on-failure POLICY        reassign (default): a dead rank's unacknowledged positions go to the
                              living; abort: stop the group (PyTorch's behaviour); wait: hold the
@@ -129,8 +137,35 @@ export interface CoordinatorSettings extends CoreSettings {
   host: string;
   port: number;
   token?: string;
+  /** --tls-cert and --tls-key, read and checked as a pair. */
+  tls?: TlsFiles;
   reportPath?: string;
   journalPath?: string;
+}
+
+/** The coordinator's certificate and key: the files named, and their contents. */
+export interface TlsFiles {
+  readonly certPath: string;
+  readonly keyPath: string;
+  readonly cert: Buffer;
+  readonly key: Buffer;
+}
+
+/**
+ * --tls-cert and --tls-key: both or neither, each readable, and a pair the server can serve with
+ * (refused here, before `run` launches anything, not at the first worker's handshake).
+ */
+export function tlsFlags(values: RunConfigValues): TlsFiles | undefined {
+  const certPath = values['tls-cert'];
+  const keyPath = values['tls-key'];
+  if (certPath === undefined && keyPath === undefined) return undefined;
+  if (keyPath === undefined) throw new UsageError("--tls-cert needs --tls-key (the certificate's private key)");
+  if (certPath === undefined) throw new UsageError('--tls-key needs --tls-cert (the certificate it belongs to)');
+  const cert = readableFile('--tls-cert', certPath);
+  const key = readableFile('--tls-key', keyPath);
+  const problem = tlsProblem({ cert, key });
+  if (problem) throw new UsageError(`--tls-cert ${certPath} and --tls-key ${keyPath}: ${problem}`);
+  return { certPath, keyPath, cert, key };
 }
 
 /** The duration knobs given on the command line, as words `--flag value` (to pass on or to print). */
@@ -240,6 +275,7 @@ export async function coordinatorSettings(values: RunConfigValues): Promise<Coor
     host: hostValue('--host', values.host ?? '127.0.0.1'),
     port: intFlag('port', values.port, 0, 0, 65535),
     token: values.token ?? process.env.DISTSAMPLER_TOKEN ?? undefined,
+    tls: tlsFlags(values),
     reportPath: outputFileFlag('report', values.report),
     ...knobs,
     journalPath: outputFileFlag('journal', values.journal),

@@ -1,4 +1,5 @@
 /** Command-line flag parsing shared by every command, on node:util's parseArgs. */
+import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { DistSamplerError } from '../shared/errors.ts';
 import { MAX_TIMER_MS } from '../shared/scheduler.ts';
@@ -132,6 +133,21 @@ export function joinNegativeValues(argv: readonly string[], valueFlags: readonly
     }
   }
   return out;
+}
+
+/**
+ * The contents of a file a flag (or variable) names, read now: one that cannot be read is a
+ * UsageError naming `label` (`--tls-cert`, `DISTSAMPLER_CA`), not a failure after the launch.
+ */
+export function readableFile(label: string, path: string): Buffer {
+  if (path === '') throw new UsageError(`${label} needs a file name`);
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    // Node's text ends with `, open '<path>'`: the path is named once, up front.
+    const why = err instanceof Error ? err.message.replace(/, open '.*'$/, '') : String(err);
+    throw new UsageError(`${label}: cannot read ${path} (${why})`, { cause: err });
+  }
 }
 
 /** A flag's value from a fixed set of choices, or a UsageError naming the flag and the choices. */

@@ -13,7 +13,8 @@ import type { RunConfig } from '../shared/protocol.ts';
 import { DistSamplerError } from '../shared/errors.ts';
 import { LAUNCHED_ENV } from '../shared/launchEnv.ts';
 import { hostValue } from './endpoints.ts';
-import { exitWithParent, intFlag, msFlag, parseFlags, UsageError } from './usage.ts';
+import { exitWithParent, intFlag, msFlag, parseFlags, readableFile, UsageError } from './usage.ts';
+import { caProblem } from '../worker/initMethod.ts';
 import { parseStepMs } from './faultFlags.ts';
 import { withSimulatedWork, type SimulatedWork } from '../worker/simulatedWork.ts';
 
@@ -29,6 +30,9 @@ Connection (default env://: MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, DISTSAMP
   --rank R             claim rank R (default: RANK, else the lowest free rank)
   --world-size W       expected world size; refused if the coordinator's differs
   --token T            shared secret (default: DISTSAMPLER_TOKEN)
+  --ca FILE            join a coordinator serving TLS (wss://) whose certificate chains to this
+                       PEM CA certificate; a self-signed certificate is its own CA (default:
+                       DISTSAMPLER_CA; DISTSAMPLER_TLS=1 joins over wss:// with the system's CAs)
   --timeout-ms MS      how long to wait for the coordinator to be up and the group to form;
                        until then the worker keeps retrying, like a torchrun worker (default 120000)
 
@@ -60,6 +64,7 @@ export async function run(argv: string[]): Promise<number> {
     rank: { type: 'string' },
     'world-size': { type: 'string' },
     token: { type: 'string' },
+    ca: { type: 'string' },
     'timeout-ms': { type: 'string' },
     dataset: { type: 'string' },
     'eval-dataset': { type: 'string' },
@@ -186,7 +191,7 @@ function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-type ConnectionFlags = { 'master-addr'?: string; 'master-port'?: string; rank?: string; 'world-size'?: string };
+type ConnectionFlags = { 'master-addr'?: string; 'master-port'?: string; rank?: string; 'world-size'?: string; ca?: string };
 
 /**
  * Where to join, from the flags or else torchrun's environment, checked here so that a bad
@@ -197,11 +202,22 @@ function connection(values: ConnectionFlags, processEnv: NodeJS.ProcessEnv): { e
   if (port === undefined) throw new UsageError('no coordinator port: set MASTER_PORT or pass --master-port');
   // As the process group reads it: an empty MASTER_ADDR means the default.
   const host = values['master-addr'] !== undefined ? hostValue('--master-addr', values['master-addr']) : hostValue('MASTER_ADDR', processEnv.MASTER_ADDR || '127.0.0.1');
+  // The process group reads the CA at init: checked here first, so a bad one names --ca or the variable.
+  const ca = values.ca ?? (processEnv.DISTSAMPLER_CA || undefined);
+  if (ca !== undefined) checkCaFile(values.ca !== undefined ? '--ca' : 'DISTSAMPLER_CA', ca);
+  const tls = processEnv.DISTSAMPLER_TLS ?? '';
+  if (!['', '0', '1'].includes(tls)) throw new UsageError(`DISTSAMPLER_TLS must be 1 (join over wss://) or 0, got '${tls}'`);
   return {
-    env: { ...processEnv, MASTER_ADDR: host, MASTER_PORT: String(port) },
+    env: { ...processEnv, MASTER_ADDR: host, MASTER_PORT: String(port), ...(ca === undefined ? {} : { DISTSAMPLER_CA: ca }) },
     rank: values.rank !== undefined ? intFlag('rank', values.rank, 0, 0) : envInt('RANK', processEnv.RANK, 0),
     worldSize: values['world-size'] !== undefined ? intFlag('world-size', values['world-size'], 1, 1) : envInt('WORLD_SIZE', processEnv.WORLD_SIZE, 1),
   };
+}
+
+/** A CA file that can be read and holds a PEM certificate, or a UsageError naming `label`. */
+function checkCaFile(label: string, path: string): void {
+  const problem = caProblem(readableFile(label, path));
+  if (problem) throw new UsageError(`${label}: ${path} ${problem}`);
 }
 
 /** An integer environment variable within [min, max]; unset or empty is undefined. */

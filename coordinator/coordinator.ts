@@ -4,10 +4,12 @@
  * decision is the core's; this file only moves bytes and keeps time.
  */
 import { EventEmitter } from 'node:events';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { timingSafeEqual } from 'node:crypto';
+import { createPrivateKey, timingSafeEqual, X509Certificate, type KeyObject } from 'node:crypto';
+import { createSecureContext } from 'node:tls';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { isHost, isLoopback } from '../shared/endpoint.ts';
 import { CloseCode, closeReason, encode, MAX_FRAME_BYTES, parseClientMessage, type RunConfig } from '../shared/protocol.ts';
@@ -32,6 +34,8 @@ export type CoordinatorOptions = CoreSettingsInput & {
   readonly port?: number;
   /** Shared secret checked at the WebSocket upgrade and for GET /status. */
   readonly token?: string;
+  /** Serve TLS: workers connect with wss://, GET /status is HTTPS. Without it the token travels in clear. */
+  readonly tls?: CoordinatorTls;
   /** Append-only journal for restarts; created anew unless `restore` continues it. */
   readonly journalPath?: string;
   /** State read from the journal: a restarted coordinator continues where it stopped. */
@@ -40,9 +44,46 @@ export type CoordinatorOptions = CoreSettingsInput & {
   readonly resume?: boolean;
 };
 
+/** A certificate (chain) and its private key, PEM text or Buffers, as node:https takes them. */
+export interface CoordinatorTls {
+  readonly cert: string | Buffer;
+  readonly key: string | Buffer;
+}
+
+/**
+ * Why the server could not serve TLS with this certificate and key, or undefined if it can:
+ * found at construction (and by the CLI before it launches anything), not at the first handshake.
+ */
+export function tlsProblem(tls: CoordinatorTls): string | undefined {
+  // OpenSSL's messages start with `error:<hex>:<library>::`; the rest is what went wrong.
+  const reason = (err: unknown) => (err instanceof Error ? err.message : String(err)).replace(/^error:[0-9A-F]+:[^:]*:[^:]*:/, '');
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(tls.cert);
+  } catch (err) {
+    return `the certificate is not a PEM certificate (${reason(err)})`;
+  }
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(tls.key);
+  } catch (err) {
+    return `the private key cannot be read (${reason(err)}; an unencrypted PEM key is needed)`;
+  }
+  // OpenSSL keeps a key of another type (EC for an RSA certificate) in a slot of its own, unchecked.
+  if (key.asymmetricKeyType !== cert.publicKey.asymmetricKeyType || !cert.checkPrivateKey(key)) {
+    return "the private key and the certificate do not go together (the key is not the certificate's)";
+  }
+  try {
+    createSecureContext({ cert: tls.cert, key: tls.key });
+  } catch (err) {
+    return `TLS cannot be served with them (${reason(err)})`;
+  }
+  return undefined;
+}
+
 /**
  * The process group's server: rendezvous, epochs, the ledger of acknowledged positions, the
- * audit, collectives and the store, over WebSockets on one HTTP server.
+ * audit, collectives and the store, over WebSockets on one HTTP server (HTTPS with `tls`).
  *
  *   const coordinator = new Coordinator({ worldSize: 4, config });
  *   const { host, port } = await coordinator.listen();
@@ -50,7 +91,7 @@ export type CoordinatorOptions = CoreSettingsInput & {
  *   await coordinator.drained;               // every worker has left
  *   await coordinator.close();
  *
- * @throws CoordinatorConfigError for a world size, host, duration or run config it cannot serve
+ * @throws CoordinatorConfigError for a world size, host, duration, run config or TLS pair it cannot serve
  */
 export class Coordinator extends EventEmitter<CoordinatorEvents> {
   readonly config: RunConfig;
@@ -59,6 +100,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   private readonly host: string;
   private readonly port: number;
   private readonly token: string | undefined;
+  private readonly tls: CoordinatorTls | undefined;
   private readonly journal: Journal | undefined;
   private readonly sockets = new Map<PeerId, WebSocket>();
   private readonly timers = new Map<TimerId, NodeJS.Timeout>();
@@ -88,6 +130,9 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     if (!isLoopback(this.host) && !this.token) {
       throw new CoordinatorConfigError(`refusing to listen on non-loopback host ${this.host} without a token (--token or DISTSAMPLER_TOKEN)`);
     }
+    const tlsError = options.tls && tlsProblem(options.tls);
+    if (tlsError) throw new CoordinatorConfigError(`tls: ${tlsError}`);
+    this.tls = options.tls;
     const range = typeof options.worldSize === 'number' ? { min: options.worldSize, max: options.worldSize } : options.worldSize;
     this.core = new GroupCore({ settings, config: options.config, range, restore: options.restore, resume: options.resume, journaling: options.journalPath !== undefined });
     this.config = this.core.config;
@@ -112,18 +157,23 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     return this.range.max;
   }
 
-  /** Starts listening; resolves with the bound address (port 0 asks the OS for one). */
-  async listen(): Promise<{ host: string; port: number }> {
-    const http = createServer((req, res) => {
+  /**
+   * Starts listening; resolves with the bound address (port 0 asks the OS for one) and whether
+   * it serves TLS (`secure`: workers connect with wss://).
+   */
+  async listen(): Promise<{ host: string; port: number; secure: boolean }> {
+    const respond = (req: IncomingMessage, res: ServerResponse): void => {
       // With a token, the status (who is there, who is missing) is for its holders only.
       const [status, body] = !this.tokenMatches(req)
         ? [401, { error: 'missing or wrong DISTSAMPLER_TOKEN' }]
         : req.url !== '/status'
-          ? [426, { error: 'a WebSocket endpoint: connect with ws://, or GET /status' }]
+          ? [426, { error: `a WebSocket endpoint: connect with ${this.tls ? 'wss' : 'ws'}://, or GET /status` }]
           : [200, this.status()];
       res.writeHead(status, { 'content-type': 'application/json' });
       res.end(JSON.stringify(body));
-    });
+    };
+    // The upgrade and GET /status work the same over either server.
+    const http: Server = this.tls ? createHttpsServer({ cert: this.tls.cert, key: this.tls.key }, respond) : createServer(respond);
     const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES, clientTracking: false, WebSocket: PeerSocket });
     http.on('upgrade', (req, socket, head) => this.upgrade(req, socket, head));
     wss.on('connection', (ws) => this.accept(ws));
@@ -139,7 +189,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     const address = { host: this.host, port: (http.address() as AddressInfo).port };
     this.emit('listening', address);
     this.feed({ kind: InputKind.Start, now: Date.now() });
-    return address;
+    return { ...address, secure: this.tls !== undefined };
   }
 
   /** A snapshot for `GET /status` and for humans. */

@@ -1,9 +1,12 @@
-/** Coordinator addresses as both sides write them: ws:// URLs from a host and a port. */
+/** Coordinator addresses as both sides write them: ws:// (or wss://) URLs from a host and a port. */
 
-/** `ws://host:port`, with an IPv6 literal in brackets (`ws://[::1]:29500`) as URLs need. */
-export function wsUrl(host: string, port: number): string {
+/**
+ * `ws://host:port` (`wss://` when `secure`: a coordinator serving TLS), with an IPv6 literal in
+ * brackets (`ws://[::1]:29500`) as URLs need.
+ */
+export function wsUrl(host: string, port: number, secure = false): string {
   const bracketed = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
-  return `ws://${bracketed}:${port}`;
+  return `${secure ? 'wss' : 'ws'}://${bracketed}:${port}`;
 }
 
 /**

@@ -186,6 +186,7 @@ const INSTANCES: readonly DistSamplerError[] = [
   new workerErrors.InitHttpError('500'),
   new workerErrors.InitConnectError('refused'),
   new workerErrors.InitProtocolError('no welcome'),
+  new workerErrors.InitTlsError('self-signed certificate'),
   new workerErrors.GroupAbortedError('why'),
   new workerErrors.RendezvousTimeoutError('why'),
   new workerErrors.CollectiveError('ERR_COLLECTIVE_SOMETHING', 'm', 0),

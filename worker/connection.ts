@@ -8,13 +8,15 @@ import WebSocket from 'ws';
 import { encode, MAX_FRAME_BYTES, parseServerMessage, PROTOCOL_VERSION, ProtocolError } from '../shared/protocol.ts';
 import type { ClientMessage, ServerMessage } from '../shared/protocol.ts';
 import { Backoff, CONNECT_BACKOFF, RECONNECT_BACKOFF } from './backoff.ts';
-import { errorFromClose, errorFromFrame, InitConnectError, InitHttpError, InitProtocolError, InitTimeoutError, UnauthorizedError } from './errors.ts';
+import { errorFromClose, errorFromFrame, InitConnectError, InitHttpError, InitProtocolError, InitTimeoutError, InitTlsError, UnauthorizedError } from './errors.ts';
 
 export type Welcome = Extract<ServerMessage, { t: 'welcome' }>;
 
 /** Who this worker is and where it joins; the same for every (re)connect. */
 export interface Endpoint {
   readonly url: string;
+  /** For wss://: the CA (PEM) the coordinator's certificate must chain to; absent, the system's CAs. */
+  readonly ca?: string | Buffer;
   readonly token?: string;
   readonly workerId: string;
   readonly length?: number;
@@ -44,7 +46,8 @@ export const RECONNECTABLE: ReadonlySet<number> = new Set([1001, 1006, 1011, 101
 /** Opens a socket, says hello and resolves at the welcome (or rejects with why not). */
 export function handshake(endpoint: Endpoint, rank: number | undefined, timeoutMs: number): Promise<Handshake> {
   const { url, token, workerId, length, worldSize } = endpoint;
-  const ws = new WebSocket(url, { maxPayload: MAX_FRAME_BYTES, headers: token ? { authorization: `Bearer ${token}` } : {} });
+  const tls = endpoint.ca === undefined ? {} : { ca: endpoint.ca };
+  const ws = new WebSocket(url, { maxPayload: MAX_FRAME_BYTES, headers: token ? { authorization: `Bearer ${token}` } : {}, ...tls });
   let socket: Socket | undefined;
   ws.once('upgrade', (response) => (socket = response.socket));
   return new Promise((resolve, reject) => {
@@ -66,7 +69,7 @@ export function handshake(endpoint: Endpoint, rank: number | undefined, timeoutM
           : new InitHttpError(`the coordinator at ${url} answered HTTP ${res.statusCode}`),
       );
     });
-    ws.on('error', (err) => fail(new InitConnectError(`cannot reach the coordinator at ${url}: ${err.message}`, { cause: err })));
+    ws.on('error', (err) => fail(connectFailure(url, err)));
     ws.on('close', (code, reason) => fail(errorFromClose(code, reason.toString())));
     ws.on('open', () => {
       const hello: ClientMessage = {
@@ -98,9 +101,45 @@ export function handshake(endpoint: Endpoint, rank: number | undefined, timeoutM
   });
 }
 
+/** OpenSSL's certificate verification codes, as Node puts them on the error (its tls docs list them). */
+const CERTIFICATE_CODES: ReadonlySet<string> = new Set([
+  'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_CRL', 'UNABLE_TO_DECRYPT_CERT_SIGNATURE', 'UNABLE_TO_DECRYPT_CRL_SIGNATURE',
+  'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY', 'CERT_SIGNATURE_FAILURE', 'CRL_SIGNATURE_FAILURE', 'CERT_NOT_YET_VALID', 'CERT_HAS_EXPIRED',
+  'CRL_NOT_YET_VALID', 'CRL_HAS_EXPIRED', 'ERROR_IN_CERT_NOT_BEFORE_FIELD', 'ERROR_IN_CERT_NOT_AFTER_FIELD', 'ERROR_IN_CRL_LAST_UPDATE_FIELD',
+  'ERROR_IN_CRL_NEXT_UPDATE_FIELD', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'CERT_CHAIN_TOO_LONG', 'CERT_REVOKED', 'INVALID_CA', 'PATH_LENGTH_EXCEEDED', 'INVALID_PURPOSE',
+  'CERT_UNTRUSTED', 'CERT_REJECTED', 'HOSTNAME_MISMATCH',
+]);
+
+/**
+ * What a socket error means for joining. A failed TLS handshake is final (InitTlsError): the
+ * same certificate fails the same way for the next 120 s. Anything else is a coordinator not
+ * reachable (yet), worth another try.
+ */
+function connectFailure(url: string, err: Error & { code?: string }): InitConnectError | InitTlsError {
+  const code = err.code ?? '';
+  if (url.startsWith('wss:')) {
+    if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
+      return new InitTlsError(`the coordinator at ${url} has a certificate for another name: ${err.message}; connect to a host name or address the certificate lists`, { cause: err });
+    }
+    if (CERTIFICATE_CODES.has(code)) {
+      const hint = code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID' ? "check its dates and this machine's clock" : 'pass the CA that signed it (the certificate itself when self-signed) with --ca or DISTSAMPLER_CA';
+      return new InitTlsError(`the coordinator at ${url} has a certificate this worker does not trust: ${err.message} (${code}); ${hint}`, { cause: err });
+    }
+    if (code === 'EPROTO' || code.startsWith('ERR_SSL_')) {
+      // OpenSSL's text: `...:SSL routines:<function>:<reason>:<file>:<line>:`; the reason says it.
+      const reason = /SSL routines:[^:]*:([^:]+)/.exec(err.message)?.[1] ?? err.message.split('\n')[0];
+      return new InitTlsError(`the TLS handshake with the coordinator at ${url} failed (${reason}): does it serve TLS (--tls-cert, --tls-key)? If not, connect with ws://`, { cause: err });
+    }
+  }
+  // A TLS coordinator drops a plain connection without a word: say what it may be.
+  const hint = url.startsWith('ws:') && code === 'ECONNRESET' ? ' (a coordinator serving TLS drops ws:// connections so: if it does, connect with wss://, --ca or DISTSAMPLER_CA)' : '';
+  return new InitConnectError(`cannot reach the coordinator at ${url}: ${err.message}${hint}`, { cause: err });
+}
+
 /**
  * Worth another try: nobody listening yet, an attempt that timed out, or the coordinator went
- * away mid-handshake. A refusal (4xxx, a wrong token, an abort) is final.
+ * away mid-handshake. A refusal (4xxx, a wrong token, an abort, a failed TLS handshake) is final.
  */
 export function retryable(err: unknown): boolean {
   if (err instanceof InitConnectError || err instanceof InitTimeoutError) return true;

@@ -80,6 +80,17 @@ export class InitConnectError extends InitError {
   }
 }
 
+/**
+ * The TLS handshake with a wss:// coordinator failed: a certificate this worker does not trust
+ * (pass its CA with --ca or DISTSAMPLER_CA), one for another host name, or no TLS at all there.
+ * Final: another try would fail the same way.
+ */
+export class InitTlsError extends InitError {
+  constructor(message: string, options?: Options) {
+    super('ERR_INIT_TLS', message, options);
+  }
+}
+
 /** The coordinator's first frame was neither a welcome nor an abort. */
 export class InitProtocolError extends InitError {
   constructor(message: string, options?: Options) {

@@ -1,16 +1,26 @@
 /**
- * Where to join: initProcessGroup's options and the init method (env:// or ws://) they resolve to.
+ * Where to join: initProcessGroup's options and the init method (env://, ws:// or wss://) they
+ * resolve to, and the CA a wss:// coordinator's certificate must chain to.
  */
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { isHost, wsUrl } from '../shared/endpoint.ts';
-import { InitEnvError, InitMethodError } from './errors.ts';
+import { InitEnvError, InitMethodError, InitOptionsError } from './errors.ts';
 
 export interface InitOptions {
   /**
-   * 'env://' (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE), 'ws://host:port', or torch's
-   * 'tcp://host:port' (the coordinator's address, as OpenPCDet's init_dist_pytorch passes it; the
-   * same as ws://). Default env://.
+   * 'env://' (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE), 'ws://host:port', 'wss://host:port'
+   * (a coordinator serving TLS), or torch's 'tcp://host:port' (the coordinator's address, as
+   * OpenPCDet's init_dist_pytorch passes it; the same as ws://). env:// and tcp:// connect with
+   * wss:// when a CA is given (`ca`, DISTSAMPLER_CA) or DISTSAMPLER_TLS=1. Default env://.
    */
   readonly initMethod?: string;
+  /**
+   * The CA certificate(s), PEM, that a wss:// coordinator's certificate must chain to (a
+   * self-signed certificate is its own CA). Default: the PEM file DISTSAMPLER_CA names, read at
+   * init; without either, the system's CAs.
+   */
+  readonly ca?: string | Buffer;
   /** Claim this rank; absent: RANK from the environment, else the lowest free rank. */
   readonly rank?: number;
   /** Expected world size (WORLD_SIZE); the coordinator refuses it at the rendezvous if outside its MIN..MAX. */
@@ -54,7 +64,7 @@ export function resolveInitUrl(options: InitOptions): { url: string; rank?: numb
     if (port < 1 || port > 65535) throw new InitEnvError(`MASTER_PORT must be a port in 1..65535, got '${env.MASTER_PORT}'`);
     const host = env.MASTER_ADDR || '127.0.0.1';
     if (!isHost(host)) throw new InitEnvError(`MASTER_ADDR '${host}' is not a host name or address`);
-    const url = wsUrl(host, port);
+    const url = wsUrl(host, port, tlsWanted(options, env));
     return checkedMembership({ url, rank: options.rank ?? intFrom('RANK', env.RANK), worldSize: options.worldSize ?? intFrom('WORLD_SIZE', env.WORLD_SIZE), token });
   }
   if (/^wss?:\/\/[^/]+/.test(method)) {
@@ -64,8 +74,50 @@ export function resolveInitUrl(options: InitOptions): { url: string; rank?: numb
   }
   // torch's tcp://: the address of rank 0's store, here the coordinator's (OpenPCDet's init_dist_pytorch passes it).
   const tcp = /^tcp:\/\/([^/]+)\/?$/.exec(method);
-  if (tcp) return resolveInitUrl({ ...options, initMethod: `ws://${tcp[1]}` });
+  if (tcp) return resolveInitUrl({ ...options, initMethod: `${tlsWanted(options, env) ? 'wss' : 'ws'}://${tcp[1]}` });
   throw new InitMethodError(`unsupported init method '${method}': use env://, ws://host:port or tcp://host:port`);
+}
+
+/** env:// and tcp:// name no scheme: a CA (`ca`, DISTSAMPLER_CA) or DISTSAMPLER_TLS=1 means wss://. */
+function tlsWanted(options: InitOptions, env: NodeJS.ProcessEnv): boolean {
+  const flag = env.DISTSAMPLER_TLS ?? '';
+  if (!['', '0', '1'].includes(flag)) throw new InitEnvError(`DISTSAMPLER_TLS must be 1 (connect with wss://) or 0, got '${flag}'`);
+  return flag === '1' || options.ca !== undefined || Boolean(env.DISTSAMPLER_CA);
+}
+
+/**
+ * The CA a wss:// connection trusts: `ca`, else the file DISTSAMPLER_CA names (read now), else
+ * undefined (the system's CAs). One that is no PEM certificate is refused, naming where it came
+ * from: a CA the TLS layer silently ignored would only show up as an untrusted certificate.
+ */
+export function resolveCa(options: InitOptions): string | Buffer | undefined {
+  if (options.ca !== undefined) {
+    const problem = caProblem(options.ca);
+    if (problem) throw new InitOptionsError(`ca ${problem}`);
+    return options.ca;
+  }
+  const path = (options.env ?? process.env).DISTSAMPLER_CA;
+  if (!path) return undefined;
+  let pem: Buffer;
+  try {
+    pem = readFileSync(path);
+  } catch (err) {
+    throw new InitEnvError(`DISTSAMPLER_CA: cannot read ${path}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+  const problem = caProblem(pem);
+  if (problem) throw new InitEnvError(`DISTSAMPLER_CA: ${path} ${problem}`);
+  return pem;
+}
+
+/** Why `pem` is not a CA certificate a TLS client can take (worded to follow its name), or undefined. */
+export function caProblem(pem: string | Buffer): string | undefined {
+  if (!pem.toString().includes('-----BEGIN CERTIFICATE-----')) return 'is not a PEM certificate (no -----BEGIN CERTIFICATE----- line)';
+  try {
+    new X509Certificate(pem);
+  } catch (err) {
+    return `is not a PEM certificate (${err instanceof Error ? err.message : String(err)})`;
+  }
+  return undefined;
 }
 
 /** A rank and world size the coordinator could accept at all; refused here with the name of the setting. */

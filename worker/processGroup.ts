@@ -1,6 +1,6 @@
 /**
  * The worker side of the process group: `initProcessGroup` (torch.distributed's
- * init_process_group with env:// or ws:// init), collectives, the store, and the epoch loop.
+ * init_process_group with env://, ws:// or wss:// init), collectives, the store, and the epoch loop.
  *
  *   const pg = await initProcessGroup({ initMethod: 'env://' });
  *   for await (const epoch of pg.epochs())
@@ -30,7 +30,7 @@ import { Epoch, type EpochHost, type EpochReport } from './epoch.ts';
 import { ConnectionLostError, EpochNotConsumedError, errorFromFrame, InitOptionsError, UnexpectedFrameError } from './errors.ts';
 import { EvalPassWithoutConfigError } from './evalErrors.ts';
 import { Inbox, type FlowMessage } from './inbox.ts';
-import { resolveInitUrl, type InitOptions } from './initMethod.ts';
+import { resolveCa, resolveInitUrl, type InitOptions } from './initMethod.ts';
 import { failureText } from './failure.ts';
 import { PlanSource } from './planSource.ts';
 import { gatherResults, type GatherResultsOptions } from './gatherResults.ts';
@@ -47,6 +47,7 @@ export {
   InitOptionsError,
   InitProtocolError,
   InitTimeoutError,
+  InitTlsError,
   RendezvousTimeoutError,
   UnauthorizedError,
 } from './errors.ts';
@@ -79,7 +80,9 @@ export async function initProcessGroup(options: InitOptions = {}): Promise<Proce
       throw new InitOptionsError(`${name} must be a number of ms in [${min}, ${MAX_TIMER_MS}], got ${value}`);
     }
   }
-  const endpoint: Endpoint = { url, token, workerId: options.workerId ?? randomUUID(), length: options.length, worldSize };
+  // Only a wss:// connection has a certificate to check.
+  const ca = url.startsWith('wss:') ? resolveCa(options) : undefined;
+  const endpoint: Endpoint = { url, token, workerId: options.workerId ?? randomUUID(), length: options.length, worldSize, ...(ca === undefined ? {} : { ca }) };
   const timeoutMs = options.timeoutMs ?? 120_000;
   const started = performance.now();
   const { onWaiting } = options;
