@@ -9,8 +9,8 @@ import { DistSamplerError } from '../shared/errors.ts';
 import { evalConfig } from '../shared/evalPass.ts';
 import { checkPlannable } from '../shared/runPlan.ts';
 import { SAMPLER_NAMES, SamplerKind } from '../shared/sampler.ts';
-import type { RunConfig } from '../shared/protocol.ts';
-import { openDataset } from '../worker/datasets.ts';
+import type { DatasetIdentity, RunConfig } from '../shared/protocol.ts';
+import { datasetIdentity, openDataset, RANGE_FINGERPRINT } from '../worker/datasets.ts';
 import { tlsProblem } from '../coordinator/coordinator.ts';
 import { CoordinatorConfigError, DURATION_KNOBS, FailurePolicy, resolveCoreSettings, type CoreSettings, type DurationKnob, type FailurePolicyName } from '../coordinator/options.ts';
 import type { WorldSizeRange } from '../coordinator/journal.ts';
@@ -230,12 +230,15 @@ export function outputFileFlag(name: string, path: string | undefined): string |
 export async function coordinatorSettings(values: RunConfigValues): Promise<CoordinatorSettings> {
   if (values.length !== undefined && values.dataset !== undefined) throw new UsageError('give either --length or --dataset, not both');
   let length = intFlag('length', values.length, 10_000, 0);
+  // Workers that loaded other data than this (another file, or none) are refused at the rendezvous.
+  let dataset: DatasetIdentity | undefined = { fingerprint: RANGE_FINGERPRINT, description: RANGE_FINGERPRINT };
   if (values.dataset !== undefined) {
-    const dataset = await openDataset({ dataset: values.dataset }).catch((err: unknown) => {
+    const opened = await openDataset({ dataset: values.dataset }).catch((err: unknown) => {
       throw new UsageError(`--dataset: ${err instanceof Error ? err.message : String(err)}`);
     });
-    length = dataset.length;
-    await dataset.close?.();
+    length = opened.length;
+    dataset = datasetIdentity(opened);
+    await opened.close?.();
   }
   const engine = values.engine ?? 'torch';
   if (!isEngineName(engine)) throw new UsageError(`--engine must be one of ${ENGINE_NAMES.join(', ')}, got '${engine}'`);
@@ -270,6 +273,7 @@ export async function coordinatorSettings(values: RunConfigValues): Promise<Coor
       ...(sampler === SamplerKind.Torch ? {} : { sampler }),
       ...(noPad ? { pad: false } : {}),
       ...(evaluation ? { eval: evaluation } : {}),
+      ...(dataset ? { dataset } : {}),
     },
     datasetPath: values.dataset,
     host: hostValue('--host', values.host ?? '127.0.0.1'),

@@ -3,7 +3,7 @@
  * torchrun child), then runs every epoch's batches through the step, and every evaluation
  * pass's batches through the evalStep, submitting their results.
  */
-import { openDataset, rangeDataset, type Dataset } from '../worker/datasets.ts';
+import { datasetIdentity, openDataset, RANGE_FINGERPRINT, rangeDataset, type Dataset } from '../worker/datasets.ts';
 import { EvalResultError } from '../worker/evalErrors.ts';
 import { failureText } from '../worker/failure.ts';
 import { initProcessGroup, type Epoch, type WaitNotice } from '../worker/processGroup.ts';
@@ -94,7 +94,7 @@ export async function run(argv: string[]): Promise<number> {
   const userDataset = values.dataset ? await openDataset({ dataset: values.dataset }).catch(asUsage('dataset')) : undefined;
   const userEvalDataset = values['eval-dataset'] ? await openDataset({ dataset: values['eval-dataset'] }).catch(asUsage('eval-dataset')) : undefined;
   const parts: StepModuleParts = values.step ? await loadStepModuleParts(values.step).catch(asUsage('step')) : { step: noopStep, evalStep: undefined };
-  const pg = await initProcessGroup({ initMethod: 'env://', env, rank, worldSize, timeoutMs, reconnectTimeoutMs, token: values.token, length: userDataset?.length, onWaiting: sayWaiting });
+  const pg = await initProcessGroup({ initMethod: 'env://', env, rank, worldSize, timeoutMs, reconnectTimeoutMs, token: values.token, length: userDataset?.length, dataset: userDataset ? datasetIdentity(userDataset) : RANGE_IDENTITY, onWaiting: sayWaiting });
   const step = work ? withSimulatedWork(parts.step, work, pg.config.seed) : parts.step;
   const evaluate = work ? withSimulatedEval(parts.evalStep ?? defaultEvalStep, work, pg.config.seed) : (parts.evalStep ?? defaultEvalStep);
   const dataset: Dataset = userDataset ?? rangeDataset(pg.config.length);
@@ -164,6 +164,9 @@ function withSimulatedEval(evaluate: EvalStepFn, work: SimulatedWork, seed: stri
     return evaluate(batch, ctx);
   };
 }
+
+/** Without --dataset a worker reads the synthetic range, of whatever length the coordinator says. */
+const RANGE_IDENTITY = { fingerprint: RANGE_FINGERPRINT, description: RANGE_FINGERPRINT };
 
 /** A worker still waiting for its coordinator says so, every few seconds, instead of staying silent. */
 function sayWaiting({ url, waitedMs, timeoutMs }: WaitNotice): void {

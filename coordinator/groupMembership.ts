@@ -90,7 +90,7 @@ export class GroupMembership {
     if (group.phase === 'finished' || group.phase === 'aborted') return this.reject(peer, CloseCode.Shutdown, `the run is ${group.phase}`);
     // A claimed rank whose journaled holder never came back after a restart: taking it over is that holder's death.
     const displaced = message.rank === undefined ? undefined : group.rendezvous.holderEntries().find(([rank, id]) => rank === message.rank && id !== message.workerId && !group.rendezvous.isLive(rank));
-    const decision = group.rendezvous.join({ workerId: message.workerId, version: message.v, rank: message.rank, length: message.length, worldSize: message.worldSize });
+    const decision = group.rendezvous.join({ workerId: message.workerId, version: message.v, rank: message.rank, length: message.length, worldSize: message.worldSize, dataset: message.dataset });
     if (!decision.ok) return this.reject(peer, decision.closeCode, decision.reason);
     if (displaced && group.current && (group.phase === 'running' || group.phase === 'reporting')) {
       group.noteLost(group.current, displaced[1], displaced[0]);

@@ -104,7 +104,7 @@ export class GroupState {
     this.plantedBug = options.plantedBug;
     this.groupSize = max;
     this.timers = new TimerTable((effect) => this.effects.push(effect));
-    this.rendezvous = new Rendezvous({ worldSize: max, minWorldSize: min, length: this.config.length });
+    this.rendezvous = new Rendezvous({ worldSize: max, minWorldSize: min, length: this.config.length, dataset: this.config.dataset });
     // Standbys join collectives with the epoch that admits them.
     this.collectives = new Collectives({
       members: () => (this.current ? this.activeLive() : this.rendezvous.liveRanks()),

@@ -2,7 +2,7 @@
  * Rendezvous: who gets which rank. A pure state machine, no sockets; the server feeds it
  * hellos and departures and acts on its decisions.
  */
-import { CloseCode, PROTOCOL_VERSION } from '../shared/protocol.ts';
+import { CloseCode, PROTOCOL_VERSION, type DatasetIdentity } from '../shared/protocol.ts';
 
 export interface JoinRequest {
   readonly workerId: string;
@@ -13,6 +13,8 @@ export interface JoinRequest {
   readonly length?: number;
   /** The world size the worker was started for (torchrun's WORLD_SIZE), when it says. */
   readonly worldSize?: number;
+  /** The dataset the worker loaded, when it says. */
+  readonly dataset?: DatasetIdentity;
 }
 
 export type JoinDecision =
@@ -25,6 +27,8 @@ export interface RendezvousOptions {
   /** An elastic group's MIN; a worker's WORLD_SIZE may be anything in MIN..MAX. Default worldSize. */
   readonly minWorldSize?: number;
   readonly length: number;
+  /** The coordinator's dataset: a worker that names another is refused. Absent: lengths only. */
+  readonly dataset?: DatasetIdentity;
   readonly version?: number;
 }
 
@@ -32,6 +36,7 @@ export class Rendezvous {
   readonly worldSize: number;
   private readonly minWorldSize: number;
   private readonly length: number;
+  private readonly dataset: DatasetIdentity | undefined;
   private readonly version: number;
   /** rank -> workerId of its holder, live or not */
   private readonly holders = new Map<number, string>();
@@ -41,6 +46,7 @@ export class Rendezvous {
     this.worldSize = options.worldSize;
     this.minWorldSize = options.minWorldSize ?? options.worldSize;
     this.length = options.length;
+    this.dataset = options.dataset;
     this.version = options.version ?? PROTOCOL_VERSION;
   }
 
@@ -50,6 +56,11 @@ export class Rendezvous {
     }
     if (request.length !== undefined && request.length !== this.length) {
       return refuse(CloseCode.ConfigMismatch, `dataset length ${request.length} differs from the coordinator's ${this.length}`);
+    }
+    const theirs = request.dataset;
+    if (theirs && this.dataset && theirs.fingerprint !== this.dataset.fingerprint) {
+      // Same length, other data: the audit would hold while every sample was the wrong one.
+      return refuse(CloseCode.ConfigMismatch, `dataset ${identityText(theirs)} differs from the coordinator's ${identityText(this.dataset)}`);
     }
     if (request.worldSize !== undefined && (request.worldSize < this.minWorldSize || request.worldSize > this.worldSize)) {
       const size = this.minWorldSize === this.worldSize ? `${this.worldSize}` : `${this.minWorldSize}..${this.worldSize}`;
@@ -143,6 +154,12 @@ export class Rendezvous {
     this.live.add(rank);
     return { ok: true, rank, rejoined: false };
   }
+}
+
+/** A dataset in a refusal: what it is and the start of its fingerprint (a close reason holds 123 bytes). */
+function identityText(dataset: DatasetIdentity): string {
+  const fingerprint = dataset.fingerprint.length > 19 ? `${dataset.fingerprint.slice(0, 19)}…` : dataset.fingerprint;
+  return dataset.description === fingerprint ? fingerprint : `${dataset.description} ${fingerprint}`;
 }
 
 function refuse(closeCode: number, reason: string): JoinDecision {

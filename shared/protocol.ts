@@ -25,6 +25,10 @@ export const MAX_COLLECTIVE_VALUE_BYTES = 256 * 1024 * 1024;
  */
 export const MAX_EVAL_RESULT_BYTES = MAX_FRAME_BYTES - 1024;
 
+/** Longest dataset fingerprint (`sha256:<64 hex>`, a module's own) and description a hello or a config carries. */
+export const MAX_FINGERPRINT_CHARS = 200;
+const MAX_DATASET_DESCRIPTION_CHARS = 500;
+
 /** Longest error text a `failing` frame carries (the message and the first frames of its stack). */
 export const MAX_FAILURE_TEXT = 2000;
 
@@ -169,6 +173,13 @@ const engine = z.enum(ENGINE_NAMES as [EngineName, ...EngineName[]]);
 const key = z.string().min(1).max(512);
 const storeValue = z.string().max(16 * 1024);
 
+/** A dataset's identity: its fingerprint (see worker/datasets.ts Dataset.fingerprint) and what it is, for messages. */
+const DatasetIdentitySchema = z.object({
+  fingerprint: z.string().min(1).max(MAX_FINGERPRINT_CHARS),
+  description: z.string().max(MAX_DATASET_DESCRIPTION_CHARS),
+});
+export type DatasetIdentity = z.infer<typeof DatasetIdentitySchema>;
+
 /** The run's configuration; the coordinator owns it and sends it in the welcome. */
 export const RunConfigSchema = z.object({
   length: nonNegInt,
@@ -189,6 +200,8 @@ export const RunConfigSchema = z.object({
    * numbered -(e + 1) on the wire (after epoch e); workers send a `results` frame before each ack.
    */
   eval: z.object({ every: nonNegInt.min(1), length: nonNegInt, pad: z.boolean() }).optional(),
+  /** What the coordinator's dataset is: a worker that loaded other data is refused (4004). */
+  dataset: DatasetIdentitySchema.optional(),
 });
 export type RunConfig = z.infer<typeof RunConfigSchema>;
 
@@ -233,6 +246,8 @@ export const ClientMessageSchema = z.discriminatedUnion('t', [
     length: nonNegInt.optional(),
     /** The world size the worker was started for (WORLD_SIZE); must be within the coordinator's. */
     worldSize: nonNegInt.min(1).optional(),
+    /** The dataset the worker loaded; refused (4004) when the coordinator's is another. */
+    dataset: DatasetIdentitySchema.optional(),
   }),
   z.object({
     t: z.literal('ack'),

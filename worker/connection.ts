@@ -6,7 +6,7 @@
 import type { Socket } from 'node:net';
 import WebSocket from 'ws';
 import { encode, MAX_FRAME_BYTES, parseServerMessage, PROTOCOL_VERSION, ProtocolError } from '../shared/protocol.ts';
-import type { ClientMessage, ServerMessage } from '../shared/protocol.ts';
+import type { ClientMessage, DatasetIdentity, ServerMessage } from '../shared/protocol.ts';
 import { Backoff, CONNECT_BACKOFF, RECONNECT_BACKOFF } from './backoff.ts';
 import { errorFromClose, errorFromFrame, InitConnectError, InitHttpError, InitProtocolError, InitTimeoutError, InitTlsError, UnauthorizedError } from './errors.ts';
 
@@ -22,6 +22,8 @@ export interface Endpoint {
   readonly length?: number;
   /** WORLD_SIZE, checked by the coordinator at the rendezvous. */
   readonly worldSize?: number;
+  /** The dataset this worker loaded, checked by the coordinator at the rendezvous. */
+  readonly dataset?: DatasetIdentity;
 }
 
 /** An open, welcomed connection. */
@@ -45,7 +47,7 @@ export const RECONNECTABLE: ReadonlySet<number> = new Set([1001, 1006, 1011, 101
 
 /** Opens a socket, says hello and resolves at the welcome (or rejects with why not). */
 export function handshake(endpoint: Endpoint, rank: number | undefined, timeoutMs: number): Promise<Handshake> {
-  const { url, token, workerId, length, worldSize } = endpoint;
+  const { url, token, workerId, length, worldSize, dataset } = endpoint;
   const tls = endpoint.ca === undefined ? {} : { ca: endpoint.ca };
   const ws = new WebSocket(url, { maxPayload: MAX_FRAME_BYTES, headers: token ? { authorization: `Bearer ${token}` } : {}, ...tls });
   let socket: Socket | undefined;
@@ -80,6 +82,7 @@ export function handshake(endpoint: Endpoint, rank: number | undefined, timeoutM
         ...(rank !== undefined ? { rank } : {}),
         ...(length !== undefined ? { length } : {}),
         ...(worldSize !== undefined ? { worldSize } : {}),
+        ...(dataset !== undefined ? { dataset } : {}),
       };
       ws.send(encode(hello));
     });

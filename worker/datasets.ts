@@ -6,12 +6,14 @@
  * This is the imperative shell (files, dynamic imports); the sampler never sees a dataset, only
  * its length.
  */
+import { createHash } from 'node:crypto';
 import { readSync } from 'node:fs';
 import { stat, open, type FileHandle } from 'node:fs/promises';
 import { extname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { TextDecoder } from 'node:util';
 import { DistSamplerError } from '../shared/errors.ts';
+import { MAX_FINGERPRINT_CHARS, type DatasetIdentity } from '../shared/protocol.ts';
 import { assertLength } from '../shared/sampler.ts';
 
 export interface Dataset<T = unknown> {
@@ -21,6 +23,25 @@ export interface Dataset<T = unknown> {
   close?(): Promise<void> | void;
   /** One line for logs and reports, e.g. `jsonl /data/train.jsonl (1000 lines)`. */
   readonly description: string;
+  /**
+   * What the data is, so a worker that loaded other data than its coordinator is refused (4004):
+   * `sha256:<hex>` of a JSON Lines file's bytes, a module's exported `fingerprint`, `range` for the
+   * synthetic range (whose length the coordinator checks). Absent: only the length is checked.
+   */
+  readonly fingerprint?: string;
+}
+
+/** The synthetic range's fingerprint: any length (the length is checked on its own). */
+export const RANGE_FINGERPRINT = 'range';
+
+/**
+ * What a hello (or a coordinator's config) says of a dataset: its fingerprint, and its description
+ * with file names for paths (a refusal's close reason holds 123 bytes). Undefined without a fingerprint.
+ */
+export function datasetIdentity(dataset: Dataset): DatasetIdentity | undefined {
+  if (dataset.fingerprint === undefined) return undefined;
+  const description = dataset.description.replace(/\S*\/([^/\s]+)/g, '$1').slice(0, 200);
+  return { fingerprint: dataset.fingerprint, description };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -112,6 +133,13 @@ export class DatasetModuleLoadError extends DistSamplerError {
   }
 }
 
+/** A dataset module's `fingerprint` export is not a short non-empty string. */
+export class DatasetModuleFingerprintError extends DistSamplerError {
+  constructor(path: string, found: string) {
+    super('ERR_DATASET_MODULE_FINGERPRINT', `Dataset module ${path} exports a fingerprint that is not a string of 1 to ${MAX_FINGERPRINT_CHARS} characters (found ${found})`);
+  }
+}
+
 export class DatasetModuleLengthError extends DistSamplerError {
   constructor(path: string, detail: string) {
     super(
@@ -141,6 +169,7 @@ export function rangeDataset(length: number): Dataset<number> {
   return {
     length: n,
     description: `range(${n})`,
+    fingerprint: RANGE_FINGERPRINT,
     get(index: number): number {
       checkIndex(index, n);
       return index;
@@ -178,13 +207,16 @@ export class JsonLinesDataset implements Dataset<unknown> {
   readonly path: string;
   readonly length: number;
   readonly description: string;
+  /** `sha256:<hex>` of the file's bytes, taken while its lines were indexed. */
+  readonly fingerprint: string;
   readonly #handle: FileHandle;
   readonly #bounds: Float64Array;
   readonly #decoder = new TextDecoder('utf-8', { fatal: true });
   #closed = false;
 
-  private constructor(path: string, handle: FileHandle, bounds: Float64Array, length: number) {
+  private constructor(path: string, handle: FileHandle, bounds: Float64Array, length: number, sha256: string) {
     this.path = path;
+    this.fingerprint = `sha256:${sha256}`;
     this.#handle = handle;
     this.#bounds = bounds;
     this.length = length;
@@ -206,8 +238,8 @@ export class JsonLinesDataset implements Dataset<unknown> {
     try {
       // open() succeeds on a directory on Linux; only regular files are datasets.
       if (!(await handle.stat()).isFile()) throw new DatasetNotFoundError(abs, 'JSON Lines dataset', 'not a file');
-      const { bounds, length } = await indexLines(handle, abs, chunkSize);
-      return new JsonLinesDataset(abs, handle, bounds, length);
+      const { bounds, length, sha256 } = await indexLines(handle, abs, chunkSize);
+      return new JsonLinesDataset(abs, handle, bounds, length, sha256);
     } catch (error) {
       await handle.close();
       throw error;
@@ -281,8 +313,10 @@ async function indexLines(
   handle: FileHandle,
   path: string,
   chunkSize: number,
-): Promise<{ bounds: Float64Array; length: number }> {
+): Promise<{ bounds: Float64Array; length: number; sha256: string }> {
   const bounds = new OffsetList();
+  // The file is read once: its digest comes with the index (the dataset's fingerprint).
+  const hash = createHash('sha256');
   const chunk = Buffer.allocUnsafe(chunkSize);
   let position = 0; // file offset of chunk[0]
   let lineStart = 0; // file offset where the current physical line starts
@@ -307,6 +341,7 @@ async function indexLines(
   for (;;) {
     const { bytesRead } = await handle.read(chunk, 0, chunkSize, position);
     if (bytesRead === 0) break;
+    hash.update(chunk.subarray(0, bytesRead));
     let i = 0;
     while (i < bytesRead) {
       let newline = chunk.indexOf(LF, i);
@@ -337,7 +372,7 @@ async function indexLines(
   }
   const length = bounds.size;
   bounds.push(sentinel);
-  return { bounds: bounds.view(), length };
+  return { bounds: bounds.view(), length, sha256: hash.digest('hex') };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -425,10 +460,15 @@ export async function loadDatasetModule(path: string): Promise<Dataset> {
   }
   const n = length;
   const description = `module ${abs} (${n} samples)`;
+  const fingerprint = source.fingerprint;
+  if (fingerprint !== undefined && (typeof fingerprint !== 'string' || fingerprint.length === 0 || fingerprint.length > MAX_FINGERPRINT_CHARS)) {
+    throw new DatasetModuleFingerprintError(abs, describe(fingerprint));
+  }
 
   const dataset: Dataset = {
     length: n,
     description,
+    ...(fingerprint === undefined ? {} : { fingerprint }),
     get(index: number): unknown {
       checkIndex(index, n);
       return get.call(thisArg, index);

@@ -5,6 +5,7 @@
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isHost, wsUrl } from '../shared/endpoint.ts';
+import type { DatasetIdentity } from '../shared/protocol.ts';
 import { InitEnvError, InitMethodError, InitOptionsError } from './errors.ts';
 
 export interface InitOptions {
@@ -32,6 +33,11 @@ export interface InitOptions {
   readonly reconnectTimeoutMs?: number;
   /** The dataset length this worker sees; the coordinator refuses a mismatch. */
   readonly length?: number;
+  /**
+   * The dataset this worker loaded (datasetIdentity(dataset) from worker/datasets.ts): the
+   * coordinator refuses it (4004) when its own is another, naming both.
+   */
+  readonly dataset?: DatasetIdentity;
   readonly workerId?: string;
   readonly env?: NodeJS.ProcessEnv;
   /**

@@ -82,7 +82,7 @@ export async function initProcessGroup(options: InitOptions = {}): Promise<Proce
   }
   // Only a wss:// connection has a certificate to check.
   const ca = url.startsWith('wss:') ? resolveCa(options) : undefined;
-  const endpoint: Endpoint = { url, token, workerId: options.workerId ?? randomUUID(), length: options.length, worldSize, ...(ca === undefined ? {} : { ca }) };
+  const endpoint: Endpoint = { url, token, workerId: options.workerId ?? randomUUID(), length: options.length, worldSize, dataset: options.dataset, ...(ca === undefined ? {} : { ca }) };
   const timeoutMs = options.timeoutMs ?? 120_000;
   const started = performance.now();
   const { onWaiting } = options;

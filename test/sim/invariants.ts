@@ -154,6 +154,7 @@ export class Invariants implements HostObserver {
         if (!this.gone.has(effect.peer)) lost.add(effect.peer);
       }
     }
+    if (input.kind === InputKind.Frame && input.message.t === 'hello') this.checkDatasetRefusal(input.peer, input.message, effects);
     if (this.cursorsBefore) this.checkZombieAck(input, core);
     else if (progressed && !refused && input.kind === InputKind.Frame && input.message.t === 'ack') this.checkOwnAck(input.peer, input.message.epoch, input.message.unit);
     if (lost.size) {
@@ -222,6 +223,15 @@ export class Invariants implements HostObserver {
   }
 
   /** Results go out before the ack that covers them, and only for the sender's own units: a well-behaved worker is never refused for either. */
+  /** A hello naming other data than the coordinator's is refused (4004); one naming the same, or none, is not. */
+  private checkDatasetRefusal(peer: PeerId, hello: Extract<ClientMessage, { t: 'hello' }>, effects: readonly CoreEffect[]): void {
+    const ours = this.ctx.scenario.config.dataset;
+    const other = hello.dataset !== undefined && ours !== undefined && hello.dataset.fingerprint !== ours.fingerprint;
+    const refused = effects.some((e) => e.kind === EffectKind.Close && e.peer === peer && e.code === CloseCode.ConfigMismatch && e.reason.startsWith('dataset '));
+    if (other && !refused) this.fail('a worker with other data is refused', `peer ${peer} named ${hello.dataset!.fingerprint}, the coordinator has ${ours.fingerprint}`);
+    if (!other && refused) this.fail('no worker refused for data it shares', `peer ${peer} was refused for its dataset ${JSON.stringify(hello.dataset)}`);
+  }
+
   private checkEvalRefusal(peer: PeerId, code: number, reason: string): void {
     if (this.rogues.has(peer)) return;
     const name = this.network.conns.get(peer)?.worker.name ?? `peer ${peer}`;

@@ -155,7 +155,10 @@ export function drawScenario(seed: string): Scenario {
   const epochs = rng.chance(0.03) ? 0 : rng.int(1, 3);
   const sampled = withSampling(new Rng(`sampling:${seed}`), { length, seed: String(rng.int(-5, 1e6)), shuffle: rng.chance(0.8), dropLast: rng.chance(0.3), engine, batchSize, epochs }, range);
   const evalRng = new Rng(`eval:${seed}`);
-  const config = withEval(evalRng, sampled, range);
+  const evaluated = withEval(evalRng, sampled, range);
+  // Its own stream too: a coordinator that knows what its data is (workers name the same, or are refused).
+  const identity = new Rng(`dataset:${seed}`);
+  const config: RunConfig = identity.chance(0.3) ? { ...evaluated, dataset: { fingerprint: `sha256:${identity.int(0, 1e9).toString(16).padStart(64, '0')}`, description: 'jsonl sim.jsonl' } } : evaluated;
   const heartbeatMs = rng.int(50, 200);
   const deadAfterMs = heartbeatMs * rng.int(3, 6);
   const onFailure: FailurePolicyName = rng.pick(['reassign', 'reassign', 'wait', 'wait', 'abort'] as const);

@@ -64,6 +64,8 @@ export class SimWorker {
   conn: Conn | undefined;
   rank: number | undefined;
   run: EpochRun | undefined;
+  /** Names other data than the coordinator's in its hello (it is to be refused, 4004). */
+  strayData = false;
   /** Wants to leave at its next chance (elastic shrink). */
   leaving = false;
   stalledUntil = Number.NEGATIVE_INFINITY;
@@ -166,8 +168,15 @@ export class SimWorker {
     this.conn = conn;
     this.state = 'handshake';
     const c = this.config;
-    this.send({ t: 'hello', v: PROTOCOL_VERSION, workerId: this.workerId, pid: this.pid, ...(this.rank !== undefined ? { rank: this.rank } : {}), ...(c ? { length: c.length } : {}) });
+    this.send({ t: 'hello', v: PROTOCOL_VERSION, workerId: this.workerId, pid: this.pid, ...(this.rank !== undefined ? { rank: this.rank } : {}), ...(c ? { length: c.length } : {}), ...this.datasetField() });
     this.hooks.moment(this, 'hello');
+  }
+
+  /** The dataset this worker names: the coordinator's, or for a stray, another file. */
+  private datasetField(): { dataset?: { fingerprint: string; description: string } } {
+    const ours = this.ctx.scenario.config.dataset;
+    if (!ours) return {};
+    return { dataset: this.strayData ? { fingerprint: `sha256:${'f'.repeat(64)}`, description: 'jsonl other.jsonl' } : ours };
   }
 
   private retry(): void {

@@ -212,7 +212,12 @@ class Simulation implements WorkerHooks {
       // A torn tail is the record being written when the crash struck.
       queue.at(crash.at, () => (crash.tearBytes > 0 ? this.host.crashMidAppend(crash, 500, strike) : strike()));
     }
-    for (const at of f.joins) queue.at(at, () => this.strike(() => this.spawn(undefined, 0)));
+    // A joiner sometimes loaded other data than the coordinator's (its own stream): it must be refused.
+    const strays = new Rng(`strays:${s.seed}`);
+    for (const at of f.joins) {
+      const stray = s.config.dataset !== undefined && strays.chance(0.25);
+      queue.at(at, () => this.strike(() => (this.spawn(undefined, 0).strayData = stray)));
+    }
     for (const at of f.leaves) {
       queue.at(at, () =>
         this.pickLive((w) => {
