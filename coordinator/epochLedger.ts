@@ -181,15 +181,17 @@ export class EpochLedger {
    * A lost worker came back and says it handed offsets of `unitId` up to `end` to its step after
    * they were given to another: each one beyond what was already counted is a double delivery.
    * Clamped to the handed-over range, so a report can never count a position twice. For a unit
-   * not handed over yet, it is what its owner had in flight: counted when the unit is.
+   * not handed over yet, it is what its owner had in flight: counted when the unit is, and only
+   * if the claim comes from that owner (`rank`, the rank the claiming worker held): a claim on a
+   * unit it never held would be counted as the owner's in-flight batch when the owner is lost.
    * @returns the positions newly counted as redelivered
    */
-  overrun(unitId: number, end: number, worker?: string): number {
+  overrun(unitId: number, end: number, worker?: string, rank?: number): number {
     const unit = this.units.get(unitId);
     if (!unit) return 0;
     if (!unit.redone) {
       // Not handed over yet (a rank waiting for its replacement): when it is, these count.
-      unit.inflight = Math.max(unit.inflight, Math.min(end, unit.end));
+      if (rank === unit.owner) unit.inflight = Math.max(unit.inflight, Math.min(end, unit.end));
       return 0;
     }
     // Only a worker that lost the unit can have delivered it twice; its successors deliver it once.

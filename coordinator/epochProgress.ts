@@ -203,24 +203,26 @@ export class EpochProgress {
       if (owner !== undefined) state.ledger.ack(owner, message.epoch, message.unit, message.cursor, null);
       return;
     }
-    let added = state.ledger.overrun(message.unit, message.cursor, worker);
-    if (message.inflight) added += state.ledger.overrun(message.inflight.unit, message.inflight.end, worker);
+    // The rank this worker held when it was lost: only its own units can have been delivered twice.
+    const rank = state.lost.get(worker);
+    let added = state.ledger.overrun(message.unit, message.cursor, worker, rank);
+    if (message.inflight) added += state.ledger.overrun(message.inflight.unit, message.inflight.end, worker, rank);
     if (added > 0) this.group.journal.units(state.ledger);
   }
 
   /** A worker that was cut off says what it still delivered: those positions went out twice. */
-  overrun(message: Extract<ClientMessage, { t: 'overrun' }>, worker: string): void {
+  overrun(message: Extract<ClientMessage, { t: 'overrun' }>, worker: string, rank: number): void {
     const group = this.group;
     const state = group.current;
     const open = state && message.epoch === state.ledger.epoch && (group.phase === 'running' || group.phase === 'reporting');
     if (open) {
-      if (state.ledger.overrun(message.unit, message.end, worker) > 0) group.journal.units(state.ledger);
+      if (state.ledger.overrun(message.unit, message.end, worker, state.lost.get(worker) ?? rank) > 0) group.journal.units(state.ledger);
       return;
     }
     // The epoch ended while its lost worker was away: its audit is amended (journaled again).
     const recent = group.recentEpoch;
     if (!recent || message.epoch !== recent.ledger.epoch) return;
-    const added = recent.ledger.overrun(message.unit, message.end, worker);
+    const added = recent.ledger.overrun(message.unit, message.end, worker, rank);
     if (added === 0) return;
     recent.audit.redelivered += added;
     group.journal.write({ k: 'audit', audit: recent.audit });

@@ -242,7 +242,7 @@ export class GroupCore {
       case 'ack':
         return this.epochs.ack(peer, rank, message);
       case 'overrun':
-        return this.epochs.overrun(message, peer.workerId!);
+        return this.epochs.overrun(message, peer.workerId!, rank);
       case 'outOfWork':
         return this.epochs.outOfWork(rank, message);
       case 'results':

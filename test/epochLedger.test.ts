@@ -70,6 +70,16 @@ describe('EpochLedger', () => {
     expect(l.redelivered).toBe(16);
   });
 
+  it("takes a claim on a unit not yet handed over only from its owner: another worker's late ack does not swell what the owner had in flight", () => {
+    const l = new EpochLedger(0, 2, 20);
+    l.ack(0, 0, 0, 4, { unit: 0, end: 8 });
+    // A worker that held rank 1 (dropped for a foreign frame) claims unit 0, rank 0's, up to 16 (found by the simulator).
+    expect(l.overrun(0, 16, 'worker-b', 1)).toBe(0);
+    // Rank 0 is lost: only its own in-flight batch [4, 8) counts.
+    l.reassign(0, [1], true, 'worker-a');
+    expect(l.redelivered).toBe(4);
+  });
+
   it('counts for a lost worker that takes its rank back what its successor really delivered meanwhile', () => {
     const l = new EpochLedger(0, 2, 20);
     // worker-a is lost with [0, 8) in flight; worker-b takes over, acks [0, 4), has [4, 6) in flight, and is lost too.

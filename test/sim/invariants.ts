@@ -223,12 +223,16 @@ export class Invariants implements HostObserver {
   }
 
   /** Results go out before the ack that covers them, and only for the sender's own units: a well-behaved worker is never refused for either. */
-  /** A hello naming other data than the coordinator's is refused (4004); one naming the same, or none, is not. */
+  /**
+   * A hello naming other data than the coordinator's is never admitted (refused with 4004, or for
+   * an earlier reason: the run is over, say); one naming the same, or none, is not refused for its data.
+   */
   private checkDatasetRefusal(peer: PeerId, hello: Extract<ClientMessage, { t: 'hello' }>, effects: readonly CoreEffect[]): void {
     const ours = this.ctx.scenario.config.dataset;
     const other = hello.dataset !== undefined && ours !== undefined && hello.dataset.fingerprint !== ours.fingerprint;
+    const closed = effects.some((e) => e.kind === EffectKind.Close && e.peer === peer);
     const refused = effects.some((e) => e.kind === EffectKind.Close && e.peer === peer && e.code === CloseCode.ConfigMismatch && e.reason.startsWith('dataset '));
-    if (other && !refused) this.fail('a worker with other data is refused', `peer ${peer} named ${hello.dataset!.fingerprint}, the coordinator has ${ours.fingerprint}`);
+    if (other && !closed) this.fail('a worker with other data is refused', `peer ${peer} named ${hello.dataset!.fingerprint}, the coordinator has ${ours.fingerprint}`);
     if (!other && refused) this.fail('no worker refused for data it shares', `peer ${peer} was refused for its dataset ${JSON.stringify(hello.dataset)}`);
   }
 
