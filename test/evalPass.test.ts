@@ -502,22 +502,3 @@ describe('distsampler worker: the evaluation loop and its dataset', () => {
   });
 });
 
-describe('the new errors', () => {
-  it.each([
-    new EvalResultError('ERR_EVAL_RESULT_SOMETHING', 'm', 0, -1),
-    new EvalResultCountError(1, -1, 3, 4),
-    new EvalResultNotSerializableError(1, -1, 7, 'a BigInt'),
-    new EvalResultTooLargeError(1, -1, 7, 70_000),
-    new EvalResultTooDeepError(1, -1, 7, 2000),
-    new EvalResultsMissingError(1, -1, [4, 5]),
-    new NotAnEvalPassError(3),
-    new EvalBatchNotCurrentError(1, -1),
-    new EvalResultsRepeatedError(1, -1),
-    new EvalPassWithoutConfigError(-1),
-    new StepModuleEvalExportError('p', 'evalStep of type number'),
-  ].map((e) => [e.constructor.name, e] as const))('%s is a DistSamplerError with a stable code and its own name', (name, error) => {
-    expect(error).toBeInstanceOf(DistSamplerError);
-    expect(error.name).toBe(name);
-    expect(error.code).toMatch(/^ERR_[A-Z0-9_]+$/);
-  });
-});

@@ -213,16 +213,7 @@ export class ProcessGroup implements EpochHost {
 
   /** Leaves the group cleanly (no redelivery) and closes the connection. */
   async destroy(): Promise<void> {
-    this.destroyed = true;
-    if (this.ws.readyState === WebSocket.OPEN) {
-      if (!this.finished) this.send({ t: 'leave' });
-      this.ws.close(1000, 'worker done');
-    } else if (this.ws.readyState !== WebSocket.CLOSED) {
-      this.ws.terminate();
-    }
-    const timer = setTimeout(() => this.ws.terminate(), 2000);
-    await this.closed;
-    clearTimeout(timer);
+    await this.closeWith(1000, 'worker done', this.finished ? undefined : { t: 'leave' });
   }
 
   /**
@@ -231,11 +222,15 @@ export class ProcessGroup implements EpochHost {
    * without a leave, so the failure counts as a death and the failure policy applies.
    */
   async fail(error: unknown): Promise<void> {
+    await this.closeWith(1011, 'worker failed', { t: 'failing', error: failureText(error) });
+  }
+
+  /** Says `last` (if any), closes with a handshake (so it gets out first), and waits for the close (2 s at most). */
+  private async closeWith(code: number, reason: string, last: ClientMessage | undefined): Promise<void> {
     this.destroyed = true;
     if (this.ws.readyState === WebSocket.OPEN) {
-      this.send({ t: 'failing', error: failureText(error) });
-      // A close, not a terminate: the frame above must get out first.
-      this.ws.close(1011, 'worker failed');
+      if (last) this.send(last);
+      this.ws.close(code, reason);
     } else if (this.ws.readyState !== WebSocket.CLOSED) {
       this.ws.terminate();
     }
