@@ -7,6 +7,7 @@ import type { Socket } from 'node:net';
 import WebSocket from 'ws';
 import { encode, MAX_FRAME_BYTES, parseServerMessage, PROTOCOL_VERSION, ProtocolError } from '../shared/protocol.ts';
 import type { ClientMessage, DatasetIdentity, ServerMessage } from '../shared/protocol.ts';
+import { trace } from '../shared/debugTrace.ts';
 import { Backoff, CONNECT_BACKOFF, RECONNECT_BACKOFF } from './backoff.ts';
 import { errorFromClose, errorFromFrame, InitConnectError, InitHttpError, InitProtocolError, InitTimeoutError, InitTlsError, UnauthorizedError } from './errors.ts';
 
@@ -84,10 +85,14 @@ export function handshake(endpoint: Endpoint, rank: number | undefined, timeoutM
         ...(worldSize !== undefined ? { worldSize } : {}),
         ...(dataset !== undefined ? { dataset } : {}),
       };
-      ws.send(encode(hello));
+      const text = encode(hello);
+      trace('worker', () => `-> ${text}`);
+      ws.send(text);
     });
     ws.once('message', (data) => {
-      const parsed = parseServerMessage(data.toString());
+      const text = data.toString();
+      trace('worker', () => `<- ${text}`);
+      const parsed = parseServerMessage(text);
       if (parsed.ok && parsed.message.t === 'welcome') {
         clearTimeout(timer);
         ws.removeAllListeners();

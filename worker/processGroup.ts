@@ -31,6 +31,7 @@ import { ConnectionLostError, EpochNotConsumedError, errorFromFrame, InitOptions
 import { EvalPassWithoutConfigError } from './evalErrors.ts';
 import { Inbox, type FlowMessage } from './inbox.ts';
 import { resolveCa, resolveInitUrl, type InitOptions } from './initMethod.ts';
+import { trace } from '../shared/debugTrace.ts';
 import { failureText } from './failure.ts';
 import { PlanSource } from './planSource.ts';
 import { gatherResults, type GatherResultsOptions } from './gatherResults.ts';
@@ -278,7 +279,10 @@ export class ProcessGroup implements EpochHost {
 
   /** @internal Sends if connected; while reconnecting, acks are dropped and re-sent on resume. */
   send(message: ClientMessage): void {
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(encode(message));
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    const text = encode(message);
+    trace(`worker rank ${this.currentRank}`, () => `-> ${text}`);
+    this.ws.send(text);
   }
 
   /**
@@ -337,6 +341,7 @@ export class ProcessGroup implements EpochHost {
   }
 
   private receive(raw: string): void {
+    trace(`worker rank ${this.currentRank}`, () => `<- ${raw}`);
     const parsed = parseServerMessage(raw);
     if (!parsed.ok) {
       this.ws.close(CloseCode.Malformed, closeReason(parsed.reason));
