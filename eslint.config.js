@@ -48,6 +48,7 @@ const CORE_FILES = [
   'options',
   'report',
   'evalResults',
+  'effectText',
 ].map((name) => `coordinator/${name}.ts`);
 const IO_MODULES = ['ws', 'node:http', 'node:https', 'node:net', 'node:fs', 'node:fs/promises', 'node:timers', 'node:timers/promises', 'node:child_process', 'node:worker_threads', 'node:dgram'];
 const CLOCKS = ['Date', 'setTimeout', 'setInterval', 'setImmediate', 'clearTimeout', 'clearInterval', 'performance'].map((name) => ({

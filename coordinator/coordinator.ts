@@ -13,7 +13,8 @@ import { createSecureContext } from 'node:tls';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { isHost, isLoopback } from '../shared/endpoint.ts';
 import { CloseCode, closeReason, encode, MAX_FRAME_BYTES, parseClientMessage, type RunConfig } from '../shared/protocol.ts';
-import { trace } from '../shared/debugTrace.ts';
+import { trace, tracing } from '../shared/debugTrace.ts';
+import { describeEffect } from './effectText.ts';
 import { EffectKind, InputKind, type CoordinatorEvents, type CoreEffect, type CoreInput, type PeerId, type TimerId } from './coreTypes.ts';
 import { GroupCore } from './groupCore.ts';
 import { Journal, type JournalState, type WorldSizeRange } from './journal.ts';
@@ -252,7 +253,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     ws.on('message', (data, isBinary) => {
       if (isBinary) return this.feed({ kind: InputKind.Refused, now: Date.now(), peer, closeCode: CloseCode.Malformed, reason: 'binary frames are not part of the protocol' });
       const text = data.toString();
-      trace('coordinator', () => `<- peer ${peer} ${text}`);
+      if (tracing()) trace('coordinator', () => `<- peer ${peer} ${text}`);
       const parsed = parseClientMessage(text);
       if (!parsed.ok) return this.feed({ kind: InputKind.Refused, now: Date.now(), peer, closeCode: CloseCode.Malformed, reason: parsed.reason });
       this.feed({ kind: InputKind.Frame, now: Date.now(), peer, message: parsed.message });
@@ -287,8 +288,9 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
 
   private carryOut(effects: readonly CoreEffect[]): void {
     let journalFailure: string | undefined;
+    const traced = tracing();
     for (const effect of effects) {
-      trace('coordinator', () => `decides ${describeEffect(effect)}`);
+      if (traced) trace('coordinator', () => `decides ${describeEffect(effect)}`);
       switch (effect.kind) {
         case EffectKind.Send: {
           // What follows a journal record that could not be written is not durable: never send it.
@@ -348,30 +350,5 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
       this.journalError = journalFailure;
       this.feed({ kind: InputKind.JournalFailed, now: Date.now(), error: journalFailure });
     }
-  }
-}
-
-/** An effect as one trace line: what the core decided (a frame's JSON, a close, a journal record...). */
-function describeEffect(effect: CoreEffect): string {
-  switch (effect.kind) {
-    case EffectKind.Send:
-      return `send to ${effect.peers.join(',')} ${encode(effect.message)}`;
-    case EffectKind.Emit:
-      return `event ${effect.event.name} ${JSON.stringify(effect.event.payload)}`;
-    case EffectKind.Journal:
-      return `journal ${JSON.stringify(effect.record)}`;
-    case EffectKind.Compact:
-      return 'compact the journal';
-    case EffectKind.Close:
-      return `close peer ${effect.peer} ${effect.code} ${effect.reason}`;
-    case EffectKind.Terminate:
-    case EffectKind.Ping:
-      return `${effect.kind} peer ${effect.peer}`;
-    case EffectKind.ArmTimer:
-      return `arm timer ${effect.id} at ${effect.atMs}`;
-    case EffectKind.CancelTimer:
-      return `cancel timer ${effect.id}`;
-    case EffectKind.Drained:
-      return 'drained';
   }
 }

@@ -187,9 +187,11 @@ export class GroupState {
 
   epochState(ledger: EpochLedger, startedAtWallMs: number, events: EpochEvent[], active: Set<number>, pids: Map<number, number>): EpochState {
     const pass = ledger.epoch;
-    const auditor = new PlanAuditor(() => passPlan(this.config, ledger.worldSize, pass));
-    // An evaluation pass maps positions to indices for its results: no shuffle, so the plan is cheap.
-    const evaluation = isEvalPass(pass) ? { results: new EvalResults(passConfig(this.config, pass).length), plan: passPlan(this.config, ledger.worldSize, pass) } : undefined;
+    // An evaluation pass maps positions to indices for its results (no shuffle: its plan is cheap, so
+    // it is made now, and the auditor shares it); a training plan is derived by the auditor, in slices.
+    const evalPlan = isEvalPass(pass) ? passPlan(this.config, ledger.worldSize, pass) : undefined;
+    const auditor = new PlanAuditor(() => evalPlan ?? passPlan(this.config, ledger.worldSize, pass));
+    const evaluation = evalPlan ? { results: new EvalResults(passConfig(this.config, pass).length), plan: evalPlan } : undefined;
     return { ledger, startedAtWallMs, events, active, reports: new Map(), acked: new Map(), ackedByWorker: new Map(), pids, lost: new Map(), outOfWork: new Set(), auditor, ...(evaluation ? { evaluation } : {}) };
   }
 

@@ -6,6 +6,7 @@
  * crashes followed by a restart from the journal as written so far.
  */
 import { EffectKind, InputKind, type CoreEffect, type CoreEvent, type CoreInput, type PlantedBugName, type TimerId } from '../../coordinator/coreTypes.ts';
+import { describeEffect } from '../../coordinator/effectText.ts';
 import { GroupCore } from '../../coordinator/groupCore.ts';
 import { encodeRecord, JOURNAL_VERSION, replayJournal, snapshotRecords, type JournalState } from '../../coordinator/journal.ts';
 import { Violation, type SimContext } from './context.ts';
@@ -202,7 +203,7 @@ export class CoreHost implements CoordinatorEnd {
     if (!core) return;
     this.observer.beforeInput(input, core);
     const effects = core.handle(input);
-    if (this.ctx.tracing) this.ctx.trace(`core <- ${describeInput(input)}${effects.length ? `\n${effects.map((e) => `    -> ${describeEffect(e)}`).join('\n')}` : ''}`);
+    if (this.ctx.tracing) this.ctx.trace(`core <- ${describeInput(input)}${effects.length ? `\n${effects.map((e) => `    -> ${describeEffect(e, 160)}`).join('\n')}` : ''}`);
     this.struck = false;
     for (const effect of effects) {
       this.apply(effect);
@@ -304,29 +305,5 @@ function describeInput(input: CoreInput): string {
       return `timer ${input.id}`;
     default:
       return input.kind;
-  }
-}
-
-function describeEffect(effect: CoreEffect): string {
-  switch (effect.kind) {
-    case EffectKind.Send:
-      return `send to ${effect.peers.join(',')}: ${JSON.stringify(effect.message).slice(0, 160)}`;
-    case EffectKind.Journal:
-      return `journal ${JSON.stringify(effect.record).slice(0, 120)}`;
-    case EffectKind.Compact:
-      return 'compact';
-    case EffectKind.Emit:
-      return `emit ${effect.event.name}${effect.event.name === 'event' ? ` ${effect.event.payload.type} r${effect.event.payload.rank}` : ''}`;
-    case EffectKind.ArmTimer:
-      return `arm timer ${effect.id} at ${effect.atMs.toFixed(1)}`;
-    case EffectKind.CancelTimer:
-      return `cancel timer ${effect.id}`;
-    case EffectKind.Close:
-      return `close peer ${effect.peer} ${effect.code} ${effect.reason}`;
-    case EffectKind.Terminate:
-    case EffectKind.Ping:
-      return `${effect.kind} peer ${effect.peer}`;
-    case EffectKind.Drained:
-      return 'drained';
   }
 }
