@@ -44,7 +44,15 @@ export interface CoordinatorKill {
 }
 
 export interface LaunchOptions {
+  /** Worker processes this launcher starts (torchrun's --nproc-per-node). */
   readonly workers: number;
+  /**
+   * This launcher is one node of several (`--nnodes`): its workers' RANK starts at
+   * rank * workers, GROUP_RANK is rank, and WORLD_SIZE the group's (the most it may hold).
+   */
+  readonly node?: { readonly rank: number; readonly worldSize: number };
+  /** The coordinator listens (again, after a restart): where the other nodes reach it. */
+  readonly onListening?: (address: { host: string; port: number }) => void;
   /** Flags for `distsampler coordinator` (the run config and its knobs, without port/journal). */
   readonly coordinatorArgs: readonly string[];
   /** Flags for every `distsampler worker` (e.g. --dataset, --step, --step-ms). */
@@ -56,7 +64,8 @@ export interface LaunchOptions {
    * count); beyond that it is a crash loop, reported and left to the failure policy. Default 0.
    */
   readonly maxRestarts?: number;
-  readonly journalPath: string;
+  /** The coordinator's journal (a launcher that only starts workers, runWorkers, has none). */
+  readonly journalPath?: string;
   /** Continue the run in journalPath with this group (`run --resume`). */
   readonly resume?: boolean;
   readonly port?: number;
@@ -90,6 +99,8 @@ interface WorkerChild {
   killedByLauncher: boolean;
   neverJoined: boolean;
   exited: Promise<number | string | null>;
+  /** Resolves once its exit is handled: any replacement for it has been started. */
+  settled: Promise<void>;
 }
 
 export class LaunchError extends DistSamplerError {
@@ -115,6 +126,8 @@ export class Launcher {
   private readonly killedCoordinators = new WeakSet<ChildProcess>();
   private readonly pidOfRank = new Map<number, number>();
   private groupFormed = false;
+  /** The coordinator is not ours (runWorkers): no events, so no group to watch form. */
+  private external = false;
   private failEarly: (error: string) => void = () => {};
   private readonly replacements = new Map<number, number>();
   /** Times each rank's worker died on its own (not by a launcher kill), against --max-restarts. */
@@ -149,7 +162,7 @@ export class Launcher {
     this.port = port;
     // A wildcard bind is reached locally through loopback.
     if (host !== '0.0.0.0' && host !== '::') this.host = host;
-    for (let rank = 0; rank < this.options.workers; rank++) this.startWorker(rank);
+    for (let local = 0; local < this.options.workers; local++) this.startWorker(this.firstRank + local);
     const report = await done.catch(async (err: unknown) => {
       await this.stop();
       throw err;
@@ -160,6 +173,29 @@ export class Launcher {
     const workers = await this.reap(this.options.script ? undefined : 10_000);
     await this.waitCoordinatorExit(5000);
     return { report, workers, coordinatorRestarts: this.restarts };
+  }
+
+  /**
+   * Starts only this node's workers, against a coordinator elsewhere (another node's launcher, or
+   * a standalone `distsampler coordinator`), and waits for them, restarts included. Each local
+   * rank's last exit, in rank order.
+   */
+  async runWorkers(endpoint: { host: string; port: number }): Promise<LaunchResult['workers']> {
+    this.external = true;
+    this.host = endpoint.host;
+    this.port = endpoint.port;
+    for (let local = 0; local < this.options.workers; local++) this.startWorker(this.firstRank + local);
+    // A replacement joins the list before the exit it replaces is settled: wait until none comes.
+    let started: number;
+    do {
+      started = this.workerChildren.length;
+      await Promise.all(this.workerChildren.map((w) => w.settled));
+    } while (this.workerChildren.length !== started);
+    const last = new Map<number, WorkerChild>();
+    for (const w of this.workerChildren) last.set(w.rank, w);
+    return Promise.all(
+      [...last.values()].map(async (w) => ({ rank: w.rank, pid: w.child.pid ?? -1, exit: await w.exited, killedByLauncher: w.killedByLauncher, neverJoined: false })),
+    );
   }
 
   /** Kills every child (Ctrl-C). The journal stays, so the run can be resumed. */
@@ -187,6 +223,7 @@ export class Launcher {
 
   private startCoordinator(resume: boolean): Promise<{ host: string; port: number }> {
     const args = ['coordinator', ...this.options.coordinatorArgs, '--ipc', '--port', String(this.port || this.options.port || 0), '--token', this.token];
+    if (this.options.journalPath === undefined) throw new LaunchError('a coordinator needs a journal path');
     args.push(resume ? '--resume' : '--journal', this.options.journalPath);
     const child = fork(CLI_PATH, args, { execArgv: ['--import', TSX_LOADER], stdio: ['ignore', 'inherit', 'pipe', 'ipc'] });
     this.coordinator = child;
@@ -204,7 +241,10 @@ export class Launcher {
           return;
         }
         if (!message) return;
-        if (message.name === 'listening') resolve(message.payload);
+        if (message.name === 'listening') {
+          this.options.onListening?.(message.payload);
+          resolve(message.payload);
+        }
         this.events.receive(message);
       });
       child.once('exit', (code, signal) => {
@@ -220,20 +260,21 @@ export class Launcher {
     });
   }
 
+  /** `rank` is the global one: this node's first rank plus the local rank. */
   private startWorker(rank: number): void {
-    const { script } = this.options;
+    const { script, node, workers } = this.options;
     // Every start of this rank's worker after its first (torchrun's TORCHELASTIC_RESTART_COUNT).
     const restarts = this.replacements.get(rank) ?? 0;
     const env = {
       ...process.env,
-      // torchrun's environment, for one node.
+      // torchrun's environment: ranks numbered node by node.
       MASTER_ADDR: this.host,
       MASTER_PORT: String(this.port),
-      WORLD_SIZE: String(this.options.workers),
+      WORLD_SIZE: String(node?.worldSize ?? workers),
       RANK: String(rank),
-      LOCAL_RANK: String(rank),
-      LOCAL_WORLD_SIZE: String(this.options.workers),
-      GROUP_RANK: '0',
+      LOCAL_RANK: String(rank - this.firstRank),
+      LOCAL_WORLD_SIZE: String(workers),
+      GROUP_RANK: String(node?.rank ?? 0),
       DISTSAMPLER_RESTART_COUNT: String(restarts),
       DISTSAMPLER_TOKEN: this.token,
       // Set, or cleared: a CA left in the launcher's own environment must not send workers to wss:// of a plain coordinator.
@@ -245,35 +286,44 @@ export class Launcher {
     const child = script
       ? fork(script.path, [...script.args], { execArgv: scriptExecArgv(script.path), env, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
       : fork(CLI_PATH, ['worker', ...this.options.workerArgs], { execArgv: ['--import', TSX_LOADER], env, stdio: ['ignore', 'inherit', 'pipe', 'ipc'] });
-    const entry: WorkerChild = { rank, child, killedByLauncher: false, neverJoined: false, exited: exitOf(child) };
+    const exited = exitOf(child);
+    const entry: WorkerChild = { rank, child, killedByLauncher: false, neverJoined: false, exited, settled: exited.then((exit) => this.afterExit(entry, exit)) };
     this.workerChildren.push(entry);
     this.pipeLines(child, `rank${rank}`);
-    void entry.exited.then(async (exit) => {
-      if (exit !== 0 && !entry.killedByLauncher && !this.groupFormed && !this.finished && !this.stopping && !this.options.replaceDead) {
-        // The group can never form without it: fail now instead of at the rendezvous timeout.
-        this.failEarly(`worker rank ${rank} exited (${exit}) before the group formed; its output is above`);
+  }
+
+  /** A worker exited: fail the launch, start a replacement, or let it be. */
+  private async afterExit(entry: WorkerChild, exit: number | string | null): Promise<void> {
+    const { rank, child } = entry;
+    if (exit !== 0 && !entry.killedByLauncher && !this.external && !this.groupFormed && !this.finished && !this.stopping && !this.options.replaceDead) {
+      // The group can never form without it: fail now instead of at the rendezvous timeout.
+      this.failEarly(`worker rank ${rank} exited (${exit}) before the group formed; its output is above`);
+      return;
+    }
+    if (exit === 0 || this.finished || this.stopping) return;
+    const maxRestarts = this.options.maxRestarts ?? 0;
+    if (!this.options.replaceDead && maxRestarts === 0) return;
+    // A death of its own (not a --kill) counts towards --max-restarts: past it, a crash loop.
+    if (!entry.killedByLauncher) {
+      const crashes = (this.crashes.get(rank) ?? 0) + 1;
+      this.crashes.set(rank, crashes);
+      if (crashes > maxRestarts) {
+        this.options.onNote?.(`worker rank ${rank} (pid ${child.pid}) exited (${exit}): crash loop, it died ${plural(crashes, 'time')} on its own and --max-restarts is ${maxRestarts}; not started again (the failure policy takes its positions)`);
         return;
       }
-      if (exit === 0 || this.finished || this.stopping) return;
-      const maxRestarts = this.options.maxRestarts ?? 0;
-      if (!this.options.replaceDead && maxRestarts === 0) return;
-      // A death of its own (not a --kill) counts towards --max-restarts: past it, a crash loop.
-      if (!entry.killedByLauncher) {
-        const crashes = (this.crashes.get(rank) ?? 0) + 1;
-        this.crashes.set(rank, crashes);
-        if (crashes > maxRestarts) {
-          this.options.onNote?.(`worker rank ${rank} (pid ${child.pid}) exited (${exit}): crash loop, it died ${plural(crashes, 'time')} on its own and --max-restarts is ${maxRestarts}; not started again (the failure policy takes its positions)`);
-          return;
-        }
-      }
-      // Back off when replacements keep failing, as torchrun's restarts do.
-      const attempt = (this.replacements.get(rank) ?? 0) + 1;
-      this.replacements.set(rank, attempt);
-      const delayMs = Math.min(2000, 100 * 2 ** (attempt - 1));
-      this.options.onNote?.(`worker rank ${rank} (pid ${child.pid}) exited (${exit}); starting a replacement with RANK=${rank} in ${delayMs} ms`);
-      await new Promise((resolve) => setTimeout(resolve, delayMs));
-      if (!this.finished && !this.stopping) this.startWorker(rank);
-    });
+    }
+    // Back off when replacements keep failing, as torchrun's restarts do.
+    const attempt = (this.replacements.get(rank) ?? 0) + 1;
+    this.replacements.set(rank, attempt);
+    const delayMs = Math.min(2000, 100 * 2 ** (attempt - 1));
+    this.options.onNote?.(`worker rank ${rank} (pid ${child.pid}) exited (${exit}); starting a replacement with RANK=${rank} in ${delayMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, delayMs));
+    if (!this.finished && !this.stopping) this.startWorker(rank);
+  }
+
+  /** This node's first global rank (0 on a single node). */
+  private get firstRank(): number {
+    return (this.options.node?.rank ?? 0) * this.options.workers;
   }
 
   private checkFaults(p: { epoch: number; rank: number; acknowledged: number; numSamples: number; consumed: number; planned: number }): void {

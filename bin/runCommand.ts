@@ -12,7 +12,9 @@ import { formatSummary } from './summaryTable.ts';
 import { parseCoordinatorKill, parseKill, parseStepMs } from './faultFlags.ts';
 import { checkPlanFlags, coordinatorSettings, durationFlagWords, RUN_CONFIG_FLAGS, RUN_CONFIG_HELP, worldSizeFlag } from './runConfigFlags.ts';
 import { journalPlan, refuseReportOverJournal, resumeKnobs, writeReport } from './coordinatorCommand.ts';
-import { intFlag, parseFlags, plural, shellCommand, splitScript, UsageError, type FlagOptions } from './usage.ts';
+import { intFlag, parseFlags, plural, readableFile, shellCommand, splitScript, UsageError, type FlagOptions } from './usage.ts';
+import { checkHostingFlags, nodePlan, nodeWorldSize, refuseCoordinatorFlags, type NodePlan } from './nodeFlags.ts';
+import { wsUrl } from './endpoints.ts';
 
 const HELP = `usage: distsampler run [--workers W] [flags] [SCRIPT [SCRIPT_ARGS...]]
 
@@ -41,6 +43,22 @@ DISTSAMPLER_CA, the certificate: they join over wss://). Their output lines are 
                              (any number): the remaining positions are spread over them
   With --on-failure wait (or --max-restarts N), run starts a replacement worker (same RANK) for
   one that died, as torchrun restarts its workers.
+
+Several nodes (as torchrun; one launcher per node, all with the same --token or DISTSAMPLER_TOKEN):
+  --nnodes N|MIN:MAX         launchers in the group (default 1); the group holds nodes times
+                             --nproc-per-node workers (MIN:MAX: elastic, as --world-size)
+  --node-rank K              this launcher's node (default 0): its workers get GROUP_RANK K and
+                             RANK K*W+LOCAL_RANK (the coordinator keeps ranks contiguous)
+  --rdzv-endpoint HOST:PORT  the coordinator's address. Node rank 0 starts the coordinator there
+                             (PORT 0: the OS picks one, printed for the others; --host binds
+                             elsewhere, e.g. 0.0.0.0); the other nodes start only their workers
+  --no-coordinator           start only workers, for a standalone \`distsampler coordinator\` at
+                             --rdzv-endpoint (any node rank)
+  --ca FILE                  on a node without the coordinator: the TLS coordinator's CA (its
+                             workers join over wss://; default DISTSAMPLER_CA)
+  A launcher without the coordinator takes only worker flags (--dataset, --eval-dataset, --step,
+  --step-ms, --straggler, --max-restarts, --no-prefix, SCRIPT); the run config, faults and report
+  belong to the coordinator's launcher, which prints the audit. It exits 0 when its workers did.
 
 Simulation (faults are injected by this launcher; everything replays from the seed):
   --kill RANK@EPOCH:FRACTION SIGKILL that rank's worker when it has done FRACTION of its shard
@@ -76,7 +94,14 @@ const RUN_FLAGS = {
   'step-ms': { type: 'string' },
   'no-prefix': { type: 'boolean' },
   'max-restarts': { type: 'string' },
+  nnodes: { type: 'string' },
+  'node-rank': { type: 'string' },
+  'rdzv-endpoint': { type: 'string' },
+  'no-coordinator': { type: 'boolean' },
+  ca: { type: 'string' },
 } as const satisfies FlagOptions;
+
+type RunValues = ReturnType<typeof parseFlags<typeof RUN_FLAGS>>['values'];
 
 export async function run(argv: string[]): Promise<number> {
   const { flags, script, scriptArgs } = splitScript(argv, RUN_FLAGS);
@@ -86,19 +111,31 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   const workers = workerCount(values.workers, values['nproc-per-node']);
-  const settings = await coordinatorSettings(values);
-  const worldSize = worldSizeFlag('world-size', values['world-size'], workers);
+  const node = nodePlan(values);
+  if (!node.hostsCoordinator) return runNodeWorkers(values, node, workers, script, scriptArgs);
+  checkHostingFlags(values, node);
+  const multiNode = node.nodes.max > 1;
+  // The coordinator binds the endpoint's port, and its host unless --host says where else (0.0.0.0).
+  const hosting = node.endpoint ? { ...values, host: values.host ?? node.endpoint.host, port: String(node.endpoint.port) } : values;
+  const settings = await coordinatorSettings(hosting);
+  if (multiNode && !settings.token) {
+    throw new UsageError(`--nnodes ${values.nnodes}: the other nodes' workers must present the coordinator's token; give every launcher the same --token (or DISTSAMPLER_TOKEN)`);
+  }
+  if (values.ca !== undefined && !settings.tls) throw new UsageError('--ca is for workers joining a TLS coordinator elsewhere; this launcher starts its coordinator without --tls-cert');
+  // Several nodes: the group is nodes times workers per node; one node: --world-size, or W.
+  const worldSize = multiNode ? nodeWorldSize(node, workers) : worldSizeFlag('world-size', values['world-size'], workers);
   const range = typeof worldSize === 'number' ? { min: worldSize, max: worldSize } : worldSize;
   if (values.resume !== undefined && !existsSync(values.resume)) throw new UsageError(`--resume: ${values.resume} does not exist`);
   // The coordinator child would refuse these journals only after the launch: refuse them now.
   const { restore, resume } = journalPlan(settings.journalPath, values.resume);
   // A restarted journal keeps its group and its config; a fresh run or a resume takes the flags'.
   const restarted = restore !== undefined && !resume;
-  checkWorkers(workers, restarted ? restore.worldSize : range, restarted ? `the world size journaled in ${settings.journalPath}` : '--world-size');
+  if (!multiNode) checkWorkers(workers, restarted ? restore.worldSize : range, restarted ? `the world size journaled in ${settings.journalPath}` : '--world-size');
   if (!restarted) checkPlanFlags(settings.config, range);
   const runConfig = restore?.config ?? settings.config;
   const kills = (values.kill ?? []).map(parseKill);
   for (const [i, k] of kills.entries()) {
+    if (k.rank >= workers && multiNode) throw new UsageError(`--kill ${values.kill![i]}: rank ${k.rank} is not on this node (node rank 0 starts ranks 0..${workers - 1}); a launcher kills only its own workers`);
     if (k.rank >= workers) throw new UsageError(`--kill ${values.kill![i]}: rank ${k.rank} does not exist (${workers === 1 ? 'there is only rank 0' : `ranks are 0..${workers - 1}`})`);
     checkFaultEpoch('kill', values.kill![i], k.epoch, runConfig);
   }
@@ -112,20 +149,14 @@ export async function run(argv: string[]): Promise<number> {
 
   const coordinatorArgs: string[] = ['--world-size', range.min === range.max ? String(range.max) : `${range.min}:${range.max}`];
   for (const flag of PASSED_TO_COORDINATOR) {
-    const value = values[flag];
+    const value = hosting[flag];
     if (value !== undefined) coordinatorArgs.push(`--${flag}=${value}`);
   }
   coordinatorArgs.push(...durationFlagWords(values));
   if (values['no-shuffle']) coordinatorArgs.push('--no-shuffle');
   if (values['drop-last']) coordinatorArgs.push('--drop-last');
   if (values['no-pad']) coordinatorArgs.push('--no-pad');
-  const workerArgs: string[] = [];
-  if (settings.datasetPath) workerArgs.push('--dataset', settings.datasetPath);
-  if (values['eval-dataset']) workerArgs.push('--eval-dataset', values['eval-dataset']);
-  if (values.step) workerArgs.push('--step', values.step);
-  if (values['step-ms']) workerArgs.push(`--step-ms=${values['step-ms']}`);
-  for (const s of values.straggler ?? []) workerArgs.push(`--straggler=${s}`);
-  workerArgs.push(`--reconnect-timeout-ms=${Math.max(30_000, 3 * settings.deadAfterMs)}`);
+  const workerArgs = workerCommandArgs(values, settings.deadAfterMs);
 
   const journalPath = values.resume ?? settings.journalPath ?? join(tmpdir(), `distsampler-${process.pid}-${Date.now()}.journal`);
   // Ours: made by this run, or by an earlier `run` whose printed resume command this is.
@@ -135,13 +166,18 @@ export async function run(argv: string[]): Promise<number> {
   // The same workers again: their data, their step and their simulated work (the config is journaled).
   // The coordinator's knobs too; the run config is in the journal, the token is never printed.
   const scriptWords = script === undefined ? [] : ['--', script, ...scriptArgs];
-  const resumeCommand = shellCommand(['npm', 'run', 'cli', '--', 'run', '--resume', journalPath, '--workers', String(workers), ...workerArgs.filter((a) => !a.startsWith('--reconnect-timeout-ms')), ...resumeKnobs(values), ...scriptWords]);
+  const resumeCommand = shellCommand(['npm', 'run', 'cli', '--', 'run', '--resume', journalPath, '--workers', String(workers), ...workerArgs.filter((a) => !a.startsWith('--reconnect-timeout-ms')), ...resumeKnobs(hosting), ...scriptWords]);
   let view: ProgressView | undefined;
   const note = (line: string) => (view ? view.log(line) : process.stderr.write(`${line}\n`));
   // torchrun's --tee prefix: `[rank2]: ...`.
   const prefixed = (source: string, line: string) => (values['no-prefix'] ? line : `[${source}]: ${line}`);
   const launcher = new Launcher({
     workers,
+    ...(multiNode ? { node: { rank: 0, worldSize: range.max } } : {}),
+    // The other nodes need the address: the port may be the OS's pick (--rdzv-endpoint HOST:0).
+    ...(node.endpoint
+      ? { onListening: ({ host, port }: { host: string; port: number }) => note(rdzvNotice(node, host, port, settings.tls !== undefined)) }
+      : {}),
     coordinatorArgs,
     workerArgs,
     ...(script === undefined ? {} : { script: { path: resolve(script), args: scriptArgs } }),
@@ -151,7 +187,7 @@ export async function run(argv: string[]): Promise<number> {
     port: settings.port,
     token: settings.token,
     // The workers' CA: a self-signed certificate is its own (a chain file that ends in its root holds it too).
-    ...(settings.tls ? { tlsCa: resolve(settings.tls.certPath) } : {}),
+    ...(settings.tls ? { tlsCa: resolve(values.ca ?? settings.tls.certPath) } : {}),
     kills,
     coordinatorKills,
     replaceDead: settings.onFailure === 'wait',
@@ -215,6 +251,92 @@ export async function run(argv: string[]): Promise<number> {
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigterm);
   }
+}
+
+/**
+ * A launcher that only starts its workers (node rank K > 0, or --no-coordinator): the coordinator
+ * is elsewhere, so this launcher sees no report. It waits for its workers (restarting them under
+ * --max-restarts) and exits 0 only if each local rank's last worker did.
+ */
+async function runNodeWorkers(values: RunValues, node: NodePlan, workers: number, script: string | undefined, scriptArgs: string[]): Promise<number> {
+  refuseCoordinatorFlags(values, node);
+  const endpoint = node.endpoint!;
+  // An empty DISTSAMPLER_TOKEN is none (the coordinator's own reading).
+  const token = values.token || process.env.DISTSAMPLER_TOKEN || undefined;
+  if (token === undefined) throw new UsageError(`node rank ${node.rank} needs the coordinator's token: --token T or DISTSAMPLER_TOKEN, as given to the launcher that hosts it`);
+  if (script !== undefined) checkScript(script, values);
+  if (values.step !== undefined) moduleFile('step', values.step);
+  for (const flag of ['dataset', 'eval-dataset'] as const) {
+    const path = values[flag];
+    if (path !== undefined && !statSync(path, { throwIfNoEntry: false })?.isFile()) throw new UsageError(`--${flag}: ${path}: no such file`);
+  }
+  parseStepMs(values['step-ms'], values.straggler ?? []);
+  const maxRestarts = intFlag('max-restarts', values['max-restarts'], 0, 0, 1000);
+  const ca = values.ca ?? (process.env.DISTSAMPLER_CA || undefined);
+  if (ca !== undefined) readableFile('--ca', ca);
+  const ranks = `ranks ${node.rank * workers}..${(node.rank + 1) * workers - 1}`;
+  const note = (line: string) => process.stderr.write(`${line}\n`);
+  const prefixed = (source: string, line: string) => (values['no-prefix'] ? line : `[${source}]: ${line}`);
+  const launcher = new Launcher({
+    workers,
+    node: { rank: node.rank, worldSize: nodeWorldSize(node, workers).max },
+    coordinatorArgs: [],
+    workerArgs: workerCommandArgs(values, undefined),
+    ...(script === undefined ? {} : { script: { path: resolve(script), args: scriptArgs } }),
+    maxRestarts,
+    token,
+    ...(ca === undefined ? {} : { tlsCa: resolve(ca) }),
+    onOutput: (source, line, stream) => (stream === 'stdout' ? process.stdout.write(`${prefixed(source, line)}\n`) : note(prefixed(source, line))),
+    onNote: note,
+  });
+  note(`node rank ${node.rank}: starting ${plural(workers, 'worker')} (${ranks}) for the coordinator at ${wsUrl(endpoint.host, endpoint.port, ca !== undefined)}`);
+  let interrupted: number | undefined;
+  const interrupt = (exitCode: number) => {
+    if (interrupted !== undefined) process.exit(exitCode);
+    interrupted = exitCode;
+    note('\ninterrupted: stopping this node\'s workers');
+    void launcher.stop();
+  };
+  const onSigint = () => interrupt(130);
+  const onSigterm = () => interrupt(143);
+  process.on('SIGINT', onSigint);
+  process.on('SIGTERM', onSigterm);
+  try {
+    const exits = await launcher.runWorkers(endpoint);
+    if (interrupted !== undefined) return interrupted;
+    const failed = exits.filter((w) => w.exit !== 0);
+    if (failed.length === 0) {
+      note(`node rank ${node.rank}: ${plural(workers, 'worker')} (${ranks}) exited 0; the run's audit is with the coordinator (node rank 0's launcher prints it)`);
+      return 0;
+    }
+    note(`node rank ${node.rank}: workers that exited non-zero: ${failed.map((w) => `rank ${w.rank} pid ${w.pid} (${w.exit ?? 'killed'})`).join(', ')}`);
+    return runExitCode(false, exits);
+  } finally {
+    process.off('SIGINT', onSigint);
+    process.off('SIGTERM', onSigterm);
+  }
+}
+
+/** What the other nodes' launchers need to join: said once the coordinator listens (and after a restart). */
+function rdzvNotice(node: NodePlan, host: string, port: number, secure: boolean): string {
+  // A wildcard bind is reached through the endpoint's own host.
+  const reach = host === '0.0.0.0' || host === '::' ? (node.endpoint?.host ?? host) : host;
+  const endpoint = `${reach.includes(':') ? `[${reach}]` : reach}:${port}`;
+  const others = node.nodes.max > 1 ? `; the other nodes join with --rdzv-endpoint ${endpoint} --node-rank K (and the same --token)` : '';
+  return `listening on ${wsUrl(host, port, secure)} for ${node.nodes.min === node.nodes.max ? plural(node.nodes.max, 'node') : `${node.nodes.min}..${node.nodes.max} nodes`}${others}`;
+}
+
+/** The `distsampler worker` flags run gives its own workers (a script takes none of them). */
+function workerCommandArgs(values: RunValues, deadAfterMs: number | undefined): string[] {
+  const args: string[] = [];
+  if (values.dataset) args.push('--dataset', values.dataset);
+  if (values['eval-dataset']) args.push('--eval-dataset', values['eval-dataset']);
+  if (values.step) args.push('--step', values.step);
+  if (values['step-ms']) args.push(`--step-ms=${values['step-ms']}`);
+  for (const s of values.straggler ?? []) args.push(`--straggler=${s}`);
+  // Long enough to outlast a coordinator restart (and, on another node, the coordinator starting).
+  args.push(`--reconnect-timeout-ms=${Math.max(30_000, 3 * (deadAfterMs ?? 0))}`);
+  return args;
 }
 
 /**

@@ -28,9 +28,10 @@ export interface CliProcess {
  * nothing a test starts writes into the real temp folder.
  * `processGroup`: the CLI leads a process group of its own, as a shell's foreground job does, so a
  * test can send a terminal's Ctrl-C to it and everything it started (`process.kill(-pid, 'SIGINT')`).
+ * `prefix`: words before the CLI's command, a program that execs it (`ip netns exec NS`).
  */
-export function startCli(args: string[], env: NodeJS.ProcessEnv = {}, options: { processGroup?: boolean; fileSizeLimitBlocks?: number } = {}): CliProcess {
-  const command = [process.execPath, '--import', TSX, CLI, ...args];
+export function startCli(args: string[], env: NodeJS.ProcessEnv = {}, options: { processGroup?: boolean; fileSizeLimitBlocks?: number; prefix?: readonly string[] } = {}): CliProcess {
+  const command = [...(options.prefix ?? []), process.execPath, '--import', TSX, CLI, ...args];
   // `ulimit -f` (1024-byte blocks) for the CLI and everything it starts: a disk that fills up.
   const limited = options.fileSizeLimitBlocks === undefined ? command : ['/bin/sh', '-c', `ulimit -f ${options.fileSizeLimitBlocks} && exec "$@"`, 'sh', ...command];
   const child = spawn(limited[0], limited.slice(1), {
