@@ -26,7 +26,7 @@ Each worker is SCRIPT, as under torchrun (a .ts file through tsx, .js/.mjs throu
 after it is its own arguments; \`--\` may come before it), calling initProcessGroup() itself; or,
 without SCRIPT, \`distsampler worker\` running --step's module. Every worker gets torchrun's
 environment: MASTER_ADDR, MASTER_PORT, RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, GROUP_RANK
-(0), DISTSAMPLER_RESTART_COUNT, DISTSAMPLER_TOKEN (with --tls-cert also DISTSAMPLER_TLS=1 and
+(the node rank), DISTSAMPLER_RESTART_COUNT, DISTSAMPLER_TOKEN (with --tls-cert also DISTSAMPLER_TLS=1 and
 DISTSAMPLER_CA, the certificate: they join over wss://). Their output lines are prefixed [rankN]: .
 
   --workers W                number of worker processes (default 4); each worker's WORLD_SIZE,
