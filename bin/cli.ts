@@ -3,6 +3,7 @@
  * `distsampler <command>: ...`, exit 2). bin/distsampler.ts runs it; tests call `main` in-process.
  */
 import { readFileSync } from 'node:fs';
+import { FROM_SOURCE } from '../shared/runtimeLoader.ts';
 import { closestName, UsageError } from './usage.ts';
 
 type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Promise<number> }> };
@@ -14,9 +15,9 @@ const COMMANDS: Record<string, Command> = {
   worker: { summary: 'one worker process (env:// like a torchrun child)', load: () => import('./workerCommand.ts') },
 };
 
-/** This package's version, from its package.json. */
+/** This package's version, from its package.json (beside bin/, or beside dist/ once compiled). */
 export function version(): string {
-  const pkg: unknown = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+  const pkg: unknown = JSON.parse(readFileSync(new URL(FROM_SOURCE ? '../package.json' : '../../package.json', import.meta.url), 'utf8'));
   return typeof pkg === 'object' && pkg !== null && 'version' in pkg && typeof pkg.version === 'string' ? pkg.version : 'unknown';
 }
 

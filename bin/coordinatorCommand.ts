@@ -115,7 +115,7 @@ export async function run(argv: string[]): Promise<number> {
     if (!ipc && journalPath !== undefined && resumable(journalPath)) {
       const size = coordinator.range.min === coordinator.range.max ? `${coordinator.range.max}` : `${coordinator.range.min}:${coordinator.range.max}`;
       // The journal holds the run config; the coordinator's own knobs come from the flags given.
-      const words = ['npm', 'run', 'cli', '--', 'coordinator', '--resume', journalPath, '--world-size', size, ...resumeKnobs(values)];
+      const words = ['npx', 'distsampler', 'coordinator', '--resume', journalPath, '--world-size', size, ...resumeKnobs(values)];
       process.stderr.write(`resume with: ${shellCommand(words)}\n`);
       const token = settings.token === undefined ? '' : ', with the same --token or DISTSAMPLER_TOKEN';
       process.stderr.write(`(then start that many workers${token}; any --world-size will do: the new group takes over what is left)\n`);

@@ -5,16 +5,18 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CoordinatorEventStream, parseBridgedEvent, type BridgedEvent } from './eventBridge.ts';
 import type { RunReport } from '../coordinator/report.ts';
 import { DistSamplerError } from '../shared/errors.ts';
 import { passName } from '../shared/evalPass.ts';
 import { LAUNCHED_ENV } from '../shared/launchEnv.ts';
+import { ownExecArgv, ownModule, typeScriptLoaderMissing, userExecArgv } from '../shared/runtimeLoader.ts';
 import { plural } from './usage.ts';
 
-const CLI_PATH = fileURLToPath(new URL('./distsampler.ts', import.meta.url));
-const TSX_LOADER = import.meta.resolve('tsx');
+// distsampler.ts through tsx from sources, distsampler.js with plain node once compiled.
+const CLI_PATH = fileURLToPath(ownModule('distsampler', import.meta.url));
 /** Preloaded into a user's script: it exits with its launcher, and leaves Ctrl-C to it. */
 const SCRIPT_PRELOAD = import.meta.resolve('./launchedScript.mjs');
 
@@ -24,10 +26,11 @@ export interface WorkerScript {
   readonly args: readonly string[];
 }
 
-/** How a script is started: TypeScript through tsx, JavaScript through plain node. */
+/** How a script is started: TypeScript through tsx (the project's, once installed), JavaScript through plain node. */
 export function scriptExecArgv(path: string): string[] {
-  const typescript = /\.[cm]?ts$/.test(path);
-  return [...(typescript ? ['--import', TSX_LOADER] : []), '--import', SCRIPT_PRELOAD];
+  const loader = userExecArgv(path, [dirname(path), process.cwd()]);
+  if (!loader) throw new LaunchError(typeScriptLoaderMissing(`the script ${path}`));
+  return [...loader, '--import', SCRIPT_PRELOAD];
 }
 
 /** `--kill RANK@EPOCH:FRACTION`: SIGKILL that rank's worker once it acknowledged that much of its shard. */
@@ -225,7 +228,7 @@ export class Launcher {
     const args = ['coordinator', ...this.options.coordinatorArgs, '--ipc', '--port', String(this.port || this.options.port || 0), '--token', this.token];
     if (this.options.journalPath === undefined) throw new LaunchError('a coordinator needs a journal path');
     args.push(resume ? '--resume' : '--journal', this.options.journalPath);
-    const child = fork(CLI_PATH, args, { execArgv: ['--import', TSX_LOADER], stdio: ['ignore', 'inherit', 'pipe', 'ipc'] });
+    const child = fork(CLI_PATH, args, { execArgv: ownExecArgv(), stdio: ['ignore', 'inherit', 'pipe', 'ipc'] });
     this.coordinator = child;
     this.pipeLines(child, 'coordinator');
     return new Promise((resolve, reject) => {
@@ -285,7 +288,7 @@ export class Launcher {
     };
     const child = script
       ? fork(script.path, [...script.args], { execArgv: scriptExecArgv(script.path), env, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
-      : fork(CLI_PATH, ['worker', ...this.options.workerArgs], { execArgv: ['--import', TSX_LOADER], env, stdio: ['ignore', 'inherit', 'pipe', 'ipc'] });
+      : fork(CLI_PATH, ['worker', ...this.options.workerArgs], { execArgv: ownExecArgv(), env, stdio: ['ignore', 'inherit', 'pipe', 'ipc'] });
     const exited = exitOf(child);
     const entry: WorkerChild = { rank, child, killedByLauncher: false, neverJoined: false, exited, settled: exited.then((exit) => this.afterExit(entry, exit)) };
     this.workerChildren.push(entry);

@@ -7,6 +7,7 @@ import { resumable, type WorldSizeRange } from '../coordinator/journal.ts';
 import { Launcher } from './launcher.ts';
 import { epochOfPass, evalDueAfter, isEvalPass } from '../shared/evalPass.ts';
 import type { RunConfig } from '../shared/protocol.ts';
+import { typeScriptLoaderMissing, userExecArgv } from '../shared/runtimeLoader.ts';
 import { attachProgressView, type ProgressView } from './progressView.ts';
 import { formatSummary } from './summaryTable.ts';
 import { parseCoordinatorKill, parseKill, parseStepMs } from './faultFlags.ts';
@@ -28,6 +29,8 @@ without SCRIPT, \`distsampler worker\` running --step's module. Every worker get
 environment: MASTER_ADDR, MASTER_PORT, RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, GROUP_RANK
 (the node rank), DISTSAMPLER_RESTART_COUNT, DISTSAMPLER_TOKEN (with --tls-cert also DISTSAMPLER_TLS=1 and
 DISTSAMPLER_CA, the certificate: they join over wss://). Their output lines are prefixed [rankN]: .
+A .ts script or --step module needs tsx in your project (npm install -D tsx), or Node 22.6+
+stripping types (NODE_OPTIONS=--experimental-strip-types); a .js/.mjs one runs under plain node.
 
   --workers W                number of worker processes (default 4); each worker's WORLD_SIZE,
                              so it must be within --world-size
@@ -166,7 +169,7 @@ export async function run(argv: string[]): Promise<number> {
   // The same workers again: their data, their step and their simulated work (the config is journaled).
   // The coordinator's knobs too; the run config is in the journal, the token is never printed.
   const scriptWords = script === undefined ? [] : ['--', script, ...scriptArgs];
-  const resumeCommand = shellCommand(['npm', 'run', 'cli', '--', 'run', '--resume', journalPath, '--workers', String(workers), ...workerArgs.filter((a) => !a.startsWith('--reconnect-timeout-ms')), ...resumeKnobs(hosting), ...scriptWords]);
+  const resumeCommand = shellCommand(['npx', 'distsampler', 'run', '--resume', journalPath, '--workers', String(workers), ...workerArgs.filter((a) => !a.startsWith('--reconnect-timeout-ms')), ...resumeKnobs(hosting), ...scriptWords]);
   let view: ProgressView | undefined;
   const note = (line: string) => (view ? view.log(line) : process.stderr.write(`${line}\n`));
   // torchrun's --tee prefix: `[rank2]: ...`.
@@ -368,6 +371,8 @@ function moduleFile(flag: string, path: string): void {
   if (!stat) throw new UsageError(`${what}: no such file`);
   if (!stat.isFile()) throw new UsageError(`${what}: not a file`);
   if (!MODULE_EXTENSIONS.includes(extname(path))) throw new UsageError(`${what}: expected a ${MODULE_EXTENSIONS.join(', ')} file`);
+  // TypeScript needs a loader: tsx from the user's project (or this package's, from its sources), or Node's type stripping.
+  if (!userExecArgv(path, [dirname(resolve(path)), process.cwd()])) throw new UsageError(typeScriptLoaderMissing(what));
 }
 
 /** A script is each worker itself: the worker command's own flags mean nothing to it. */

@@ -13,8 +13,11 @@ export class UsageError extends DistSamplerError {
 
 export type FlagOptions = NonNullable<ParseArgsConfig['options']>;
 
+/** What parseFlags returns (named: the build's .d.ts cannot name parseArgs's inferred type). */
+export type ParsedFlags<T extends FlagOptions> = ReturnType<typeof parseArgs<{ args: string[]; options: T; strict: true; allowPositionals: false; allowNegative: false }>>;
+
 /** parseArgs with strict checking, turning its errors into one-line UsageErrors. */
-export function parseFlags<T extends FlagOptions>(argv: readonly string[], options: T) {
+export function parseFlags<T extends FlagOptions>(argv: readonly string[], options: T): ParsedFlags<T> {
   try {
     // `--seed -5` reads as a flag to parseArgs; pass negative numbers to string flags as `--seed=-5`.
     const valueFlags = Object.entries(options).filter(([, o]) => o.type === 'string').map(([name]) => name);

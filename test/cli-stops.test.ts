@@ -79,7 +79,7 @@ export function step(): void {}
     expect(run.stdout()).toMatch(/faults injected: 1 worker kill\(s\)/);
     const [journal] = journals(tmp);
     expect(journal).toBeDefined();
-    expect(run.stderr()).toContain(`resume with: npm run cli -- run --resume ${join(tmp, journal)} --workers 1 --step-ms=0.2`);
+    expect(run.stderr()).toContain(`resume with: npx distsampler run --resume ${join(tmp, journal)} --workers 1 --step-ms=0.2`);
   });
 
   it('prints a resume command that brings back the workers’ dataset and step, and cleans up after it', async () => {
@@ -99,7 +99,7 @@ export async function step(batch: { samples: unknown[] }, ctx: { rank: number; e
 `);
     const first = await finishedCli(['run', '--workers', '2', '--epochs', '2', '--dataset', data, '--batch-size', '10', '--step', step, '--kill', '1@0:0.4', '--on-failure', 'abort'], { TMPDIR: tmp, HOLD_RANK_1: '1' });
     expect(first.code, first.stderr()).toBe(1);
-    const hint = /resume with: npm run cli -- (.*)/.exec(first.stderr())?.[1] ?? '';
+    const hint = /resume with: npx distsampler (.*)/.exec(first.stderr())?.[1] ?? '';
     expect(hint).toContain(`--dataset ${data}`);
     expect(hint).toContain(`--step ${step}`);
     writeFileSync(marks, '');
@@ -123,10 +123,10 @@ export async function step(batch: { samples: unknown[] }, ctx: { rank: number; e
     await coordinator.waitFor(PROGRESS, 60_000);
     coordinator.child.kill('SIGINT');
     expect((await exitWithin(coordinator, 60_000)).code, coordinator.stderr()).toBe(130);
-    expect(coordinator.stderr()).toContain(`resume with: npm run cli -- coordinator --resume '${journal}' --world-size 1 --linger-ms 1000\n`);
+    expect(coordinator.stderr()).toContain(`resume with: npx distsampler coordinator --resume '${journal}' --world-size 1 --linger-ms 1000\n`);
     expect((await exitWithin(worker, 60_000)).code).not.toBe(0);
     // The printed command, split into words by a shell as it would be when pasted, continues the run.
-    const [, command] = /resume with: npm run cli -- (.*)/.exec(coordinator.stderr())!;
+    const [, command] = /resume with: npx distsampler (.*)/.exec(coordinator.stderr())!;
     const words = execFileSync('sh', ['-c', `for word in ${command}; do printf '%s\\0' "$word"; done`], { encoding: 'utf8' }).split('\0').slice(0, -1);
     expect(words).toContain(journal);
     const resumed = startCli(words);
@@ -148,7 +148,7 @@ export async function step(batch: { samples: unknown[] }, ctx: { rank: number; e
     run.child.kill('SIGINT');
     await exitWithin(run, 60_000);
     const [journal] = journals(tmp);
-    const hint = `resume with: npm run cli -- run --resume ${join(tmp, journal)} --workers 1 --step-ms=0.2`;
+    const hint = `resume with: npx distsampler run --resume ${join(tmp, journal)} --workers 1 --step-ms=0.2`;
     expect(hintWithNotice, run.stderr()).toBe(hint);
     expect(run.stderr()).toContain(hint);
   });

@@ -23,7 +23,7 @@ describe('a journal write that fails', () => {
     expect(code).toBe(1);
     expect(output).toContain(`journal ${journal}: write failed: EFBIG`);
     expect(output).toMatch(/\[rank[01]\]: .*the group was aborted: journal .*EFBIG/);
-    const resume = /resume with: npm run cli -- (run --resume \S+ --workers 2 --step-ms=0\.2)/.exec(run.stderr());
+    const resume = /resume with: npx distsampler (run --resume \S+ --workers 2 --step-ms=0\.2)/.exec(run.stderr());
     expect(resume).not.toBeNull();
     expect(readJournal(journal).ended).toBeUndefined();
 

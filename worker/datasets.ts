@@ -9,12 +9,13 @@
 import { createHash } from 'node:crypto';
 import { readSync } from 'node:fs';
 import { stat, open, type FileHandle } from 'node:fs/promises';
-import { extname, resolve } from 'node:path';
+import { dirname, extname, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { TextDecoder } from 'node:util';
 import { DistSamplerError } from '../shared/errors.ts';
 import { MAX_FINGERPRINT_CHARS, type DatasetIdentity } from '../shared/protocol.ts';
 import { assertLength } from '../shared/sampler.ts';
+import { loaderForUserModule } from '../shared/runtimeLoader.ts';
 
 export interface Dataset<T = unknown> {
   /** Number of samples; indices are [0, length). */
@@ -386,7 +387,8 @@ export interface ModuleImportErrors {
 
 /**
  * Resolves `path` against the working directory, checks it is a file, and imports it. Under tsx
- * (or vitest) a `.ts` file imports directly. Returns the module namespace.
+ * (or vitest) a `.ts` file imports directly; compiled, through the project's tsx (registered once,
+ * shared/runtimeLoader.ts), and without it fails to load saying so. Returns the module namespace.
  */
 export async function importUserModule(
   path: string,
@@ -403,6 +405,7 @@ export async function importUserModule(
   if (!isFile) throw errors.notFound(abs, 'not a file');
   let namespace: Record<string, unknown>;
   try {
+    await loaderForUserModule(abs, [dirname(abs), process.cwd()]);
     namespace = (await import(pathToFileURL(abs).href)) as Record<string, unknown>;
   } catch (error) {
     throw errors.load(abs, error);

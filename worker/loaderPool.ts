@@ -14,6 +14,7 @@ import {
   type SerializedError,
 } from './loaderErrors.ts';
 import type { LoaderPartsSpec } from './loaderParts.ts';
+import { ownModule, ownThreadTsx } from '../shared/runtimeLoader.ts';
 
 /** What a loader thread starts with (its workerData). */
 export interface LoaderThreadData {
@@ -186,16 +187,17 @@ export class LoaderPool {
 
 /**
  * From TypeScript sources (tsx, vitest) a thread has no loader for .ts files of its own, so tsx
- * is registered in it first; globally, so the user's .ts modules it imports load too.
+ * is registered in it first; globally, so the user's .ts modules it imports load too. Compiled,
+ * the thread needs none (a user's .ts module registers the project's tsx: shared/runtimeLoader.ts).
  */
 function startThread(workerData: LoaderThreadData): Worker {
-  const source = import.meta.url.endsWith('.ts');
-  const entry = new URL(`./loaderThread.${source ? 'ts' : 'js'}`, import.meta.url);
-  if (!source) return new Worker(entry, { execArgv: [], resourceLimits: THREAD_LIMITS, workerData });
+  const entry = ownModule('loaderThread', import.meta.url);
+  const tsx = ownThreadTsx();
+  if (tsx === undefined) return new Worker(entry, { execArgv: [], resourceLimits: THREAD_LIMITS, workerData });
   return new Worker(
     `const { workerData } = require('node:worker_threads');
      import(workerData.tsx).then((api) => { api.register(); return import(workerData.entry); });`,
-    { eval: true, execArgv: [], resourceLimits: THREAD_LIMITS, workerData: { ...workerData, entry: entry.href, tsx: import.meta.resolve('tsx/esm/api') } },
+    { eval: true, execArgv: [], resourceLimits: THREAD_LIMITS, workerData: { ...workerData, entry: entry.href, tsx } },
   );
 }
 

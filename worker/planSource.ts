@@ -13,6 +13,7 @@ import { Engine, TablePermutation } from '../shared/permutation.ts';
 import type { RunConfig } from '../shared/protocol.ts';
 import type { IndexTable } from '../shared/randperm.ts';
 import { planFor, planOptionsFor } from '../shared/runPlan.ts';
+import { ownModule, ownThreadTsx } from '../shared/runtimeLoader.ts';
 import { ShardPlan, type PlanOptions } from '../shared/sampler.ts';
 import { PermutationThreadError } from './errors.ts';
 
@@ -92,16 +93,16 @@ class PrecomputedPlan extends ShardPlan {
 
 /**
  * Runs permutationThread in a worker thread. From TypeScript sources (tsx, vitest) the thread
- * has no loader of its own for .ts files, so it is started through tsx's tsImport.
+ * has no loader of its own for .ts files, so it is started through tsx's tsImport; compiled, as it is.
  */
 export function derivePermutationOffThread(job: PermutationJob): Promise<IndexTable> {
-  const source = import.meta.url.endsWith('.ts');
-  const entry = new URL(`./permutationThread.${source ? 'ts' : 'js'}`, import.meta.url);
-  const worker = source
+  const entry = ownModule('permutationThread', import.meta.url);
+  const tsx = ownThreadTsx();
+  const worker = tsx
     ? new Worker(`const { workerData } = require('node:worker_threads'); import(workerData.tsx).then((api) => api.tsImport(workerData.entry, workerData.entry));`, {
         eval: true,
         execArgv: [],
-        workerData: { ...job, entry: entry.href, tsx: import.meta.resolve('tsx/esm/api') },
+        workerData: { ...job, entry: entry.href, tsx },
       })
     : new Worker(entry, { execArgv: [], workerData: job });
   return new Promise<IndexTable>((resolve, reject) => {
