@@ -84,11 +84,14 @@ export function userExecArgv(path: string, fromDirs: readonly string[]): string[
   return nodeStripsTypes() ? typeStrippingFlags() : undefined;
 }
 
-/** tsx's register API as the project has it: its ESM build (the CJS one cannot find its own loader), from tsx's exports. */
-function tsxRegisterApi(require: NodeJS.Require): string | undefined {
+/**
+ * One of tsx's register APIs (`./esm/api`, `./cjs/api`) as the project has it, as an ES module (the
+ * CommonJS build of the ESM API cannot find its own loader), from tsx's exports.
+ */
+function tsxRegisterApi(require: NodeJS.Require, api: 'esm' | 'cjs'): string | undefined {
   const manifest = require.resolve('tsx/package.json');
-  const api = (require('tsx/package.json') as { exports?: Record<string, unknown> }).exports?.['./esm/api'];
-  const esm = typeof api === 'object' && api !== null ? (api as { import?: unknown }).import : undefined;
+  const entry = (require('tsx/package.json') as { exports?: Record<string, unknown> }).exports?.[`./${api}/api`];
+  const esm = typeof entry === 'object' && entry !== null ? (entry as { import?: unknown }).import : undefined;
   const file = typeof esm === 'string' ? esm : typeof esm === 'object' && esm !== null ? (esm as { default?: unknown }).default : undefined;
   return typeof file === 'string' ? pathToFileURL(join(dirname(manifest), file)).href : undefined;
 }
@@ -106,10 +109,15 @@ export async function loaderForUserModule(path: string, fromDirs: readonly strin
   registered ??= (async () => {
     const require = projectRequire(fromDirs);
     if (!require) throw new Error(typeScriptLoaderMissing(path));
-    const api = tsxRegisterApi(require);
-    const { register } = (api ? await import(api) : {}) as { register?: unknown };
-    if (typeof register !== 'function') throw new Error(`${path} is TypeScript, and the tsx in your project has no register API (tsx 4 has)`);
-    register();
+    // Both, as `node --import tsx` does: a .ts file outside a "type": "module" package is CommonJS
+    // to node, and its import of ESM syntax needs the CommonJS hooks (with the ESM ones alone it
+    // fails as a require() of an ES module in a cycle).
+    for (const kind of ['esm', 'cjs'] as const) {
+      const api = tsxRegisterApi(require, kind);
+      const { register } = (api ? await import(api) : {}) as { register?: unknown };
+      if (typeof register !== 'function') throw new Error(`${path} is TypeScript, and the tsx in your project has no ${kind} register API (tsx 4 has)`);
+      register();
+    }
   })();
   // A failure is not kept: tsx may be installed before the next try.
   await registered.catch((error: unknown) => {
