@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // dist/, built once before any test: the process tests run the compiled CLI.
+    globalSetup: ['test/support/buildDist.ts'],
     testTimeout: 30_000,
     hookTimeout: 30_000,
     // Multi-process tests fork workers of their own; two test files at a time suit 2 cores.

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, test, vi } from 'vitest';
 import { parseShardArgs, planFor, type ShardRequest } from '../bin/shardCommand.ts';
 import { UsageError } from '../bin/usage.ts';
+import { CLI_COMMAND } from './support/cli.ts';
 import { expectRefusal } from './support/usage.ts';
 import type { Seed } from '../shared/mt19937.ts';
 import { ShardPlan } from '../shared/sampler.ts';
@@ -34,10 +35,10 @@ interface CliResult {
   readonly stderr: string;
 }
 
-/** Runs `node --import tsx bin/distsampler.ts shard ...args` from the repo root. */
+/** Runs `distsampler shard ...args` (the compiled CLI) from the repo root. */
 function shardCli(args: readonly string[], options: { closeStdoutAfterFirstChunk?: boolean } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'bin/distsampler.ts', 'shard', ...args], {
+    const child = spawn(CLI_COMMAND[0], [...CLI_COMMAND.slice(1), 'shard', ...args], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -5,12 +5,11 @@
  */
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { execFileSync, fork } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { resumable } from '../bin/coordinatorCommand.ts';
-import { exitWithin, finishedCli, killStarted, startCli, writeStepModule, type CliProcess } from './support/cli.ts';
+import { CLI_COMMAND, exitWithin, finishedCli, killStarted, startCli, writeStepModule, type CliProcess } from './support/cli.ts';
 import { runConfig } from './support/runConfig.ts';
 import { useTempDir } from './support/tempDir.ts';
 
@@ -217,9 +216,8 @@ export async function step(batch: { samples: unknown[] }, ctx: { rank: number; e
     await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', () => resolve()));
     const port = (silent.address() as { port: number }).port;
     const connected = new Promise<void>((resolve) => silent.once('connection', () => resolve()));
-    const cli = fileURLToPath(new URL('../bin/distsampler.ts', import.meta.url));
-    const child = fork(cli, ['worker', '--timeout-ms', '30000'], {
-      execArgv: ['--import', import.meta.resolve('tsx')],
+    const child = fork(CLI_COMMAND[1], ['worker', '--timeout-ms', '30000'], {
+      execArgv: [],
       env: { ...process.env, MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), RANK: '0', WORLD_SIZE: '1', DISTSAMPLER_LAUNCHED: '' },
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
     });

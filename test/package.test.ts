@@ -1,6 +1,6 @@
 /**
- * The package as a user gets it: `npm pack` (prepack builds dist/), the tarball installed into a
- * scratch project of its own, then used with plain node and no tsx in reach: every entry
+ * The package as a user gets it: `npm pack` of dist/ (built for this test run, as prepack builds
+ * it), the tarball installed into a scratch project of its own, then used with plain node and no tsx in reach: every entry
  * imported, a TypeScript consumer type-checked by the project's own tsc with skipLibCheck off,
  * and `npx distsampler run` starting a script of the project's. One pack and one install for the
  * whole file (beforeAll), from the npm cache `npm ci` filled: they take most of its time.
@@ -49,7 +49,9 @@ const file = (name: string) => join(project, name);
 
 beforeAll(async () => {
   const packDir = temp.folder('pack');
-  const pack = await sh('npm', ['pack', '--json', '--pack-destination', packDir], REPO);
+  // dist/ was built for this run (vitest's globalSetup runs `npm run build`, as prepack does);
+  // building it again here would pull it from under the process tests running beside this file.
+  const pack = await sh('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', packDir], REPO);
   expect(pack.code, pack.stderr).toBe(0);
   const [tarball] = JSON.parse(pack.stdout) as Array<{ filename: string; files: Array<{ path: string }> }>;
   packed = tarball.files.map((f) => f.path);
@@ -74,6 +76,9 @@ describe('the packed package', () => {
     expect(bin.split('\n')[0]).toBe('#!/usr/bin/env node');
     const manifest = JSON.parse(readFileSync(join(installed, 'package.json'), 'utf8')) as { bin: Record<string, string>; dependencies: Record<string, string> };
     expect(manifest.bin).toEqual({ distsampler: 'dist/bin/distsampler.js' });
+    // What makes `npm pack` (and `npm publish`) build dist/ first: the build this file's tarball came from.
+    const own = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+    expect([own.scripts.prepack, own.scripts.build]).toEqual(['npm run build', 'node bin/build.mjs']);
     // tsx is for the repo's own sources: a user's project gets it only if it wants .ts scripts.
     expect(Object.keys(manifest.dependencies)).not.toContain('tsx');
   });

@@ -1,4 +1,9 @@
-/** Starting the real CLI as child processes in tests, and making sure none outlives a test. */
+/**
+ * Starting the real CLI as child processes in tests, and making sure none outlives a test. The CLI
+ * is the compiled one users run (dist/, built once per test run by test/support/buildDist.ts):
+ * under tsx every process would spend about half a second of CPU loading the sources, which on
+ * two cores doubled what the process tests cost. In-process tests use the sources.
+ */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -6,8 +11,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const REPO = fileURLToPath(new URL('../..', import.meta.url));
-const CLI = fileURLToPath(new URL('../../bin/distsampler.ts', import.meta.url));
-const TSX = import.meta.resolve('tsx');
+/** `node dist/bin/distsampler.js`: the CLI as `npx distsampler` runs it, plain node. */
+export const CLI_COMMAND: readonly string[] = [process.execPath, fileURLToPath(new URL('../../dist/bin/distsampler.js', import.meta.url))];
 
 const started = new Set<ChildProcess>();
 const groupLeaders = new Set<ChildProcess>();
@@ -31,7 +36,7 @@ export interface CliProcess {
  * `prefix`: words before the CLI's command, a program that execs it (`ip netns exec NS`).
  */
 export function startCli(args: string[], env: NodeJS.ProcessEnv = {}, options: { processGroup?: boolean; fileSizeLimitBlocks?: number; prefix?: readonly string[] } = {}): CliProcess {
-  const command = [...(options.prefix ?? []), process.execPath, '--import', TSX, CLI, ...args];
+  const command = [...(options.prefix ?? []), ...CLI_COMMAND, ...args];
   // `ulimit -f` (1024-byte blocks) for the CLI and everything it starts: a disk that fills up.
   const limited = options.fileSizeLimitBlocks === undefined ? command : ['/bin/sh', '-c', `ulimit -f ${options.fileSizeLimitBlocks} && exec "$@"`, 'sh', ...command];
   const child = spawn(limited[0], limited.slice(1), {
