@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { FROM_SOURCE } from '../shared/runtimeLoader.ts';
+import { DistSamplerError } from '../shared/errors.ts';
 import { closestName, UsageError } from './usage.ts';
 
 type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Promise<number> }> };
@@ -46,10 +47,18 @@ export async function main(argv: readonly string[]): Promise<number> {
   try {
     return await (await command.load()).run(rest);
   } catch (err) {
-    if (err instanceof UsageError) {
-      process.stderr.write(`distsampler ${name}: ${err.message}\n`);
-      return 2;
-    }
-    throw err;
+    process.stderr.write(`${failureLine(name, err)}\n`);
+    return err instanceof UsageError ? 2 : 1;
   }
+}
+
+/**
+ * Every command fails in one style, `distsampler <command>: <what happened>`: bad input (exit 2)
+ * and a failure of ours (DistSamplerError: the message says it all, exit 1) alike. Anything else is
+ * a bug: its stack goes with it, for the report.
+ */
+export function failureLine(command: string, err: unknown): string {
+  if (err instanceof DistSamplerError) return `distsampler ${command}: ${err.message}`;
+  const text = err instanceof Error ? (err.stack ?? `${err.name}: ${err.message}`) : String(err);
+  return `distsampler ${command}: internal error (a bug, please report it): ${text}`;
 }

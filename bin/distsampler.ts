@@ -12,8 +12,9 @@ main(process.argv.slice(2))
       process.exitCode = code;
     },
     (err: unknown) => {
-      const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
-      process.stderr.write(`distsampler: ${message}\n`);
+      // main reports every command's failure itself: this is one of main's own (a bug).
+      const message = err instanceof Error ? (err.stack ?? `${err.name}: ${err.message}`) : String(err);
+      process.stderr.write(`distsampler: internal error (a bug, please report it): ${message}\n`);
       process.exitCode = 1;
     },
   )

@@ -1,7 +1,8 @@
 /** The `distsampler` command line itself, in-process: --version, and typos answered with what was meant. */
 import { describe, expect, it, vi } from 'vitest';
-import { main, version } from '../bin/cli.ts';
-import { closestName } from '../bin/usage.ts';
+import { failureLine, main, version } from '../bin/cli.ts';
+import { LaunchError } from '../bin/launcher.ts';
+import { closestName, UsageError } from '../bin/usage.ts';
 import { expectRefusal } from './support/usage.ts';
 
 /** Runs main(argv) with stdout and stderr captured. */
@@ -23,6 +24,16 @@ describe('distsampler --version', () => {
     expect(version()).toMatch(/^\d+\.\d+\.\d+/);
     expect(await cli(['--version'])).toEqual({ code: 0, out: `distsampler ${version()}\n`, err: '' });
     expect(await cli(['run', '--version'])).toEqual({ code: 0, out: `distsampler ${version()}\n`, err: '' });
+  });
+});
+
+describe('one failure style for every command', () => {
+  it('prints `distsampler <command>: <message>` for our errors, and marks anything else as a bug with its stack', () => {
+    expect(failureLine('run', new LaunchError('worker rank 1 exited (2) before the group formed'))).toBe('distsampler run: worker rank 1 exited (2) before the group formed');
+    expect(failureLine('shard', new UsageError('--rank 9 is beyond the world size'))).toBe('distsampler shard: --rank 9 is beyond the world size');
+    const bug = failureLine('coordinator', new TypeError("Cannot read properties of undefined (reading 'rank')"));
+    expect(bug).toMatch(/^distsampler coordinator: internal error \(a bug, please report it\): TypeError: Cannot read properties of undefined \(reading 'rank'\)\n\s+at /);
+    expect(failureLine('worker', 'thrown text')).toBe('distsampler worker: internal error (a bug, please report it): thrown text');
   });
 });
 
