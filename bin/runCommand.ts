@@ -277,7 +277,8 @@ async function runNodeWorkers(values: RunValues, node: NodePlan, workers: number
   const maxRestarts = intFlag('max-restarts', values['max-restarts'], 0, 0, 1000);
   const ca = values.ca ?? (process.env.DISTSAMPLER_CA || undefined);
   if (ca !== undefined) readableFile('--ca', ca);
-  const ranks = `ranks ${node.rank * workers}..${(node.rank + 1) * workers - 1}`;
+  const first = node.rank * workers;
+  const ranks = workers === 1 ? `rank ${first}` : `ranks ${first}..${first + workers - 1}`;
   const note = (line: string) => process.stderr.write(`${line}\n`);
   const prefixed = (source: string, line: string) => (values['no-prefix'] ? line : `[${source}]: ${line}`);
   const launcher = new Launcher({

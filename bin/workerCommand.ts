@@ -14,7 +14,7 @@ import { DistSamplerError } from '../shared/errors.ts';
 import { LAUNCHED_ENV } from '../shared/launchEnv.ts';
 import { hostValue } from './endpoints.ts';
 import { exitWithParent, intFlag, msFlag, parseFlags, readableFile, UsageError } from './usage.ts';
-import { caProblem } from '../worker/initMethod.ts';
+import { caProblem, waitNoticeText } from '../worker/initMethod.ts';
 import { parseStepMs } from './faultFlags.ts';
 import { withSimulatedWork, type SimulatedWork } from '../worker/simulatedWork.ts';
 
@@ -169,9 +169,8 @@ function withSimulatedEval(evaluate: EvalStepFn, work: SimulatedWork, seed: stri
 const RANGE_IDENTITY = { fingerprint: RANGE_FINGERPRINT, description: RANGE_FINGERPRINT };
 
 /** A worker still waiting for its coordinator says so, every few seconds, instead of staying silent. */
-function sayWaiting({ url, waitedMs, timeoutMs }: WaitNotice): void {
-  const seconds = (ms: number) => `${Math.round(ms / 1000)} s`;
-  process.stderr.write(`distsampler worker: waiting for the coordinator at ${url} to complete the group (${seconds(waitedMs)} so far, giving up after ${seconds(timeoutMs)})\n`);
+function sayWaiting(notice: WaitNotice): void {
+  process.stderr.write(`distsampler worker: ${waitNoticeText(notice)}\n`);
 }
 
 /** The user's step (or evalStep) threw: this worker failed, the group did not. */

@@ -5,6 +5,7 @@
  * network namespace with the workers in another, reachable only over a veth pair the test makes.
  */
 import { execFileSync } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { checkHostingFlags, endpointFlag, nodePlan, refuseCoordinatorFlags } from '../bin/nodeFlags.ts';
@@ -110,6 +111,32 @@ describe('two launchers on one machine', () => {
     expect(node0.stdout()).toMatch(/4\/4 match plan/);
   });
 });
+
+describe('a node that starts before the coordinator', () => {
+  it('waits for it, saying so from each script every few seconds, then joins when node 0 comes up', async () => {
+    const script = countingScript();
+    const port = await freePort();
+    const nodeFlags = ['--nnodes', '2', '--nproc-per-node', '1', '--token', TOKEN, '--rdzv-endpoint', `127.0.0.1:${port}`];
+    const node1 = startCli(['run', ...nodeFlags, '--node-rank', '1', script]);
+    // Nothing listens yet: the script's process group says it is waiting (every 5 s), not silent.
+    await node1.waitFor(new RegExp(`^\\[rank1\\]: distsampler: waiting for the coordinator at ws://127\\.0\\.0\\.1:${port} to complete the group \\(\\d+ s so far, giving up after \\d+ s\\)$`, 'm'));
+    const node0 = startCli(['run', ...nodeFlags, '--node-rank', '0', '--epochs', '1', '--length', '50', script]);
+    const [done0, done1] = await Promise.all([exitWithin(node0, 120_000), exitWithin(node1, 120_000)]);
+    expect(done0.code, node0.stderr()).toBe(0);
+    expect(done1.code, node1.stderr()).toBe(0);
+    expect(node1.stdout()).toMatch(/^\[rank1\]: total 50$/m);
+    expect(node0.stdout()).toMatch(/audit OK/);
+  });
+});
+
+/** A port the OS gives and takes back: for a launcher that must know its coordinator's port before it exists. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
 
 /**
  * Two network namespaces joined by a veth pair, with addresses only inside them: a coordinator

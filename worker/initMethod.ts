@@ -42,7 +42,8 @@ export interface InitOptions {
   readonly env?: NodeJS.ProcessEnv;
   /**
    * Called every `waitNoticeMs` (5 s) while the group is not joined yet (the coordinator not up,
-   * or the group not complete), so a waiting worker can say so instead of staying silent.
+   * or the group not complete), so a waiting worker can say so instead of staying silent. A script
+   * started by `distsampler run` prints waitNoticeText on stderr by default.
    */
   readonly onWaiting?: (notice: WaitNotice) => void;
   readonly waitNoticeMs?: number;
@@ -53,6 +54,12 @@ export interface WaitNotice {
   readonly url: string;
   readonly waitedMs: number;
   readonly timeoutMs: number;
+}
+
+/** A wait notice as a line: "waiting for the coordinator at URL to complete the group (10 s so far, giving up after 120 s)". */
+export function waitNoticeText({ url, waitedMs, timeoutMs }: WaitNotice): string {
+  const seconds = (ms: number) => `${Math.round(ms / 1000)} s`;
+  return `waiting for the coordinator at ${url} to complete the group (${seconds(waitedMs)} so far, giving up after ${seconds(timeoutMs)})`;
 }
 
 export function resolveInitUrl(options: InitOptions): { url: string; rank?: number; worldSize?: number; token?: string } {

@@ -30,7 +30,8 @@ import { Epoch, type EpochHost, type EpochReport } from './epoch.ts';
 import { ConnectionLostError, EpochNotConsumedError, errorFromFrame, InitOptionsError, UnexpectedFrameError } from './errors.ts';
 import { EvalPassWithoutConfigError } from './evalErrors.ts';
 import { Inbox, type FlowMessage } from './inbox.ts';
-import { resolveCa, resolveInitUrl, type InitOptions } from './initMethod.ts';
+import { resolveCa, resolveInitUrl, waitNoticeText, type InitOptions, type WaitNotice } from './initMethod.ts';
+import { LAUNCHED_ENV } from '../shared/launchEnv.ts';
 import { trace } from '../shared/debugTrace.ts';
 import { failureText } from './failure.ts';
 import { PlanSource } from './planSource.ts';
@@ -86,7 +87,8 @@ export async function initProcessGroup(options: InitOptions = {}): Promise<Proce
   const endpoint: Endpoint = { url, token, workerId: options.workerId ?? randomUUID(), length: options.length, worldSize, dataset: options.dataset, ...(ca === undefined ? {} : { ca }) };
   const timeoutMs = options.timeoutMs ?? 120_000;
   const started = performance.now();
-  const { onWaiting } = options;
+  // A script `run` started is the worker: silent, it would look hung while the group forms.
+  const onWaiting = options.onWaiting ?? ((options.env ?? process.env)[LAUNCHED_ENV] === '1' ? sayWaiting : undefined);
   const notices = onWaiting ? setInterval(() => onWaiting({ url, waitedMs: performance.now() - started, timeoutMs }), options.waitNoticeMs ?? 5000) : undefined;
   try {
     const joined = await connect(endpoint, rank, timeoutMs);
@@ -94,6 +96,11 @@ export async function initProcessGroup(options: InitOptions = {}): Promise<Proce
   } finally {
     clearInterval(notices);
   }
+}
+
+/** The default wait notice of a script `run` started: its output is prefixed with its rank already. */
+function sayWaiting(notice: WaitNotice): void {
+  process.stderr.write(`distsampler: ${waitNoticeText(notice)}\n`);
 }
 
 export class ProcessGroup implements EpochHost {
