@@ -34,6 +34,7 @@ const CORE_FILES = [
   'journalWriter',
   'journalRecords',
   'epochLedger',
+  'tailSplit',
   'epochState',
   'collectives',
   'collectiveReductions',

@@ -21,6 +21,7 @@ const SECTIONS: readonly SectionEntry[] = [
   { name: 'group', summary: 'process group with real processes: rendezvous, barrier vs gloo, epoch rollover, e2e overhead', runByDefault: true, load: () => import('./group.ts') },
   { name: 'dataloader', summary: 'buildDataloader: JSONL dataset with a CPU-heavy parse (~0.2 ms a sample), workers: 0 vs 2', runByDefault: true, load: () => import('./dataloader.ts') },
   { name: 'gather', summary: "gatherResults: 100,000 results of ~1 KB from 4 ranks to rank 0; time and the coordinator's peak RSS", runByDefault: true, load: () => import('./gather.ts') },
+  { name: 'tailsplit', summary: "a dead rank's tail shared by measured rate vs in equal parts: run --straggler 3:4 --kill 0@0:0.2, epoch time", runByDefault: true, load: () => import('./tailSplit.ts') },
   { name: 'soak', summary: 'bounded soak (~150 s, --quick 30 s): distsampler run under seeded random worker and coordinator SIGKILLs', runByDefault: false, load: () => import('./soak.ts') },
 ];
 

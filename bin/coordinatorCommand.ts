@@ -55,6 +55,7 @@ export async function run(argv: string[]): Promise<number> {
     settleMs: settings.settleMs,
     lingerMs: settings.lingerMs,
     onFailure: settings.onFailure,
+    tailSplit: settings.tailSplit,
     waitTimeoutMs: settings.waitTimeoutMs,
     helloTimeoutMs: settings.helloTimeoutMs,
     reportTimeoutMs: settings.reportTimeoutMs,
@@ -126,7 +127,7 @@ export async function run(argv: string[]): Promise<number> {
 }
 
 /** Flags a resumed coordinator should get again (the run config itself is in the journal; the token is not printed). */
-const RESUME_KEEPS = ['host', 'port', 'tls-cert', 'tls-key', 'report', 'on-failure'] as const;
+const RESUME_KEEPS = ['host', 'port', 'tls-cert', 'tls-key', 'report', 'on-failure', 'tail-split'] as const;
 
 /** Those of RESUME_KEEPS and the duration knobs that were given, as words of a resume command. */
 export function resumeKnobs(values: RunConfigValues): string[] {

@@ -85,6 +85,7 @@ const COORDINATOR_ONLY = [
   'tls-key',
   'report',
   'on-failure',
+  'tail-split',
   'journal',
   'resume',
   'world-size',

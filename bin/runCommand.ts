@@ -82,7 +82,7 @@ prints the command that resumes it.
 const WORKER_USAGE_EXIT = 2;
 
 /** Flags `run` hands to its coordinator process unchanged (the duration knobs too, see durationFlagWords). */
-const PASSED_TO_COORDINATOR = ['epochs', 'length', 'dataset', 'batch-size', 'seed', 'engine', 'sampler', 'eval-every', 'eval-dataset', 'host', 'tls-cert', 'tls-key', 'on-failure'] as const;
+const PASSED_TO_COORDINATOR = ['epochs', 'length', 'dataset', 'batch-size', 'seed', 'engine', 'sampler', 'eval-every', 'eval-dataset', 'host', 'tls-cert', 'tls-key', 'on-failure', 'tail-split'] as const;
 
 const RUN_FLAGS = {
   ...RUN_CONFIG_FLAGS,

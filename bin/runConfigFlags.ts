@@ -14,9 +14,12 @@ import { datasetIdentity, openDataset, RANGE_FINGERPRINT } from '../worker/datas
 import { tlsProblem } from '../coordinator/coordinator.ts';
 import { CoordinatorConfigError, DURATION_KNOBS, FailurePolicy, resolveCoreSettings, type CoreSettings, type DurationKnob, type FailurePolicyName } from '../coordinator/options.ts';
 import type { WorldSizeRange } from '../coordinator/journal.ts';
+import { TailSplit } from '../coordinator/tailSplit.ts';
 import { hostValue } from './endpoints.ts';
 import { checkSamplerFlags } from './samplerFlags.ts';
 import { choiceFlag, intFlag, msFlag, readableFile, seedFlag, UsageError, type FlagOptions } from './usage.ts';
+
+const TAIL_SPLITS = Object.values(TailSplit);
 
 export const RUN_CONFIG_FLAGS = {
   epochs: { type: 'string' },
@@ -38,6 +41,7 @@ export const RUN_CONFIG_FLAGS = {
   'tls-key': { type: 'string' },
   report: { type: 'string' },
   'on-failure': { type: 'string' },
+  'tail-split': { type: 'string' },
   journal: { type: 'string' },
   // One per DURATION_KNOBS entry (checked below): listed here so parseArgs' result is typed.
   'heartbeat-ms': { type: 'string' },
@@ -122,6 +126,9 @@ Coordinator:
   --on-failure POLICY        reassign (default): a dead rank's unacknowledged positions go to the
                              living; abort: stop the group (PyTorch's behaviour); wait: hold the
                              rank for a replacement, then reassign after --wait-timeout-ms
+  --tail-split HOW           how a dead rank's positions are shared: rate (default): by what each
+                             live rank acknowledged this epoch, so that all finish together (a
+                             straggler gets less, or none); equal: in equal parts
   --journal FILE             append-only journal (fsync'd) of config, membership, epochs and
                              acknowledged cursors; started again with the same FILE after a crash,
                              the coordinator continues the run where it stopped
@@ -256,7 +263,7 @@ export async function coordinatorSettings(values: RunConfigValues): Promise<Coor
   if (deadAfterMs <= heartbeatMs) throw new UsageError(`--dead-after-ms (${deadAfterMs}) must be larger than --heartbeat-ms (${heartbeatMs})`);
   let knobs: CoreSettings;
   try {
-    knobs = resolveCoreSettings({ ...durations, onFailure: onFailure as FailurePolicyName });
+    knobs = resolveCoreSettings({ ...durations, onFailure: onFailure as FailurePolicyName, tailSplit: choiceFlag('tail-split', values['tail-split'], TAIL_SPLITS, TailSplit.Rate) });
   } catch (err) {
     if (err instanceof CoordinatorConfigError) throw new UsageError(err.message);
     throw err;

@@ -162,17 +162,24 @@ export class EpochLedger {
   }
 
   /**
-   * Hands the unacknowledged tails of `owner`'s units to `live` ranks, split into contiguous,
-   * near-equal parts in rank order (deterministic). What was in flight is counted as redelivered.
+   * Hands the unacknowledged tails of `owner`'s units to `live` ranks (deterministic). Without
+   * `shares`, each unit's tail is split into contiguous, near-equal parts in rank order; with
+   * them (one per live rank other than the owner, in order, summing to remainingOf(owner): see
+   * tailSplit.ts), the tails, taken in unit order, are dealt out contiguously in those amounts.
+   * What was in flight is counted as redelivered.
    */
-  reassign(owner: number, live: readonly number[], countInflight = true, lostWorker?: string): Reassignment[] {
+  reassign(owner: number, live: readonly number[], countInflight = true, lostWorker?: string, shares?: readonly number[]): Reassignment[] {
     const targets = live.filter((r) => r !== owner);
     if (targets.length === 0) return [];
+    if (shares && (shares.length !== targets.length || shares.reduce((a, b) => a + b, 0) !== this.remainingOf(owner))) {
+      throw new Error(`shares ${shares.join(',')} do not deal rank ${owner}'s ${this.remainingOf(owner)} positions to ranks ${targets.join(',')}`);
+    }
     const moved: Reassignment[] = [];
+    const dealing = shares ? { left: [...shares], at: 0 } : undefined;
     for (const unit of [...this.units.values()]) {
       if (unit.owner !== owner || unit.cursor >= unit.end) continue;
       this.markRedone(unit, countInflight, lostWorker);
-      moved.push(...this.split(unit, targets));
+      moved.push(...(dealing ? this.deal(unit, targets, dealing) : this.split(unit, targets)));
     }
     return moved;
   }
@@ -268,6 +275,25 @@ export class EpochLedger {
       const size = Math.floor(tail / parts) + (i < tail % parts ? 1 : 0);
       const created = this.addUnit(unit.origin, targets[i], start, start + size);
       moved.push({ origin: unit.origin, start, end: start + size, to: targets[i], unit: created.id });
+      start += size;
+    }
+    return moved;
+  }
+
+  /** Cuts `unit` at its cursor and gives its tail, in order, to the targets still owed part of their share. */
+  private deal(unit: LedgerUnit, targets: readonly number[], dealing: { left: number[]; at: number }): Reassignment[] {
+    let start = unit.cursor;
+    const end = unit.end;
+    unit.end = unit.cursor;
+    unit.inflight = unit.cursor;
+    const moved: Reassignment[] = [];
+    while (start < end) {
+      while (dealing.left[dealing.at] === 0) dealing.at++;
+      const size = Math.min(dealing.left[dealing.at], end - start);
+      const to = targets[dealing.at];
+      const created = this.addUnit(unit.origin, to, start, start + size);
+      moved.push({ origin: unit.origin, start, end: start + size, to, unit: created.id });
+      dealing.left[dealing.at] -= size;
       start += size;
     }
     return moved;

@@ -11,6 +11,7 @@ import { auditOf, evalSummaryOf, rankAudits, type CarriedPass } from './epochSta
 import type { GroupState, Peer } from './groupState.ts';
 import type { JournaledEpoch } from './journalRecords.ts';
 import { FailurePolicy } from './options.ts';
+import { shareTail, TailSplit } from './tailSplit.ts';
 import type { EpochEvent } from './report.ts';
 
 /** What an epoch's progress sets off in the other parts of the core. */
@@ -274,7 +275,10 @@ export class EpochProgress {
       return;
     }
     const count = countInflight && group.plantedBug !== PlantedBug.ReassignForgetsInflight;
-    this.sendAssignments(state.ledger.reassign(rank, live, count, group.lastHolder.get(rank)), reason, rank);
+    // Work follows speed: each taker's share by what it acknowledged this epoch (tailSplit.ts).
+    const takers = live.filter((r) => r !== rank).map((r) => ({ rank: r, rate: state.acked.get(r) ?? 0, remaining: state.ledger.remainingOf(r) }));
+    const shares = group.settings.tailSplit === TailSplit.Rate ? shareTail(state.ledger.remainingOf(rank), takers, TailSplit.Rate) : undefined;
+    this.sendAssignments(state.ledger.reassign(rank, live, count, group.lastHolder.get(rank), shares), reason, rank);
   }
 
   private sendAssignments(moved: Reassignment[], reason: string, from: number | null): void {

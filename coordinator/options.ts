@@ -4,6 +4,7 @@
  */
 import { DistSamplerError } from '../shared/errors.ts';
 import { MAX_TIMER_MS } from '../shared/scheduler.ts';
+import { TailSplit, type TailSplitName } from './tailSplit.ts';
 
 export const FailurePolicy = { Reassign: 'reassign', Abort: 'abort', Wait: 'wait' } as const;
 export type FailurePolicyName = (typeof FailurePolicy)[keyof typeof FailurePolicy];
@@ -44,9 +45,9 @@ export const DURATION_KNOBS: readonly DurationKnob[] = [
 ];
 
 /** Every knob resolved: what the core runs with. */
-export type CoreSettings = { readonly [K in DurationName]: number } & { readonly onFailure: FailurePolicyName };
+export type CoreSettings = { readonly [K in DurationName]: number } & { readonly onFailure: FailurePolicyName; readonly tailSplit: TailSplitName };
 
-export type CoreSettingsInput = { readonly [K in DurationName]?: number } & { readonly onFailure?: FailurePolicyName };
+export type CoreSettingsInput = { readonly [K in DurationName]?: number } & { readonly onFailure?: FailurePolicyName; readonly tailSplit?: TailSplitName };
 
 /** A knob out of its bounds (the message names it); the CLI turns it into exit 2. */
 export class CoordinatorConfigError extends DistSamplerError {
@@ -73,7 +74,11 @@ export function resolveCoreSettings(input: CoreSettingsInput = {}): CoreSettings
   if (!(Object.values(FailurePolicy) as string[]).includes(onFailure)) {
     throw new CoordinatorConfigError(`onFailure must be one of ${Object.values(FailurePolicy).join(', ')}, got ${String(onFailure)}`);
   }
-  const settings = { ...resolved, onFailure } as CoreSettings;
+  const tailSplit = input.tailSplit ?? TailSplit.Rate;
+  if (!(Object.values(TailSplit) as string[]).includes(tailSplit)) {
+    throw new CoordinatorConfigError(`tailSplit must be one of ${Object.values(TailSplit).join(', ')}, got ${String(tailSplit)}`);
+  }
+  const settings = { ...resolved, onFailure, tailSplit } as CoreSettings;
   if (settings.deadAfterMs <= settings.heartbeatMs) {
     throw new CoordinatorConfigError(`deadAfterMs (${settings.deadAfterMs}) must be larger than heartbeatMs (${settings.heartbeatMs})`);
   }

@@ -70,6 +70,8 @@ export interface Scenario {
   readonly claimRanks: boolean;
   /** Step time per sample, in virtual ms. */
   readonly stepMsPerSample: number;
+  /** A straggler's rank and how many times slower its steps are (none: every rank at one pace). */
+  readonly straggler?: { readonly rank: number; readonly factor: number };
   /** Step time per sample of an evaluation pass (config.eval), in virtual ms. */
   readonly evalStepMsPerSample: number;
   /** One-way network delay bound, ms. */
@@ -173,7 +175,12 @@ export function drawScenario(seed: string): Scenario {
     journalFlushMs: rng.int(10, 100),
     lingerMs: rng.int(0, 1500),
     onFailure,
+    // Its own stream: the rest of a seed's scenario stays what it was.
+    tailSplit: new Rng(`split:${seed}`).chance(0.7) ? 'rate' : 'equal',
   });
+  // Work follows speed only where speeds differ: a straggler, from a stream of its own.
+  const speeds = new Rng(`speed:${seed}`);
+  const straggler = speeds.chance(0.25) ? { rank: speeds.int(0, world - 1), factor: speeds.real(2, 5) } : undefined;
   // An epoch of roughly 0.3 to 3 virtual seconds, whatever the length.
   const epochMs = rng.real(300, 3000);
   const stepMsPerSample = epochMs / Math.max(1, Math.ceil(length / world));
@@ -215,6 +222,7 @@ export function drawScenario(seed: string): Scenario {
     workers: elastic ? rng.int(min, range.max) : rng.chance(0.1) ? world + 1 : world,
     claimRanks: !elastic && rng.chance(0.4),
     stepMsPerSample,
+    ...(straggler ? { straggler } : {}),
     evalStepMsPerSample,
     netDelayMs: rng.real(0.2, 5),
     collectives: rng.chance(0.5),
@@ -223,7 +231,8 @@ export function drawScenario(seed: string): Scenario {
     faults,
     // A replacement that joins while a per-batch collective is pending holds it up until it times
     // out: each evaluation pass (and its end, where workers die) adds a chance of that.
-    horizonMs: span * 3 + 30_000 + (collectivePerBatch ? evalPassCount(config) * PER_BATCH_TIMEOUT_MS : 0),
+    // A straggler left alone (the others dead or never there) takes its factor times longer.
+    horizonMs: span * 3 * (straggler?.factor ?? 1) + 30_000 + (collectivePerBatch ? evalPassCount(config) * PER_BATCH_TIMEOUT_MS : 0),
   };
 }
 

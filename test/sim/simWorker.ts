@@ -369,7 +369,8 @@ export class SimWorker {
       this.send({ t: 'store', req: this.nextReq++, op: 'add', keys: ['batches'], amount: 1, timeoutMs: 1000 });
     }
     const { scenario } = this.ctx;
-    const ms = (end - start) * (run.evaluation ? scenario.evalStepMsPerSample : scenario.stepMsPerSample) * this.ctx.rng.real(0.7, 1.3);
+    const slower = scenario.straggler && scenario.straggler.rank === this.rank ? scenario.straggler.factor : 1;
+    const ms = (end - start) * (run.evaluation ? scenario.evalStepMsPerSample : scenario.stepMsPerSample) * this.ctx.rng.real(0.7, 1.3) * slower;
     this.timer(ms, () => {
       run.stepping = false;
       this.hooks.completed(this, run.epoch, run.worldSize, origin, start, end);
