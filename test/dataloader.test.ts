@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import seedrandom from 'seedrandom';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { ClientMessage, RunConfig, WorkUnit } from '../shared/protocol.ts';
 import { DistributedSampler, ShardPlan } from '../shared/sampler.ts';
 import {
@@ -18,7 +18,7 @@ import {
   type LoaderBatch,
   type LoaderEvent,
 } from '../worker/dataloader.ts';
-import { rangeDataset } from '../worker/datasets.ts';
+import { JsonLinesDataset, rangeDataset } from '../worker/datasets.ts';
 import { Epoch, type EpochHost } from '../worker/epoch.ts';
 import type { FlowMessage } from '../worker/inbox.ts';
 import type { RecordSample } from './fixtures/dataloader/records.ts';
@@ -290,6 +290,23 @@ describe('buildDataloader: errors', () => {
       await expect(buildDataloader(options)).rejects.toBeInstanceOf(DataloaderOptionsError);
     }
     await expect(buildDataloader({ dataset: jsonl, batchSize: 1, collate: { module: records, export: 'notAFunction' } })).rejects.toBeInstanceOf(LoaderModuleExportError);
+  });
+
+  it('closes the file it opened when it refuses after opening it (a collate that is no function, a rank beyond the world)', async () => {
+    const close = vi.spyOn(JsonLinesDataset.prototype, 'close');
+    try {
+      await expect(buildDataloader({ dataset: jsonl, batchSize: 1, collate: { module: records, export: 'notAFunction' } })).rejects.toBeInstanceOf(LoaderModuleExportError);
+      expect(close).toHaveBeenCalledTimes(1);
+      await expect(buildDataloader({ dataset: jsonl, batchSize: 1, dist: { rank: 5, worldSize: 2 } })).rejects.toThrow(/rank/i);
+      expect(close).toHaveBeenCalledTimes(2);
+      // A dataset object passed in stays open: it is the caller's.
+      const own = rangeDataset(10);
+      const ownClose = vi.fn(async () => {});
+      await expect(buildDataloader({ dataset: { ...own, get: own.get.bind(own), close: ownClose }, batchSize: 1, dist: { rank: 5, worldSize: 2 } })).rejects.toThrow(/rank/i);
+      expect(ownClose).not.toHaveBeenCalled();
+    } finally {
+      close.mockRestore();
+    }
   });
 });
 

@@ -131,9 +131,22 @@ export async function buildDataloader<T = unknown, B = T[]>(options: DataloaderO
   const parts = await openMainParts(options, config);
   const training = options.training ?? true;
   const dist = options.dist || undefined;
-  const sampler = new DistributedSampler(parts.dataset, samplerOptions(options, training, dist));
+  let sampler: DistributedSampler;
+  try {
+    sampler = new DistributedSampler(parts.dataset, samplerOptions(options, training, dist));
+  } catch (error) {
+    // Refused after the dataset was opened: a file this call opened must not stay open.
+    await closeOwned(options, parts.dataset);
+    throw error;
+  }
   const dataloader = new Dataloader<B>(sampler, parts, spec, config, options.observe);
   return { dataset: parts.dataset as Dataset<T>, dataloader, sampler };
+}
+
+/** Closes the dataset unless the caller passed it in as an object (then it is the caller's to close). */
+async function closeOwned<T, B>(options: DataloaderOptions<T, B>, dataset: Dataset): Promise<void> {
+  const passedIn = typeof options.dataset === 'object' && !isModuleRef(options.dataset) && typeof (options.dataset as { get?: unknown }).get === 'function';
+  if (!passedIn) await dataset.close?.();
 }
 
 interface LoaderConfig {
@@ -390,8 +403,13 @@ async function openMainParts<T, B>(options: DataloaderOptions<T, B>, config: Loa
   if (config.mergeEpochs > 1) dataset = mergeEpochs(dataset, config.mergeEpochs);
   if (config.workers > 0) return { dataset, collate: undefined, workerInitFn: undefined };
   let collateFn: CollateFn | undefined;
-  if (isModuleRef(collate)) collateFn = (await importFunction('collate', collate)) as CollateFn;
-  else collateFn = collate as CollateFn | undefined;
+  try {
+    if (isModuleRef(collate)) collateFn = (await importFunction('collate', collate)) as CollateFn;
+    else collateFn = collate as CollateFn | undefined;
+  } catch (error) {
+    await closeOwned(options, dataset);
+    throw error;
+  }
   // torch calls worker_init_fn in worker processes only; with workers: 0 there are none.
   return { dataset, collate: collateFn, workerInitFn: undefined };
 }
