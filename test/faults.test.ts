@@ -136,12 +136,11 @@ describe('failure policies', () => {
   it('a death during a collective fails the others fast, naming the lost rank', async () => {
     const { url } = await start({ worldSize: 3 });
     const groups = await Promise.all([0, 1, 2].map((rank) => initProcessGroup({ initMethod: url, rank })));
-    const waiting = Promise.allSettled([groups[0].barrier({ timeoutMs: 10_000 }), groups[1].barrier({ timeoutMs: 10_000 })]);
+    // An hour's timeout: only the death can end these barriers within the test's timeout.
+    const waiting = Promise.allSettled([groups[0].barrier({ timeoutMs: 3_600_000 }), groups[1].barrier({ timeoutMs: 3_600_000 })]);
     await new Promise((r) => setTimeout(r, 50));
-    const t0 = Date.now();
     groups[2].kill();
     const outcomes = await waiting;
-    expect(Date.now() - t0).toBeLessThan(5000);
     for (const o of outcomes) {
       expect(o.status).toBe('rejected');
       expect(String((o as PromiseRejectedResult).reason)).toMatch(/rank 2/);

@@ -49,10 +49,12 @@ async function startCoordinator(worldSize: number, options: { tls?: CoordinatorT
   return { coordinator, port, secure };
 }
 
-/** What initProcessGroup rejected with (it must reject), and how long it took. */
-async function joinFailure(options: InitOptions): Promise<{ error: InitError; ms: number }> {
-  const started = performance.now();
-  const outcome: unknown = await initProcessGroup(options).then(
+/**
+ * What initProcessGroup rejected with (it must reject). It is given an hour to join: only a
+ * refusal at once (not retries until a timeout) ends it within the test's timeout.
+ */
+async function joinFailure(options: InitOptions): Promise<{ error: InitError }> {
+  const outcome: unknown = await initProcessGroup({ timeoutMs: 3_600_000, ...options }).then(
     (pg) => {
       groups.push(pg);
       return undefined;
@@ -60,7 +62,7 @@ async function joinFailure(options: InitOptions): Promise<{ error: InitError; ms
     (err: unknown) => err,
   );
   expect(outcome).toBeInstanceOf(InitError);
-  return { error: outcome as InitError, ms: performance.now() - started };
+  return { error: outcome as InitError };
 }
 
 /** GET /status over HTTPS: the status code and body, or the TLS error's message. */
@@ -98,25 +100,22 @@ describe('a coordinator serving TLS', () => {
   it('refuses a worker without the CA at once (no retrying), naming the URL, the TLS error and --ca / DISTSAMPLER_CA', async () => {
     const { coordinator, port } = await startCoordinator(1, { tls });
     const url = `wss://127.0.0.1:${port}`;
-    const { error, ms } = await joinFailure({ initMethod: url, rank: 0, env: {} });
+    const { error } = await joinFailure({ initMethod: url, rank: 0, env: {} });
     expect(error).toBeInstanceOf(InitTlsError);
     expect(error.code).toBe('ERR_INIT_TLS');
     expect(error.message).toContain(url);
     expect(error.message).toMatch(/self[- ]signed certificate/);
     expect(error.message).toMatch(/--ca or DISTSAMPLER_CA/);
-    // The default timeout is 120 s: a refusal that retried would take far longer than this.
-    expect(ms).toBeLessThan(2000);
     expect(coordinator.status().live).toEqual([]);
   });
 
   it('refuses at once a wss:// worker whose coordinator serves no TLS, saying so', async () => {
     const { port, secure } = await startCoordinator(1);
     expect(secure).toBe(false);
-    const { error, ms } = await joinFailure({ initMethod: `wss://127.0.0.1:${port}`, rank: 0, ca: tls.cert, env: {} });
+    const { error } = await joinFailure({ initMethod: `wss://127.0.0.1:${port}`, rank: 0, ca: tls.cert, env: {} });
     expect(error.code).toBe('ERR_INIT_TLS');
     expect(error.message).toMatch(/wrong version number/);
     expect(error.message).toMatch(/--tls-cert/);
-    expect(ms).toBeLessThan(2000);
   });
 
   it('answers GET /status over HTTPS to a client with the CA (and the token), and fails the handshake without it', async () => {
@@ -160,10 +159,9 @@ describe('where a worker joins with TLS', () => {
     ['a ca option that is no certificate', { initMethod: 'wss://127.0.0.1:1', ca: 'junk', env: {} }, 'ERR_INIT_OPTIONS', /^ca is not a PEM certificate/],
     ['a DISTSAMPLER_TLS other than 0 or 1', { env: { ...env, DISTSAMPLER_TLS: 'yes' } }, 'ERR_INIT_ENV', /^DISTSAMPLER_TLS must be 1 .* got 'yes'/],
   ] as const)('refuses %s before connecting', async (_what, options, code, message) => {
-    const { error, ms } = await joinFailure(options);
+    const { error } = await joinFailure(options);
     expect(error.code).toBe(code);
     expect(error.message).toMatch(message);
-    expect(ms).toBeLessThan(1000);
   });
 });
 
