@@ -8,7 +8,8 @@ import { DistSamplerError } from '../shared/errors.ts';
 import { SAMPLER_NAMES, type SamplerName } from '../shared/sampler.ts';
 import { ENGINE_NAMES, type EngineName } from '../shared/permutation.ts';
 import type { CoordinatorEvents } from '../coordinator/coreTypes.ts';
-import type { EpochAudit, RunReport } from '../coordinator/report.ts';
+import { EPOCH_EVENT_TYPES, type EpochAudit, type RunReport } from '../coordinator/report.ts';
+import { FailedSampleSchema } from '../coordinator/journalRecords.ts';
 
 const count = z.number().int().nonnegative();
 const rank = count;
@@ -17,7 +18,7 @@ const ms = z.number().nonnegative();
 const pass = z.number().int();
 
 const EpochEventSchema = z.object({
-  type: z.enum(['join', 'leave', 'death', 'reassign', 'replace', 'refused', 'restart', 'resume']),
+  type: z.enum(EPOCH_EVENT_TYPES),
   rank: rank.nullable(),
   atMs: ms,
   detail: z.string(),
@@ -46,6 +47,8 @@ const EpochAuditSchema = z.object({
   events: z.array(EpochEventSchema),
   ok: z.boolean(),
   eval: EvalSummarySchema.optional(),
+  quarantined: count,
+  failed: z.array(FailedSampleSchema),
 });
 
 /** The run report (`--report FILE` holds the same JSON). */

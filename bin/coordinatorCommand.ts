@@ -56,6 +56,8 @@ export async function run(argv: string[]): Promise<number> {
     lingerMs: settings.lingerMs,
     onFailure: settings.onFailure,
     tailSplit: settings.tailSplit,
+    maxAttempts: settings.maxAttempts,
+    maxFailed: settings.maxFailed,
     waitTimeoutMs: settings.waitTimeoutMs,
     helloTimeoutMs: settings.helloTimeoutMs,
     reportTimeoutMs: settings.reportTimeoutMs,
@@ -127,7 +129,7 @@ export async function run(argv: string[]): Promise<number> {
 }
 
 /** Flags a resumed coordinator should get again (the run config itself is in the journal; the token is not printed). */
-const RESUME_KEEPS = ['host', 'port', 'tls-cert', 'tls-key', 'report', 'on-failure', 'tail-split'] as const;
+const RESUME_KEEPS = ['host', 'port', 'tls-cert', 'tls-key', 'report', 'on-failure', 'tail-split', 'max-attempts', 'max-failed'] as const;
 
 /** Those of RESUME_KEEPS and the duration knobs that were given, as words of a resume command. */
 export function resumeKnobs(values: RunConfigValues): string[] {

@@ -86,6 +86,8 @@ const COORDINATOR_ONLY = [
   'report',
   'on-failure',
   'tail-split',
+  'max-attempts',
+  'max-failed',
   'journal',
   'resume',
   'world-size',

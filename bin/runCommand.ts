@@ -13,7 +13,7 @@ import { formatSummary } from './summaryTable.ts';
 import { parseCoordinatorKill, parseKill, parseStepMs } from './faultFlags.ts';
 import { checkPlanFlags, coordinatorSettings, durationFlagWords, RUN_CONFIG_FLAGS, RUN_CONFIG_HELP, worldSizeFlag } from './runConfigFlags.ts';
 import { journalPlan, refuseReportOverJournal, resumeKnobs, writeReport } from './coordinatorCommand.ts';
-import { intFlag, parseFlags, plural, readableFile, shellCommand, splitScript, UsageError, type FlagOptions } from './usage.ts';
+import { choiceFlag, intFlag, ON_STEP_ERROR, parseFlags, plural, readableFile, shellCommand, splitScript, UsageError, type FlagOptions } from './usage.ts';
 import { checkHostingFlags, nodePlan, nodeWorldSize, refuseCoordinatorFlags, type NodePlan } from './nodeFlags.ts';
 import { wsUrl } from './endpoints.ts';
 
@@ -38,6 +38,10 @@ stripping types (NODE_OPTIONS=--experimental-strip-types); a .js/.mjs one runs u
   --world-size MIN:MAX       elastic bounds for the group (default W:W)
   --step FILE                a .ts/.js module exporting async step(batch, ctx) (default: no-op),
                              imported by the workers only; ctx.pg is the process group
+  --on-step-error report|die
+                             report (default): a step that throws is reported and its worker goes
+                             on (the coordinator retries the batch, and quarantines a sample that
+                             fails every attempt); die: the worker fails, as a crash does
   --no-prefix                leave the workers' output lines as they are, without [rankN]:
   --max-restarts N           start a worker that died on its own again, at most N times per rank
                              (default 0; 3 with --on-failure wait); past that it is a crash loop,
@@ -60,8 +64,9 @@ Several nodes (as torchrun; one launcher per node, all with the same --token or 
   --ca FILE                  on a node without the coordinator: the TLS coordinator's CA (its
                              workers join over wss://; default DISTSAMPLER_CA)
   A launcher without the coordinator takes only worker flags (--dataset, --eval-dataset, --step,
-  --step-ms, --straggler, --max-restarts, --no-prefix, SCRIPT); the run config, faults and report
-  belong to the coordinator's launcher, which prints the audit. It exits 0 when its workers did.
+  --on-step-error, --step-ms, --straggler, --max-restarts, --no-prefix, SCRIPT); the run config,
+  faults and report belong to the coordinator's launcher, which prints the audit. It exits 0 when
+  its workers did.
 
 Simulation (faults are injected by this launcher; everything replays from the seed):
   --kill RANK@EPOCH:FRACTION SIGKILL that rank's worker when it has done FRACTION of its shard
@@ -82,7 +87,7 @@ prints the command that resumes it.
 const WORKER_USAGE_EXIT = 2;
 
 /** Flags `run` hands to its coordinator process unchanged (the duration knobs too, see durationFlagWords). */
-const PASSED_TO_COORDINATOR = ['epochs', 'length', 'dataset', 'batch-size', 'seed', 'engine', 'sampler', 'eval-every', 'eval-dataset', 'host', 'tls-cert', 'tls-key', 'on-failure', 'tail-split'] as const;
+const PASSED_TO_COORDINATOR = ['epochs', 'length', 'dataset', 'batch-size', 'seed', 'engine', 'sampler', 'eval-every', 'eval-dataset', 'host', 'tls-cert', 'tls-key', 'on-failure', 'tail-split', 'max-attempts', 'max-failed'] as const;
 
 const RUN_FLAGS = {
   ...RUN_CONFIG_FLAGS,
@@ -90,6 +95,7 @@ const RUN_FLAGS = {
   'nproc-per-node': { type: 'string' },
   'world-size': { type: 'string' },
   step: { type: 'string' },
+  'on-step-error': { type: 'string' },
   resume: { type: 'string' },
   kill: { type: 'string', multiple: true },
   'kill-coordinator': { type: 'string', multiple: true },
@@ -247,8 +253,11 @@ export async function run(argv: string[]): Promise<number> {
     if (unjoined.length) note(`stopped before they joined (the run had ended): ${unjoined.map((w) => `rank ${w.rank} pid ${w.pid}`).join(', ')}`);
     // After the table, so a report that cannot be written does not hide the audit.
     const written = settings.reportPath === undefined || (await writeReport('run', settings.reportPath, report));
-    if (report.ok && ownJournal) removeJournal(journalPath);
-    else if (!report.ok) afterFailure();
+    // A run that went through every pass and failed only for its quarantined samples has nothing
+    // to resume: trying them again would fail again.
+    const settled = !report.error && report.epochs.every((e) => e.missing === 0) && report.eval.every((e) => e.pass.missing === 0);
+    if ((report.ok || settled) && ownJournal) removeJournal(journalPath);
+    else if (!report.ok && !settled) afterFailure();
     return runExitCode(report.ok && written, exits);
   } finally {
     process.off('SIGINT', onSigint);
@@ -336,6 +345,7 @@ function workerCommandArgs(values: RunValues, deadAfterMs: number | undefined): 
   if (values.dataset) args.push('--dataset', values.dataset);
   if (values['eval-dataset']) args.push('--eval-dataset', values['eval-dataset']);
   if (values.step) args.push('--step', values.step);
+  if (values['on-step-error'] !== undefined) args.push(`--on-step-error=${choiceFlag('on-step-error', values['on-step-error'], ON_STEP_ERROR, 'report')}`);
   if (values['step-ms']) args.push(`--step-ms=${values['step-ms']}`);
   for (const s of values.straggler ?? []) args.push(`--straggler=${s}`);
   // Long enough to outlast a coordinator restart (and, on another node, the coordinator starting).
@@ -377,9 +387,9 @@ function moduleFile(flag: string, path: string): void {
 }
 
 /** A script is each worker itself: the worker command's own flags mean nothing to it. */
-function checkScript(script: string, values: { step?: string; 'step-ms'?: string; straggler?: string[] }): void {
+function checkScript(script: string, values: { step?: string; 'on-step-error'?: string; 'step-ms'?: string; straggler?: string[] }): void {
   moduleFile('script', script);
-  for (const flag of ['step', 'step-ms', 'straggler'] as const) {
+  for (const flag of ['step', 'on-step-error', 'step-ms', 'straggler'] as const) {
     if (values[flag] !== undefined) throw new UsageError(`--${flag} is for run's own workers (distsampler worker), not for a script: ${script} reads its data and does its work itself`);
   }
 }

@@ -42,6 +42,8 @@ export const RUN_CONFIG_FLAGS = {
   report: { type: 'string' },
   'on-failure': { type: 'string' },
   'tail-split': { type: 'string' },
+  'max-attempts': { type: 'string' },
+  'max-failed': { type: 'string' },
   journal: { type: 'string' },
   // One per DURATION_KNOBS entry (checked below): listed here so parseArgs' result is typed.
   'heartbeat-ms': { type: 'string' },
@@ -129,6 +131,10 @@ Coordinator:
   --tail-split HOW           how a dead rank's positions are shared: rate (default): by what each
                              live rank acknowledged this epoch, so that all finish together (a
                              straggler gets less, or none); equal: in equal parts
+  --max-attempts N           a batch whose step throws is retried on another rank, narrowed to
+                             the failing samples; a sample failing N times alone is quarantined
+                             (default 3)
+  --max-failed N             quarantined samples the run may end with and still exit 0 (default 0)
   --journal FILE             append-only journal (fsync'd) of config, membership, epochs and
                              acknowledged cursors; started again with the same FILE after a crash,
                              the coordinator continues the run where it stopped
@@ -263,7 +269,10 @@ export async function coordinatorSettings(values: RunConfigValues): Promise<Coor
   if (deadAfterMs <= heartbeatMs) throw new UsageError(`--dead-after-ms (${deadAfterMs}) must be larger than --heartbeat-ms (${heartbeatMs})`);
   let knobs: CoreSettings;
   try {
-    knobs = resolveCoreSettings({ ...durations, onFailure: onFailure as FailurePolicyName, tailSplit: choiceFlag('tail-split', values['tail-split'], TAIL_SPLITS, TailSplit.Rate) });
+    knobs = resolveCoreSettings({ ...durations, onFailure: onFailure as FailurePolicyName, tailSplit: choiceFlag('tail-split', values['tail-split'], TAIL_SPLITS, TailSplit.Rate),
+      maxAttempts: intFlag('max-attempts', values['max-attempts'], 3, 1, 100),
+      maxFailed: intFlag('max-failed', values['max-failed'], 0, 0),
+    });
   } catch (err) {
     if (err instanceof CoordinatorConfigError) throw new UsageError(err.message);
     throw err;

@@ -18,8 +18,10 @@ function eventsCell(events: readonly EpochEvent[]): string {
  * evaluation pass is `eval@E`, after epoch E), then the evaluation passes' merged results.
  */
 export function formatSummary(report: RunReport): string {
-  const header = ['epoch', 'world', 'planned', 'consumed', 'missing', 'redelivered', 'ms', 'digests', 'events'];
   const passes: EpochAudit[] = [...report.epochs, ...report.eval.map((e) => e.pass)].sort((a, b) => passOrder(a.epoch) - passOrder(b.epoch));
+  // The quarantine column only when a step failed for good: runs without one print as before.
+  const quarantined = passes.reduce((sum, e) => sum + e.quarantined, 0);
+  const header = ['epoch', 'world', 'planned', 'consumed', 'missing', ...(quarantined ? ['quarantined'] : []), 'redelivered', 'ms', 'digests', 'events'];
   const rows = passes.map((e) => {
     const matched = e.ranks.filter((r) => r.sha256 !== null && r.sha256 === r.planSha256).length;
     return [
@@ -28,6 +30,7 @@ export function formatSummary(report: RunReport): string {
       String(e.planned),
       String(e.consumed),
       String(e.missing),
+      ...(quarantined ? [String(e.quarantined)] : []),
       String(e.redelivered),
       String(Math.round(e.durationMs)),
       `${matched}/${e.ranks.length} match plan`,
@@ -35,10 +38,23 @@ export function formatSummary(report: RunReport): string {
     ];
   });
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i >= 8 ? c : c.padStart(widths[i]))).join('  ');
+  const last = header.length - 1;
+  const line = (cells: string[]) => cells.map((c, i) => (i >= last ? c : c.padStart(widths[i]))).join('  ');
   const evaluated = report.eval.length ? ', every evaluation result merged' : '';
-  const verdict = report.ok ? `audit OK: every planned position consumed${evaluated}` : `audit FAILED${report.error ? `: ${report.error}` : ''}`;
-  return [line(header), ...rows.map(line), ...evalTable(report), verdict].join('\n');
+  const given = quarantined ? ` or quarantined (${quarantined}, within --max-failed)` : '';
+  const failed = report.error ?? (quarantined && passes.every((e) => e.missing === 0) ? `${quarantined === 1 ? '1 sample' : `${quarantined} samples`} quarantined, more than --max-failed allows` : undefined);
+  const verdict = report.ok ? `audit OK: every planned position consumed${given}${evaluated}` : `audit FAILED${failed ? `: ${failed}` : ''}`;
+  return [line(header), ...rows.map(line), ...evalTable(report), ...quarantineLines(passes), verdict].join('\n');
+}
+
+/** One line per quarantined sample: which, where, how often it was tried, and why it failed. */
+function quarantineLines(passes: readonly EpochAudit[]): string[] {
+  return passes.flatMap((e) =>
+    e.failed.map((f) => {
+      const pass = e.epoch < 0 ? `eval@${epochOfPass(e.epoch)}` : `epoch ${e.epoch}`;
+      return `quarantined: ${pass} dataset index ${f.index} (rank ${f.position.rank} offset ${f.position.offset}), failed ${f.attempts} times alone: ${f.error}`;
+    }),
+  );
 }
 
 /** The evaluation passes' merged results (no lines when the run did not evaluate). */

@@ -163,6 +163,12 @@ export function choiceFlag<T extends string>(name: string, raw: string | undefin
 }
 
 /**
+ * --on-step-error (`distsampler worker`, and `run` for its workers): a step that throws is
+ * reported to the coordinator and the worker goes on, or the worker dies of it.
+ */
+export const ON_STEP_ERROR = ['report', 'die'] as const;
+
+/**
  * A process forked by a launcher must not outlive it: exit when the IPC channel drops.
  * Returns the release to call before the process disconnects on its own.
  */

@@ -5,15 +5,16 @@
  */
 import { datasetIdentity, openDataset, RANGE_FINGERPRINT, rangeDataset, type Dataset } from '../worker/datasets.ts';
 import { EvalResultError } from '../worker/evalErrors.ts';
+import { CollectiveError, ConnectionLostError, GroupAbortedError, StoreError } from '../worker/errors.ts';
 import { failureText } from '../worker/failure.ts';
 import { initProcessGroup, type Epoch, type WaitNotice } from '../worker/processGroup.ts';
 import { defaultEvalStep, loadStepModuleParts, noopStep, type Batch, type EvalStepFn, type StepContext, type StepFn, type StepModuleParts } from '../worker/stepModule.ts';
-import { evalPassAfter } from '../shared/evalPass.ts';
-import type { RunConfig } from '../shared/protocol.ts';
+import { evalPassAfter, isEvalPass, passName } from '../shared/evalPass.ts';
+import { ProtocolError, type RunConfig } from '../shared/protocol.ts';
 import { DistSamplerError } from '../shared/errors.ts';
 import { LAUNCHED_ENV } from '../shared/launchEnv.ts';
 import { hostValue } from './endpoints.ts';
-import { exitWithParent, intFlag, msFlag, parseFlags, readableFile, UsageError } from './usage.ts';
+import { choiceFlag, exitWithParent, intFlag, msFlag, ON_STEP_ERROR, parseFlags, plural, readableFile, UsageError } from './usage.ts';
 import { caProblem, waitNoticeText } from '../worker/initMethod.ts';
 import { parseStepMs } from './faultFlags.ts';
 import { withSimulatedWork, type SimulatedWork } from '../worker/simulatedWork.ts';
@@ -47,6 +48,12 @@ Work:
   --reconnect-timeout-ms MS
                        how long to keep reconnecting to a coordinator that went away
                        (killed, restarting from its journal) (default 30000)
+  --on-step-error report|die
+                       report (default): a step or evalStep that throws is reported to the
+                       coordinator, which retries the batch (on another rank when there is one)
+                       and quarantines a sample that fails every attempt; this worker goes on.
+                       die: this worker fails (exit 1) and the coordinator's failure policy
+                       takes its positions
 
 Simulation:
   --step-ms MEAN[:JITTER]
@@ -71,6 +78,7 @@ export async function run(argv: string[]): Promise<number> {
     step: { type: 'string' },
     'batch-size': { type: 'string' },
     'reconnect-timeout-ms': { type: 'string' },
+    'on-step-error': { type: 'string' },
     'step-ms': { type: 'string' },
     straggler: { type: 'string', multiple: true },
     help: { type: 'boolean', short: 'h' },
@@ -84,6 +92,7 @@ export async function run(argv: string[]): Promise<number> {
   const batchSize = values['batch-size'] === undefined ? undefined : intFlag('batch-size', values['batch-size'], 1, 1);
 
   const reconnectTimeoutMs = msFlag('reconnect-timeout-ms', values['reconnect-timeout-ms'], 30_000, 0);
+  const onStepError = choiceFlag('on-step-error', values['on-step-error'], ON_STEP_ERROR, 'report');
   const work = parseStepMs(values['step-ms'], values.straggler ?? []);
   // A worker forked by `run` must not outlive its launcher, even if the launcher is SIGKILLed
   // (watched from here on: a flag refused above leaves nothing installed).
@@ -105,8 +114,9 @@ export async function run(argv: string[]): Promise<number> {
     const evalDataset = evalDatasetOf(pg.config, userEvalDataset, userDataset) ?? dataset;
     for await (const epoch of pg.epochs()) {
       const ctx: StepContext = { rank: epoch.rank, worldSize: epoch.worldSize, epoch: epoch.epoch, kind: epoch.kind, pg };
-      if (epoch.kind === 'eval') await evaluatePass(epoch, evalDataset, evaluate, ctx, batchSize);
-      else for await (const batch of epoch.batches(dataset, { batchSize })) await runStep(step, batch, ctx);
+      const onError = onStepError === 'report' ? reportStepFailure(epoch) : undefined;
+      if (epoch.kind === 'eval') await evaluatePass(epoch, evalDataset, evaluate, ctx, batchSize, onError);
+      else for await (const batch of epoch.batches(dataset, { batchSize })) await runStep(step, batch, ctx, onError);
     }
     failed = false;
   } catch (err) {
@@ -142,17 +152,67 @@ export function evalDatasetOf(config: RunConfig, evalDataset: Dataset | undefine
   throw new UsageError(`--eval-dataset: the run evaluates over ${expected} samples, but ${which}`);
 }
 
-/** One evaluation pass: each batch through the evalStep, its results submitted before the next. */
-export async function evaluatePass(epoch: Epoch, dataset: Dataset, evaluate: EvalStepFn, ctx: StepContext, batchSize: number | undefined): Promise<void> {
+/**
+ * One evaluation pass: each batch through the evalStep, its results submitted before the next.
+ * An evalStep that throws fails the worker, or with `onError` (--on-step-error report) is reported.
+ */
+export async function evaluatePass(epoch: Epoch, dataset: Dataset, evaluate: EvalStepFn, ctx: StepContext, batchSize: number | undefined, onError?: StepErrorHandler): Promise<void> {
   for await (const batch of epoch.batches(dataset, { batchSize })) {
     let results: unknown[];
     try {
       results = await evaluate(batch, ctx);
     } catch (err) {
+      if (onError && isSampleFailure(err)) {
+        onError(batch, err);
+        continue;
+      }
       throw new StepError(ctx, err);
     }
     epoch.submitResults(batch, results);
   }
+}
+
+/** What becomes of a batch whose step (or evalStep) threw, instead of failing the worker. */
+export type StepErrorHandler = (batch: Batch, err: unknown) => void;
+
+/** --on-step-error report: the failure goes to the coordinator (epoch.stepFailed) and one line to stderr. */
+function reportStepFailure(epoch: Epoch): StepErrorHandler {
+  return (batch, err) => {
+    epoch.stepFailed(batch, err);
+    process.stderr.write(`${stepFailedLine(epoch.rank, epoch.pass, batch.indices, err)}\n`);
+  };
+}
+
+/**
+ * The line a worker prints for a step failure it reported: `distsampler worker: rank R: the step
+ * failed on N positions of epoch E (dataset indices ...): message (at file:line); reported to the
+ * coordinator, going on`. `pass` as on the wire (an evaluation pass names the evalStep).
+ */
+export function stepFailedLine(rank: number, pass: number, indices: readonly number[], err: unknown): string {
+  const which = isEvalPass(pass) ? 'evalStep' : 'step';
+  // Where the step threw (file:line); the frames below it are this worker's own.
+  const text = failureText(err, 1).replace(/\s*\n\s*/g, ' ');
+  return `distsampler worker: rank ${rank}: the ${which} failed on ${plural(indices.length, 'position')} of ${passName(pass)} (${indicesText(indices)}): ${text}; reported to the coordinator, going on`;
+}
+
+/** Most indices a step failure line lists one by one. */
+const LISTED_INDICES = 8;
+
+/** `dataset index 7`, `dataset indices 3, 9, 4`, `dataset indices 100..163` (consecutive), or the first few and `…`. */
+function indicesText(indices: readonly number[]): string {
+  if (indices.length === 1) return `dataset index ${indices[0]}`;
+  if (indices.length <= LISTED_INDICES) return `dataset indices ${indices.join(', ')}`;
+  if (indices.every((index, k) => index === indices[0] + k)) return `dataset indices ${indices[0]}..${indices[indices.length - 1]}`;
+  return `dataset indices ${indices.slice(0, LISTED_INDICES).join(', ')}, …`;
+}
+
+/**
+ * An error a step throws that may be its batch's: anything but the process group's own failures
+ * (a collective or store request that failed, the group aborted, the connection gone), which say
+ * nothing about the samples and fail the worker under either --on-step-error.
+ */
+function isSampleFailure(err: unknown): boolean {
+  return !(err instanceof CollectiveError || err instanceof StoreError || err instanceof GroupAbortedError || err instanceof ConnectionLostError || err instanceof ProtocolError);
 }
 
 /** An evalStep that first takes the batch's simulated time, so a kill can land mid-pass. */
@@ -181,10 +241,11 @@ class StepError extends DistSamplerError {
   }
 }
 
-async function runStep(step: StepFn, batch: Batch, ctx: StepContext): Promise<void> {
+async function runStep(step: StepFn, batch: Batch, ctx: StepContext, onError: StepErrorHandler | undefined): Promise<void> {
   try {
     await step(batch, ctx);
   } catch (err) {
+    if (onError && isSampleFailure(err)) return onError(batch, err);
     throw new StepError(ctx, err);
   }
 }

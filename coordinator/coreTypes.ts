@@ -108,6 +108,7 @@ export const PlantedBug = {
   RestartDropsLastAcks: 'restartDropsLastAcks',
   ReassignForgetsInflight: 'reassignForgetsInflight',
   CountZombieAck: 'countZombieAck',
+  QuarantineWholeBatch: 'quarantineWholeBatch',
 } as const;
 export type PlantedBugName = (typeof PlantedBug)[keyof typeof PlantedBug];
 

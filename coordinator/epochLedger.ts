@@ -15,7 +15,44 @@ export interface LedgerUnit extends WorkUnit {
    * whatever the lost worker, `worker` when known, reports it still delivered: an `overrun`).
    */
   redone?: RedoneRange[];
+  /**
+   * The step failed on these offsets before (the unit is a retry of them), or, `quarantined`,
+   * on its one offset every time it was tried: resolved, never consumed.
+   */
+  failure?: UnitFailure;
 }
+
+/** A unit's failure history: the last error, where batches holding it failed, and its solo attempts. */
+export interface UnitFailure {
+  /** Failures of a batch of this one offset alone (0 while it is part of a larger range being narrowed). */
+  attempts: number;
+  /** Ranks a batch holding these offsets failed on, in order. */
+  ranks: number[];
+  error: string;
+  stack?: string;
+  /** Failed `attempts` times alone: given up, counted as quarantined, not as consumed. */
+  quarantined?: true;
+}
+
+/** What a worker said when its step threw. */
+export interface StepFailure {
+  readonly error: string;
+  readonly stack?: string;
+}
+
+export type StepFailedOutcome =
+  | { readonly ok: false; readonly reason: string }
+  | {
+      readonly ok: true;
+      /** Offsets acknowledged by the frame (below its cursor). */
+      readonly advanced: number;
+      /** The unit's remainder after the failed batch, back to the same rank. */
+      readonly rest: Reassignment | undefined;
+      /** The failed offsets again: halves of them, or the one offset, on other ranks where there are any. */
+      readonly retries: Reassignment[];
+      /** The offset given up on, if it failed its last attempt. */
+      readonly quarantined: LedgerUnit | undefined;
+    };
 
 /** Offsets [from, to) of a unit handed over after `worker` (when known) was lost; double deliveries counted up to `counted`. */
 export interface RedoneRange {
@@ -47,6 +84,7 @@ export class EpochLedger {
   private nextId = 0;
   private consumedCount = 0;
   private redeliveredCount = 0;
+  private quarantinedCount = 0;
 
   /**
    * One unit per rank: its whole shard, owned by itself (unless `units` restores a journaled
@@ -72,7 +110,8 @@ export class EpochLedger {
     for (const unit of restored.units) {
       this.units.set(unit.id, copyUnit(unit));
       this.nextId = Math.max(this.nextId, unit.id + 1);
-      this.consumedCount += unit.cursor - unit.start;
+      if (unit.failure?.quarantined) this.quarantinedCount += unit.end - unit.start;
+      else this.consumedCount += unit.cursor - unit.start;
     }
     this.redeliveredCount = restored.redelivered;
   }
@@ -93,16 +132,28 @@ export class EpochLedger {
     return this.consumedCount;
   }
 
+  /** Positions neither acknowledged nor quarantined. */
   get missing(): number {
-    return this.planned - this.consumedCount;
+    return this.planned - this.consumedCount - this.quarantinedCount;
   }
 
   get redelivered(): number {
     return this.redeliveredCount;
   }
 
+  /** Positions given up on: their step failed every attempt. */
+  get quarantined(): number {
+    return this.quarantinedCount;
+  }
+
+  /** Every position is acknowledged or quarantined. */
   get complete(): boolean {
-    return this.consumedCount === this.planned;
+    return this.missing === 0;
+  }
+
+  /** The quarantined units (one offset each), in unit order. */
+  quarantinedUnits(): readonly Readonly<LedgerUnit>[] {
+    return [...this.units.values()].filter((u) => u.failure?.quarantined);
   }
 
   unitsOf(owner: number): WorkUnit[] {
@@ -121,7 +172,7 @@ export class EpochLedger {
   /** Acknowledged offsets of an origin rank's shard (for progress display). */
   acknowledgedOf(origin: number): number {
     let done = 0;
-    for (const u of this.units.values()) if (u.origin === origin) done += u.cursor - u.start;
+    for (const u of this.units.values()) if (u.origin === origin && !u.failure?.quarantined) done += u.cursor - u.start;
     return done;
   }
 
@@ -182,6 +233,65 @@ export class EpochLedger {
       moved.push(...(dealing ? this.deal(unit, targets, dealing) : this.split(unit, targets)));
     }
     return moved;
+  }
+
+  /**
+   * `owner`'s step threw on offsets [cursor, end) of a unit it holds: acknowledges the unit up to
+   * `cursor`, cuts it there, gives [end, old end) back to `owner` as a new unit, and hands the
+   * failed offsets out again. A range of several is narrowed, halved onto `retryTo`'s ranks (the
+   * live ranks that did not fail it first); one offset alone is tried `maxAttempts` times in all,
+   * then quarantined. Every retried position is counted as redelivered: it was handed to a step
+   * before, and will be again.
+   */
+  stepFailed(
+    owner: number,
+    epoch: number,
+    unitId: number,
+    cursor: number,
+    end: number,
+    failure: StepFailure,
+    options: {
+      readonly maxAttempts: number;
+      readonly retryTo: (tried: readonly number[]) => readonly number[];
+      /** Halve a failing range (false only in the simulator's planted bug: the whole batch is given up on). */
+      readonly narrow?: boolean;
+    },
+  ): StepFailedOutcome {
+    const unit = this.units.get(unitId);
+    if (epoch !== this.epoch) return { ok: false, reason: `step failure for epoch ${epoch}, but epoch ${this.epoch} is running` };
+    if (!unit || unit.owner !== owner) return { ok: false, reason: `unit ${unitId} is not assigned to rank ${owner}` };
+    if (cursor < unit.cursor || !(cursor < end && end <= unit.end)) {
+      return { ok: false, reason: `step failure on offsets [${cursor}, ${end}) of unit ${unitId}, which holds [${unit.cursor}, ${unit.end}) unacknowledged` };
+    }
+    const advanced = cursor - unit.cursor;
+    this.consumedCount += advanced;
+    const oldEnd = unit.end;
+    const prior = unit.failure;
+    unit.cursor = cursor;
+    unit.end = cursor;
+    unit.inflight = cursor;
+    const rest = end < oldEnd ? this.addUnit(unit.origin, owner, end, oldEnd) : undefined;
+    const ranks = [...(prior?.ranks ?? []), owner];
+    const history = { ranks, error: failure.error, ...(failure.stack === undefined ? {} : { stack: failure.stack }) };
+    const size = end - cursor;
+    const attempts = size === 1 ? (prior && unit.start === cursor && oldEnd === end ? prior.attempts : 0) + 1 : 0;
+    if ((size === 1 && attempts >= options.maxAttempts) || options.narrow === false) {
+      const given = this.addUnit(unit.origin, owner, cursor, end);
+      given.cursor = end;
+      given.inflight = end;
+      given.failure = { attempts, ...history, quarantined: true };
+      this.quarantinedCount += size;
+      return { ok: true, advanced, rest: rest && reassignmentOf(rest), retries: [], quarantined: given };
+    }
+    const targets = options.retryTo(ranks);
+    const pieces = size === 1 ? [[cursor, end]] : [[cursor, cursor + Math.ceil(size / 2)], [cursor + Math.ceil(size / 2), end]];
+    const retries = pieces.map(([from, to], i) => {
+      const retry = this.addUnit(unit.origin, targets[i % targets.length], from, to);
+      retry.failure = { attempts, ...history };
+      return reassignmentOf(retry);
+    });
+    this.redeliveredCount += size;
+    return { ok: true, advanced, rest: rest && reassignmentOf(rest), retries, quarantined: undefined };
   }
 
   /**
@@ -273,7 +383,7 @@ export class EpochLedger {
     let start = unit.cursor;
     for (let i = 0; i < parts; i++) {
       const size = Math.floor(tail / parts) + (i < tail % parts ? 1 : 0);
-      const created = this.addUnit(unit.origin, targets[i], start, start + size);
+      const created = this.addUnit(unit.origin, targets[i], start, start + size, unit.failure);
       moved.push({ origin: unit.origin, start, end: start + size, to: targets[i], unit: created.id });
       start += size;
     }
@@ -291,7 +401,7 @@ export class EpochLedger {
       while (dealing.left[dealing.at] === 0) dealing.at++;
       const size = Math.min(dealing.left[dealing.at], end - start);
       const to = targets[dealing.at];
-      const created = this.addUnit(unit.origin, to, start, start + size);
+      const created = this.addUnit(unit.origin, to, start, start + size, unit.failure);
       moved.push({ origin: unit.origin, start, end: start + size, to, unit: created.id });
       dealing.left[dealing.at] -= size;
       start += size;
@@ -299,15 +409,24 @@ export class EpochLedger {
     return moved;
   }
 
-  private addUnit(origin: number, owner: number, start: number, end: number): LedgerUnit {
+  /** A new unit; a piece of a retried range keeps the range's failure history. */
+  private addUnit(origin: number, owner: number, start: number, end: number, failure?: UnitFailure): LedgerUnit {
     const unit: LedgerUnit = { id: this.nextId++, origin, start, end, cursor: start, owner, inflight: start };
+    if (failure) unit.failure = { ...failure, ranks: [...failure.ranks] };
     this.units.set(unit.id, unit);
     return unit;
   }
 }
 
 function copyUnit(unit: LedgerUnit): LedgerUnit {
-  return unit.redone ? { ...unit, redone: unit.redone.map((r) => ({ ...r })) } : { ...unit };
+  const copy = { ...unit };
+  if (unit.redone) copy.redone = unit.redone.map((r) => ({ ...r }));
+  if (unit.failure) copy.failure = { ...unit.failure, ranks: [...unit.failure.ranks] };
+  return copy;
+}
+
+function reassignmentOf(unit: LedgerUnit): Reassignment {
+  return { origin: unit.origin, start: unit.start, end: unit.end, to: unit.owner, unit: unit.id };
 }
 
 function toWire(unit: LedgerUnit): WorkUnit {

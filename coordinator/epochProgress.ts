@@ -135,11 +135,49 @@ export class EpochProgress {
   }
 
   /**
+   * The rank's step threw on a batch: what it acknowledged counts, the rest of its unit goes back
+   * to it, the failed offsets are retried (narrowed, on the ranks that did not fail them first),
+   * and a sample that failed alone `maxAttempts` times is quarantined (ledger.stepFailed).
+   */
+  stepFailed(peer: Peer, rank: number, message: Extract<ClientMessage, { t: 'stepFailed' }>): void {
+    const group = this.group;
+    const state = group.current;
+    if (!state || group.phase !== 'running') {
+      if (state && message.epoch === state.ledger.epoch) return;
+      return this.hooks.reject(peer, CloseCode.ForeignAck, `step failure for epoch ${message.epoch} outside a running epoch`);
+    }
+    const withoutResult = this.unresolvedEvaluation(rank, message);
+    if (withoutResult) return this.hooks.reject(peer, CloseCode.OutOfOrder, withoutResult);
+    const { ledger } = state;
+    const unit = ledger.unit(message.unit);
+    const failure = { error: message.error, ...(message.stack === undefined ? {} : { stack: message.stack }) };
+    const outcome = ledger.stepFailed(rank, message.epoch, message.unit, message.cursor, message.end, failure, {
+      maxAttempts: group.settings.maxAttempts,
+      retryTo: (tried) => retryRanks(group.activeLive(), tried, rank),
+      narrow: group.plantedBug !== PlantedBug.QuarantineWholeBatch,
+    });
+    if (!outcome.ok) return this.hooks.reject(peer, CloseCode.ForeignAck, outcome.reason);
+    if (outcome.advanced > 0) state.acked.set(rank, (state.acked.get(rank) ?? 0) + outcome.advanced);
+    const where = `origin ${unit!.origin} offsets [${message.cursor}, ${message.end})`;
+    group.recordEvent('stepFailed', rank, `${where}: ${message.error}`);
+    const given = outcome.quarantined;
+    if (given) {
+      const index = state.auditor.indexAt(given.origin, given.start);
+      group.recordEvent('quarantine', rank, `origin ${given.origin} offset ${given.start} (dataset index ${index}) failed ${given.failure!.attempts} times alone, on ranks ${given.failure!.ranks.join(', ')}: ${message.error}`);
+    }
+    // The journal hears of the new units (and of a quarantine) before any worker does.
+    group.journal.units(ledger);
+    if (outcome.rest) this.sendAssignments([outcome.rest], `the rest of unit ${message.unit} after a failed step`, null, false);
+    this.sendAssignments(outcome.retries, `a retry of ${where}, whose step failed on rank ${rank}`, rank, false);
+    this.maybeCompleteEpoch();
+  }
+
+  /**
    * An evaluation pass's ack may only cover positions whose results arrived (a `results` frame
    * comes first): otherwise a position would count as done with no result to show for it.
    * Returns why the ack is refused, if it is.
    */
-  private unresolvedEvaluation(sender: number, message: Extract<ClientMessage, { t: 'ack' }>): string | undefined {
+  private unresolvedEvaluation(sender: number, message: { readonly epoch: number; readonly unit: number; readonly cursor: number }): string | undefined {
     const state = this.group.current!;
     const evaluation = state.evaluation;
     const unit = state.ledger.unit(message.unit);
@@ -281,12 +319,13 @@ export class EpochProgress {
     this.sendAssignments(state.ledger.reassign(rank, live, count, group.lastHolder.get(rank), shares), reason, rank);
   }
 
-  private sendAssignments(moved: Reassignment[], reason: string, from: number | null): void {
+  /** `journal`: write the units first (a caller that already did passes false). */
+  private sendAssignments(moved: Reassignment[], reason: string, from: number | null, journal = true): void {
     const group = this.group;
     const state = group.current!;
     if (moved.length === 0) return this.maybeCompleteEpoch();
     // Journal before sending: a restarted coordinator must not hand the same tail out twice.
-    group.journal.units(state.ledger);
+    if (journal) group.journal.units(state.ledger);
     const byTarget = new Map<number, number[]>();
     for (const m of moved) {
       group.recordEvent('reassign', m.to, `origin ${m.origin} offsets [${m.start}, ${m.end})${from === null ? '' : ` from rank ${from}`}`);
@@ -354,7 +393,10 @@ export class EpochProgress {
     const ranks = rankAudits(state, state.auditor.finish());
     const faulted = state.events.some((e) => e.type !== 'join');
     const evaluated = (evalSummaryOf(state)?.missing ?? 0) === 0;
-    const ok = ledger.missing === 0 && evaluated && (faulted || ranks.every((r) => r.sha256 !== null && r.sha256 === r.planSha256));
+    // Quarantined samples are allowed up to --max-failed over the whole run.
+    const quarantined = group.audits.reduce((sum, a) => sum + a.quarantined, 0) + ledger.quarantined;
+    const withinFailures = quarantined <= group.settings.maxFailed;
+    const ok = ledger.missing === 0 && evaluated && withinFailures && (faulted || ranks.every((r) => r.sha256 !== null && r.sha256 === r.planSha256));
     const audit = auditOf(state, ranks, ok, group.now);
     group.audits.push(audit);
     group.recentEpoch = { ledger, audit };
@@ -362,4 +404,17 @@ export class EpochProgress {
     group.emit('epochAudit', audit);
     this.startEpoch(nextPass(group.config, ledger.epoch));
   }
+}
+
+/**
+ * Where a failed range is tried again: the live ranks of the epoch that have not failed it, in
+ * rank order starting after the rank that failed it last (so retries spread); when every live
+ * rank has failed it, any live rank (a lone survivor retries its own failures).
+ */
+export function retryRanks(live: readonly number[], tried: readonly number[], failing: number): number[] {
+  const sorted = [...live].sort((a, b) => a - b);
+  const after = [...sorted.filter((r) => r > failing), ...sorted.filter((r) => r <= failing)];
+  const fresh = after.filter((r) => !tried.includes(r));
+  if (fresh.length > 0) return fresh;
+  return after.length > 0 ? after : [failing];
 }

@@ -4,10 +4,10 @@
  */
 import { epochOfPass } from '../shared/evalPass.ts';
 import type { ShardPlan } from '../shared/sampler.ts';
-import type { EpochLedger } from './epochLedger.ts';
+import type { EpochLedger, LedgerUnit } from './epochLedger.ts';
 import type { EvalResults } from './evalResults.ts';
 import type { PlanAuditor } from './planAuditor.ts';
-import type { EpochAudit, EpochEvent, EvalSummary, RankAudit } from './report.ts';
+import type { EpochAudit, EpochEvent, EvalSummary, FailedSample, RankAudit } from './report.ts';
 
 /**
  * What a pass begun again (an evaluation pass after a restart) keeps of its first attempt: its
@@ -97,5 +97,20 @@ export function auditOf(state: EpochState, ranks: RankAudit[], ok: boolean, nowW
     events: [...state.events],
     ok,
     ...(state.evaluation ? { eval: evalSummaryOf(state) } : {}),
+    quarantined: ledger.quarantined,
+    failed: ledger.quarantinedUnits().map((unit) => failedSample(state, unit)),
+  };
+}
+
+/** A quarantined unit (one offset) as the report lists it. */
+function failedSample(state: EpochState, unit: Readonly<LedgerUnit>): FailedSample {
+  const failure = unit.failure!;
+  return {
+    index: state.auditor.indexAt(unit.origin, unit.start),
+    position: { rank: unit.origin, offset: unit.start },
+    attempts: failure.attempts,
+    ranks: [...failure.ranks],
+    error: failure.error,
+    ...(failure.stack === undefined ? {} : { stack: failure.stack }),
   };
 }

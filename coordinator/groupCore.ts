@@ -241,6 +241,8 @@ export class GroupCore {
     switch (message.t) {
       case 'ack':
         return this.epochs.ack(peer, rank, message);
+      case 'stepFailed':
+        return this.epochs.stepFailed(peer, rank, message);
       case 'overrun':
         return this.epochs.overrun(message, peer.workerId!, rank);
       case 'outOfWork':

@@ -7,11 +7,11 @@
  * The one thing a crash leaves, a torn last record, is ignored and reported.
  */
 import { z } from 'zod';
-import { RunConfigSchema, WorkUnitSchema, type RunConfig } from '../shared/protocol.ts';
+import { MAX_STEP_ERROR_CHARS, MAX_STEP_STACK_CHARS, RunConfigSchema, WorkUnitSchema, type RunConfig } from '../shared/protocol.ts';
 import { passShardSizes } from '../shared/evalPass.ts';
 import type { LedgerUnit } from './epochLedger.ts';
 import { JournalError } from './journalErrors.ts';
-import type { EpochAudit, EpochEvent, EvalSummary } from './report.ts';
+import { EPOCH_EVENT_TYPES, type EpochAudit, type EpochEvent, type EvalSummary } from './report.ts';
 
 export const JOURNAL_VERSION = 1;
 
@@ -79,18 +79,22 @@ const rank = count;
 /** A pass (shared/evalPass.ts): a training epoch, or below 0 an evaluation pass. */
 const pass = int;
 
-const EVENT_TYPES = ['join', 'leave', 'death', 'reassign', 'replace', 'refused', 'restart', 'resume'] as const satisfies ReadonlyArray<EpochEvent['type']>;
-// Fails to compile when report.ts gains an event type this schema does not list.
-const everyEventType: [Exclude<EpochEvent['type'], (typeof EVENT_TYPES)[number]>] extends [never] ? true : never = true;
-void everyEventType;
-
-const EpochEventSchema = z.strictObject({ type: z.enum(EVENT_TYPES), rank: rank.nullable(), atMs: z.number().finite(), detail: z.string() });
+const EpochEventSchema = z.strictObject({ type: z.enum(EPOCH_EVENT_TYPES), rank: rank.nullable(), atMs: z.number().finite(), detail: z.string() });
 
 const LedgerUnitSchema = z.strictObject({
   ...WorkUnitSchema.shape,
   owner: rank,
   inflight: count,
   redone: z.array(z.strictObject({ from: count, to: count, counted: count, worker: z.string().min(1).max(128).optional() })).max(1024).optional(),
+  failure: z
+    .strictObject({
+      attempts: count,
+      ranks: z.array(rank).max(4096),
+      error: z.string().max(MAX_STEP_ERROR_CHARS),
+      stack: z.string().max(MAX_STEP_STACK_CHARS).optional(),
+      quarantined: z.literal(true).optional(),
+    })
+    .optional(),
 });
 
 const RankAuditSchema = z.strictObject({
@@ -111,6 +115,16 @@ const EvalSummarySchema = z.strictObject({
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
 });
 
+/** A quarantined sample in an audit (coordinator/report.ts FailedSample); the launcher's bridge checks the same. */
+export const FailedSampleSchema = z.strictObject({
+  index: count,
+  position: z.strictObject({ rank, offset: count }),
+  attempts: count,
+  ranks: z.array(rank),
+  error: z.string().max(MAX_STEP_ERROR_CHARS),
+  stack: z.string().max(MAX_STEP_STACK_CHARS).optional(),
+});
+
 const EpochAuditSchema = z.strictObject({
   epoch: pass,
   worldSize: count.min(1),
@@ -123,6 +137,9 @@ const EpochAuditSchema = z.strictObject({
   events: z.array(EpochEventSchema),
   ok: z.boolean(),
   eval: EvalSummarySchema.optional(),
+  // Journals written before quarantine existed have neither.
+  quarantined: count.default(0),
+  failed: z.array(FailedSampleSchema).default([]),
 });
 
 const JournaledEpochSchema = z.strictObject({
@@ -303,8 +320,8 @@ function apply(state: JournalState, record: Exclude<JournalRecord, { k: 'run' }>
       return;
     case 'audit': {
       const { audit } = record;
-      if (audit.consumed > audit.planned || audit.missing !== audit.planned - audit.consumed) {
-        fail(`${where}: audit of epoch ${audit.epoch}: consumed ${audit.consumed} and missing ${audit.missing} do not add up to planned ${audit.planned}`);
+      if (audit.consumed + audit.quarantined > audit.planned || audit.missing !== audit.planned - audit.consumed - audit.quarantined) {
+        fail(`${where}: audit of epoch ${audit.epoch}: consumed ${audit.consumed}, quarantined ${audit.quarantined} and missing ${audit.missing} do not add up to planned ${audit.planned}`);
       }
       // A second audit of an epoch amends the first (a late overrun), in its place.
       const at = state.audits.findIndex((a) => a.epoch === audit.epoch);

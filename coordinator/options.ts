@@ -45,9 +45,21 @@ export const DURATION_KNOBS: readonly DurationKnob[] = [
 ];
 
 /** Every knob resolved: what the core runs with. */
-export type CoreSettings = { readonly [K in DurationName]: number } & { readonly onFailure: FailurePolicyName; readonly tailSplit: TailSplitName };
+export type CoreSettings = { readonly [K in DurationName]: number } & {
+  readonly onFailure: FailurePolicyName;
+  readonly tailSplit: TailSplitName;
+  /** How often a sample whose step throws is tried alone before it is quarantined (default 3). */
+  readonly maxAttempts: number;
+  /** Quarantined samples the run may end with and still be ok (default 0). */
+  readonly maxFailed: number;
+};
 
-export type CoreSettingsInput = { readonly [K in DurationName]?: number } & { readonly onFailure?: FailurePolicyName; readonly tailSplit?: TailSplitName };
+export type CoreSettingsInput = { readonly [K in DurationName]?: number } & {
+  readonly onFailure?: FailurePolicyName;
+  readonly tailSplit?: TailSplitName;
+  readonly maxAttempts?: number;
+  readonly maxFailed?: number;
+};
 
 /** A knob out of its bounds (the message names it); the CLI turns it into exit 2. */
 export class CoordinatorConfigError extends DistSamplerError {
@@ -78,7 +90,11 @@ export function resolveCoreSettings(input: CoreSettingsInput = {}): CoreSettings
   if (!(Object.values(TailSplit) as string[]).includes(tailSplit)) {
     throw new CoordinatorConfigError(`tailSplit must be one of ${Object.values(TailSplit).join(', ')}, got ${String(tailSplit)}`);
   }
-  const settings = { ...resolved, onFailure, tailSplit } as CoreSettings;
+  const maxAttempts = input.maxAttempts ?? 3;
+  if (!(Number.isSafeInteger(maxAttempts) && maxAttempts >= 1 && maxAttempts <= 100)) throw new CoordinatorConfigError(`maxAttempts must be an integer in [1, 100], got ${maxAttempts}`);
+  const maxFailed = input.maxFailed ?? 0;
+  if (!(Number.isSafeInteger(maxFailed) && maxFailed >= 0)) throw new CoordinatorConfigError(`maxFailed must be an integer >= 0, got ${maxFailed}`);
+  const settings = { ...resolved, onFailure, tailSplit, maxAttempts, maxFailed } as CoreSettings;
   if (settings.deadAfterMs <= settings.heartbeatMs) {
     throw new CoordinatorConfigError(`deadAfterMs (${settings.deadAfterMs}) must be larger than heartbeatMs (${settings.heartbeatMs})`);
   }

@@ -26,6 +26,11 @@ export class PlanAuditor {
     return (this.cached ??= this.plan());
   }
 
+  /** The dataset index at `offset` of `origin`'s shard (a quarantined sample's, for the report). */
+  indexAt(origin: number, offset: number): number {
+    return this.planned.at(origin, offset);
+  }
+
   /** Hashes up to `budget` more planned indices; true once every rank's digest is known. */
   work(budget = SLICE): boolean {
     const plan = this.planned;

@@ -22,8 +22,15 @@ export interface RankAudit {
   waitMs: number | null;
 }
 
+/**
+ * What can happen to an epoch, one name each (the journal and the launcher's bridge check them
+ * against this list). stepFailed: a step threw on a batch (retried elsewhere); quarantine: a
+ * sample failed every attempt.
+ */
+export const EPOCH_EVENT_TYPES = ['join', 'leave', 'death', 'reassign', 'replace', 'refused', 'restart', 'resume', 'stepFailed', 'quarantine'] as const;
+
 export interface EpochEvent {
-  type: 'join' | 'leave' | 'death' | 'reassign' | 'replace' | 'refused' | 'restart' | 'resume';
+  type: (typeof EPOCH_EVENT_TYPES)[number];
   rank: number | null;
   atMs: number;
   detail: string;
@@ -60,6 +67,24 @@ export interface EpochAudit {
   ok: boolean;
   /** An evaluation pass: its merged results. */
   eval?: EvalSummary;
+  /** Positions given up on (their step failed every attempt): neither consumed nor missing. */
+  quarantined: number;
+  /** The quarantined samples, one entry each, in the order they were given up on. */
+  failed: FailedSample[];
+}
+
+/** A sample whose step failed every attempt: where it is, what it is, and what went wrong. */
+export interface FailedSample {
+  /** The dataset index (what to look at in the data). */
+  index: number;
+  /** Its place in the plan: the origin rank's shard and the offset in it. */
+  position: { rank: number; offset: number };
+  /** Times it was tried alone and failed. */
+  attempts: number;
+  /** Ranks a batch holding it failed on, in order. */
+  ranks: number[];
+  error: string;
+  stack?: string;
 }
 
 /** One evaluation pass in the report: its merged results, and the pass's own audit. */

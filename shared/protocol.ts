@@ -32,6 +32,10 @@ const MAX_DATASET_DESCRIPTION_CHARS = 500;
 /** Longest error text a `failing` frame carries (the message and the first frames of its stack). */
 export const MAX_FAILURE_TEXT = 2000;
 
+/** Longest message and stack a `stepFailed` frame carries (the worker cuts them to fit). */
+export const MAX_STEP_ERROR_CHARS = 2000;
+export const MAX_STEP_STACK_CHARS = 8000;
+
 /**
  * Deepest nesting of a collective's value the client sends. The schema's JSON check recurses,
  * so far deeper values would overflow the stack of whoever validates them (which refuses them).
@@ -257,6 +261,23 @@ export const ClientMessageSchema = z.discriminatedUnion('t', [
     cursor: nonNegInt,
     /** The batch now handed to the step (offsets [unit's cursor, end)), for redelivery accounting. */
     inflight: z.object({ unit: nonNegInt, end: nonNegInt }).nullable(),
+  }),
+  /**
+   * The step threw on one batch, offsets [cursor, end) of `unit`. Acknowledges the unit up to
+   * `cursor` as an ack does, and gives the rest of the unit back: the worker hands out nothing
+   * more of it. The coordinator retries the failed offsets (on another rank when there is one,
+   * narrowing them to the failing samples), quarantines a sample that fails every attempt, and
+   * assigns [end, unit end) back to this worker as a new unit.
+   */
+  z.object({
+    t: z.literal('stepFailed'),
+    epoch: int,
+    unit: nonNegInt,
+    cursor: nonNegInt,
+    end: nonNegInt,
+    /** The error's message, and its stack (file:line) when it has one, cut to fit. */
+    error: z.string().max(MAX_STEP_ERROR_CHARS),
+    stack: z.string().max(MAX_STEP_STACK_CHARS).optional(),
   }),
   /**
    * After a reconnect: this worker handed offsets of `unit` up to `end` to its step although the

@@ -193,7 +193,7 @@ describe('faults planned for epochs that never run', () => {
   });
 });
 
-describe('a step that throws', () => {
+describe('a step that throws, under --on-step-error die', () => {
   it('is a death, not a clean leave: the worker exits non-zero and its work is reassigned, nothing lost', async () => {
     const step = stepModule('throwsOnRank1', `let batches = 0;
 export async function step(_batch: unknown, ctx: { rank: number; epoch: number }): Promise<void> {
@@ -202,7 +202,7 @@ export async function step(_batch: unknown, ctx: { rank: number; epoch: number }
 }
 `);
     const reportPath = join(dir, 'throws.json');
-    const run = await finishedCli(['run', '--workers', '3', '--epochs', '1', '--length', '600', '--batch-size', '10', '--step', step, '--report', reportPath]);
+    const run = await finishedCli(['run', '--workers', '3', '--epochs', '1', '--length', '600', '--batch-size', '10', '--step', step, '--on-step-error', 'die', '--report', reportPath]);
     expect(run.code, run.stderr()).toBe(0);
     // Where it was thrown, not only what it said: the step module's file and line.
     expect(run.stderr()).toMatch(/\[rank1\]: distsampler worker: rank 1: the step failed in epoch 0: boom on the third batch \(at \S*throwsOnRank1\.mts:4:\d+/);

@@ -227,6 +227,7 @@ const INSTANCES: readonly DistSamplerError[] = [
   new workerErrors.EpochNotConsumedError(0),
   new workerErrors.UnexpectedFrameError('welcome'),
   new workerErrors.PermutationThreadError(1),
+  new workerErrors.StepFailedNotCurrentError(1, -1, 'stale'),
   new UnknownSamplerError('numpy', ['torch', 'openpcdet']),
   new OpenPcdetPaddingError(1, 3, 3),
   new OpenPcdetSeedError(5),

@@ -16,7 +16,7 @@ describe('progress view (plain lines)', () => {
     const { coordinator, written, view } = setup();
     coordinator.emit('epochStart', { epoch: 0, worldSize: 2, numSamples: 5, ranks: [] });
     coordinator.emit('progress', { epoch: 0, rank: 1, acknowledged: 3, numSamples: 5, consumed: 3, planned: 10 });
-    coordinator.emit('epochAudit', { epoch: 0, worldSize: 2, ranks: [], planned: 10, consumed: 10, missing: 0, redelivered: 0, durationMs: 7, events: [], ok: true });
+    coordinator.emit('epochAudit', { epoch: 0, worldSize: 2, ranks: [], planned: 10, consumed: 10, missing: 0, redelivered: 0, durationMs: 7, events: [], ok: true, quarantined: 0, failed: [] });
     view.detach();
     expect(written).toEqual(['epoch 0 started: 2 ranks x 5 samples\n', 'epoch 0: r0 0/5  r1 3/5\n', 'epoch 0 done in 7 ms: missing 0, redelivered 0\n']);
   });
@@ -24,7 +24,7 @@ describe('progress view (plain lines)', () => {
   it('picks up an epoch it never saw start (a coordinator restarted from its journal) from the progress itself', () => {
     const { coordinator, written, view } = setup();
     coordinator.emit('progress', { epoch: 3, rank: 0, acknowledged: 4, numSamples: 6, consumed: 9, planned: 12 });
-    coordinator.emit('epochAudit', { epoch: 3, worldSize: 2, ranks: [], planned: 12, consumed: 12, missing: 0, redelivered: 0, durationMs: 2, events: [], ok: true });
+    coordinator.emit('epochAudit', { epoch: 3, worldSize: 2, ranks: [], planned: 12, consumed: 12, missing: 0, redelivered: 0, durationMs: 2, events: [], ok: true, quarantined: 0, failed: [] });
     view.detach();
     expect(written[0]).toBe('epoch 3: r0 4/6  r1 0/6\n');
   });
@@ -35,7 +35,7 @@ describe('progress view (plain lines)', () => {
     for (const [rank, size] of [[0, 4], [1, 4], [2, 3]] as const) {
       coordinator.emit('progress', { epoch: 0, rank, acknowledged: size, numSamples: size, consumed: 11, planned: 11 });
     }
-    coordinator.emit('epochAudit', { epoch: 0, worldSize: 3, ranks: [], planned: 11, consumed: 11, missing: 0, redelivered: 0, durationMs: 3, events: [], ok: true });
+    coordinator.emit('epochAudit', { epoch: 0, worldSize: 3, ranks: [], planned: 11, consumed: 11, missing: 0, redelivered: 0, durationMs: 3, events: [], ok: true, quarantined: 0, failed: [] });
     view.detach();
     expect(written[1]).toBe('epoch 0: r0 4/4  r1 4/4  r2 3/3\n');
   });

@@ -20,6 +20,8 @@ function report(events: EpochEvent[]): RunReport {
     durationMs: 12.4,
     events,
     ok: true,
+    quarantined: 0,
+    failed: [],
   };
   return { ok: true, config: { length: 10, worldSize: 2, epochs: 1, seed: '0', shuffle: true, dropLast: false, engine: 'torch', batchSize: 2, sampler: 'torch', pad: true }, epochs: [epoch], eval: [] };
 }

@@ -38,6 +38,7 @@ describe('simulator', () => {
     [PlantedBug.RestartDropsLastAcks]: 'journal replay reproduces the in-memory state',
     [PlantedBug.ReassignForgetsInflight]: 'redelivered equals double deliveries',
     [PlantedBug.CountZombieAck]: 'no ack accepted from a dead connection',
+    [PlantedBug.QuarantineWholeBatch]: 'exactly the bad samples quarantined',
   };
 
   for (const [bug, invariant] of Object.entries(expected) as Array<[PlantedBugName, string]>) {
@@ -69,6 +70,8 @@ describe('simulator: evaluation invariants', () => {
     events: [],
     ok,
     eval: { afterEpoch: 0, length: 10, evaluated: 10, duplicatesDropped: 2, missing: 0, sha256: expectedEvalSha256(10), ...summary },
+    quarantined: 0,
+    failed: [],
   });
   const violation = (run: () => void): string | undefined => {
     try {

@@ -2,6 +2,7 @@
  * One pass as the user's loop sees it: `for await (const batch of epoch.batches(dataset))`.
  * A pass is a training epoch or an evaluation pass (shared/evalPass.ts); in an evaluation pass
  * each batch's results go back with `epoch.submitResults(batch, results)` before the next batch.
+ * A step that throws on a batch is reported with `epoch.stepFailed(batch, error)`, and the loop goes on.
  * The decisions (which batch next, what to ack, what to report after a cut) are EpochCursor's;
  * this is the shell around it: the plan's indices, the dataset's samples, the inbox, the socket.
  */
@@ -14,6 +15,8 @@ import type { Dataset } from './datasets.ts';
 import { EpochCursor, type BatchRange } from './epochCursor.ts';
 import { EvalBatchNotCurrentError, EvalResultsMissingError, EvalResultsRepeatedError, NotAnEvalPassError } from './evalErrors.ts';
 import { packResults, resultTexts } from './evalResults.ts';
+import { StepFailedNotCurrentError } from './errors.ts';
+import { stepFailureText } from './failure.ts';
 import type { FlowMessage } from './inbox.ts';
 import type { Batch } from './stepModule.ts';
 
@@ -49,12 +52,15 @@ const YIELD_EVERY_MS = 20;
 
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
-/** The last batch an evaluation pass handed out, until the loop asks for the next. */
-interface EvalBatch {
+/** The last batch handed out, until the loop asks for the next. */
+interface CurrentBatch {
   readonly range: BatchRange;
   readonly positions: readonly number[];
   readonly indices: readonly number[];
+  /** An evaluation pass: its results were submitted. */
   submitted: boolean;
+  /** Its step threw, and stepFailed reported it: no results are due, no ack covers it. */
+  failed: boolean;
 }
 
 /** One pass as this worker sees it: its units, then whatever is reassigned to it. */
@@ -69,7 +75,7 @@ export class Epoch {
   readonly epoch: number;
   private readonly cursor: EpochCursor;
   private readonly digest = new ShardDigest();
-  private awaiting: EvalBatch | undefined;
+  private current: CurrentBatch | undefined;
 
   constructor(
     private readonly group: EpochHost,
@@ -139,13 +145,15 @@ export class Epoch {
         for (let k = 0; k < size; k++) {
           positions[k] = origin + (start + k) * worldSize;
           indices[k] = chunk[k];
-          this.digest.add(chunk[k]);
         }
-        if (this.kind === 'eval') this.awaiting = { range: batch, positions, indices, submitted: false };
+        const current: CurrentBatch = { range: batch, positions, indices, submitted: false, failed: false };
+        this.current = current;
         yield { epoch: this.epoch, positions, indices, samples: await loadSamples(dataset, indices) };
         // Asked for more: the ack for this batch goes out next, and must follow its results.
-        if (this.awaiting && !this.awaiting.submitted) throw new EvalResultsMissingError(this.rank, this.pass, this.awaiting.indices);
-        this.awaiting = undefined;
+        if (this.kind === 'eval' && !current.submitted && !current.failed) throw new EvalResultsMissingError(this.rank, this.pass, current.indices);
+        this.current = undefined;
+        // The report counts what the step consumed: a batch it failed on is retried elsewhere.
+        if (!current.failed) for (const index of indices) this.digest.add(index);
         continue;
       }
       idleSince ??= performance.now();
@@ -163,13 +171,15 @@ export class Epoch {
    * batch as handed out (or anything carrying its `positions` array, such as a Dataloader's batch).
    * Each result must serialise with JSON.stringify, in at most MAX_EVAL_RESULT_BYTES; gather
    * larger results with pg.gatherResults.
-   * @throws NotAnEvalPassError, EvalBatchNotCurrentError, EvalResultsRepeatedError, and an
-   *   EvalResultError (EvalResultCountError, EvalResultNotSerializableError, EvalResultTooLargeError, EvalResultTooDeepError)
+   * @throws NotAnEvalPassError, EvalBatchNotCurrentError (also for a batch reported with stepFailed),
+   *   EvalResultsRepeatedError, and an EvalResultError (EvalResultCountError,
+   *   EvalResultNotSerializableError, EvalResultTooLargeError, EvalResultTooDeepError)
    */
   submitResults<R>(batch: Pick<Batch, 'positions'>, results: readonly R[]): void {
     if (this.kind !== 'eval') throw new NotAnEvalPassError(this.pass);
-    const current = this.awaiting;
+    const current = this.current;
     if (!current || batch.positions !== current.positions) throw new EvalBatchNotCurrentError(this.rank, this.pass);
+    if (current.failed) throw new EvalBatchNotCurrentError(this.rank, this.pass, 'failed');
     if (current.submitted) throw new EvalResultsRepeatedError(this.rank, this.pass);
     const texts = resultTexts(results, { rank: this.rank, pass: this.pass, indices: current.indices });
     current.submitted = true;
@@ -178,6 +188,30 @@ export class Epoch {
     this.catchUp();
     if (!this.cursor.holds(current.range)) return;
     this.sendAll(packResults(this.pass, current.range.unit, current.range.start, texts));
+  }
+
+  /**
+   * The step (or evalStep) threw on the batch last handed out: it is reported to the coordinator
+   * (a `stepFailed` frame with the error's message and stack, cut to fit), which retries its
+   * positions, on another rank when there is one, and quarantines a sample that fails every
+   * attempt. The loop goes on with this worker's other work: nothing more of the batch's unit is
+   * handed out here (the coordinator sends what followed the batch back as new work), and no ack
+   * covers the batch. In an evaluation pass a failed batch takes no results. Call it at most once
+   * per batch, before asking for the next; `batch` is the batch as handed out (or anything
+   * carrying its `positions` array, such as a Dataloader's batch). While the connection is down
+   * the coordinator cannot hear of it: the batch is then handed out again once the pass is re-sent.
+   * @throws StepFailedNotCurrentError when `batch` is not the last one handed out, was already
+   *   reported, or (an evaluation pass) its results were already submitted
+   */
+  stepFailed(batch: Pick<Batch, 'positions'>, error: unknown): void {
+    const current = this.current;
+    if (!current || batch.positions !== current.positions) throw new StepFailedNotCurrentError(this.rank, this.pass, 'stale');
+    if (current.failed) throw new StepFailedNotCurrentError(this.rank, this.pass, 'repeated');
+    if (current.submitted) throw new StepFailedNotCurrentError(this.rank, this.pass, 'submitted');
+    current.failed = true;
+    // What arrived meanwhile first: a lost connection or a re-sent pass decides whether the batch is still ours to report.
+    this.catchUp();
+    this.sendAll(this.cursor.fail(current.range, stepFailureText(error)));
   }
 
   /** The epoch ended (its epochEnd), or the coordinator moved on to a later one while this worker was away. */

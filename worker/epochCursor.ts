@@ -21,7 +21,11 @@ export interface BatchRange {
 export type AckFrame = Extract<ClientMessage, { t: 'ack' }>;
 export type OverrunFrame = Extract<ClientMessage, { t: 'overrun' }>;
 export type OutOfWorkFrame = Extract<ClientMessage, { t: 'outOfWork' }>;
-export type EpochFrame = AckFrame | OverrunFrame | OutOfWorkFrame;
+export type StepFailedFrame = Extract<ClientMessage, { t: 'stepFailed' }>;
+export type EpochFrame = AckFrame | OverrunFrame | OutOfWorkFrame | StepFailedFrame;
+
+/** What a `stepFailed` frame says of the error, already cut to the frame's limits. */
+export type StepFailureText = Pick<StepFailedFrame, 'error' | 'stack'>;
 
 /** What the cursor is told: the coordinator's frames for this epoch, and the connection's loss. */
 export type EpochInput =
@@ -62,6 +66,11 @@ export class EpochCursor {
   private readonly redo: boolean;
   /** The batch handed out last, whose step has not returned yet. */
   private inFlight: { unit: LocalUnit; end: number } | null = null;
+  /**
+   * Batches whose step threw, by unit (one each: the unit ends there). Delivered, but neither
+   * acknowledged nor handed out again; checked against the coordinator's units when re-sent.
+   */
+  private readonly failures = new Map<LocalUnit, { start: number; end: number; failure: StepFailureText }>();
   private held = false;
   /** `outOfWork` went out since this worker last got work: say it once. */
   private saidOutOfWork = false;
@@ -108,6 +117,41 @@ export class EpochCursor {
     unit.delivered = batch.end;
     this.inFlight = { unit, end: batch.end };
     return { batch, frames: [this.ack(last ?? unit, { unit: unit.id, end: batch.end })] };
+  }
+
+  /**
+   * The step threw on `batch`, the one in flight: the unit is acknowledged up to the batch's start
+   * and ends there (nothing more of it is handed out; the coordinator retries the failed offsets
+   * and gives the rest back as a new unit), and the batch's completion acknowledges nothing. The
+   * frame is a `stepFailed` for what of the batch is still this worker's. Nothing is sent when the
+   * batch is no longer this worker's (a re-sent epoch cut or dropped it), nor while held back.
+   * Either way the failure is remembered until the epoch is re-sent: if the coordinator's unit
+   * still holds the batch (it never heard of the failure), it is reported then; if the unit was
+   * cut before the batch, the batch counts as delivered beyond the cut (an overrun), as a
+   * completed one would. A failed batch is never handed out again here: that would be a second
+   * delivery the coordinator could not know of.
+   */
+  fail(batch: BatchRange, failure: StepFailureText): StepFailedFrame[] {
+    const last = this.inFlight;
+    if (!last || last.unit.id !== batch.unit || last.end !== batch.end) return [];
+    this.inFlight = null;
+    const unit = last.unit;
+    if (!this.units.includes(unit)) return [];
+    const end = Math.min(batch.end, unit.end);
+    if (end <= batch.start) return [];
+    this.failures.set(unit, { start: batch.start, end, failure });
+    if (this.held) {
+      unit.end = batch.start;
+      return [];
+    }
+    return [this.failed(unit, batch.start, end, failure)];
+  }
+
+  /** The frame for a failed batch [start, end) of `unit`, which ends there from now on. */
+  private failed(unit: LocalUnit, start: number, end: number, failure: StepFailureText): StepFailedFrame {
+    unit.end = start;
+    const stack = failure.stack === undefined ? {} : { stack: failure.stack };
+    return { t: 'stepFailed', epoch: this.epoch, unit: unit.id, cursor: start, end, error: failure.error, ...stack };
   }
 
   /** The step for the last batch returned and none follows (the epoch ended): its closing ack. */
@@ -162,6 +206,13 @@ export class EpochCursor {
         next.push(fromWire(u));
         continue;
       }
+      const failed = this.failures.get(mine);
+      // The coordinator cut the unit at the failed batch: it heard of the failure, retried it, and
+      // counted that; the batch is no overrun. Cut before it (taken for dead): an overrun like any.
+      if (failed && u.end <= failed.start) {
+        if (u.end === failed.start) mine.delivered = Math.min(mine.delivered, failed.start);
+        this.failures.delete(mine);
+      }
       if (mine.delivered > u.end) frames.push({ t: 'overrun', epoch: this.epoch, unit: mine.id, end: mine.delivered });
       mine.end = u.end;
       if (this.redo) {
@@ -185,6 +236,11 @@ export class EpochCursor {
     }
     this.units = next;
     this.held = false;
+    // The coordinator never heard of these failures (its unit still holds the batch): told now.
+    for (const [unit, failed] of this.failures) {
+      if (!next.includes(unit)) this.failures.delete(unit);
+      else if (unit.end > failed.start) frames.push(this.failed(unit, failed.start, Math.min(failed.end, unit.end), failed.failure));
+    }
     return frames;
   }
 

@@ -8,6 +8,7 @@
  * keyed by where the code arrives (the frame, or the close) and then by the code itself.
  */
 import { DistSamplerError } from '../shared/errors.ts';
+import { passName } from '../shared/evalPass.ts';
 import {
   AbortCode,
   CloseCode,
@@ -376,6 +377,27 @@ export class ConnectionLostError extends DistSamplerError {
 export class EpochNotConsumedError extends DistSamplerError {
   constructor(epoch: number) {
     super('ERR_EPOCH_NOT_CONSUMED', `epoch ${epoch}: the loop body returned before consuming its batches (the epoch cannot end)`);
+  }
+}
+
+/**
+ * epoch.stepFailed for a batch other than the last one handed out (an older one, or none yet),
+ * for one already reported, or in an evaluation pass for one whose results were submitted.
+ */
+export class StepFailedNotCurrentError extends DistSamplerError {
+  constructor(
+    readonly rank: number,
+    /** The pass on the wire (shared/evalPass.ts). */
+    readonly pass: number,
+    why: 'stale' | 'repeated' | 'submitted',
+  ) {
+    const what =
+      why === 'repeated'
+        ? 'a batch already reported as failed'
+        : why === 'submitted'
+          ? 'a batch whose results were already submitted'
+          : 'a batch that is not the last one handed out';
+    super('ERR_STEP_FAILED_NOT_CURRENT', `rank ${rank}: stepFailed was given ${what} (${passName(pass)}); report a failed step once, for the batch it failed on, before asking for the next`);
   }
 }
 

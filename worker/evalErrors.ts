@@ -106,13 +106,22 @@ export class NotAnEvalPassError extends DistSamplerError {
   }
 }
 
-/** submitResults for a batch other than the last one handed out (an older one, or none yet). */
+/**
+ * submitResults for a batch other than the last one handed out (an older one, or none yet), or
+ * for one reported as failed (epoch.stepFailed), which takes no results.
+ */
 export class EvalBatchNotCurrentError extends DistSamplerError {
   constructor(
     readonly rank: number,
     readonly pass: number,
+    why: 'stale' | 'failed' = 'stale',
   ) {
-    super('ERR_EVAL_BATCH_NOT_CURRENT', `rank ${rank}: submitResults was given a batch that is not the last one handed out (${passName(pass)}); submit each batch's results before asking for the next`);
+    super(
+      'ERR_EVAL_BATCH_NOT_CURRENT',
+      why === 'failed'
+        ? `rank ${rank}: submitResults was given a batch reported as failed with epoch.stepFailed (${passName(pass)}); a failed batch takes no results`
+        : `rank ${rank}: submitResults was given a batch that is not the last one handed out (${passName(pass)}); submit each batch's results before asking for the next`,
+    );
   }
 }
 

@@ -86,6 +86,7 @@ export {
   RankTakenError,
   RendezvousTimeoutError,
   RunFinishedError,
+  StepFailedNotCurrentError,
   StoreBadReplyError,
   StoreClosedError,
   StoreError,

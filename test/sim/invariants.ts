@@ -21,7 +21,7 @@ import { EffectKind, InputKind, type CoreEffect, type CoreInput, type PeerId } f
 import type { GroupCore } from '../../coordinator/groupCore.ts';
 import { replayJournal, type JournalState } from '../../coordinator/journalRecords.ts';
 import type { EpochAudit, RunReport } from '../../coordinator/report.ts';
-import { epochOfPass, evalDueAfter, evalPassCount, isEvalPass, passName, passShardSizes } from '../../shared/evalPass.ts';
+import { epochOfPass, evalDueAfter, evalPassCount, isEvalPass, passName, passPlan, passShardSizes } from '../../shared/evalPass.ts';
 import { CloseCode, CollectiveErrorCode, ServerMessageSchema, type ClientMessage, type RunConfig, type ServerMessage } from '../../shared/protocol.ts';
 import { Violation, type SimContext } from './context.ts';
 import { faultFree } from './scenario.ts';
@@ -286,6 +286,9 @@ export class Invariants implements HostObserver {
     if (aborted || !truth) return;
     const where = passName(audit.epoch);
     if (audit.missing !== 0) this.fail('every planned position acknowledged', `${where} ended with ${audit.missing} missing`);
+    this.checkQuarantine(audit);
+    // A quarantined position's step never returns: it is resolved, not completed.
+    for (const failed of audit.failed) truth.completed(failed.position.rank, failed.position.offset, failed.position.offset + 1);
     const gap = truth.firstNotCompleted();
     if (gap) this.fail('every planned position acknowledged', `${where} ended but no step returned for origin ${gap.origin} offset ${gap.offset}`);
     const count = (...types: string[]): number => audit.events.filter((e) => types.includes(e.type)).length;
@@ -294,6 +297,23 @@ export class Invariants implements HostObserver {
     if (deaths < truth.losses) this.fail('every death in the report', `${where}: ${truth.losses} members lost, ${deaths} death/leave events`);
     if (count('reassign') < truth.assigned) this.fail('every reassignment in the report', `${where}: ${truth.assigned} units reassigned, ${count('reassign')} reassign events`);
     if (count('restart') < truth.restarts) this.fail('every restart in the report', `${where}: ${truth.restarts} restarts, ${count('restart')} restart events`);
+  }
+
+  /**
+   * Exactly the poison samples are quarantined: every position of the pass's plan whose index is
+   * poison, with that index, and nothing else (a good sample of a failing batch is never lost).
+   */
+  private checkQuarantine(audit: EpochAudit): void {
+    const { poison, config } = this.ctx.scenario;
+    const where = passName(audit.epoch);
+    if (audit.quarantined !== audit.failed.length) this.fail('exactly the bad samples quarantined', `${where}: quarantined ${audit.quarantined} but ${audit.failed.length} listed`);
+    const wrong = audit.failed.find((f) => isEvalPass(audit.epoch) || !poison.has(f.index));
+    if (wrong) this.fail('exactly the bad samples quarantined', `${where}: dataset index ${wrong.index} (origin ${wrong.position.rank} offset ${wrong.position.offset}) quarantined, but its step never throws`);
+    if (isEvalPass(audit.epoch) || poison.size === 0) return;
+    const plan = passPlan(config, audit.worldSize, audit.epoch);
+    let expected = 0;
+    for (let origin = 0; origin < plan.worldSize; origin++) for (const index of plan.shard(origin, 0, plan.numSamplesOf(origin))) if (poison.has(index)) expected++;
+    if (audit.quarantined !== expected) this.fail('exactly the bad samples quarantined', `${where}: ${audit.quarantined} positions quarantined, the plan holds ${expected} of poison indices ${[...poison].join(', ')}`);
   }
 
   /** Audited epochs (not aborted) whose redelivery is checked once the run is over. */
@@ -318,7 +338,7 @@ export class Invariants implements HostObserver {
       if (audit.redelivered > truth.doubles) this.fail('redelivered equals double deliveries', `${where}: redelivered ${audit.redelivered} but only ${truth.doubles} positions were delivered twice`);
     } else {
       if (audit.redelivered !== truth.doubles) this.fail('redelivered equals double deliveries', `${where}: redelivered ${audit.redelivered}, the workers handed ${truth.doubles} positions out again`);
-      const bound = this.ctx.scenario.config.batchSize * deaths + this.overrunReported(audit.epoch);
+      const bound = this.ctx.scenario.config.batchSize * deaths + this.overrunReported(audit.epoch) + retried(audit);
       if (truth.doubles > bound) this.fail('redelivered within batchSize x deaths', `${where}: ${truth.doubles} double deliveries, bound ${bound} (${deaths} deaths)`);
     }
   }
@@ -442,4 +462,15 @@ export function checkEvalAudit(audit: EpochAudit, config: RunConfig, doubles: nu
   if (doubles !== undefined && summary.duplicatesDropped > padding + doubles) {
     fail('padding duplicates dropped', `${summary.duplicatesDropped} duplicates dropped, but the plan pads ${padding} and only ${doubles} positions were delivered twice`);
   }
+}
+
+/** Positions handed out again after a failed step: every failed range but the last try of each quarantined sample. */
+function retried(audit: EpochAudit): number {
+  let failed = 0;
+  for (const event of audit.events) {
+    if (event.type !== 'stepFailed') continue;
+    const m = /offsets \[(\d+), (\d+)\)/.exec(event.detail);
+    if (m) failed += Number(m[2]) - Number(m[1]);
+  }
+  return failed - audit.quarantined;
 }

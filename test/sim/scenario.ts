@@ -72,6 +72,8 @@ export interface Scenario {
   readonly stepMsPerSample: number;
   /** A straggler's rank and how many times slower its steps are (none: every rank at one pace). */
   readonly straggler?: { readonly rank: number; readonly factor: number };
+  /** Dataset indices whose training step always throws: each of their positions must end quarantined. */
+  readonly poison: ReadonlySet<number>;
   /** Step time per sample of an evaluation pass (config.eval), in virtual ms. */
   readonly evalStepMsPerSample: number;
   /** One-way network delay bound, ms. */
@@ -181,6 +183,9 @@ export function drawScenario(seed: string): Scenario {
   // Work follows speed only where speeds differ: a straggler, from a stream of its own.
   const speeds = new Rng(`speed:${seed}`);
   const straggler = speeds.chance(0.25) ? { rank: speeds.int(0, world - 1), factor: speeds.real(2, 5) } : undefined;
+  // Bad samples, from their own stream: one or two indices whose step throws every time.
+  const poisoning = new Rng(`poison:${seed}`);
+  const poison = new Set<number>(length > 0 && poisoning.chance(0.2) ? times(poisoning, poisoning.int(1, 2), length).map(Math.floor) : []);
   // An epoch of roughly 0.3 to 3 virtual seconds, whatever the length.
   const epochMs = rng.real(300, 3000);
   const stepMsPerSample = epochMs / Math.max(1, Math.ceil(length / world));
@@ -223,6 +228,7 @@ export function drawScenario(seed: string): Scenario {
     claimRanks: !elastic && rng.chance(0.4),
     stepMsPerSample,
     ...(straggler ? { straggler } : {}),
+    poison,
     evalStepMsPerSample,
     netDelayMs: rng.real(0.2, 5),
     collectives: rng.chance(0.5),
@@ -239,7 +245,7 @@ export function drawScenario(seed: string): Scenario {
 /** No fault at all: none scheduled, and no chance of a death at a hello, a collective or a boundary. */
 export function faultFree(s: Scenario): boolean {
   const f = s.faults;
-  return faultCount(s) === 0 && f.killAtBoundary === 0 && f.killInCollective === 0 && f.killInRendezvous === 0;
+  return faultCount(s) === 0 && f.killAtBoundary === 0 && f.killInCollective === 0 && f.killInRendezvous === 0 && s.poison.size === 0;
 }
 
 /** How many faults the scenario schedules (for the closing line). */

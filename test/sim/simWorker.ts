@@ -373,6 +373,11 @@ export class SimWorker {
     const ms = (end - start) * (run.evaluation ? scenario.evalStepMsPerSample : scenario.stepMsPerSample) * this.ctx.rng.real(0.7, 1.3) * slower;
     this.timer(ms, () => {
       run.stepping = false;
+      // A training step throws on a poison sample: reported, the loop goes on (its allReduce never ran).
+      if (!run.evaluation && scenario.poison.size > 0 && run.plan!.shard(origin, start, end).some((index) => scenario.poison.has(index))) {
+        this.sendAll(run.cursor.fail(batch, { error: `poison sample among origin ${origin} [${start}, ${end})` }));
+        return this.step();
+      }
       this.hooks.completed(this, run.epoch, run.worldSize, origin, start, end);
       if (this.run !== run) return;
       if (run.evaluation) this.submitResults(run, batch);
