@@ -246,7 +246,8 @@ export class EpochProgress {
     const rank = state.lost.get(worker);
     let added = state.ledger.overrun(message.unit, message.cursor, worker, rank);
     if (message.inflight) added += state.ledger.overrun(message.inflight.unit, message.inflight.end, worker, rank);
-    if (added > 0) this.group.journal.units(state.ledger);
+    // Coalesced: after a stall, a lost worker's backlog can be thousands of late acks.
+    if (added > 0) this.group.journal.bufferUnits();
   }
 
   /** A worker that was cut off says what it still delivered: those positions went out twice. */

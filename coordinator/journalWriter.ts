@@ -27,6 +27,8 @@ export interface JournalWriterOptions {
 
 export class JournalWriter {
   private readonly pendingAcks = new Map<number, [cursor: number, inflight: number]>();
+  /** The ledger changed in a way acks do not say (a lost worker's late acks counted): a units record with the next flush. */
+  private pendingUnits = false;
   private lines = 0;
   private flushTimer: unknown;
   /** A write failed: nothing more is journaled (the run stops; the file stays resumable). */
@@ -41,6 +43,7 @@ export class JournalWriter {
   markBroken(): void {
     this.broken = true;
     this.pendingAcks.clear();
+    this.pendingUnits = false;
   }
 
   write(record: JournalRecord): void {
@@ -52,13 +55,16 @@ export class JournalWriter {
 
   /** The ledger's units as they are now (after a reassignment, a handover, an overrun). */
   units(ledger: EpochLedger): void {
+    // This snapshot holds whatever bufferUnits was waiting to write.
+    if (ledger === this.options.ledger()) this.pendingUnits = false;
     this.write({ k: 'units', epoch: ledger.epoch, units: ledger.snapshot(), redelivered: ledger.redelivered });
   }
 
   compact(): void {
     if (!this.active) return;
-    // The snapshot holds every cursor: buffered acks are in it.
+    // The snapshot holds every cursor and unit: what was buffered is in it.
     this.pendingAcks.clear();
+    this.pendingUnits = false;
     this.options.sink({ kind: EffectKind.Compact, state: this.options.snapshot() });
     this.lines = 0;
   }
@@ -68,16 +74,37 @@ export class JournalWriter {
     const unit = this.active ? this.options.ledger()?.unit(unitId) : undefined;
     if (!unit) return;
     this.pendingAcks.set(unitId, [unit.cursor, unit.inflight]);
-    if (this.flushTimer === undefined) {
-      this.flushTimer = this.options.timers.setTimeout(() => {
-        this.flushTimer = undefined;
-        this.flushAcks();
-      }, this.options.flushMs);
-    }
+    this.armFlush();
+  }
+
+  /**
+   * The units changed by counting, not by a decision a worker hears of (a lost worker's late acks,
+   * thousands of them after a stall with small batches): one units record with the next flush,
+   * rather than one per ack. A crash before it loses those counts, as it loses buffered acks.
+   */
+  bufferUnits(): void {
+    if (!this.active || !this.options.ledger()) return;
+    this.pendingUnits = true;
+    this.armFlush();
+  }
+
+  private armFlush(): void {
+    if (this.flushTimer !== undefined) return;
+    this.flushTimer = this.options.timers.setTimeout(() => {
+      this.flushTimer = undefined;
+      this.flushAcks();
+    }, this.options.flushMs);
   }
 
   flushAcks(): void {
     const ledger = this.options.ledger();
+    if (this.pendingUnits && ledger) {
+      // The units record holds every cursor too: the buffered acks are in it.
+      this.pendingAcks.clear();
+      this.units(ledger);
+      if (this.lines >= COMPACT_AFTER) this.compact();
+      return;
+    }
     if (this.pendingAcks.size === 0 || !ledger) return;
     const cursors = [...this.pendingAcks].map(([id, [cursor, inflight]]): [number, number, number] => [id, cursor, inflight]);
     this.pendingAcks.clear();

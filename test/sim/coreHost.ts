@@ -21,6 +21,8 @@ export interface HostObserver {
   started(core: GroupCore, restored: JournalState | undefined): void;
   /** The core died during `epoch` (if one was running). */
   crashed(epoch: number | undefined): void;
+  /** Counts the journal had not caught up with died with the core (a lost worker's late acks, coalesced). */
+  knowledgeLost(epoch: number): void;
 }
 
 export class CoreHost implements CoordinatorEnd {
@@ -146,6 +148,9 @@ export class CoreHost implements CoordinatorEnd {
     this.ctx.trace(`coordinator crashes (down ${plan.downMs.toFixed(0)} ms${plan.tearBytes ? `, ${plan.tearBytes} bytes torn off the journal` : ''}${plan.badRecord ? `, bad record ${plan.badRecord}` : ''})`);
     const view = this.core.view();
     this.observer.crashed(view.epoch && (view.phase === 'running' || view.phase === 'reporting') ? view.epoch.epoch : undefined);
+    // Late acks' counts wait for the next journal flush: a crash before it loses them.
+    const memory = this.core.snapshot().current;
+    if (memory && memory.redelivered > this.journaledRedelivered(memory.epoch)) this.observer.knowledgeLost(memory.epoch);
     const generation = this.generation++;
     this.core = undefined;
     this.tearNext = undefined;
@@ -170,6 +175,16 @@ export class CoreHost implements CoordinatorEnd {
     this.journalVersion++;
     this.structuralVersion++;
     return { badLine };
+  }
+
+  /** `redelivered` of `epoch` as the journal holds it now (0 when it holds no such epoch or does not replay). */
+  private journaledRedelivered(epoch: number): number {
+    try {
+      const current = replayJournal(this.journal).current;
+      return current && current.epoch === epoch ? current.redelivered : 0;
+    } catch {
+      return 0;
+    }
   }
 
   /** The restart: replay the journal text, cut a torn tail as the shell does, start a core from it. */
