@@ -24,6 +24,14 @@ const BUG_BOUND = 500;
 const BUG_BASE = '20000';
 
 describe('simulator', () => {
+  it('runs a coordinator waking from a stall to thousands of a lost worker\'s late acks in seconds (seed 3216315132)', { timeout: 120_000 }, () => {
+    const result = runSeed('3216315132');
+    // What makes this seed the case: one position a batch, and a stall. Another draw, another seed.
+    expect(result.scenario.config.batchSize).toBe(1);
+    expect(result.scenario.faults.stalls).toHaveLength(1);
+    expect(result.violation).toBeUndefined();
+  });
+
   it(`keeps every invariant over ${FRESH_SEEDS} fresh seeds`, { timeout: 300_000 }, () => {
     const { base, seeds } = seedsOf({ seeds: FRESH_SEEDS, seed: undefined });
     console.log(`sim: base seed ${base} (replay one with npm run sim -- --seed S --trace)`);
