@@ -10,7 +10,7 @@ import { evalConfig } from '../shared/evalPass.ts';
 import { checkPlannable } from '../shared/runPlan.ts';
 import { SAMPLER_NAMES, SamplerKind } from '../shared/sampler.ts';
 import type { DatasetIdentity, RunConfig } from '../shared/protocol.ts';
-import { datasetIdentity, openDataset, RANGE_FINGERPRINT } from '../worker/datasets.ts';
+import { datasetIdentity, openDataset, RANGE_IDENTITY } from '../worker/datasets.ts';
 import { tlsProblem } from '../coordinator/coordinator.ts';
 import { CoordinatorConfigError, DURATION_KNOBS, FailurePolicy, resolveCoreSettings, type CoreSettings, type DurationKnob, type FailurePolicyName } from '../coordinator/options.ts';
 import type { WorldSizeRange } from '../coordinator/journal.ts';
@@ -244,7 +244,7 @@ export async function coordinatorSettings(values: RunConfigValues): Promise<Coor
   if (values.length !== undefined && values.dataset !== undefined) throw new UsageError('give either --length or --dataset, not both');
   let length = intFlag('length', values.length, 10_000, 0);
   // Workers that loaded other data than this (another file, or none) are refused at the rendezvous.
-  let dataset: DatasetIdentity | undefined = { fingerprint: RANGE_FINGERPRINT, description: RANGE_FINGERPRINT };
+  let dataset: DatasetIdentity | undefined = RANGE_IDENTITY;
   if (values.dataset !== undefined) {
     const opened = await openDataset({ dataset: values.dataset }).catch((err: unknown) => {
       throw new UsageError(`--dataset: ${err instanceof Error ? err.message : String(err)}`);

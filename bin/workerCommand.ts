@@ -3,7 +3,7 @@
  * torchrun child), then runs every epoch's batches through the step, and every evaluation
  * pass's batches through the evalStep, submitting their results.
  */
-import { datasetIdentity, openDataset, RANGE_FINGERPRINT, rangeDataset, type Dataset } from '../worker/datasets.ts';
+import { datasetIdentity, openDataset, RANGE_IDENTITY, rangeDataset, type Dataset } from '../worker/datasets.ts';
 import { EvalResultError } from '../worker/evalErrors.ts';
 import { CollectiveError, ConnectionLostError, GroupAbortedError, StoreError } from '../worker/errors.ts';
 import { failureText } from '../worker/failure.ts';
@@ -224,9 +224,6 @@ function withSimulatedEval(evaluate: EvalStepFn, work: SimulatedWork, seed: stri
     return evaluate(batch, ctx);
   };
 }
-
-/** Without --dataset a worker reads the synthetic range, of whatever length the coordinator says. */
-const RANGE_IDENTITY = { fingerprint: RANGE_FINGERPRINT, description: RANGE_FINGERPRINT };
 
 /** A worker still waiting for its coordinator says so, every few seconds, instead of staying silent. */
 function sayWaiting(notice: WaitNotice): void {

@@ -117,21 +117,27 @@ export class EpochProgress {
     if (!outcome.ok) return this.hooks.reject(peer, CloseCode.ForeignAck, outcome.reason);
     group.journal.bufferAck(message.unit);
     if (message.inflight && message.inflight.unit !== message.unit) group.journal.bufferAck(message.inflight.unit);
-    if (outcome.advanced > 0) {
-      state.acked.set(rank, (state.acked.get(rank) ?? 0) + outcome.advanced);
-      state.ackedByWorker.set(peer.workerId!, (state.ackedByWorker.get(peer.workerId!) ?? 0) + outcome.advanced);
-      const unit = state.ledger.unit(message.unit)!;
-      group.emit('progress', {
-        epoch: state.ledger.epoch,
-        rank: unit.origin,
-        acknowledged: state.ledger.acknowledgedOf(unit.origin),
-        // The origin's own shard: unpadded shards differ by one.
-        numSamples: state.ledger.sizeOf(unit.origin),
-        consumed: state.ledger.consumed,
-        planned: state.ledger.planned,
-      });
-    }
+    this.credit(peer, rank, message.unit, outcome.advanced);
     this.maybeCompleteEpoch();
+  }
+
+  /** Positions of `unitId` newly acknowledged by `rank` (an ack, or a step failure's): counted for it and shown. */
+  private credit(peer: Peer, rank: number, unitId: number, advanced: number): void {
+    if (advanced === 0) return;
+    const group = this.group;
+    const state = group.current!;
+    state.acked.set(rank, (state.acked.get(rank) ?? 0) + advanced);
+    state.ackedByWorker.set(peer.workerId!, (state.ackedByWorker.get(peer.workerId!) ?? 0) + advanced);
+    const unit = state.ledger.unit(unitId)!;
+    group.emit('progress', {
+      epoch: state.ledger.epoch,
+      rank: unit.origin,
+      acknowledged: state.ledger.acknowledgedOf(unit.origin),
+      // The origin's own shard: unpadded shards differ by one.
+      numSamples: state.ledger.sizeOf(unit.origin),
+      consumed: state.ledger.consumed,
+      planned: state.ledger.planned,
+    });
   }
 
   /**
@@ -157,7 +163,7 @@ export class EpochProgress {
       narrow: group.plantedBug !== PlantedBug.QuarantineWholeBatch,
     });
     if (!outcome.ok) return this.hooks.reject(peer, CloseCode.ForeignAck, outcome.reason);
-    if (outcome.advanced > 0) state.acked.set(rank, (state.acked.get(rank) ?? 0) + outcome.advanced);
+    this.credit(peer, rank, message.unit, outcome.advanced);
     const where = `origin ${unit!.origin} offsets [${message.cursor}, ${message.end})`;
     group.recordEvent('stepFailed', rank, `${where}: ${message.error}`);
     const given = outcome.quarantined;

@@ -35,6 +35,9 @@ export interface Dataset<T = unknown> {
 /** The synthetic range's fingerprint: any length (the length is checked on its own). */
 export const RANGE_FINGERPRINT = 'range';
 
+/** What a hello (or the coordinator's config) says of the synthetic range: only its length identifies it. */
+export const RANGE_IDENTITY: DatasetIdentity = { fingerprint: RANGE_FINGERPRINT, description: RANGE_FINGERPRINT };
+
 /**
  * What a hello (or a coordinator's config) says of a dataset: its fingerprint, and its description
  * with file names for paths (a refusal's close reason holds 123 bytes). Undefined without a fingerprint.

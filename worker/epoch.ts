@@ -199,7 +199,8 @@ export class Epoch {
    * covers the batch. In an evaluation pass a failed batch takes no results. Call it at most once
    * per batch, before asking for the next; `batch` is the batch as handed out (or anything
    * carrying its `positions` array, such as a Dataloader's batch). While the connection is down
-   * the coordinator cannot hear of it: the batch is then handed out again once the pass is re-sent.
+   * the failure waits for the pass to be re-sent, and is reported then if the coordinator's unit
+   * still holds the batch; the batch is never handed out again here.
    * @throws StepFailedNotCurrentError when `batch` is not the last one handed out, was already
    *   reported, or (an evaluation pass) its results were already submitted
    */
