@@ -64,6 +64,11 @@ export class ChunkAssembly {
   }
 
   /** Is this member assembling a value for this seq? */
+  /** Every value being assembled, as [rank, seq]. */
+  assemblingSeqs(): [number, number][] {
+    return [...this.open].map(([rank, assembly]) => [rank, assembly.header.seq]);
+  }
+
   assembling(rank: number, seq: number): boolean {
     return this.open.get(rank)?.header.seq === seq;
   }

@@ -117,6 +117,16 @@ export class Collectives {
   /** What each member holds in pending collectives, against the per-member bounds. */
   private readonly held = new Map<number, Held>();
   private closedReason: string | undefined;
+  /** The group generation: calls of an older one join nothing (numbering restarts with each). */
+  private currentGeneration = 0;
+  /**
+   * Per member, the seqs of chunked values an older generation abandoned: their late chunks are
+   * dropped (the member stops sending them when it hears of the change), until a call of the new
+   * generation announces chunks under the same seq (frames of one member stay in order).
+   */
+  private readonly abandoned = new Map<number, Set<number>>();
+  /** Members lost since the generation began, whose collectives the next one fails: named as missing. */
+  private readonly lostInGeneration = new Set<number>();
   private readonly assembly: ChunkAssembly;
   private readonly relay: GatherRelay;
 
@@ -145,6 +155,49 @@ export class Collectives {
     }
   }
 
+  /** The group generation calls must be made in. */
+  get generation(): number {
+    return this.currentGeneration;
+  }
+
+  /**
+   * The group changed: a new generation begins. Every pending collective fails for the ranks
+   * that called it with GroupChanged (`why` says what changed), numbering restarts at 0, and from
+   * now on a call made in an older generation is answered the same and joins nothing.
+   */
+  newGeneration(generation: number, why: string): void {
+    if (generation <= this.currentGeneration) throw new Error(`generation ${generation} after ${this.currentGeneration}`);
+    for (const entry of [...this.pending.values()].sort((a, b) => a.seq - b.seq)) {
+      // A streaming gather's senders may still be sending chunks of it.
+      for (const rank of entry.values.keys()) this.abandon(rank, entry.seq);
+      this.fail(entry, CollectiveErrorCode.GroupChanged, `${label(entry.op, entry.seq)} failed: the group changed (${why}); generation ${generation} begins`, undefined, [...this.lostInGeneration]);
+    }
+    this.lostInGeneration.clear();
+    for (const [rank, seq] of this.assembly.assemblingSeqs()) this.abandon(rank, seq);
+    this.assembly.clear();
+    this.currentGeneration = generation;
+    this.lastSeq.clear();
+    this.held.clear();
+    this.failures.clear();
+    this.agreedThrough = -1;
+  }
+
+  /**
+   * A restarted coordinator learns the generation its members were in (their hellos): it goes
+   * on from there, numbering and all, as a reconnect does.
+   */
+  adoptGeneration(generation: number): void {
+    if (generation > this.currentGeneration) this.currentGeneration = generation;
+  }
+
+  private abandon(rank: number, seq: number): void {
+    let seqs = this.abandoned.get(rank);
+    if (!seqs) this.abandoned.set(rank, (seqs = new Set()));
+    seqs.add(seq);
+    // Bounded: a member has at most MAX_PENDING_PER_MEMBER calls pending per generation.
+    if (seqs.size > MAX_PENDING_PER_MEMBER) seqs.delete(seqs.values().next().value!);
+  }
+
   /**
    * The seq of the group's next collective (sent with each epoch so elastic newcomers line up):
    * the one after the highest seq members agreed on. A rank running ahead on its own does not
@@ -161,6 +214,14 @@ export class Collectives {
    */
   contribute(rank: number, msg: CollectiveMessage, assembledBytes?: number): CollectiveRefusal | undefined {
     const { seq } = msg;
+    if (msg.gen !== undefined && msg.gen !== this.currentGeneration) {
+      if (msg.gen > this.currentGeneration) return refuse(seq, `made in generation ${msg.gen}, but the group is at ${this.currentGeneration}`);
+      // Made before the caller heard of the change: it joins nothing; its chunks (if any) are dropped.
+      if (msg.bytes !== undefined && msg.op !== 'gather' && msg.refused === undefined) this.abandon(rank, seq);
+      this.reply(rank, seq, CollectiveErrorCode.GroupChanged, `${label(msg.op, seq)} failed: it was made in generation ${msg.gen}, and the group is at generation ${this.currentGeneration}`, []);
+      return undefined;
+    }
+    if (msg.bytes !== undefined) this.abandoned.get(rank)?.delete(seq);
     if (msg.bytes !== undefined && msg.op !== 'gather' && msg.refused === undefined) {
       // Its value follows in chunks: the call is made once they are all in.
       const refusal = this.outOfLine(rank, seq, this.lastSeq.get(rank)) ?? this.assembly.announce(rank, { ...msg, bytes: msg.bytes });
@@ -241,13 +302,16 @@ export class Collectives {
    * members() still lists it. Its numbering and what it held are forgotten: reconnected, it
    * continues its numbering as a member whose first call is taken anywhere within the window.
    */
-  memberLost(rank: number, how: 'left' | 'died' = 'left'): void {
+  memberLost(rank: number, how: 'left' | 'died' = 'left', regroup = false): void {
     this.lastSeq.delete(rank);
     this.assembly.drop(rank);
+    this.abandoned.delete(rank);
     for (const entry of [...this.pending.values()]) {
       this.unhold(entry, rank);
-      this.fail(entry, CollectiveErrorCode.MemberLost, `${label(entry.op, entry.seq)} failed: rank ${rank} ${how === 'left' ? 'left the group' : 'died (its connection dropped without a leave)'}`, rank);
+      // The group goes on without it: the new generation fails what is pending, saying so.
+      if (!regroup) this.fail(entry, CollectiveErrorCode.MemberLost, `${label(entry.op, entry.seq)} failed: ${lostText(rank, how)}`, rank);
     }
+    if (regroup) this.lostInGeneration.add(rank);
     this.held.delete(rank);
   }
 
@@ -352,6 +416,7 @@ export class Collectives {
       const refusal = this.relay.chunk(rank, msg);
       return refusal ? refuse(msg.seq, refusal.refused) : undefined;
     }
+    if (this.abandoned.get(rank)?.has(msg.seq)) return undefined;
     if (this.pending.has(msg.seq) && this.pending.get(msg.seq)!.values.has(rank)) return refuse(msg.seq, `a chunk before its credit (the gather has not started)`);
     const last = this.lastSeq.get(rank);
     if (last !== undefined && msg.seq <= last) return undefined;
@@ -539,6 +604,11 @@ export class Collectives {
   }
 }
 
+
+/** What a member's loss means to a collective it held up. */
+export function lostText(rank: number, how: 'left' | 'died'): string {
+  return `rank ${rank} ${how === 'left' ? 'left the group' : 'died (its connection dropped without a leave)'}`;
+}
 
 function sortedRanks(ranks: Iterable<number>): number[] {
   return [...ranks].sort((a, b) => a - b);

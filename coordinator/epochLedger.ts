@@ -322,6 +322,30 @@ export class EpochLedger {
   }
 
   /**
+   * The worker holding rank `from` holds `to` now (the group renumbered it mid-epoch): its units
+   * go with it as they are, cursors and in-flight ends included; nothing is redelivered.
+   */
+  renumber(from: number, to: number): void {
+    for (const unit of this.units.values()) if (unit.owner === from) unit.owner = to;
+  }
+
+  /**
+   * `owner` gives up what its step did with `unitId` beyond the acknowledged cursor, up to `end`
+   * (pg.elastic restored the worker's state to its last commit), and does it again from the
+   * cursor: those positions are delivered twice. Clamped to the unit's end; a unit that is not
+   * the sender's (handed over meanwhile) counts nothing, as its handover counted its in-flight batch.
+   * @returns the positions newly counted as redelivered
+   */
+  rewind(owner: number, unitId: number, end: number): number {
+    const unit = this.units.get(unitId);
+    if (!unit || unit.owner !== owner) return 0;
+    const added = Math.max(0, Math.min(end, unit.end) - unit.cursor);
+    this.redeliveredCount += added;
+    unit.inflight = unit.cursor;
+    return added;
+  }
+
+  /**
    * Spreads every unfinished tail over `live` (a resumed run with new workers): all tails are
    * cut at their cursors and dealt out in contiguous, near-equal parts.
    */

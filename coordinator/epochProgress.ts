@@ -18,6 +18,8 @@ import type { EpochEvent } from './report.ts';
 export interface EpochHooks {
   readonly reject: (peer: Peer, code: number, reason: string) => void;
   readonly compactRanks: () => void;
+  /** The epoch's members are known: a new generation if they are not the last one's. */
+  readonly generationAtEpochStart: () => void;
   readonly finish: () => void;
   readonly abort: (reason: string, closeCode: number) => void;
 }
@@ -84,6 +86,7 @@ export class EpochProgress {
     const pids = new Map<number, number>();
     for (const [rank, peer] of group.byRank) if (peer.pid !== null) pids.set(rank, peer.pid);
     group.current = group.epochState(ledger, startedAtWallMs, events, active, pids);
+    this.hooks.generationAtEpochStart();
     group.journal.compact();
     group.emit('epochStart', {
       epoch: ledger.epoch,
@@ -96,7 +99,9 @@ export class EpochProgress {
 
   sendEpoch(rank: number): void {
     const { ledger } = this.group.current!;
-    this.group.sendTo(rank, { t: 'epoch', epoch: ledger.epoch, rank, worldSize: ledger.worldSize, units: ledger.unitsOf(rank), seq: this.group.collectives.nextSeq });
+    const group = this.group;
+    const generation = { generation: group.collectives.generation, groupSize: group.current!.active.size };
+    group.sendTo(rank, { t: 'epoch', epoch: ledger.epoch, rank, worldSize: ledger.worldSize, units: ledger.unitsOf(rank), seq: group.collectives.nextSeq, ...generation });
   }
 
   // ---- acknowledgements --------------------------------------------------------------
@@ -119,6 +124,18 @@ export class EpochProgress {
     if (message.inflight && message.inflight.unit !== message.unit) group.journal.bufferAck(message.inflight.unit);
     this.credit(peer, rank, message.unit, outcome.advanced);
     this.maybeCompleteEpoch();
+  }
+
+  /**
+   * The worker gives up what it did with a unit beyond its acknowledged cursor (pg.elastic
+   * restored its state after the group changed) and does it again: counted as redelivered.
+   * Late (the epoch moved on) or for a unit no longer its own, it changes nothing.
+   */
+  rewind(rank: number, message: Extract<ClientMessage, { t: 'rewind' }>): void {
+    const group = this.group;
+    const state = group.current;
+    if (!state || group.phase !== 'running' || message.epoch !== state.ledger.epoch) return;
+    if (state.ledger.rewind(rank, message.unit, message.end) > 0) group.journal.units(state.ledger);
   }
 
   /** Positions of `unitId` newly acknowledged by `rank` (an ack, or a step failure's): counted for it and shown. */

@@ -13,6 +13,7 @@ import { evalConfig } from '../shared/evalPass.ts';
 import { checkPlannable } from '../shared/runPlan.ts';
 import { InputKind, type CoreEffect, type CoreInput, type CoreView, type PeerId, type PlantedBugName } from './coreTypes.ts';
 import { EpochProgress } from './epochProgress.ts';
+import { GroupGenerations } from './groupGenerations.ts';
 import { GroupMembership } from './groupMembership.ts';
 import { GroupState } from './groupState.ts';
 import { JournalRestart } from './journalRestart.ts';
@@ -45,6 +46,7 @@ export class GroupCore {
   private readonly epochs: EpochProgress;
   private readonly restarting: JournalRestart;
   private readonly ending: RunEnding;
+  private readonly generations: GroupGenerations;
 
   /** @throws CoordinatorConfigError for a world size or run config it cannot serve */
   constructor(options: GroupCoreOptions) {
@@ -96,6 +98,7 @@ export class GroupCore {
       compactRanks: () => this.membership.compactRanks(),
       finish: () => this.ending.finish(),
       abort: (reason, closeCode) => this.ending.abort(reason, closeCode),
+      generationAtEpochStart: () => this.generations.atEpochStart(),
     });
     this.restarting = new JournalRestart(this.group, {
       startEpoch: (epoch, carried) => this.epochs.startEpoch(epoch, carried),
@@ -109,6 +112,7 @@ export class GroupCore {
       maybeDrained: () => this.ending.maybeDrained(),
     });
     this.ending = new RunEnding(this.group, { lose: (peer, closeCode) => this.membership.lose(peer, closeCode) });
+    this.generations = new GroupGenerations(this.group);
   }
 
   /** The largest group this coordinator admits. */
@@ -163,6 +167,8 @@ export class GroupCore {
         this.ending.shutdown(input.reason);
         break;
     }
+    // Whatever changed the epoch's members, a new generation tells them all at once.
+    this.generations.check();
     const out = group.effects;
     group.effects = [];
     return out;
@@ -245,6 +251,8 @@ export class GroupCore {
         return this.epochs.stepFailed(peer, rank, message);
       case 'overrun':
         return this.epochs.overrun(message, peer.workerId!, rank);
+      case 'rewind':
+        return this.epochs.rewind(rank, message);
       case 'outOfWork':
         return this.epochs.outOfWork(rank, message);
       case 'results':

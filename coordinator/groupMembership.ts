@@ -4,7 +4,9 @@
  * there, and what losing a connection means. Part of GroupCore; pure.
  */
 import { CloseCode, PROTOCOL_VERSION, type ClientMessage } from '../shared/protocol.ts';
+import { lostText } from './collectives.ts';
 import { EffectKind, type PeerId } from './coreTypes.ts';
+import { FailurePolicy } from './options.ts';
 import { Heartbeat } from './heartbeat.ts';
 import type { JournaledEpoch } from './journalRecords.ts';
 import type { GroupState, Peer } from './groupState.ts';
@@ -99,6 +101,8 @@ export class GroupMembership {
     group.timers.clearTimeout(peer.helloTimer);
     peer.helloTimer = undefined;
     const { rank, rejoined } = decision;
+    // A restarted coordinator goes on in the generation its members were in.
+    if (message.generation !== undefined && group.restoredFrom && !group.resuming) group.collectives.adoptGeneration(message.generation);
     peer.rank = rank;
     peer.workerId = message.workerId;
     peer.pid = message.pid;
@@ -132,6 +136,7 @@ export class GroupMembership {
       return;
     }
     state.active.add(rank);
+    group.generationReason = rejoined ? `rank ${rank} came back` : `a new worker (pid ${message.pid}) took over rank ${rank}`;
     if (!rejoined) {
       // A replacement redoes what its predecessor had in flight (unless it is that same worker,
       // back after being taken for dead): count it, and journal the handover.
@@ -233,14 +238,19 @@ export class GroupMembership {
       return;
     }
     // In every phase, the rendezvous too: its pending collectives fail at once for the others.
-    if (member) group.collectives.memberLost(rank, peer.leaving ? 'left' : 'died');
+    // A running epoch goes on without it (unless it is aborted): a new generation fails them, saying so.
+    const how = peer.leaving ? 'left' : 'died';
+    const state = group.current;
+    const running = state !== undefined && (group.phase === 'running' || group.phase === 'reporting') && state.active.has(rank);
+    const regroup = running && (peer.leaving || group.settings.onFailure !== FailurePolicy.Abort || group.phase === 'reporting');
+    if (member) group.collectives.memberLost(rank, how, regroup);
+    if (regroup) group.generationReason = lostText(rank, how);
     if (group.phase === 'rendezvous') {
       // Before the group exists a departure simply frees the rank.
       group.release(rank);
       return;
     }
     group.rendezvous.disconnected(rank);
-    const state = group.current;
     if (!state || group.phase === 'between' || !state.active.has(rank)) {
       group.recordEvent(peer.leaving ? 'leave' : 'death', rank, 'standby, no work');
       group.release(rank);

@@ -88,6 +88,8 @@ export class GroupState {
   drainedSent = false;
   /** The last audited epoch: a worker lost in it may still report what it delivered twice. */
   recentEpoch: { ledger: EpochLedger; audit: EpochAudit } | undefined;
+  /** What changed the group, said by the part that saw it: the next generation's reason. */
+  generationReason: string | undefined;
   /**
    * An evaluation pass a restart begins again once the members are back (its results were lost):
    * the journal's current pass until then, with what happened in it so far.
@@ -193,6 +195,34 @@ export class GroupState {
     const auditor = new PlanAuditor(() => evalPlan ?? passPlan(this.config, ledger.worldSize, pass));
     const evaluation = evalPlan ? { results: new EvalResults(passConfig(this.config, pass).length), plan: evalPlan } : undefined;
     return { ledger, startedAtWallMs, events, active, reports: new Map(), acked: new Map(), ackedByWorker: new Map(), pids, lost: new Map(), outOfWork: new Set(), auditor, ...(evaluation ? { evaluation } : {}) };
+  }
+
+  /**
+   * The member holding `from` holds `to` now (a free rank): its connection, membership, units,
+   * counts and blocked store requests follow it. Journaled as membership records; the caller
+   * journals the units.
+   */
+  renumber(from: number, to: number): void {
+    const peer = this.byRank.get(from)!;
+    this.rendezvous.move(from, to);
+    this.byRank.delete(from);
+    this.byRank.set(to, peer);
+    peer.rank = to;
+    this.store.renumber(from, to);
+    this.journal.write({ k: 'unmember', rank: from });
+    this.journal.write({ k: 'member', rank: to, workerId: peer.workerId! });
+    const state = this.current;
+    if (!state) return;
+    state.ledger.renumber(from, to);
+    for (const set of [state.active, state.outOfWork]) if (set.delete(from)) set.add(to);
+    // A rank's row counts what its holders acknowledged, so the rows still add up to the epoch's.
+    const acked = state.acked.get(from);
+    if (acked !== undefined) {
+      state.acked.set(to, (state.acked.get(to) ?? 0) + acked);
+      state.acked.delete(from);
+    }
+    const pid = state.pids.get(from);
+    if (pid !== undefined) state.pids.set(to, pid);
   }
 
   release(rank: number): void {

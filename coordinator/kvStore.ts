@@ -53,7 +53,7 @@ export const DEFAULT_MAX_KEYS = 10_000;
 export const DEFAULT_MAX_WAITERS = 10_000;
 
 interface Waiter {
-  readonly rank: number;
+  rank: number;
   readonly req: number;
   readonly op: 'get' | 'wait';
   readonly keys: readonly string[];
@@ -150,6 +150,15 @@ export class KeyValueStore {
         return;
       }
     }
+  }
+
+  /** The member holding `from` holds `to` now (the group renumbered it): its blocked requests follow it. */
+  renumber(from: number, to: number): void {
+    const mine = this.waitersByRank.get(from);
+    if (!mine) return;
+    this.waitersByRank.delete(from);
+    for (const waiter of mine.values()) waiter.rank = to;
+    this.waitersByRank.set(to, mine);
   }
 
   /** The rank disconnected: forget its blocked requests without replying. */

@@ -27,7 +27,7 @@ export interface RankAudit {
  * against this list). stepFailed: a step threw on a batch (retried elsewhere); quarantine: a
  * sample failed every attempt.
  */
-export const EPOCH_EVENT_TYPES = ['join', 'leave', 'death', 'reassign', 'replace', 'refused', 'restart', 'resume', 'stepFailed', 'quarantine'] as const;
+export const EPOCH_EVENT_TYPES = ['join', 'leave', 'death', 'reassign', 'replace', 'refused', 'restart', 'resume', 'stepFailed', 'quarantine', 'generation'] as const;
 
 export interface EpochEvent {
   type: (typeof EPOCH_EVENT_TYPES)[number];

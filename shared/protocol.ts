@@ -113,6 +113,11 @@ export const CollectiveErrorCode = {
   TooLarge: 'ERR_COLLECTIVE_TOO_LARGE',
   /** The coordinator closed the collectives (shutdown or abort). */
   Closed: 'ERR_COLLECTIVE_CLOSED',
+  /**
+   * The group changed (a member died, left or joined) while the collective was pending, or the
+   * call was made in an older generation: a `generation` frame says what the group is now.
+   */
+  GroupChanged: 'ERR_COLLECTIVE_GROUP_CHANGED',
 } as const;
 export type CollectiveErrorCodeName = (typeof CollectiveErrorCode)[keyof typeof CollectiveErrorCode];
 export const CollectiveErrorCodeSchema = z.enum(valuesOf(CollectiveErrorCode));
@@ -252,6 +257,8 @@ export const ClientMessageSchema = z.discriminatedUnion('t', [
     worldSize: nonNegInt.min(1).optional(),
     /** The dataset the worker loaded; refused (4004) when the coordinator's is another. */
     dataset: DatasetIdentitySchema.optional(),
+    /** The group generation this worker was in (a reconnect): a restarted coordinator continues from it. */
+    generation: nonNegInt.optional(),
   }),
   z.object({
     t: z.literal('ack'),
@@ -278,6 +285,17 @@ export const ClientMessageSchema = z.discriminatedUnion('t', [
     /** The error's message, and its stack (file:line) when it has one, cut to fit. */
     error: z.string().max(MAX_STEP_ERROR_CHARS),
     stack: z.string().max(MAX_STEP_STACK_CHARS).optional(),
+  }),
+  /**
+   * The worker gives up what its step did with offsets [the unit's acknowledged cursor, end) of
+   * `unit` (pg.elastic restored its state to the last commit after the group changed): it does
+   * them again, from the cursor. They were delivered twice; the coordinator counts them.
+   */
+  z.object({
+    t: z.literal('rewind'),
+    epoch: int,
+    unit: nonNegInt,
+    end: nonNegInt,
   }),
   /**
    * After a reconnect: this worker handed offsets of `unit` up to `end` to its step although the
@@ -316,6 +334,11 @@ export const ClientMessageSchema = z.discriminatedUnion('t', [
     bytes: nonNegInt.min(1).max(MAX_COLLECTIVE_VALUE_BYTES).optional(),
     /** gather: the one rank that receives every value; absent, every member does. */
     dst: nonNegInt.optional(),
+    /**
+     * The group generation the call was made in: a call of an older one is answered with
+     * ERR_COLLECTIVE_GROUP_CHANGED and joins nothing (numbering restarts with each generation).
+     */
+    gen: nonNegInt.optional(),
   }),
   /** The next piece of the JSON text of this rank's value for collective `seq` (announced by its `bytes`). */
   z.object({ t: z.literal('collectiveChunk'), seq: nonNegInt, data: z.string() }),
@@ -374,6 +397,25 @@ export const ServerMessageSchema = z.discriminatedUnion('t', [
     units: z.array(WorkUnitSchema),
     /** The group's next collective seq: a worker that joined later numbers its calls from here. */
     seq: nonNegInt,
+    /** The group generation (see `generation`); the epoch's start is where a new one may begin. */
+    generation: nonNegInt.optional(),
+    /** The members of that generation (the size collectives span; the plan's may differ mid-epoch). */
+    groupSize: nonNegInt.optional(),
+  }),
+  /**
+   * The group changed mid-epoch (a member died or left, or a replacement took over a rank):
+   * collectives pending now fail with ERR_COLLECTIVE_GROUP_CHANGED, and calls from here on are
+   * numbered from `seq` in this generation. `rank` is this worker's rank in it (an elastic group
+   * renumbers survivors to 0..worldSize-1, keeping ranks where it can; its units stay its own),
+   * `worldSize` the number of members.
+   */
+  z.object({
+    t: z.literal('generation'),
+    generation: nonNegInt,
+    rank: nonNegInt,
+    worldSize: nonNegInt.min(1),
+    seq: nonNegInt,
+    reason: z.string(),
   }),
   /** More units mid-epoch: a dead rank's unacknowledged tail. */
   /** `seq`: the collective a rank that was out of work joins (raise the counter to it, never lower it). */

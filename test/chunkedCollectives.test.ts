@@ -60,7 +60,7 @@ describe('bounds on chunked values', () => {
     const err: unknown = await client.allGather('x'.repeat(200_000)).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CollectiveValueTooLargeError);
     expect(err).toMatchObject({ code: 'ERR_COLLECTIVE_VALUE_TOO_LARGE', seq: 0, bytes: 200_002, message: 'allGather #0: the value is 200002 bytes of JSON, over the 100000-byte limit of one call' });
-    expect(sent).toEqual([{ t: 'collective', seq: 0, op: 'allGather', timeoutMs: 30000, refused: expect.stringMatching(/over the 100000-byte limit/) }]);
+    expect(sent).toEqual([{ t: 'collective', seq: 0, op: 'allGather', timeoutMs: 30000, refused: expect.stringMatching(/over the 100000-byte limit/), gen: 0 }]);
   });
 
   it('the wire refuses an announced size over MAX_COLLECTIVE_VALUE_BYTES with 4000', async () => {

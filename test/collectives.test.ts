@@ -5,6 +5,7 @@ import {
   CollectiveNoReplyError,
   CollectiveTimeoutError,
   CollectivesClient,
+  GroupChangedError,
   type JsonValue,
 } from '../worker/collectivesClient.ts';
 import { MAX_VALUE_DEPTH, type ClientMessage } from '../shared/protocol.ts';
@@ -140,7 +141,7 @@ describe('collectives end to end (clients wired to the coordinator in memory)', 
     expect(client.handle({ t: 'collectiveResult', seq: 0 })).toBe(true);
   });
 
-  it('numbers calls per client from 0 and sends the call timeout (default 30000)', () => {
+  it('numbers calls per client from 0, sends the call timeout (default 30000) and the generation the call is made in', () => {
     const sent: ClientMessage[] = [];
     const client = new CollectivesClient({ rank: () => 1, send: (m) => sent.push(m), scheduler: new FakeScheduler() });
     void client.barrier();
@@ -148,10 +149,10 @@ describe('collectives end to end (clients wired to the coordinator in memory)', 
     void client.allReduce([1, 2], 'max');
     void client.broadcast(undefined, 0);
     expect(sent).toEqual([
-      { t: 'collective', seq: 0, op: 'barrier', timeoutMs: 30000 },
-      { t: 'collective', seq: 1, op: 'allGather', value: 'x', timeoutMs: 10 },
-      { t: 'collective', seq: 2, op: 'allReduce', reduce: 'max', value: [1, 2], timeoutMs: 30000 },
-      { t: 'collective', seq: 3, op: 'broadcast', src: 0, value: undefined, timeoutMs: 30000 },
+      { t: 'collective', seq: 0, op: 'barrier', timeoutMs: 30000, gen: 0 },
+      { t: 'collective', seq: 1, op: 'allGather', value: 'x', timeoutMs: 10, gen: 0 },
+      { t: 'collective', seq: 2, op: 'allReduce', reduce: 'max', value: [1, 2], timeoutMs: 30000, gen: 0 },
+      { t: 'collective', seq: 3, op: 'broadcast', src: 0, value: undefined, timeoutMs: 30000, gen: 0 },
     ]);
   });
 
@@ -180,9 +181,9 @@ describe('collectives end to end (clients wired to the coordinator in memory)', 
     await expect(client.allReduce(Array(20_000).fill(1e-7))).rejects.toMatchObject({ code: 'ERR_COLLECTIVE_INVALID', seq: 1, message: expect.stringMatching(/over the 65536-byte limit/) });
     void client.barrier();
     expect(sent).toEqual([
-      { t: 'collective', seq: 0, op: 'barrier', timeoutMs: 30000, refused: expect.stringMatching(/^timeoutMs -1 must be/) },
-      { t: 'collective', seq: 1, op: 'allReduce', timeoutMs: 30000, refused: expect.stringMatching(/over the 65536-byte limit/) },
-      { t: 'collective', seq: 2, op: 'barrier', timeoutMs: 30000 },
+      { t: 'collective', seq: 0, op: 'barrier', timeoutMs: 30000, refused: expect.stringMatching(/^timeoutMs -1 must be/), gen: 0 },
+      { t: 'collective', seq: 1, op: 'allReduce', timeoutMs: 30000, refused: expect.stringMatching(/over the 65536-byte limit/), gen: 0 },
+      { t: 'collective', seq: 2, op: 'barrier', timeoutMs: 30000, gen: 0 },
     ]);
   });
 
@@ -461,5 +462,60 @@ describe('FakeScheduler', () => {
     expect(log).toEqual(['a@1010', 'c@1015', 'b@1020', 'b2@1020']);
     expect(s.now()).toBe(1020);
     expect(s.pendingTimers).toBe(0);
+  });
+});
+
+describe('group generations on the client', () => {
+  const start = (generation: number, seq = 0) => ({ generation, rank: 1, worldSize: 3, seq, reason: 'rank 2 died' });
+
+  it('rejects the call a change caught with GroupChangedError (the coordinator\'s words, the new rank and size) and numbers the next from 0 in the new generation', async () => {
+    const sent: ClientMessage[] = [];
+    const client = new CollectivesClient({ rank: () => 3, send: (m) => sent.push(m), scheduler: new FakeScheduler() });
+    const first = client.barrier();
+    const caught = client.allReduce(1);
+    expect(client.handle({ t: 'collectiveError', seq: 1, code: 'ERR_COLLECTIVE_GROUP_CHANGED', message: 'allReduce #1 failed: the group changed (rank 2 died)', missing: [2] })).toBe(true);
+    client.enterGeneration(start(1), false);
+    await expect(first).rejects.toMatchObject({ seq: 0, generation: 1, message: expect.stringMatching(/^collective #0 failed: the group changed \(rank 2 died\)/) });
+    await expect(caught).rejects.toMatchObject({ name: 'GroupChangedError', code: 'ERR_COLLECTIVE_GROUP_CHANGED', seq: 1, missing: [2], fromGeneration: 0, generation: 1, rank: 1, worldSize: 3, message: expect.stringMatching(/^allReduce #1 failed: the group changed \(rank 2 died\); generation 0 -> 1/) });
+    expect(client.pending).toBe(0);
+    void client.barrier();
+    expect(sent.at(-1)).toEqual({ t: 'collective', seq: 0, op: 'barrier', timeoutMs: 30000, gen: 1 });
+  });
+
+  it('with no call pending, the next call rejects at once without being sent, and the one after goes out', async () => {
+    const sent: ClientMessage[] = [];
+    const client = new CollectivesClient({ rank: () => 1, send: (m) => sent.push(m), scheduler: new FakeScheduler() });
+    client.enterGeneration(start(1), false);
+    await expect(client.barrier()).rejects.toBeInstanceOf(GroupChangedError);
+    expect(sent).toEqual([]);
+    void client.barrier();
+    expect(sent).toEqual([{ t: 'collective', seq: 0, op: 'barrier', timeoutMs: 30000, gen: 1 }]);
+  });
+
+  it('a change at an epoch boundary, or one the epoch ended before any call saw, rejects nothing', async () => {
+    const sent: ClientMessage[] = [];
+    const client = new CollectivesClient({ rank: () => 1, send: (m) => sent.push(m), scheduler: new FakeScheduler() });
+    client.enterGeneration(start(1, 4), true);
+    const caught = client.barrier();
+    client.enterGeneration(start(2), false);
+    await expect(caught).rejects.toMatchObject({ seq: 4, fromGeneration: 1, generation: 2 });
+    client.epochBegins();
+    void client.barrier();
+    expect(sent).toEqual([
+      { t: 'collective', seq: 4, op: 'barrier', timeoutMs: 30000, gen: 1 },
+      { t: 'collective', seq: 0, op: 'barrier', timeoutMs: 30000, gen: 2 },
+    ]);
+  });
+
+  it('ignores the GroupChanged answer to a call of an older generation: a new call with the same seq still waits for its own', async () => {
+    const client = new CollectivesClient({ rank: () => 1, send: () => {}, scheduler: new FakeScheduler() });
+    const old = client.barrier();
+    client.enterGeneration(start(1), false);
+    await expect(old).rejects.toBeInstanceOf(GroupChangedError);
+    const fresh = client.barrier();
+    client.handle({ t: 'collectiveError', seq: 0, code: 'ERR_COLLECTIVE_GROUP_CHANGED', message: 'made in generation 0', missing: [] });
+    expect(client.pending).toBe(1);
+    client.handle({ t: 'collectiveResult', seq: 0 });
+    await expect(fresh).resolves.toBeUndefined();
   });
 });

@@ -194,3 +194,54 @@ describe('EpochCursor in redo mode (evaluation passes): a re-sent pass is redone
     expect(cursor.receive({ t: 'epoch', units: [unit(0, 0, 100, 8)] })).toEqual([{ t: 'ack', epoch: -1, unit: 0, cursor: 16, inflight: { unit: 0, end: 24 } }]);
   });
 });
+
+describe('EpochCursor under pg.elastic: acks wait for commits, a rewind gives back what was not committed', () => {
+  it('acks no further than the last commit, while naming each batch in flight', () => {
+    const cursor = new EpochCursor(0, [unit(0, 0, 20)]);
+    cursor.holdAcks = true;
+    const { frames } = deliver(cursor, 4, 3);
+    expect(acks(frames)).toEqual([
+      { t: 'ack', epoch: 0, unit: 0, cursor: 0, inflight: { unit: 0, end: 4 } },
+      { t: 'ack', epoch: 0, unit: 0, cursor: 0, inflight: { unit: 0, end: 8 } },
+      { t: 'ack', epoch: 0, unit: 0, cursor: 0, inflight: { unit: 0, end: 12 } },
+    ]);
+    // The commit covers the batch in flight too: the step is done with it.
+    expect(cursor.commit()).toEqual([{ t: 'ack', epoch: 0, unit: 0, cursor: 12, inflight: null }]);
+    expect(cursor.commit()).toEqual([]);
+    expect(cursor.next(4).frames).toEqual([{ t: 'ack', epoch: 0, unit: 0, cursor: 12, inflight: { unit: 0, end: 16 } }]);
+  });
+
+  it('rewinds every unit to its commit, says how far each had gone, and hands the same offsets out again', () => {
+    const cursor = new EpochCursor(1, [unit(0, 0, 8), unit(1, 0, 8, 0, 1)]);
+    cursor.holdAcks = true;
+    deliver(cursor, 4, 1);
+    cursor.commit();
+    deliver(cursor, 4, 2);
+    expect(cursor.rewind()).toEqual([
+      { t: 'rewind', epoch: 1, unit: 0, end: 8 },
+      { t: 'rewind', epoch: 1, unit: 1, end: 4 },
+    ]);
+    expect(cursor.next(4).batch).toEqual({ unit: 0, origin: 0, start: 4, end: 8 });
+    expect(cursor.next(4).batch).toEqual({ unit: 1, origin: 1, start: 0, end: 4 });
+  });
+
+  it('has no work once every batch is handed out; the closing ack after a commit completes the unit', () => {
+    const cursor = new EpochCursor(0, [unit(0, 0, 4)]);
+    cursor.holdAcks = true;
+    expect(cursor.hasWork).toBe(true);
+    deliver(cursor, 4, 1);
+    expect(cursor.hasWork).toBe(false);
+    cursor.commit();
+    expect(cursor.next(4).frames).toEqual([{ t: 'ack', epoch: 0, unit: 0, cursor: 4, inflight: null }, { t: 'outOfWork', epoch: 0 }]);
+  });
+
+  it('re-acknowledges only committed offsets when the epoch is re-sent after a reconnect', () => {
+    const cursor = new EpochCursor(0, [unit(0, 0, 12)]);
+    cursor.holdAcks = true;
+    deliver(cursor, 4, 2);
+    cursor.commit();
+    deliver(cursor, 4, 1);
+    cursor.receive({ t: 'connectionLost' });
+    expect(cursor.receive({ t: 'epoch', units: [unit(0, 0, 12, 0)] })).toEqual([{ t: 'ack', epoch: 0, unit: 0, cursor: 8, inflight: { unit: 0, end: 12 } }]);
+  });
+});

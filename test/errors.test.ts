@@ -3,6 +3,7 @@
  * class name and a standard `cause`; every code the coordinator sends on the wire turned into
  * exactly one class by the worker's one table.
  */
+import { ElasticNestedError } from '../worker/elastic.ts';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -196,6 +197,8 @@ const INSTANCES: readonly DistSamplerError[] = [
   new workerErrors.CollectiveMismatchError('m', 0),
   new workerErrors.CollectiveInvalidError('m', 0),
   new workerErrors.CollectiveMemberLostError('m', 0, [1]),
+  new workerErrors.GroupChangedError('m', 0, [1], { fromGeneration: 0, generation: 1, worldSize: 3, rank: 1, reason: 'rank 2 died' }),
+  new ElasticNestedError(),
   new workerErrors.CollectiveDuplicateError('m', 0),
   new workerErrors.CollectiveNotMemberError('m', 0),
   new workerErrors.CollectiveTooLargeError('m', 0),

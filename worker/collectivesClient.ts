@@ -13,7 +13,7 @@
 import { MAX_COLLECTIVE_VALUE_BYTES, MAX_FRAME_BYTES, type ClientMessage, type ReduceOpName, type ServerMessage } from '../shared/protocol.ts';
 import { utf8Bytes } from '../shared/jsonChunks.ts';
 import { reasonOf, sizeText, sizeValue, srcProblem, storeProblem, timeoutProblem, frameBytes, type Sized } from './callChecks.ts';
-import { CollectiveInvalidError, CollectiveNoReplyError, errorFromFrame, StoreBadReplyError, StoreInvalidError, StoreNoReplyError } from './errors.ts';
+import { CollectiveInvalidError, CollectiveNoReplyError, errorFromFrame, GroupChangedError, StoreBadReplyError, StoreInvalidError, StoreNoReplyError, type GroupChange } from './errors.ts';
 import { GatherReceiver, IncomingText, OutgoingChunks } from './chunkedTransfer.ts';
 import { CollectiveBadReplyError, CollectiveValueTooLargeError } from './transferErrors.ts';
 import { realScheduler, type Scheduler } from '../shared/scheduler.ts';
@@ -60,6 +60,7 @@ export {
   CollectiveNotMemberError,
   CollectiveTimeoutError,
   CollectiveTooLargeError,
+  GroupChangedError,
   StoreBadReplyError,
   StoreClosedError,
   StoreError,
@@ -80,6 +81,8 @@ interface PendingCall<M> {
   readonly onReply: (message: M) => void;
   readonly reject: (err: Error) => void;
   timer: unknown;
+  /** The coordinator failed it for a group change (its message, who was missing): settled by the generation frame. */
+  changed?: { readonly message: string; readonly missing: readonly number[] };
 }
 
 type CollectiveResultMessage = Extract<ServerMessage, { t: 'collectiveResult' }>;
@@ -88,8 +91,21 @@ type StoreResultMessage = Extract<ServerMessage, { t: 'storeResult' }>;
 /** allReduce returns what it was given: a number for a number, an array for an array. */
 export type ReduceResult<T extends number | number[]> = T extends number ? number : number[];
 
+/** A new group generation as the coordinator announces it. */
+export interface GenerationStart {
+  readonly generation: number;
+  readonly rank: number;
+  readonly worldSize: number;
+  /** The seq this generation's calls are numbered from. */
+  readonly seq: number;
+  readonly reason: string;
+}
+
 export class CollectivesClient {
   private nextSeq = 0;
+  private currentGeneration = 0;
+  /** A change no call has seen yet (none was pending): the next call rejects with it. */
+  private unseenChange: GroupChange | undefined;
   private nextReq = 0;
   private readonly collectives = new Map<number, PendingCall<CollectiveResultMessage>>();
   /** Chunked results being received, gather values being sent and received, by seq. */
@@ -155,7 +171,7 @@ export class CollectivesClient {
   refuseNext(op: CollectiveMessage['op'], problem: string): number {
     const seq = this.nextSeq++;
     try {
-      this.options.send({ t: 'collective', seq, op, timeoutMs: this.defaultTimeoutMs, refused: problem.slice(0, 300) });
+      this.options.send({ t: 'collective', seq, op, timeoutMs: this.defaultTimeoutMs, refused: problem.slice(0, 300), gen: this.currentGeneration });
     } catch {
       // Not connected: the others learn of it as this rank missing.
     }
@@ -235,6 +251,13 @@ export class CollectivesClient {
         this.outgoing.get(message.seq)?.grant(message.chunks);
         return true;
       case 'collectiveError': {
+        // The generation frame that follows (or came first, for a call of an older generation)
+        // settles every call the change caught, with what the group is now.
+        if (message.code === 'ERR_COLLECTIVE_GROUP_CHANGED') {
+          const pending = this.collectives.get(message.seq);
+          if (pending) pending.changed = { message: message.message, missing: message.missing };
+          return true;
+        }
         const call = this.takeCall(message.seq);
         call?.reject(errorFromFrame(message));
         return true;
@@ -252,6 +275,36 @@ export class CollectivesClient {
       default:
         return false;
     }
+  }
+
+  /** The group generation this worker's calls are made in. */
+  get generation(): number {
+    return this.currentGeneration;
+  }
+
+  /**
+   * A new group generation: every collective pending rejects with GroupChangedError, and calls
+   * are numbered from `start.seq` in it. Mid-epoch (`atBoundary` false), a worker with no call
+   * pending sees the change on its next call instead. The store is not affected.
+   */
+  enterGeneration(start: GenerationStart, atBoundary: boolean): GroupChange | undefined {
+    if (start.generation <= this.currentGeneration) return undefined;
+    const change: GroupChange = { fromGeneration: this.currentGeneration, generation: start.generation, worldSize: start.worldSize, rank: start.rank, reason: start.reason };
+    const caught = [...this.collectives.keys()].sort((a, b) => a - b);
+    this.currentGeneration = start.generation;
+    this.nextSeq = start.seq;
+    this.unseenChange = caught.length > 0 || atBoundary ? undefined : change;
+    for (const seq of caught) {
+      const call = this.takeCall(seq);
+      const said = call?.changed;
+      call?.reject(new GroupChangedError(said?.message ?? `collective #${seq} failed: the group changed (${start.reason})`, seq, said?.missing ?? [], change));
+    }
+    return change;
+  }
+
+  /** A new epoch begins: a mid-epoch change no call saw is not reported in it. */
+  epochBegins(): void {
+    this.unseenChange = undefined;
   }
 
   /** Moves the numbering up to the group's (an elastic newcomer joining collectives mid-run). */
@@ -293,9 +346,14 @@ export class CollectivesClient {
     serialised?: string,
   ): Promise<R> {
     if (this.closedWith) return Promise.reject(this.closedWith);
+    const change = this.unseenChange;
+    if (change) {
+      this.unseenChange = undefined;
+      return Promise.reject(new GroupChangedError(`${body.op} not made: the group changed since this rank's last call (${change.reason})`, this.nextSeq, [], change));
+    }
     const timeoutMs = opts?.timeoutMs ?? this.defaultTimeoutMs;
     const seq = this.nextSeq++;
-    const message: CollectiveMessage = { t: 'collective', seq, timeoutMs, ...body };
+    const message: CollectiveMessage = { t: 'collective', seq, timeoutMs, ...body, gen: this.currentGeneration };
     // Without a value (barrier, a non-src broadcast) the frame is a few bytes: no need to measure it.
     let problem: string | undefined;
     let sized: Sized = { text: undefined, tooLarge: undefined };

@@ -25,6 +25,8 @@ export interface Endpoint {
   readonly worldSize?: number;
   /** The dataset this worker loaded, checked by the coordinator at the rendezvous. */
   readonly dataset?: DatasetIdentity;
+  /** The group generation this worker was in (a reconnect): a restarted coordinator goes on from it. */
+  readonly generation?: number;
 }
 
 /** An open, welcomed connection. */
@@ -84,6 +86,7 @@ export function handshake(endpoint: Endpoint, rank: number | undefined, timeoutM
         ...(length !== undefined ? { length } : {}),
         ...(worldSize !== undefined ? { worldSize } : {}),
         ...(dataset !== undefined ? { dataset } : {}),
+        ...(endpoint.generation !== undefined ? { generation: endpoint.generation } : {}),
       };
       const text = encode(hello);
       trace('worker', () => `-> ${text}`);

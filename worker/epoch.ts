@@ -41,6 +41,11 @@ export interface EpochHost {
   send(message: ClientMessage): void;
   epochEnded(pass: number, report: EpochReport): void;
   raise(message: FlowMessage): never;
+  /**
+   * pg.elastic's view of the loop: a batch was handed out, or the loop ran out of work (it
+   * commits, so the epoch can end). Absent outside pg.elastic.
+   */
+  elasticNotice?(what: 'handed' | 'outOfWork'): void;
 }
 
 /**
@@ -132,6 +137,8 @@ export class Epoch {
         if (this.endsHere(m)) return this.finish(m, idleSince);
         this.take(m);
       }
+      // Out of work, pg.elastic commits what is done: held acks would keep the epoch from ending.
+      if (this.cursor.holdAcks && !this.cursor.hasWork) this.group.elasticNotice?.('outOfWork');
       const { batch, frames } = this.cursor.next(batchSize);
       this.sendAll(frames);
       if (batch) {
@@ -148,6 +155,7 @@ export class Epoch {
         }
         const current: CurrentBatch = { range: batch, positions, indices, submitted: false, failed: false };
         this.current = current;
+        this.group.elasticNotice?.('handed');
         yield { epoch: this.epoch, positions, indices, samples: await loadSamples(dataset, indices) };
         // Asked for more: the ack for this batch goes out next, and must follow its results.
         if (this.kind === 'eval' && !current.submitted && !current.failed) throw new EvalResultsMissingError(this.rank, this.pass, current.indices);
@@ -213,6 +221,27 @@ export class Epoch {
     // What arrived meanwhile first: a lost connection or a re-sent pass decides whether the batch is still ours to report.
     this.catchUp();
     this.sendAll(this.cursor.fail(current.range, stepFailureText(error)));
+  }
+
+  /**
+   * @internal pg.elastic: a training epoch's acks go no further than its commits, so what the
+   * step did since can be given up when the group changes.
+   */
+  holdAcks(): void {
+    if (this.kind === 'train') this.cursor.holdAcks = true;
+  }
+
+  /** @internal pg.elastic committed: what was handed out so far is acknowledged. */
+  commit(): void {
+    this.catchUp();
+    this.sendAll(this.cursor.commit());
+  }
+
+  /** @internal pg.elastic restored its last commit: what was handed out since is handed out again. */
+  rewind(): void {
+    this.current = undefined;
+    this.catchUp();
+    this.sendAll(this.cursor.rewind());
   }
 
   /** The epoch ended (its epochEnd), or the coordinator moved on to a later one while this worker was away. */

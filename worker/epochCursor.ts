@@ -22,7 +22,8 @@ export type AckFrame = Extract<ClientMessage, { t: 'ack' }>;
 export type OverrunFrame = Extract<ClientMessage, { t: 'overrun' }>;
 export type OutOfWorkFrame = Extract<ClientMessage, { t: 'outOfWork' }>;
 export type StepFailedFrame = Extract<ClientMessage, { t: 'stepFailed' }>;
-export type EpochFrame = AckFrame | OverrunFrame | OutOfWorkFrame | StepFailedFrame;
+export type RewindFrame = Extract<ClientMessage, { t: 'rewind' }>;
+export type EpochFrame = AckFrame | OverrunFrame | OutOfWorkFrame | StepFailedFrame | RewindFrame;
 
 /** What a `stepFailed` frame says of the error, already cut to the frame's limits. */
 export type StepFailureText = Pick<StepFailedFrame, 'error' | 'stack'>;
@@ -54,6 +55,8 @@ interface LocalUnit {
   done: number;
   /** The highest cursor the coordinator told this worker it holds. */
   known: number;
+  /** Acknowledged up to here: `done`, or while acks are held (pg.elastic), the last commit. */
+  committed: number;
 }
 
 export interface EpochCursorOptions {
@@ -72,6 +75,11 @@ export class EpochCursor {
    */
   private readonly failures = new Map<LocalUnit, { start: number; end: number; failure: StepFailureText }>();
   private held = false;
+  /**
+   * Acks go no further than the last commit (pg.elastic): what the step did since may be given
+   * up (rewind) when the group changes, and done again.
+   */
+  holdAcks = false;
   /** `outOfWork` went out since this worker last got work: say it once. */
   private saidOutOfWork = false;
 
@@ -154,6 +162,44 @@ export class EpochCursor {
     return { t: 'stepFailed', epoch: this.epoch, unit: unit.id, cursor: start, end, error: failure.error, ...stack };
   }
 
+  /** True while a batch is left to hand out (and batches are not held back). */
+  get hasWork(): boolean {
+    return !this.held && this.units.some((u) => u.delivered < u.end);
+  }
+
+  /**
+   * pg.elastic committed its state: everything handed out so far, the batch in flight included
+   * (the step is done with it), is acknowledged. Nothing is sent while held back: the re-sent
+   * epoch's acks carry it.
+   */
+  commit(): AckFrame[] {
+    const last = this.inFlight;
+    if (last && this.units.includes(last.unit)) last.unit.done = Math.max(last.unit.done, Math.min(last.end, last.unit.end));
+    const frames: AckFrame[] = [];
+    for (const unit of this.units) {
+      if (unit.committed >= unit.done) continue;
+      unit.committed = unit.done;
+      frames.push({ t: 'ack', epoch: this.epoch, unit: unit.id, cursor: unit.done, inflight: null });
+    }
+    return this.held ? [] : frames;
+  }
+
+  /**
+   * pg.elastic restored its state to the last commit: what was handed out since is given up and
+   * handed out again, from the acknowledged cursors. The frames say how far each unit had gone,
+   * so the coordinator counts those positions as redelivered.
+   */
+  rewind(): RewindFrame[] {
+    this.inFlight = null;
+    const frames: RewindFrame[] = [];
+    for (const unit of this.units) {
+      if (unit.delivered <= unit.committed) continue;
+      frames.push({ t: 'rewind', epoch: this.epoch, unit: unit.id, end: unit.delivered });
+      unit.delivered = unit.done = unit.committed;
+    }
+    return this.held ? [] : frames;
+  }
+
   /** The step for the last batch returned and none follows (the epoch ended): its closing ack. */
   settle(): EpochFrame[] {
     const last = this.completeLast();
@@ -219,16 +265,17 @@ export class EpochCursor {
         // Results beyond the coordinator's cursor may be lost: redo from it. The batch in flight
         // is dropped, so its completion moves no cursor and no ack claims it.
         mine.known = u.cursor;
-        mine.done = mine.delivered = Math.min(u.cursor, u.end);
+        mine.done = mine.delivered = mine.committed = Math.min(u.cursor, u.end);
         if (this.inFlight?.unit === mine) this.inFlight = null;
         next.push(mine);
         continue;
       }
       mine.known = Math.max(mine.known, u.cursor);
       mine.done = Math.min(Math.max(mine.done, u.cursor), u.end);
+      mine.committed = Math.min(Math.max(mine.committed, u.cursor), mine.done);
       mine.delivered = Math.max(Math.min(mine.delivered, u.end), mine.done);
       const inflight = this.inFlight?.unit === mine && Math.min(this.inFlight.end, mine.end) > mine.done ? { unit: mine.id, end: Math.min(this.inFlight.end, mine.end) } : null;
-      if (mine.done > u.cursor || inflight) frames.push(this.ack(mine, inflight));
+      if (mine.committed > u.cursor || (!this.holdAcks && mine.done > u.cursor) || inflight) frames.push(this.ack(mine, inflight));
       next.push(mine);
     }
     for (const gone of this.units) {
@@ -254,10 +301,11 @@ export class EpochCursor {
   }
 
   private ack(unit: LocalUnit, inflight: AckFrame['inflight']): AckFrame {
-    return { t: 'ack', epoch: this.epoch, unit: unit.id, cursor: unit.done, inflight };
+    if (!this.holdAcks) unit.committed = unit.done;
+    return { t: 'ack', epoch: this.epoch, unit: unit.id, cursor: unit.committed, inflight };
   }
 }
 
 function fromWire(u: WorkUnit): LocalUnit {
-  return { id: u.id, origin: u.origin, start: u.start, end: u.end, delivered: u.cursor, done: u.cursor, known: u.cursor };
+  return { id: u.id, origin: u.origin, start: u.start, end: u.end, delivered: u.cursor, done: u.cursor, known: u.cursor, committed: u.cursor };
 }

@@ -157,6 +157,44 @@ export class CollectiveMemberLostError extends CollectiveError {
   }
 }
 
+/** What a new group generation is, as one worker sees it. */
+export interface GroupChange {
+  /** The generation the call was made in. */
+  readonly fromGeneration: number;
+  readonly generation: number;
+  /** The members of the new generation. */
+  readonly worldSize: number;
+  /** This worker's rank in it. */
+  readonly rank: number;
+  /** What changed (a rank died, left, took over). */
+  readonly reason: string;
+}
+
+/**
+ * The group changed while the call was pending, or since this worker's last call: a member died
+ * or left, or one took over a rank. Each worker sees it once per change it lives through: on the
+ * call pending at the change, else on its next call. The call after it is made in the new
+ * generation (pg.rank and pg.worldSize are the new ones). `pg.elastic` catches it for you.
+ */
+export class GroupChangedError extends CollectiveError {
+  readonly fromGeneration: number;
+  readonly generation: number;
+  readonly worldSize: number;
+  readonly rank: number;
+  constructor(message: string, seq: number, missing: readonly number[] = [], change?: GroupChange) {
+    super(
+      CollectiveErrorCode.GroupChanged,
+      change ? `${message}; generation ${change.fromGeneration} -> ${change.generation}: ${change.worldSize} ${change.worldSize === 1 ? 'rank' : 'ranks'}, this one rank ${change.rank}` : message,
+      seq,
+      missing,
+    );
+    this.fromGeneration = change?.fromGeneration ?? -1;
+    this.generation = change?.generation ?? -1;
+    this.worldSize = change?.worldSize ?? -1;
+    this.rank = change?.rank ?? -1;
+  }
+}
+
 /** A rank contributed twice to one call. */
 export class CollectiveDuplicateError extends CollectiveError {
   constructor(message: string, seq: number, missing: readonly number[] = []) {
@@ -445,6 +483,7 @@ export const WIRE_ERRORS: {
     [CollectiveErrorCode.NotMember]: CollectiveNotMemberError,
     [CollectiveErrorCode.TooLarge]: CollectiveTooLargeError,
     [CollectiveErrorCode.Closed]: CollectiveClosedError,
+    [CollectiveErrorCode.GroupChanged]: GroupChangedError,
   },
   storeError: {
     [StoreErrorCode.Timeout]: StoreTimeoutError,

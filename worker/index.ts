@@ -2,6 +2,9 @@
 export {
   initProcessGroup,
   ProcessGroup,
+  ElasticState,
+  ElasticNestedError,
+  type ElasticSummary,
   resolveInitUrl,
   Epoch,
   defaultEvalStep,
@@ -62,6 +65,7 @@ export {
   CollectiveTimeoutError,
   CollectiveTooLargeError,
   ConfigMismatchError,
+  GroupChangedError,
   ConnectionLostError,
   CoordinatorShutdownError,
   EpochNotConsumedError,

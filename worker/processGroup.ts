@@ -35,6 +35,8 @@ import { LAUNCHED_ENV } from '../shared/launchEnv.ts';
 import { trace } from '../shared/debugTrace.ts';
 import { failureText } from './failure.ts';
 import { PlanSource } from './planSource.ts';
+import { ElasticNestedError, ElasticRun, ElasticState, type ElasticSummary } from './elastic.ts';
+import type { JsonValue } from './collectivesClient.ts';
 import { gatherResults, type GatherResultsOptions } from './gatherResults.ts';
 import type { MergedResults } from '../shared/resultMerge.ts';
 
@@ -50,10 +52,12 @@ export {
   InitProtocolError,
   InitTimeoutError,
   InitTlsError,
+  GroupChangedError,
   RendezvousTimeoutError,
   UnauthorizedError,
 } from './errors.ts';
 export { resolveInitUrl, type InitOptions, type WaitNotice } from './initMethod.ts';
+export { ElasticNestedError, ElasticState, type ElasticSummary } from './elastic.ts';
 export { Epoch, type BatchOptions, type EpochKind } from './epoch.ts';
 export {
   EvalBatchNotCurrentError,
@@ -115,6 +119,9 @@ export class ProcessGroup implements EpochHost {
   private resolveClosed!: () => void;
   private finished = false;
   private destroyed = false;
+  /** The pass being consumed: handed again to a loop pg.elastic re-enters after a group change. */
+  private currentEpoch: Epoch | undefined;
+  private elasticRun: ElasticRun | undefined;
   /** The pass that ended last, and its report (re-sent if a restarted coordinator asks again). */
   private lastEnded: { epoch: number; report: EpochReport } | undefined;
   readonly config: RunConfig;
@@ -145,14 +152,54 @@ export class ProcessGroup implements EpochHost {
     this.attach(ws, early);
   }
 
-  /** This worker's rank (an elastic group may renumber it at an epoch boundary). */
+  /**
+   * This worker's rank in the group's current generation: an elastic group renumbers its members
+   * to 0..worldSize-1 when one dies mid-epoch, and at an epoch boundary.
+   */
   get rank(): number {
     return this.currentRank;
   }
 
-  /** The group's size as of the latest epoch. */
+  /** The members of the group's current generation (what collectives span). */
   get worldSize(): number {
     return this.currentWorldSize;
+  }
+
+  /**
+   * The group generation: it changes when a member dies or leaves mid-epoch, a replacement takes
+   * over a rank, or an epoch begins with other members. Collectives the change catches reject
+   * with GroupChangedError.
+   */
+  get generation(): number {
+    return this.client.generation;
+  }
+
+  /**
+   * Runs a training loop that survives group changes (Horovod's elastic mode): `fn` is called
+   * with `state`; when a collective rejects with GroupChangedError, state.value goes back to
+   * its last commit, the batches handed out since are handed out again, and `fn` is called
+   * again in the new generation, where pg.epochs() continues the interrupted epoch. Acks of a
+   * training epoch wait for state.commit() (a loop that runs out of work commits itself), so a
+   * batch counts as consumed once the state that learned from it is committed. The members
+   * agree on one committed state at the first epoch, at each epoch in a new generation and on
+   * each re-entry (a joining worker gets it so). Any other error ends it, as it would the loop.
+   * @returns what `fn` returned, and how many group changes it went through
+   */
+  async elastic<T extends JsonValue, R>(state: ElasticState<T>, fn: (state: ElasticState<T>) => Promise<R>): Promise<{ result: R; summary: ElasticSummary }> {
+    if (this.elasticRun) throw new ElasticNestedError();
+    const run = new ElasticRun(this, state as unknown as ElasticState<JsonValue>);
+    this.elasticRun = run;
+    try {
+      const result = await run.loop(() => fn(state));
+      return { result, summary: { restarts: run.restarts, syncs: run.syncs, generation: this.generation } };
+    } finally {
+      this.elasticRun = undefined;
+    }
+  }
+
+  /** @internal */
+  elasticNotice(what: 'handed' | 'outOfWork'): void {
+    this.elasticRun?.notice(what);
   }
 
   // ---- collectives and store (torch.distributed on a star) ----------------------------
@@ -190,6 +237,13 @@ export class ProcessGroup implements EpochHost {
    * order (see Epoch's `kind`, `epoch` and `pass`); ends after the last one.
    */
   async *epochs(): AsyncGenerator<Epoch, void, undefined> {
+    // A loop pg.elastic re-entered continues the epoch a group change interrupted.
+    const interrupted = this.currentEpoch;
+    if (interrupted && !interrupted.ended && this.elasticRun) {
+      await this.elasticRun.enterEpoch(interrupted, true);
+      yield interrupted;
+      if (!interrupted.ended) throw new EpochNotConsumedError(interrupted.pass);
+    }
     for (;;) {
       const message = await this.inbox.next();
       if (message.t === 'epoch') {
@@ -198,11 +252,15 @@ export class ProcessGroup implements EpochHost {
         if (this.lastEnded && !passIsAfter(message.epoch, this.lastEnded.epoch)) continue;
         if (isEvalPass(message.epoch) && !this.config.eval) throw new EvalPassWithoutConfigError(message.epoch);
         this.currentRank = message.rank;
-        this.currentWorldSize = message.worldSize;
+        this.currentWorldSize = message.groupSize ?? message.worldSize;
         this.client.syncSeq(message.seq);
+        // A change the last epoch's calls never saw is not this epoch's to report.
+        this.client.epochBegins();
         // A large permutation is derived off the event loop, so pings are answered meanwhile.
         await this.plans.prepare(message.epoch);
         const epoch = new Epoch(this, message.epoch, message.worldSize, message.units);
+        this.currentEpoch = epoch;
+        await this.elasticRun?.enterEpoch(epoch, false);
         yield epoch;
         if (!epoch.ended) throw new EpochNotConsumedError(message.epoch);
         continue;
@@ -325,7 +383,7 @@ export class ProcessGroup implements EpochHost {
   private async reconnect(code: number, reason: string): Promise<void> {
     let joined: Handshake | undefined;
     try {
-      joined = await reconnect(this.endpoint, this.currentRank, this.reconnectTimeoutMs, () => this.destroyed);
+      joined = await reconnect({ ...this.endpoint, generation: this.client.generation }, this.currentRank, this.reconnectTimeoutMs, () => this.destroyed);
     } catch (err) {
       // A refusal (4xxx, the token, an abort) is final.
       return this.giveUp(err instanceof Error ? err : new Error(String(err)));
@@ -337,6 +395,7 @@ export class ProcessGroup implements EpochHost {
     this.ws = joined.ws;
     this.socket = joined.socket;
     this.currentRank = joined.welcome.rank;
+    this.currentWorldSize = joined.welcome.worldSize;
     this.reconnects++;
     this.attach(joined.ws, joined.early);
   }
@@ -362,6 +421,22 @@ export class ProcessGroup implements EpochHost {
     if (message.t === 'finish') {
       this.finished = true;
       this.holdOpen();
+    }
+    if (message.t === 'generation') {
+      this.client.enterGeneration(message, false);
+      this.currentRank = message.rank;
+      this.currentWorldSize = message.worldSize;
+      return;
+    }
+    if (message.t === 'epoch' && message.generation !== undefined && message.generation > this.client.generation) {
+      // The epoch's start, or (re-sent after a reconnect) a change this worker missed mid-epoch.
+      const midEpoch = this.currentEpoch !== undefined && !this.currentEpoch.ended && this.currentEpoch.pass === message.epoch;
+      const worldSize = message.groupSize ?? message.worldSize;
+      this.client.enterGeneration({ generation: message.generation, rank: message.rank, worldSize, seq: message.seq, reason: midEpoch ? 'the group changed while this worker was away' : 'a new epoch' }, !midEpoch);
+      if (midEpoch) {
+        this.currentRank = message.rank;
+        this.currentWorldSize = worldSize;
+      }
     }
     // Out of work, this rank made none of the others' collectives: its next call is the one they are at.
     if ((message.t === 'assign' || message.t === 'epochEnd') && message.seq !== undefined) this.client.syncSeq(message.seq);

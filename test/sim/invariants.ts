@@ -5,7 +5,9 @@
  *   connection already declared dead (ownership as the effects handed it out);
  * - a peer is declared dead only when it was silent for deadAfterMs while the coordinator ran;
  * - one member's unanswered collectives stay bounded (finding 6);
- * - every rank gets the same result for a collective;
+ * - every rank gets the same result for a collective, and all of them are in one group
+ *   generation; a generation is told to its connected members at once, each with its own rank,
+ *   at most as many as the size it names, and generations only go up;
  * - journal replay reproduces the in-memory state (cursors may lag by unflushed acks only, and
  *   not at all once an epoch's end is announced);
  * - at each epoch's end: nothing missing, every planned step returned, `redelivered` equal to
@@ -43,6 +45,10 @@ export class Invariants implements HostObserver {
   private readonly peerEpoch = new Map<PeerId, number>();
   private readonly pending = new Map<PeerId, Set<number>>();
   private readonly results = new Map<string, string>();
+  /** The group generation each peer was told last (generation and epoch frames). */
+  private readonly peerGeneration = new Map<PeerId, number>();
+  /** The highest group generation announced by this coordinator incarnation. */
+  private lastGeneration = { incarnation: -1, generation: 0 };
   private auditsSeen = 0;
   private journalChecked = -1;
   private structuralChecked = -1;
@@ -138,6 +144,7 @@ export class Invariants implements HostObserver {
     let progressed = false;
     let audited = false;
     let refused = false;
+    this.checkGenerations(effects);
     for (const effect of effects) {
       if (effect.kind === EffectKind.Emit) {
         if (effect.event.name === 'progress') progressed = true;
@@ -181,9 +188,43 @@ export class Invariants implements HostObserver {
     if (epochEnded || audited || this.host.structuralVersion !== this.structuralChecked || this.host.journalVersion - this.journalChecked >= 8) this.checkJournal(core, epochEnded);
   }
 
+  /**
+   * Generation frames of one input name one generation, higher than any before in this
+   * incarnation, with distinct ranks, one frame per member; a collective's result goes to peers
+   * of one generation.
+   */
+  private checkGenerations(effects: readonly CoreEffect[]): void {
+    const told: Array<{ generation: number; rank: number; worldSize: number }> = [];
+    for (const effect of effects) {
+      if (effect.kind !== EffectKind.Send) continue;
+      const message = effect.message;
+      if (message.t === 'generation') {
+        for (const _ of effect.peers) told.push(message);
+      } else if (message.t === 'collectiveResult') {
+        const generations = new Set(effect.peers.map((peer) => this.peerGeneration.get(peer) ?? 0));
+        if (generations.size > 1) this.fail('one generation per collective', `seq ${message.seq} answered to peers of generations ${[...generations].join(', ')}`);
+      }
+    }
+    if (told.length === 0) return;
+    const generation = told[0].generation;
+    const incarnation = this.host.generation;
+    // A member still reconnecting (after a coordinator restart) hears of it in its epoch frame.
+    if (told.some((t) => t.generation !== generation || t.worldSize !== told[0].worldSize || t.worldSize < told.length)) {
+      this.fail('a generation told at once', `frames ${JSON.stringify(told)}`);
+    }
+    if (new Set(told.map((t) => t.rank)).size !== told.length) this.fail('a generation told at once', `ranks repeat in ${JSON.stringify(told)}`);
+    const last = this.lastGeneration;
+    if (last.incarnation === incarnation && generation <= last.generation) this.fail('generations go up', `generation ${generation} after ${last.generation}`);
+    this.lastGeneration = { incarnation, generation };
+  }
+
   private sent(peer: PeerId, message: ServerMessage): void {
     switch (message.t) {
+      case 'generation':
+        this.peerGeneration.set(peer, message.generation);
+        return;
       case 'epoch':
+        if (message.generation !== undefined) this.peerGeneration.set(peer, message.generation);
         this.peerEpoch.set(peer, message.epoch);
         for (const u of message.units) this.owners.set(`${message.epoch}:${u.id}`, peer);
         return;
@@ -195,7 +236,7 @@ export class Invariants implements HostObserver {
       }
       case 'collectiveResult': {
         this.pending.get(peer)?.delete(message.seq);
-        const key = `${this.host.generation}:${message.seq}`;
+        const key = `${this.host.generation}:${this.peerGeneration.get(peer) ?? 0}:${message.seq}`;
         const value = JSON.stringify(message.value ?? null);
         const first = this.results.get(key);
         if (first === undefined) this.results.set(key, value);

@@ -11,7 +11,7 @@ import { Backoff, RECONNECT_BACKOFF } from '../../worker/backoff.ts';
 import { RECONNECTABLE } from '../../worker/connection.ts';
 import { packResults } from '../../worker/evalResults.ts';
 import { epochOfPass, isEvalPass, passIsAfter, passPlan } from '../../shared/evalPass.ts';
-import { PROTOCOL_VERSION, type ClientMessage, type RunConfig, type ServerMessage, type WorkUnit } from '../../shared/protocol.ts';
+import { CollectiveErrorCode, PROTOCOL_VERSION, type ClientMessage, type RunConfig, type ServerMessage, type WorkUnit } from '../../shared/protocol.ts';
 import type { ShardPlan } from '../../shared/sampler.ts';
 import { ShardDigest } from '../../shared/shardDigest.ts';
 import type { SimContext } from './context.ts';
@@ -73,6 +73,8 @@ export class SimWorker {
   private lastEnded: { epoch: number; report: ClientMessage } | undefined;
   private finished = false;
   private nextSeq = 0;
+  /** The group generation this worker's calls are made in (as the real client keeps it). */
+  private generation = 0;
   private nextReq = 0;
   private backoff: Backoff | undefined;
   private heldTimers: Array<() => void> = [];
@@ -168,7 +170,7 @@ export class SimWorker {
     this.conn = conn;
     this.state = 'handshake';
     const c = this.config;
-    this.send({ t: 'hello', v: PROTOCOL_VERSION, workerId: this.workerId, pid: this.pid, ...(this.rank !== undefined ? { rank: this.rank } : {}), ...(c ? { length: c.length } : {}), ...this.datasetField() });
+    this.send({ t: 'hello', v: PROTOCOL_VERSION, workerId: this.workerId, pid: this.pid, ...(this.rank !== undefined ? { rank: this.rank } : {}), ...(c ? { length: c.length } : {}), ...this.datasetField(), ...(this.generation > 0 ? { generation: this.generation } : {}) });
     this.hooks.moment(this, 'hello');
   }
 
@@ -260,9 +262,15 @@ export class SimWorker {
       case 'abort':
         this.state = 'done';
         return;
+      case 'generation':
+        this.enterGeneration(message.generation, message.seq);
+        this.rank = message.rank;
+        return;
       case 'collectiveResult':
       case 'collectiveError':
         this.hooks.collectiveReply(this, message);
+        // As the real client: a call the group change caught is settled by the generation frame.
+        if (message.t === 'collectiveError' && message.code === CollectiveErrorCode.GroupChanged) return;
         if (this.run?.blockedOn === message.seq) {
           this.run.blockedOn = undefined;
           this.step();
@@ -274,8 +282,20 @@ export class SimWorker {
     }
   }
 
+  /** A new group generation: numbering restarts at `seq`, and a call it caught fails (the loop goes on). */
+  private enterGeneration(generation: number, seq: number, stepOn = true): void {
+    if (generation <= this.generation) return;
+    this.generation = generation;
+    this.nextSeq = seq;
+    if (this.run?.blockedOn !== undefined) {
+      this.run.blockedOn = undefined;
+      if (stepOn) this.step();
+    }
+  }
+
   private onEpoch(message: Extract<ServerMessage, { t: 'epoch' }>): void {
     this.rank = message.rank;
+    if (message.generation !== undefined) this.enterGeneration(message.generation, message.seq, false);
     this.nextSeq = Math.max(this.nextSeq, message.seq);
     // Passes go by run order: the evaluation after epoch e (-(e + 1)) comes before epoch e + 1.
     if (this.lastEnded && !passIsAfter(message.epoch, this.lastEnded.epoch)) return;
@@ -326,7 +346,7 @@ export class SimWorker {
   private collective(run: EpochRun, body: Omit<Extract<ClientMessage, { t: 'collective' }>, 't' | 'seq' | 'timeoutMs'> = this.epochStartCall(run), timeoutMs = COLLECTIVE_TIMEOUT_MS): void {
     const seq = this.nextSeq++;
     run.blockedOn = seq;
-    this.send({ t: 'collective', seq, timeoutMs, ...body });
+    this.send({ t: 'collective', seq, timeoutMs, ...body, gen: this.generation });
     this.hooks.moment(this, 'collective');
     // The client's own deadline: no reply within the timeout plus grace, and it goes on.
     this.timer(timeoutMs + CLIENT_GRACE_MS, () => {

@@ -1,0 +1,105 @@
+/**
+ * Group generations: the members of the running epoch's collectives, as one numbered group.
+ * When they change mid-epoch (a member dies or leaves, a replacement takes over a rank) a new
+ * generation begins: pending collectives fail with GroupChanged, numbering restarts at 0, an
+ * elastic group renumbers its members to 0..W'-1 (keeping ranks where it can, their units going
+ * with them), and every member is told its rank and the new size in a `generation` frame.
+ * A change at an epoch's start (standbys admitted, ranks compacted) begins one too, carried by
+ * the epoch frames. The unacknowledged positions were already re-planned by the failure policy
+ * (the dead rank's tail split over the survivors). Part of GroupCore; pure.
+ */
+import { FailurePolicy } from './options.ts';
+import type { GroupState } from './groupState.ts';
+
+export class GroupGenerations {
+  /** Who the current generation's members are (rank:workerId, ascending); undefined before the first. */
+  private key: string | undefined;
+
+  constructor(private readonly group: GroupState) {}
+
+  /**
+   * After every input: if the running epoch's members changed, a new generation begins now.
+   * `why` is what changed, as the part that saw it said (a death, a replacement).
+   */
+  check(): void {
+    const group = this.group;
+    if (!group.current || (group.phase !== 'running' && group.phase !== 'reporting')) return;
+    const key = this.membersKey();
+    if (key === this.key) return;
+    // The first look (a coordinator restarted from its journal) takes the group as it was.
+    if (this.key === undefined) {
+      this.key = key;
+      return;
+    }
+    const why = group.generationReason ?? 'the members changed';
+    group.generationReason = undefined;
+    // Pending collectives fail first, answered under the ranks they were called with.
+    const generation = group.collectives.generation + 1;
+    group.collectives.newGeneration(generation, why);
+    const moves = this.renumber();
+    this.key = this.membersKey();
+    const members = this.members();
+    for (const rank of members) {
+      group.sendTo(rank, { t: 'generation', generation, rank, worldSize: members.length, seq: group.collectives.nextSeq, reason: why });
+    }
+    const renumbered = moves.length ? `; ${moves.map(([from, to]) => `rank ${from} is rank ${to}`).join(', ')}` : '';
+    group.recordEvent('generation', null, `generation ${generation}: ${members.length} ${members.length === 1 ? 'rank' : 'ranks'} (${why})${renumbered}`);
+  }
+
+  /**
+   * An epoch begins with these members: a new generation if they are not the last one's (the
+   * epoch frames carry it, so no call is caught by surprise). Before the epoch frames go out.
+   */
+  atEpochStart(): void {
+    const group = this.group;
+    const key = this.membersKey();
+    if (this.key !== undefined && key !== this.key) {
+      const generation = group.collectives.generation + 1;
+      group.collectives.newGeneration(generation, 'a new epoch with other members');
+      group.recordEvent('generation', null, `generation ${generation}: ${this.members().length} ranks at the epoch's start`);
+    }
+    group.generationReason = undefined;
+    this.key = key;
+  }
+
+  /** The size of the current generation: the epoch's members. */
+  get size(): number {
+    return this.members().length;
+  }
+
+  private members(): number[] {
+    const state = this.group.current;
+    return state ? [...state.active].sort((a, b) => a - b) : [];
+  }
+
+  private membersKey(): string {
+    const holders = new Map(this.group.rendezvous.holderEntries());
+    return this.members()
+      .map((rank) => `${rank}:${holders.get(rank) ?? ''}`)
+      .join(',');
+  }
+
+  /**
+   * An elastic group moves members ranked W' or above into free ranks below W' (lowest first),
+   * as the next epoch's compaction would. Not while the epoch's reports come in (they are by
+   * rank), and not under --on-failure wait (a free rank waits for its replacement).
+   */
+  private renumber(): Array<[number, number]> {
+    const group = this.group;
+    if (!group.isElastic || group.phase !== 'running' || group.settings.onFailure === FailurePolicy.Wait) return [];
+    const members = this.members();
+    const n = members.length;
+    const held = new Set(group.rendezvous.holderEntries().map(([rank]) => rank));
+    const holes: number[] = [];
+    for (let r = 0; r < n; r++) if (!held.has(r) && !group.waitTimers.has(r)) holes.push(r);
+    const moves: Array<[number, number]> = [];
+    for (const from of members.filter((r) => r >= n)) {
+      const to = holes.shift();
+      if (to === undefined) break;
+      group.renumber(from, to);
+      moves.push([from, to]);
+    }
+    if (moves.length) group.journal.units(group.current!.ledger);
+    return moves;
+  }
+}
