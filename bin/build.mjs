@@ -1,4 +1,4 @@
-// `npm run build` (and prepack): dist/ anew from tsconfig.build.json, then what tsc does not do:
+// `npm run build` (and prepare: `npm ci` here, `npm pack`): dist/ anew from tsconfig.build.json, then what tsc does not do:
 // the plain .mjs preload the launcher gives scripts, the CLI's shebang for plain node (the source's
 // runs it through tsx), no declarations for the CLI, and .d.ts imports naming ./x.js as the
 // JavaScript beside them does.

@@ -1,5 +1,5 @@
 /**
- * The package as a user gets it: `npm pack` of dist/ (built for this test run, as prepack builds
+ * The package as a user gets it: `npm pack` of dist/ (built for this test run, as prepare builds
  * it), the tarball installed into a scratch project of its own, then used with plain node and no tsx in reach: every entry
  * imported, a TypeScript consumer type-checked by the project's own tsc with skipLibCheck off,
  * and `npx distsampler run` starting a script of the project's. One pack and one install for the
@@ -49,7 +49,7 @@ const file = (name: string) => join(project, name);
 
 beforeAll(async () => {
   const packDir = temp.folder('pack');
-  // dist/ was built for this run (vitest's globalSetup runs `npm run build`, as prepack does);
+  // dist/ was built for this run (vitest's globalSetup runs `npm run build`, as prepare does);
   // building it again here would pull it from under the process tests running beside this file.
   const pack = await sh('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', packDir], REPO);
   expect(pack.code, pack.stderr).toBe(0);
@@ -76,9 +76,9 @@ describe('the packed package', () => {
     expect(bin.split('\n')[0]).toBe('#!/usr/bin/env node');
     const manifest = JSON.parse(readFileSync(join(installed, 'package.json'), 'utf8')) as { bin: Record<string, string>; dependencies: Record<string, string> };
     expect(manifest.bin).toEqual({ distsampler: 'dist/bin/distsampler.js' });
-    // What makes `npm pack` (and `npm publish`) build dist/ first: the build this file's tarball came from.
+    // What makes `npm pack` (and `npm publish`, and `npm ci` in this repo) build dist/ first: the build this file's tarball came from.
     const own = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
-    expect([own.scripts.prepack, own.scripts.build]).toEqual(['npm run build', 'node bin/build.mjs']);
+    expect([own.scripts.prepare, own.scripts.build]).toEqual(['npm run build', 'node bin/build.mjs']);
     // tsx is for the repo's own sources: a user's project gets it only if it wants .ts scripts.
     expect(Object.keys(manifest.dependencies)).not.toContain('tsx');
   });
