@@ -27,9 +27,14 @@ export function parseKill(raw: string): WorkerKill {
 
 /** `EPOCH:FRACTION` (or `evalEPOCH:FRACTION`) of the whole pass's positions. */
 export function parseCoordinatorKill(raw: string): CoordinatorKill {
+  return parseProgressPoint('kill-coordinator', raw);
+}
+
+/** `EPOCH:FRACTION` (or `evalEPOCH:FRACTION`) of the whole pass's positions, for flag `--name`. */
+export function parseProgressPoint(name: string, raw: string): { epoch: number; fraction: number } {
   const m = /^((?:eval)?\d+):(.+)$/.exec(raw);
-  if (!m) throw new UsageError(`--kill-coordinator takes EPOCH:FRACTION or evalEPOCH:FRACTION (e.g. 1:0.5, eval0:0.5), got '${raw}'`);
-  return { epoch: passOf(m[1]), fraction: fraction('kill-coordinator', raw, m[2]) };
+  if (!m) throw new UsageError(`--${name} takes EPOCH:FRACTION or evalEPOCH:FRACTION (e.g. 1:0.5, eval0:0.5), got '${raw}'`);
+  return { epoch: passOf(m[1]), fraction: fraction(name, raw, m[2]) };
 }
 
 /** `RANK:FACTOR`: that rank's simulated work takes FACTOR times as long. */

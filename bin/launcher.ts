@@ -40,6 +40,12 @@ export interface WorkerKill {
   readonly fraction: number;
 }
 
+/** `--join EPOCH:FRACTION`: start one more worker (no RANK: the lowest free rank) at that point. */
+export interface WorkerJoin {
+  readonly epoch: number;
+  readonly fraction: number;
+}
+
 /** `--kill-coordinator EPOCH:FRACTION`: SIGKILL the coordinator and restart it from its journal. */
 export interface CoordinatorKill {
   readonly epoch: number;
@@ -80,6 +86,7 @@ export interface LaunchOptions {
   readonly tlsCa?: string;
   readonly kills?: readonly WorkerKill[];
   readonly coordinatorKills?: readonly CoordinatorKill[];
+  readonly joins?: readonly WorkerJoin[];
   /** Start a replacement (same RANK) for a worker that died (torchrun's restarts; with --on-failure wait). */
   readonly replaceDead?: boolean;
   /** Each line a worker or the coordinator writes to stderr (and a script's to stdout). */
@@ -97,7 +104,10 @@ export interface LaunchResult {
 }
 
 interface WorkerChild {
-  readonly rank: number;
+  /** Its RANK; a worker --join started takes the rank the coordinator gives it (-1 until then). */
+  rank: number;
+  /** Started by --join. */
+  readonly joiner: boolean;
   readonly child: ChildProcess;
   killedByLauncher: boolean;
   neverJoined: boolean;
@@ -137,12 +147,15 @@ export class Launcher {
   private readonly crashes = new Map<number, number>();
   private readonly pendingKills: WorkerKill[];
   private readonly pendingCoordinatorKills: CoordinatorKill[];
+  private readonly pendingJoins: WorkerJoin[];
+  private joinsStarted = 0;
 
   constructor(private readonly options: LaunchOptions) {
     // Children get the token through their environment, so a local run is never open to others.
     this.token = options.token ?? randomBytes(16).toString('hex');
     this.pendingKills = [...(options.kills ?? [])];
     this.pendingCoordinatorKills = [...(options.coordinatorKills ?? [])];
+    this.pendingJoins = [...(options.joins ?? [])];
   }
 
   async run(): Promise<LaunchResult> {
@@ -154,6 +167,8 @@ export class Launcher {
     done.catch(() => {});
     this.events.on('joined', (e) => {
       this.pidOfRank.set(e.rank, e.pid);
+      const joiner = this.workerChildren.find((w) => w.rank < 0 && w.child.pid === e.pid);
+      if (joiner) joiner.rank = e.rank;
       this.joinedPids.add(e.pid);
     });
     this.events.on('epochStart', (e) => {
@@ -264,18 +279,20 @@ export class Launcher {
   }
 
   /** `rank` is the global one: this node's first rank plus the local rank. */
-  private startWorker(rank: number): void {
+  /** `rank` undefined: a worker --join starts, without RANK (the coordinator gives it the lowest free rank). */
+  private startWorker(rank: number | undefined): void {
     const { script, node, workers } = this.options;
+    const joining = rank === undefined ? ++this.joinsStarted : 0;
     // Every start of this rank's worker after its first (torchrun's TORCHELASTIC_RESTART_COUNT).
-    const restarts = this.replacements.get(rank) ?? 0;
+    const restarts = rank === undefined ? 0 : (this.replacements.get(rank) ?? 0);
     const env = {
       ...process.env,
       // torchrun's environment: ranks numbered node by node.
       MASTER_ADDR: this.host,
       MASTER_PORT: String(this.port),
       WORLD_SIZE: String(node?.worldSize ?? workers),
-      RANK: String(rank),
-      LOCAL_RANK: String(rank - this.firstRank),
+      RANK: rank === undefined ? undefined : String(rank),
+      LOCAL_RANK: String(rank === undefined ? workers + joining - 1 : rank - this.firstRank),
       LOCAL_WORLD_SIZE: String(workers),
       GROUP_RANK: String(node?.rank ?? 0),
       DISTSAMPLER_RESTART_COUNT: String(restarts),
@@ -290,9 +307,9 @@ export class Launcher {
       ? fork(script.path, [...script.args], { execArgv: scriptExecArgv(script.path), env, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] })
       : fork(CLI_PATH, ['worker', ...this.options.workerArgs], { execArgv: ownExecArgv(), env, stdio: ['ignore', 'inherit', 'pipe', 'ipc'] });
     const exited = exitOf(child);
-    const entry: WorkerChild = { rank, child, killedByLauncher: false, neverJoined: false, exited, settled: exited.then((exit) => this.afterExit(entry, exit)) };
+    const entry: WorkerChild = { rank: rank ?? -1, joiner: rank === undefined, child, killedByLauncher: false, neverJoined: false, exited, settled: exited.then((exit) => this.afterExit(entry, exit)) };
     this.workerChildren.push(entry);
-    this.pipeLines(child, `rank${rank}`);
+    this.pipeLines(child, rank === undefined ? `join${joining}` : `rank${rank}`);
   }
 
   /** A worker exited: fail the launch, start a replacement, or let it be. */
@@ -303,7 +320,8 @@ export class Launcher {
       this.failEarly(`worker rank ${rank} exited (${exit}) before the group formed; its output is above`);
       return;
     }
-    if (exit === 0 || this.finished || this.stopping) return;
+    // A worker --join started is not started again: the run's own workers are.
+    if (exit === 0 || this.finished || this.stopping || entry.joiner) return;
     const maxRestarts = this.options.maxRestarts ?? 0;
     if (!this.options.replaceDead && maxRestarts === 0) return;
     // A death of its own (not a --kill) counts towards --max-restarts: past it, a crash loop.
@@ -339,6 +357,12 @@ export class Launcher {
       target.killedByLauncher = true;
       this.options.onNote?.(`--kill: SIGKILL rank ${kill.rank} (pid ${pid}) at ${p.acknowledged}/${p.numSamples} of ${passName(p.epoch)}`);
       target.child.kill('SIGKILL');
+    }
+    for (const join of [...this.pendingJoins]) {
+      if (join.epoch !== p.epoch || p.consumed < join.fraction * p.planned) continue;
+      this.pendingJoins.splice(this.pendingJoins.indexOf(join), 1);
+      this.options.onNote?.(`--join: starting one more worker at ${p.consumed}/${p.planned} of ${passName(p.epoch)}`);
+      this.startWorker(undefined);
     }
     for (const kill of [...this.pendingCoordinatorKills]) {
       if (kill.epoch !== p.epoch || p.consumed < kill.fraction * p.planned) continue;

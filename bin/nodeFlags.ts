@@ -93,6 +93,7 @@ const COORDINATOR_ONLY = [
   'world-size',
   'kill',
   'kill-coordinator',
+  'join',
   ...DURATION_KNOBS.map((k) => k.flag),
 ] as const;
 

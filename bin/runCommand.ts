@@ -10,7 +10,7 @@ import type { RunConfig } from '../shared/protocol.ts';
 import { typeScriptLoaderMissing, userExecArgv } from '../shared/runtimeLoader.ts';
 import { attachProgressView, type ProgressView } from './progressView.ts';
 import { formatSummary } from './summaryTable.ts';
-import { parseCoordinatorKill, parseKill, parseStepMs } from './faultFlags.ts';
+import { parseCoordinatorKill, parseKill, parseProgressPoint, parseStepMs } from './faultFlags.ts';
 import { checkPlanFlags, coordinatorSettings, durationFlagWords, RUN_CONFIG_FLAGS, RUN_CONFIG_HELP, worldSizeFlag } from './runConfigFlags.ts';
 import { journalPlan, refuseReportOverJournal, resumeKnobs, writeReport } from './coordinatorCommand.ts';
 import { choiceFlag, intFlag, ON_STEP_ERROR, parseFlags, plural, readableFile, shellCommand, splitScript, UsageError, type FlagOptions } from './usage.ts';
@@ -74,6 +74,9 @@ Simulation (faults are injected by this launcher; everything replays from the se
   --kill-coordinator EPOCH:FRACTION
                              SIGKILL the coordinator when FRACTION of EPOCH is acknowledged, and
                              restart it from its journal (repeatable)
+  --join EPOCH:FRACTION      start one more worker (no RANK: it takes the lowest free rank) when
+                             FRACTION of EPOCH is acknowledged; an elastic group admits it at the
+                             next epoch, so MAX of --world-size needs room for it (repeatable)
   --straggler RANK:FACTOR    that rank's simulated work is FACTOR times slower (repeatable)
   --step-ms MEAN[:JITTER]    simulated work per sample in ms, jitter seeded by --seed
 
@@ -99,6 +102,7 @@ const RUN_FLAGS = {
   resume: { type: 'string' },
   kill: { type: 'string', multiple: true },
   'kill-coordinator': { type: 'string', multiple: true },
+  join: { type: 'string', multiple: true },
   straggler: { type: 'string', multiple: true },
   'step-ms': { type: 'string' },
   'no-prefix': { type: 'boolean' },
@@ -150,6 +154,11 @@ export async function run(argv: string[]): Promise<number> {
   }
   const coordinatorKills = (values['kill-coordinator'] ?? []).map(parseCoordinatorKill);
   for (const [i, k] of coordinatorKills.entries()) checkFaultEpoch('kill-coordinator', values['kill-coordinator']![i], k.epoch, runConfig);
+  const joins = (values.join ?? []).map((raw) => parseProgressPoint('join', raw));
+  for (const [i, j] of joins.entries()) checkFaultEpoch('join', values.join![i], j.epoch, runConfig);
+  if (joins.length > 0 && range.max - workers < joins.length) {
+    throw new UsageError(`--join: ${plural(joins.length, 'worker')} to join a group of ${workers} needs --world-size MIN:MAX with MAX >= ${workers + joins.length} (it is ${range.min === range.max ? range.max : `${range.min}:${range.max}`})`);
+  }
   parseStepMs(values['step-ms'], values.straggler ?? []);
   if (script !== undefined) checkScript(script, values);
   // Imported by the workers only (its top-level code is theirs): here only that it is there.
@@ -199,6 +208,7 @@ export async function run(argv: string[]): Promise<number> {
     ...(settings.tls ? { tlsCa: resolve(values.ca ?? settings.tls.certPath) } : {}),
     kills,
     coordinatorKills,
+    joins,
     replaceDead: settings.onFailure === 'wait',
     onOutput: (source, line, stream) => (stream === 'stdout' ? process.stdout.write(`${prefixed(source, line)}\n`) : note(prefixed(source, line))),
     onNote: note,

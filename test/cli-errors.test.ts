@@ -95,6 +95,11 @@ describe('bad input is a usage error, not a crash', () => {
     }
   });
 
+  it('refuses --join without room in the group for the joiner, or at a point that is not EPOCH:FRACTION', async () => {
+    await expectUsageError(['run', '--workers', '3', '--world-size', '2:3', '--join', '0:0.5'], [/^distsampler run: --join: 1 worker to join a group of 3 needs --world-size MIN:MAX with MAX >= 4 \(it is 2:3\)$/]);
+    await expectUsageError(['run', '--workers', '2', '--world-size', '2:4', '--join', '0.5'], [/--join takes EPOCH:FRACTION/]);
+  });
+
   it('refuses a worker without MASTER_PORT, naming MASTER_PORT and --master-port', async () => {
     await expectUsageError(['worker', '--timeout-ms', '3000'], [/MASTER_PORT/, /--master-port/], { MASTER_PORT: '' });
   });
