@@ -109,6 +109,8 @@ export const PlantedBug = {
   ReassignForgetsInflight: 'reassignForgetsInflight',
   CountZombieAck: 'countZombieAck',
   QuarantineWholeBatch: 'quarantineWholeBatch',
+  RewindUncounted: 'rewindUncounted',
+  RenumberLeavesUnits: 'renumberLeavesUnits',
 } as const;
 export type PlantedBugName = (typeof PlantedBug)[keyof typeof PlantedBug];
 

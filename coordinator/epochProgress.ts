@@ -135,6 +135,8 @@ export class EpochProgress {
     const group = this.group;
     const state = group.current;
     if (!state || group.phase !== 'running' || message.epoch !== state.ledger.epoch) return;
+    // The planted bug takes no notice: the positions done again go uncounted.
+    if (group.plantedBug === PlantedBug.RewindUncounted) return;
     if (state.ledger.rewind(rank, message.unit, message.end) > 0) group.journal.units(state.ledger);
   }
 

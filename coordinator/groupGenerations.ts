@@ -93,7 +93,8 @@ export class GroupGenerations {
     const holes: number[] = [];
     for (let r = 0; r < n; r++) if (!held.has(r) && !group.waitTimers.has(r)) holes.push(r);
     const moves: Array<[number, number]> = [];
-    for (const from of members.filter((r) => r >= n)) {
+    // A member still reconnecting (after a coordinator restart) keeps its rank: it rejoins by it.
+    for (const from of members.filter((r) => r >= n && group.byRank.has(r))) {
       const to = holes.shift();
       if (to === undefined) break;
       group.renumber(from, to);

@@ -213,7 +213,8 @@ export class GroupState {
     this.journal.write({ k: 'member', rank: to, workerId: peer.workerId! });
     const state = this.current;
     if (!state) return;
-    state.ledger.renumber(from, to);
+    // The planted bug leaves the units with the old number: nobody holds them any more.
+    if (this.plantedBug !== PlantedBug.RenumberLeavesUnits) state.ledger.renumber(from, to);
     for (const set of [state.active, state.outOfWork]) if (set.delete(from)) set.add(to);
     // A rank's row counts what its holders acknowledged, so the rows still add up to the epoch's.
     const acked = state.acked.get(from);

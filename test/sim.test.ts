@@ -47,6 +47,8 @@ describe('simulator', () => {
     [PlantedBug.ReassignForgetsInflight]: 'redelivered equals double deliveries',
     [PlantedBug.CountZombieAck]: 'no ack accepted from a dead connection',
     [PlantedBug.QuarantineWholeBatch]: 'exactly the bad samples quarantined',
+    [PlantedBug.RewindUncounted]: 'redelivered equals double deliveries',
+    [PlantedBug.RenumberLeavesUnits]: 'the run ends',
   };
 
   for (const [bug, invariant] of Object.entries(expected) as Array<[PlantedBugName, string]>) {

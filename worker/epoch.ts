@@ -244,6 +244,11 @@ export class Epoch {
     this.sendAll(this.cursor.rewind());
   }
 
+  /** @internal The worker leaves mid-epoch: under pg.elastic, what was handed out since the last commit is given back. */
+  giveBack(): void {
+    if (this.cursor.holdAcks) this.sendAll(this.cursor.rewind());
+  }
+
   /** The epoch ended (its epochEnd), or the coordinator moved on to a later one while this worker was away. */
   private endsHere(message: FlowMessage): boolean {
     return (message.t === 'epochEnd' && message.epoch === this.pass) || (message.t === 'epoch' && passIsAfter(message.epoch, this.pass));

@@ -80,6 +80,8 @@ export class EpochCursor {
    * up (rewind) when the group changes, and done again.
    */
   holdAcks = false;
+  /** A rewind asked for while cut off: done when the epoch is re-sent. */
+  private rewindOnResume = false;
   /** `outOfWork` went out since this worker last got work: say it once. */
   private saidOutOfWork = false;
 
@@ -158,6 +160,8 @@ export class EpochCursor {
   /** The frame for a failed batch [start, end) of `unit`, which ends there from now on. */
   private failed(unit: LocalUnit, start: number, end: number, failure: StepFailureText): StepFailedFrame {
     unit.end = start;
+    // The frame acknowledges the unit up to the batch, commits or not (pg.elastic).
+    unit.committed = Math.max(unit.committed, start);
     const stack = failure.stack === undefined ? {} : { stack: failure.stack };
     return { t: 'stepFailed', epoch: this.epoch, unit: unit.id, cursor: start, end, error: failure.error, ...stack };
   }
@@ -190,6 +194,11 @@ export class EpochCursor {
    * so the coordinator counts those positions as redelivered.
    */
   rewind(): RewindFrame[] {
+    // Cut off, the coordinator would not hear of it: done once the epoch is re-sent.
+    if (this.held) {
+      this.rewindOnResume = true;
+      return [];
+    }
     this.inFlight = null;
     const frames: RewindFrame[] = [];
     for (const unit of this.units) {
@@ -197,7 +206,7 @@ export class EpochCursor {
       frames.push({ t: 'rewind', epoch: this.epoch, unit: unit.id, end: unit.delivered });
       unit.delivered = unit.done = unit.committed;
     }
-    return this.held ? [] : frames;
+    return frames;
   }
 
   /** The step for the last batch returned and none follows (the epoch ended): its closing ack. */
@@ -283,6 +292,10 @@ export class EpochCursor {
     }
     this.units = next;
     this.held = false;
+    if (this.rewindOnResume) {
+      this.rewindOnResume = false;
+      frames.push(...this.rewind());
+    }
     // The coordinator never heard of these failures (its unit still holds the batch): told now.
     for (const [unit, failed] of this.failures) {
       if (!next.includes(unit)) this.failures.delete(unit);

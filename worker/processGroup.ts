@@ -279,6 +279,8 @@ export class ProcessGroup implements EpochHost {
 
   /** Leaves the group cleanly (no redelivery) and closes the connection. */
   async destroy(): Promise<void> {
+    // Leaving mid-epoch under pg.elastic: what no commit covers is given back, to be done again.
+    if (this.currentEpoch && !this.currentEpoch.ended) this.currentEpoch.giveBack();
     await this.closeWith(1000, 'worker done', this.finished ? undefined : { t: 'leave' });
   }
 

@@ -47,6 +47,11 @@ export class Invariants implements HostObserver {
   private readonly results = new Map<string, string>();
   /** The group generation each peer was told last (generation and epoch frames). */
   private readonly peerGeneration = new Map<PeerId, number>();
+  /** The rank each peer was told last (epoch and generation frames). */
+  private readonly peerRank = new Map<PeerId, number>();
+  /** Coverage: generations begun mid-epoch, and members renumbered by them. */
+  generationsBegun = 0;
+  renumbered = 0;
   /** The highest group generation announced by this coordinator incarnation. */
   private lastGeneration = { incarnation: -1, generation: 0 };
   private auditsSeen = 0;
@@ -199,13 +204,17 @@ export class Invariants implements HostObserver {
       if (effect.kind !== EffectKind.Send) continue;
       const message = effect.message;
       if (message.t === 'generation') {
-        for (const _ of effect.peers) told.push(message);
+        for (const peer of effect.peers) {
+          told.push(message);
+          if (this.peerRank.has(peer) && this.peerRank.get(peer) !== message.rank) this.renumbered++;
+        }
       } else if (message.t === 'collectiveResult') {
         const generations = new Set(effect.peers.map((peer) => this.peerGeneration.get(peer) ?? 0));
         if (generations.size > 1) this.fail('one generation per collective', `seq ${message.seq} answered to peers of generations ${[...generations].join(', ')}`);
       }
     }
     if (told.length === 0) return;
+    this.generationsBegun++;
     const generation = told[0].generation;
     const incarnation = this.host.generation;
     // A member still reconnecting (after a coordinator restart) hears of it in its epoch frame.
@@ -222,8 +231,10 @@ export class Invariants implements HostObserver {
     switch (message.t) {
       case 'generation':
         this.peerGeneration.set(peer, message.generation);
+        this.peerRank.set(peer, message.rank);
         return;
       case 'epoch':
+        this.peerRank.set(peer, message.rank);
         if (message.generation !== undefined) this.peerGeneration.set(peer, message.generation);
         this.peerEpoch.set(peer, message.epoch);
         for (const u of message.units) this.owners.set(`${message.epoch}:${u.id}`, peer);
@@ -380,7 +391,12 @@ export class Invariants implements HostObserver {
       if (audit.redelivered > truth.doubles) this.fail('redelivered equals double deliveries', `${where}: redelivered ${audit.redelivered} but only ${truth.doubles} positions were delivered twice`);
     } else {
       if (audit.redelivered !== truth.doubles) this.fail('redelivered equals double deliveries', `${where}: redelivered ${audit.redelivered}, the workers handed ${truth.doubles} positions out again`);
-      const bound = this.ctx.scenario.config.batchSize * deaths + this.overrunReported(audit.epoch) + retried(audit);
+      // pg.elastic: a death redelivers what its rank did since its commit, and each change rewinds every rank to its own.
+      const elastic = this.ctx.scenario.elastic;
+      const changes = audit.events.filter((e) => e.type === 'generation').length;
+      const perDeath = elastic ? elastic.commitEvery + 1 : 1;
+      const rewound = elastic ? (elastic.commitEvery + 1) * changes * audit.worldSize * this.ctx.scenario.config.batchSize : 0;
+      const bound = this.ctx.scenario.config.batchSize * deaths * perDeath + rewound + this.overrunReported(audit.epoch) + retried(audit);
       if (truth.doubles > bound) this.fail('redelivered within batchSize x deaths', `${where}: ${truth.doubles} double deliveries, bound ${bound} (${deaths} deaths)`);
     }
   }

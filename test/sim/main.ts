@@ -60,6 +60,10 @@ function main(): void {
   let evalPasses = 0;
   let evaluating = 0;
   let evalFaulted = 0;
+  // Generations begun mid-epoch, members renumbered, seeds whose workers train as under pg.elastic.
+  let generations = 0;
+  let renumbered = 0;
+  let elasticSeeds = 0;
   let failed: SeedResult | undefined;
   for (const seed of seeds) {
     const result = runSeed(seed, { trace: args.trace, plantedBug: args.bug });
@@ -68,6 +72,9 @@ function main(): void {
     evalPasses += result.evalPasses;
     if (result.evalPasses > 0) evaluating++;
     if (result.evalFaults > 0) evalFaulted++;
+    generations += result.generations;
+    renumbered += result.renumbered;
+    if (result.scenario.elastic) elasticSeeds++;
     if (args.trace) console.log(result.trace.join('\n'));
     if (result.violation) {
       failed = result;
@@ -77,7 +84,8 @@ function main(): void {
   const seconds = (performance.now() - started) / 1000;
   const ran = failed ? seeds.indexOf(failed.seed) + 1 : seeds.length;
   const evaluated = `${evalPasses} evaluation passes in ${evaluating} seeds, ${evalFaulted} of them with a fault during one`;
-  console.log(`${ran} seeds, ${faults} faults, ${epochs} passes (${evaluated}), ${failed ? 1 : 0} violations (${Math.round((ran / seconds) * 60)} seeds/minute)`);
+  const regrouped = `${generations} generations begun mid-epoch, ${renumbered} ranks renumbered, ${elasticSeeds} seeds with elastic training loops`;
+  console.log(`${ran} seeds, ${faults} faults, ${epochs} passes (${evaluated}; ${regrouped}), ${failed ? 1 : 0} violations (${Math.round((ran / seconds) * 60)} seeds/minute)`);
   if (failed) {
     console.log(`violation at seed ${failed.seed}: ${failed.violation!.message}`);
     console.log(`replay: ${replayCommand(failed.seed, args.bug)}`);

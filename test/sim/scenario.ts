@@ -84,6 +84,12 @@ export interface Scenario {
   readonly collectivePerBatch: boolean;
   /** ... in evaluation passes too (only when they have few batches per rank as well). */
   readonly evalCollectivePerBatch: boolean;
+  /**
+   * With per-batch collectives: workers train as under pg.elastic: a training epoch's acks wait
+   * for a commit every `commitEvery` batches (and when out of work), and a group change mid-epoch
+   * rewinds each rank to its commit.
+   */
+  readonly elastic?: { readonly commitEvery: number };
   readonly faults: FaultPlan;
   /** Virtual time after which a run that has not ended is a hang. */
   readonly horizonMs: number;
@@ -219,6 +225,8 @@ export function drawScenario(seed: string): Scenario {
   // coordinator crashes: a restarted coordinator does not know the collective frontier (it is not
   // journaled), so a replacement's numbering cannot meet a survivor's (a known limit).
   const collectivePerBatch = Math.ceil(numSamples / batchSize) <= 100 && faults.crashes.length === 0 && new Rng(`perBatch:${seed}`).chance(0.3);
+  const elasticRng = new Rng(`elastic:${seed}`);
+  const elasticLoop = collectivePerBatch && elasticRng.chance(0.5) ? { commitEvery: elasticRng.int(1, 6) } : undefined;
   return {
     seed,
     range,
@@ -234,6 +242,7 @@ export function drawScenario(seed: string): Scenario {
     collectives: rng.chance(0.5),
     collectivePerBatch,
     evalCollectivePerBatch: collectivePerBatch && Math.ceil(Math.ceil(evalLength / range.min) / batchSize) <= 100,
+    ...(elasticLoop ? { elastic: elasticLoop } : {}),
     faults,
     // A replacement that joins while a per-batch collective is pending holds it up until it times
     // out: each evaluation pass (and its end, where workers die) adds a chance of that.

@@ -53,6 +53,10 @@ interface EpochRun {
   readonly handedTo: Map<number, number>;
   batches: number;
   idleSince: number | undefined;
+  /** pg.elastic (scenario.elastic): batches completed since the last commit. */
+  sinceCommit: number;
+  /** pg.elastic: the group changed mid-epoch; the loop goes back to its commit before its next batch. */
+  rewindDue: boolean;
 }
 
 const COLLECTIVE_TIMEOUT_MS = 1000;
@@ -263,6 +267,7 @@ export class SimWorker {
         this.state = 'done';
         return;
       case 'generation':
+        if (message.generation > this.generation && this.run && !this.run.ended) this.run.rewindDue = this.run.cursor.holdAcks;
         this.enterGeneration(message.generation, message.seq);
         this.rank = message.rank;
         return;
@@ -301,6 +306,8 @@ export class SimWorker {
     if (this.lastEnded && !passIsAfter(message.epoch, this.lastEnded.epoch)) return;
     const run = this.run;
     if (run && run.epoch === message.epoch) {
+      // A change missed while away: the next call would have failed, so the loop rewinds.
+      if (message.generation !== undefined && message.generation > this.generation && run.cursor.holdAcks) run.rewindDue = true;
       if (run.evaluation) this.noteRedo(run, message.units);
       this.sendAll(run.cursor.receive({ t: 'epoch', units: message.units }));
       return this.step();
@@ -322,7 +329,10 @@ export class SimWorker {
       handedTo: new Map(),
       batches: 0,
       idleSince: undefined,
+      sinceCommit: 0,
+      rewindDue: false,
     };
+    next.cursor.holdAcks = !evaluation && this.ctx.scenario.elastic !== undefined;
     this.run = next;
     if (this.ctx.scenario.collectives) this.collective(next);
     this.step();
@@ -371,6 +381,7 @@ export class SimWorker {
     if (!run || run.stepping || run.blockedOn !== undefined || !this.alive || this.stalled) return;
     if (this.leaving) return this.depart();
     if (run.ended) return this.report(run);
+    this.elasticTurn(run);
     const { batch, frames } = run.cursor.next(this.ctx.scenario.config.batchSize);
     this.sendAll(frames);
     if (!batch) {
@@ -400,12 +411,33 @@ export class SimWorker {
       }
       this.hooks.completed(this, run.epoch, run.worldSize, origin, start, end);
       if (this.run !== run) return;
+      run.sinceCommit++;
+      // Its next call would fail with the change (pg.elastic): no call, the loop rewinds.
+      if (run.rewindDue) return this.step();
       if (run.evaluation) this.submitResults(run, batch);
       // A training loop's allReduce after each batch, before asking for the next one.
       const perBatch = run.evaluation ? scenario.evalCollectivePerBatch : scenario.collectivePerBatch;
       if (perBatch && !run.ended) return this.collective(run, { op: 'allReduce', value: 1, reduce: 'sum' }, PER_BATCH_TIMEOUT_MS);
       this.step();
     });
+  }
+
+  /**
+   * pg.elastic between batches: after a group change, back to the last commit (what was handed
+   * out since is handed out again); else a commit every `commitEvery` batches, and when out of work.
+   */
+  private elasticTurn(run: EpochRun): void {
+    const elastic = this.ctx.scenario.elastic;
+    if (!elastic || !run.cursor.holdAcks) return;
+    if (run.rewindDue) {
+      run.rewindDue = false;
+      run.sinceCommit = 0;
+      return this.sendAll(run.cursor.rewind());
+    }
+    if (run.sinceCommit >= elastic.commitEvery || !run.cursor.hasWork) {
+      run.sinceCommit = 0;
+      this.sendAll(run.cursor.commit());
+    }
   }
 
   /**
@@ -443,7 +475,8 @@ export class SimWorker {
     if (!this.alive) return;
     // Leaving while cut off: what it did after its last counted ack reaches nobody.
     if (this.run && !this.run.ended && !this.finished && !(this.conn?.workerOpen ?? false)) this.hooks.refused(this, this.run.epoch);
-    if (this.run && !this.run.ended) this.sendAll(this.run.cursor.settle());
+    // Under pg.elastic what was not committed is given back (the others roll back to their commits too).
+    if (this.run && !this.run.ended) this.sendAll(this.run.cursor.holdAcks ? this.run.cursor.rewind() : this.run.cursor.settle());
     if (!this.finished) this.send({ t: 'leave' });
     this.state = 'done';
     if (this.conn) this.network.closeByWorker(this.conn, 1000);

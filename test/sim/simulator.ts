@@ -34,6 +34,9 @@ export interface SeedResult {
   /** Faults that struck while an evaluation pass ran (scheduled ones, and deaths at a hello, a collective or a pass's end). */
   readonly evalFaults: number;
   readonly steps: number;
+  /** Generations begun mid-epoch, and members they renumbered. */
+  readonly generations: number;
+  readonly renumbered: number;
   readonly trace: readonly string[];
   readonly scenario: Scenario;
 }
@@ -63,7 +66,7 @@ export function runSeed(seed: string, options: SeedOptions = {}): SeedResult {
     violation = err instanceof Violation ? err : new Violation('nothing throws', describeThrow(err));
     ctx.trace(`VIOLATION ${violation.message}`);
   }
-  return { seed, violation, faults: faultCount(scenario), epochs: sim.epochsRun(), evalPasses: sim.evalPassesReached().size, evalFaults: sim.evalFaults, steps: sim.invariants.checks, trace: lines, scenario };
+  return { seed, violation, faults: faultCount(scenario), epochs: sim.epochsRun(), evalPasses: sim.evalPassesReached().size, evalFaults: sim.evalFaults, steps: sim.invariants.checks, generations: sim.invariants.generationsBegun, renumbered: sim.invariants.renumbered, trace: lines, scenario };
 }
 
 class Simulation implements WorkerHooks {
