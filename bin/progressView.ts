@@ -102,7 +102,9 @@ export function attachProgressView(
   };
   const onEvent = (e: { type: string; rank: number | null; detail: string; epoch: number | null }) => {
     if (e.type === 'join') return;
-    log(`${e.epoch === null ? '' : `${passName(e.epoch)}: `}${e.type}${e.rank === null ? '' : ` rank ${e.rank}`}: ${e.detail}`);
+    // A generation's detail names itself ("generation 2: 3 ranks ..."): not twice.
+    const what = e.type === 'generation' ? '' : `${e.type}${e.rank === null ? '' : ` rank ${e.rank}`}: `;
+    log(`${e.epoch === null ? '' : `${passName(e.epoch)}: `}${what}${e.detail}`);
   };
   const onAudit = (a: EpochAudit) => {
     if (!sink.isTTY) plainProgress(true);

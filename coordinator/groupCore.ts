@@ -181,7 +181,7 @@ export class GroupCore {
   }
 
   /** A snapshot for `GET /status` and for humans. */
-  status(): { phase: string; worldSize: number; live: number[]; missing: number[]; epoch: number | null } {
+  status(): { phase: string; worldSize: number; live: number[]; missing: number[]; epoch: number | null; generation: number } {
     const group = this.group;
     return {
       phase: group.phase,
@@ -189,6 +189,7 @@ export class GroupCore {
       live: group.rendezvous.liveRanks(),
       missing: group.rendezvous.missingRanks(),
       epoch: group.current?.ledger.epoch ?? null,
+      generation: group.collectives.generation,
     };
   }
 

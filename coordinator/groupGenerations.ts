@@ -5,7 +5,8 @@
  * elastic group renumbers its members to 0..W'-1 (keeping ranks where it can, their units going
  * with them), and every member is told its rank and the new size in a `generation` frame.
  * A change at an epoch's start (standbys admitted, ranks compacted) begins one too, carried by
- * the epoch frames. The unacknowledged positions were already re-planned by the failure policy
+ * the epoch frames, and so does a coordinator restarted from its journal (the numbering died with
+ * the old process) once its members are back. The unacknowledged positions were already re-planned by the failure policy
  * (the dead rank's tail split over the survivors). Part of GroupCore; pure.
  */
 import { FailurePolicy } from './options.ts';
@@ -24,15 +25,17 @@ export class GroupGenerations {
   check(): void {
     const group = this.group;
     if (!group.current || (group.phase !== 'running' && group.phase !== 'reporting')) return;
+    // After a restart, the members come back one by one: one generation once they are all here.
+    if (group.rejoinTimer !== undefined) return;
     const key = this.membersKey();
-    if (key === this.key) return;
-    // The first look (a coordinator restarted from its journal) takes the group as it was.
-    if (this.key === undefined) {
+    if (key === this.key && group.regroupDue === undefined) return;
+    if (this.key === undefined && group.regroupDue === undefined) {
       this.key = key;
       return;
     }
-    const why = group.generationReason ?? 'the members changed';
+    const why = group.regroupDue ?? group.generationReason ?? 'the members changed';
     group.generationReason = undefined;
+    group.regroupDue = undefined;
     // Pending collectives fail first, answered under the ranks they were called with.
     const generation = group.collectives.generation + 1;
     group.collectives.newGeneration(generation, why);
@@ -53,12 +56,14 @@ export class GroupGenerations {
   atEpochStart(): void {
     const group = this.group;
     const key = this.membersKey();
-    if (this.key !== undefined && key !== this.key) {
+    const why = group.regroupDue ?? (this.key !== undefined && key !== this.key ? 'other members' : undefined);
+    if (why !== undefined) {
       const generation = group.collectives.generation + 1;
-      group.collectives.newGeneration(generation, 'a new epoch with other members');
-      group.recordEvent('generation', null, `generation ${generation}: ${this.members().length} ranks at the epoch's start`);
+      group.collectives.newGeneration(generation, why);
+      group.recordEvent('generation', null, `generation ${generation}: ${this.members().length} ranks at the epoch's start${why === 'other members' ? '' : ` (${why})`}`);
     }
     group.generationReason = undefined;
+    group.regroupDue = undefined;
     this.key = key;
   }
 

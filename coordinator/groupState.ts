@@ -91,6 +91,11 @@ export class GroupState {
   /** What changed the group, said by the part that saw it: the next generation's reason. */
   generationReason: string | undefined;
   /**
+   * A new generation is due whether or not the members changed (a coordinator restarted from
+   * its journal knows no collective numbering): why. Begun once the members are back.
+   */
+  regroupDue: string | undefined;
+  /**
    * An evaluation pass a restart begins again once the members are back (its results were lost):
    * the journal's current pass until then, with what happened in it so far.
    */

@@ -88,6 +88,9 @@ export class JournalRestart {
         group.emit('event', { ...event, epoch: c.epoch });
       }
     }
+    // The collectives' numbering died with the old process: the group starts a new generation
+    // (numbered from 0) once its members are back, or with the next epoch.
+    group.regroupDue = 'the coordinator restarted';
     group.rejoinTimer = group.timers.setTimeout(() => this.rejoinExpired(), group.settings.rejoinTimeoutMs);
   }
 

@@ -1,7 +1,7 @@
 /**
  * examples/ddp.ts through real processes, as the README runs it: data-parallel linear regression
- * with an allReduce per batch under pg.elastic, surviving a SIGKILL mid-epoch and a worker that
- * joins mid-run. Generations' decisions are the simulator's to check under every fault; this
+ * with an allReduce per batch under pg.elastic, surviving a SIGKILL mid-epoch, the coordinator
+ * SIGKILLed and restarted, and a worker that joins mid-run. Generations' decisions are the simulator's to check under every fault; this
  * proves a real training loop gets through them: the run ends, nothing is missing, the report
  * shows the generation, and every rank's weights converge (the example checks its tolerance and
  * exits 1 otherwise).
@@ -39,6 +39,21 @@ describe('examples/ddp.ts: synchronous data-parallel steps that survive the grou
     for (const rank of ranks) expect(rank).toMatchObject({ generation: 1, restarts: 1 });
     expect(run.stdout()).toMatch(/group changed: generation 1, rank 1 of 3; back to the commit after \d+ batches/);
     // One model: every rank ends with the same weights.
+    expect(new Set(ranks.map((r) => r.weights)).size).toBe(1);
+  });
+
+  it('survives the coordinator SIGKILLed mid-epoch and restarted from its journal: one generation once its members are back, missing 0, converged', async () => {
+    const reportPath = temp.file('restart.json');
+    const run = startCli(['run', '--workers', '4', '--world-size', '2:4', '--kill-coordinator', '1:0.5', '--report', reportPath, 'examples/ddp.ts', '--step-ms', '3']);
+    expect((await exitWithin(run, 120_000)).code, run.stderr()).toBe(0);
+    const report = readReport(reportPath);
+    expect(report.epochs.map((e) => e.missing)).toEqual([0, 0, 0]);
+    const events = report.epochs[1].events.map((e) => e.type);
+    expect(events).toContain('restart');
+    expect(report.epochs[1].events.find((e) => e.type === 'generation')?.detail).toMatch(/^generation 1: 4 ranks \(the coordinator restarted\)$/);
+    const ranks = converged(run.stdout());
+    expect(ranks).toHaveLength(4);
+    for (const rank of ranks) expect(rank.generation).toBe(1);
     expect(new Set(ranks.map((r) => r.weights)).size).toBe(1);
   });
 

@@ -235,6 +235,21 @@ describe('EpochCursor under pg.elastic: acks wait for commits, a rewind gives ba
     expect(cursor.next(4).frames).toEqual([{ t: 'ack', epoch: 0, unit: 0, cursor: 4, inflight: null }, { t: 'outOfWork', epoch: 0 }]);
   });
 
+  it('fails a batch from the unit\'s last commit (the state may go back to it), and does not rewind what failed: the coordinator retries it', () => {
+    const cursor = new EpochCursor(0, [unit(0, 0, 12)]);
+    cursor.holdAcks = true;
+    deliver(cursor, 4, 2);
+    const failing = cursor.next(4).batch!;
+    cursor.receive({ t: 'connectionLost' });
+    expect(cursor.fail(failing, { error: 'bad sample' })).toEqual([]);
+    // The loop went back to its commit (none yet) while cut off: both wait for the re-sent epoch.
+    expect(cursor.rewind()).toEqual([]);
+    expect(cursor.receive({ t: 'epoch', units: [unit(0, 0, 12, 0)] })).toEqual([
+      { t: 'stepFailed', epoch: 0, unit: 0, cursor: 0, end: 12, error: 'bad sample' },
+    ]);
+    expect(cursor.next(4)).toMatchObject({ batch: undefined });
+  });
+
   it('re-acknowledges only committed offsets when the epoch is re-sent after a reconnect', () => {
     const cursor = new EpochCursor(0, [unit(0, 0, 12)]);
     cursor.holdAcks = true;

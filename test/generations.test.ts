@@ -29,7 +29,7 @@ describe('group generations', () => {
       [1, 2, 3, 0],
       [1, 1, 3, 0],
     ]);
-    expect(driver.core.status().live).toEqual([0, 1, 2]);
+    expect(driver.core.status()).toMatchObject({ live: [0, 1, 2], generation: 1 });
     // The renumbered worker's own unit (origin 3) went with it: its acks are taken from rank 1.
     const unit3 = of(driver.framesTo(p3), 'epoch')[0].units[0];
     expect(unit3.origin).toBe(3);

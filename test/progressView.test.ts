@@ -21,6 +21,14 @@ describe('progress view (plain lines)', () => {
     expect(written).toEqual(['epoch 0 started: 2 ranks x 5 samples\n', 'epoch 0: r0 0/5  r1 3/5\n', 'epoch 0 done in 7 ms: missing 0, redelivered 0\n']);
   });
 
+  it('prints a death with its rank, and a new generation once (its detail names it)', () => {
+    const { coordinator, written, view } = setup();
+    coordinator.emit('event', { type: 'death', rank: 1, atMs: 5, detail: 'origin 1 offset 3/5', epoch: 0 });
+    coordinator.emit('event', { type: 'generation', rank: null, atMs: 5, detail: 'generation 1: 2 ranks (rank 1 died); rank 2 is rank 1', epoch: 0 });
+    view.detach();
+    expect(written).toEqual(['epoch 0: death rank 1: origin 1 offset 3/5\n', 'epoch 0: generation 1: 2 ranks (rank 1 died); rank 2 is rank 1\n']);
+  });
+
   it('picks up an epoch it never saw start (a coordinator restarted from its journal) from the progress itself', () => {
     const { coordinator, written, view } = setup();
     coordinator.emit('progress', { epoch: 3, rank: 0, acknowledged: 4, numSamples: 6, consumed: 9, planned: 12 });

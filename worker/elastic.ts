@@ -11,8 +11,8 @@
  *       }
  *   });
  *
- * When a member dies or leaves mid-epoch the group's collectives fail with GroupChangedError;
- * pg.elastic catches it, restores `state.value` to the last commit, gives back the batches
+ * When a member dies or leaves mid-epoch the group's collectives fail with GroupChangedError
+ * (and with ConnectionLostError while a restarted coordinator is reconnected to); pg.elastic catches it, restores `state.value` to the last commit, gives back the batches
  * handed out since (they are done again: the coordinator counts them as redelivered), and
  * calls the function again in the new generation. A batch counts as consumed once a commit
  * covers it, so no position is lost with the state that was rolled back.
@@ -25,7 +25,7 @@
 import type { JsonValue } from './collectivesClient.ts';
 import type { Epoch } from './epoch.ts';
 import { DistSamplerError } from '../shared/errors.ts';
-import { GroupChangedError } from './errors.ts';
+import { ConnectionLostError, GroupChangedError } from './errors.ts';
 
 /** pg.elastic was called while another pg.elastic of the same group runs. */
 export class ElasticNestedError extends DistSamplerError {
@@ -38,6 +38,8 @@ export class ElasticNestedError extends DistSamplerError {
 export interface ElasticGroup {
   readonly rank: number;
   readonly generation: number;
+  /** Resolves once connected (at once if it is); rejects with the final error once the group gave up reconnecting. */
+  whenConnected(): Promise<void>;
   allGather<T extends JsonValue>(value: T): Promise<T[]>;
   broadcast<T extends JsonValue>(value: T | undefined, src: number): Promise<T>;
 }
@@ -128,12 +130,16 @@ export class ElasticRun {
         try {
           return await fn();
         } catch (err) {
-          if (!(err instanceof GroupChangedError)) throw err;
+          // The connection dropped (the coordinator restarting, say): the group will have changed too.
+          const cut = err instanceof ConnectionLostError;
+          if (!(err instanceof GroupChangedError) && !cut) throw err;
           this.restarts++;
           this.state.restore();
           this.handed = 0;
           this.epoch?.rewind();
           this.reentered = true;
+          // Rethrows the final error if the group gives up reconnecting.
+          if (cut) await this.group.whenConnected();
         }
       }
     } finally {

@@ -149,18 +149,21 @@ export class EpochCursor {
     if (!this.units.includes(unit)) return [];
     const end = Math.min(batch.end, unit.end);
     if (end <= batch.start) return [];
-    this.failures.set(unit, { start: batch.start, end, failure });
+    // Under pg.elastic the unit's offsets no commit covers fail with the batch: the state may
+    // still go back to that commit, so they are retried too (narrowed, the good ones consumed).
+    const start = this.holdAcks ? Math.min(unit.committed, batch.start) : batch.start;
+    this.failures.set(unit, { start, end, failure });
     if (this.held) {
-      unit.end = batch.start;
+      unit.end = start;
       return [];
     }
-    return [this.failed(unit, batch.start, end, failure)];
+    return [this.failed(unit, start, end, failure)];
   }
 
   /** The frame for a failed batch [start, end) of `unit`, which ends there from now on. */
   private failed(unit: LocalUnit, start: number, end: number, failure: StepFailureText): StepFailedFrame {
     unit.end = start;
-    // The frame acknowledges the unit up to the batch, commits or not (pg.elastic).
+    // The frame acknowledges the unit up to `start` (under pg.elastic, its last commit).
     unit.committed = Math.max(unit.committed, start);
     const stack = failure.stack === undefined ? {} : { stack: failure.stack };
     return { t: 'stepFailed', epoch: this.epoch, unit: unit.id, cursor: start, end, error: failure.error, ...stack };
@@ -202,9 +205,10 @@ export class EpochCursor {
     this.inFlight = null;
     const frames: RewindFrame[] = [];
     for (const unit of this.units) {
-      if (unit.delivered <= unit.committed) continue;
-      frames.push({ t: 'rewind', epoch: this.epoch, unit: unit.id, end: unit.delivered });
-      unit.delivered = unit.done = unit.committed;
+      // Beyond the unit's end (a failed batch, a cut) is not this worker's to do again.
+      const end = Math.min(unit.delivered, unit.end);
+      if (end > unit.committed) frames.push({ t: 'rewind', epoch: this.epoch, unit: unit.id, end });
+      unit.delivered = unit.done = Math.min(unit.delivered, unit.committed);
     }
     return frames;
   }
@@ -292,14 +296,15 @@ export class EpochCursor {
     }
     this.units = next;
     this.held = false;
-    if (this.rewindOnResume) {
-      this.rewindOnResume = false;
-      frames.push(...this.rewind());
-    }
     // The coordinator never heard of these failures (its unit still holds the batch): told now.
     for (const [unit, failed] of this.failures) {
       if (!next.includes(unit)) this.failures.delete(unit);
       else if (unit.end > failed.start) frames.push(this.failed(unit, failed.start, Math.min(failed.end, unit.end), failed.failure));
+    }
+    // After the failures: a failed batch's unit ends at it, and is not done again.
+    if (this.rewindOnResume) {
+      this.rewindOnResume = false;
+      frames.push(...this.rewind());
     }
     return frames;
   }

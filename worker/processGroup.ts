@@ -122,6 +122,9 @@ export class ProcessGroup implements EpochHost {
   /** The pass being consumed: handed again to a loop pg.elastic re-enters after a group change. */
   private currentEpoch: Epoch | undefined;
   private elasticRun: ElasticRun | undefined;
+  /** The error the group gave up with (no reconnect), and who waits for a reconnect meanwhile. */
+  private gaveUp: Error | undefined;
+  private connectionWaiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
   /** The pass that ended last, and its report (re-sent if a restarted coordinator asks again). */
   private lastEnded: { epoch: number; report: EpochReport } | undefined;
   readonly config: RunConfig;
@@ -195,6 +198,13 @@ export class ProcessGroup implements EpochHost {
     } finally {
       this.elasticRun = undefined;
     }
+  }
+
+  /** @internal Resolves once connected (at once if it is); rejects with the final error once it gave up. */
+  whenConnected(): Promise<void> {
+    if (this.gaveUp) return Promise.reject(this.gaveUp);
+    if (this.ws.readyState === WebSocket.OPEN) return Promise.resolve();
+    return new Promise((resolve, reject) => this.connectionWaiters.push({ resolve, reject }));
   }
 
   /** @internal */
@@ -400,9 +410,12 @@ export class ProcessGroup implements EpochHost {
     this.currentWorldSize = joined.welcome.worldSize;
     this.reconnects++;
     this.attach(joined.ws, joined.early);
+    for (const waiter of this.connectionWaiters.splice(0)) waiter.resolve();
   }
 
   private giveUp(error: Error): void {
+    this.gaveUp = error;
+    for (const waiter of this.connectionWaiters.splice(0)) waiter.reject(error);
     this.client.close(error);
     this.inbox.push({ t: 'closed', error });
     this.resolveClosed();

@@ -59,6 +59,9 @@ export class Network {
   private nextPeer = 1;
   readonly conns = new Map<PeerId, Conn>();
 
+  /** A frame that reached no coordinator (its connection was already closed there): for the invariants. */
+  onLostFrame: ((message: ClientMessage) => void) | undefined;
+
   constructor(
     private readonly ctx: SimContext,
     private readonly coordinator: CoordinatorEnd,
@@ -87,12 +90,18 @@ export class Network {
   }
 
   toCoordinator(conn: Conn, item: ToCoordinator): void {
-    if (!conn.workerOpen) return;
+    if (!conn.workerOpen) {
+      if (item.kind === 'frame') this.onLostFrame?.(item.message);
+      return;
+    }
     const sentAt = (conn.lastSentAt = this.ctx.queue.now);
     const at = Math.max(this.ctx.queue.now + this.delay(), conn.lastToCoord);
     conn.lastToCoord = at;
     this.ctx.queue.at(at, () => {
-      if (!this.live(conn)) return;
+      if (!this.live(conn)) {
+        if (item.kind === 'frame') this.onLostFrame?.(item.message);
+        return;
+      }
       conn.deliveredSentAt = sentAt;
       this.coordinator.deliver(conn, item);
     });

@@ -221,10 +221,10 @@ export function drawScenario(seed: string): Scenario {
     rogue: busy && rng.chance(0.12) ? { kind: rng.pick(['flood', 'hugeSeq', 'foreignAck', 'badCursor'] as const), at: rng.real(0, span) } : undefined,
   };
   // Its own stream, like the sampling: the rest of a seed's scenario stays what it was.
-  // Only with few batches per rank (each one waits for a round trip of every rank), and without
-  // coordinator crashes: a restarted coordinator does not know the collective frontier (it is not
-  // journaled), so a replacement's numbering cannot meet a survivor's (a known limit).
-  const collectivePerBatch = Math.ceil(numSamples / batchSize) <= 100 && faults.crashes.length === 0 && new Rng(`perBatch:${seed}`).chance(0.3);
+  // Only with few batches per rank (each one waits for a round trip of every rank). Coordinator
+  // crashes too: a restarted coordinator begins a new generation, numbered from 0, once its
+  // members are back.
+  const collectivePerBatch = Math.ceil(numSamples / batchSize) <= 100 && new Rng(`perBatch:${seed}`).chance(0.3);
   const elasticRng = new Rng(`elastic:${seed}`);
   const elasticLoop = collectivePerBatch && elasticRng.chance(0.5) ? { commitEvery: elasticRng.int(1, 6) } : undefined;
   return {

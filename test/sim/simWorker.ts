@@ -216,7 +216,11 @@ export class SimWorker {
       }
       this.state = 'reconnecting';
       this.run?.cursor.receive({ t: 'connectionLost' });
-      if (this.run) this.run.blockedOn = undefined;
+      if (this.run) {
+        this.run.blockedOn = undefined;
+        // pg.elastic: the call failed with the connection, so the loop rewinds (once the epoch is re-sent).
+        if (this.run.cursor.holdAcks && !this.run.ended) this.run.rewindDue = true;
+      }
       this.backoff = new Backoff({ ...RECONNECT_BACKOFF, timeoutMs: RECONNECT_TIMEOUT_MS, now: () => this.ctx.queue.now, random: () => this.ctx.rng.next() });
       this.retry();
     });
@@ -224,7 +228,9 @@ export class SimWorker {
 
   send(message: ClientMessage): void {
     const conn = this.conn;
-    if (!conn || !conn.workerOpen) return;
+    if (!conn) return;
+    // Closed under it (it has not read the close yet): the frame is lost, and the network says so.
+    if (!conn.workerOpen) return this.network.toCoordinator(conn, { kind: 'frame', message });
     this.hooks.sent(this, conn, message);
     this.network.toCoordinator(conn, { kind: 'frame', message });
   }

@@ -91,6 +91,10 @@ class Simulation implements WorkerHooks {
     this.host.network = this.network;
     this.invariants.host = this.host;
     this.invariants.network = this.network;
+    // A rewind (pg.elastic) nobody read: its worker delivers again what the coordinator cannot count.
+    this.network.onLostFrame = (message) => {
+      if (message.t === 'rewind') this.invariants.knowledgeLost(message.epoch);
+    };
     this.faults = ctx.rng.fork('faults');
     this.host.onTerminate = (peer) => this.terminated(peer);
   }
