@@ -23,6 +23,7 @@ import { ChunkAssembly, isRefusal } from './chunkAssembly.ts';
 import { checkAgainst, checkValue, label, listRanks, type Failure, type Pending } from './collectiveChecks.ts';
 import { compute, Overflow } from './collectiveReductions.ts';
 import { GatherRelay } from './gatherRelay.ts';
+import { MemberHoldings } from './memberHoldings.ts';
 import { resultFrames } from './resultFrames.ts';
 
 export type CollectiveMessage = Extract<ClientMessage, { t: 'collective' }>;
@@ -98,14 +99,6 @@ export const MAX_PENDING_BYTES_PER_MEMBER = 4 * 1024 * 1024;
 /** Failed seqs are remembered so stragglers get the same error instead of a fresh wait; bounded. */
 const MAX_FAILURE_RECORDS = 1024;
 
-/** What one member holds in pending collectives. */
-interface Held {
-  count: number;
-  bytes: number;
-  /** Bytes of values that came in chunks (bounded by ChunkAssembly, not MAX_PENDING_BYTES_PER_MEMBER). */
-  chunkedBytes: number;
-}
-
 export class Collectives {
   private readonly pending = new Map<number, Pending>();
   private readonly failures = new Map<number, FailureRecord>();
@@ -115,7 +108,7 @@ export class Collectives {
    */
   private readonly lastSeq = new Map<number, number>();
   /** What each member holds in pending collectives, against the per-member bounds. */
-  private readonly held = new Map<number, Held>();
+  private readonly held = new MemberHoldings(MAX_PENDING_PER_MEMBER, MAX_PENDING_BYTES_PER_MEMBER);
   private closedReason: string | undefined;
   /** The group generation: calls of an older one join nothing (numbering restarts with each). */
   private currentGeneration = 0;
@@ -138,7 +131,7 @@ export class Collectives {
   private agreedThrough = -1;
 
   constructor(private readonly options: CollectivesOptions) {
-    this.assembly = new ChunkAssembly((rank) => this.held.get(rank)?.chunkedBytes ?? 0);
+    this.assembly = new ChunkAssembly((rank) => this.held.chunkedBytes(rank));
     this.relay = new GatherRelay({ send: options.send, complete: (seq) => this.streamed(seq) });
   }
 
@@ -312,7 +305,7 @@ export class Collectives {
       if (!regroup) this.fail(entry, CollectiveErrorCode.MemberLost, `${label(entry.op, entry.seq)} failed: ${lostText(rank, how)}`, rank);
     }
     if (regroup) this.lostInGeneration.add(rank);
-    this.held.delete(rank);
+    this.held.forget(rank);
   }
 
   /** Fails everything pending and refuses new contributions; clears every timer. */
@@ -327,8 +320,7 @@ export class Collectives {
 
   /** What one member holds in pending collectives (calls, bytes of values), against its bounds. */
   heldBy(rank: number): { readonly count: number; readonly bytes: number } {
-    const held = this.held.get(rank);
-    return { count: held?.count ?? 0, bytes: held?.bytes ?? 0 };
+    return this.held.of(rank);
   }
 
   /**
@@ -336,7 +328,7 @@ export class Collectives {
    * assembled, and relayed by a gather but not yet acknowledged by every recipient.
    */
   chunkedBytesHeldBy(rank: number): number {
-    return (this.held.get(rank)?.chunkedBytes ?? 0) + this.assembly.heldBy(rank) + this.relay.inFlightBytes(rank);
+    return this.held.chunkedBytes(rank) + this.assembly.heldBy(rank) + this.relay.inFlightBytes(rank);
   }
 
   /** Collectives still waiting for ranks, oldest seq first. */
@@ -373,13 +365,8 @@ export class Collectives {
 
   /** Would holding one more value of `size` bytes put this member over its bounds? */
   private overBounds(rank: number, seq: number, size: number): CollectiveRefusal | undefined {
-    const held = this.held.get(rank);
-    if (!held) return size > MAX_PENDING_BYTES_PER_MEMBER ? refuse(seq, `its value is ${size} bytes, over ${MAX_PENDING_BYTES_PER_MEMBER}`) : undefined;
-    if (held.count >= MAX_PENDING_PER_MEMBER) return refuse(seq, `rank ${rank} has ${held.count} collectives pending, the most one member may`);
-    if (held.bytes + size > MAX_PENDING_BYTES_PER_MEMBER) {
-      return refuse(seq, `rank ${rank}'s pending collectives would hold ${held.bytes + size} bytes, over ${MAX_PENDING_BYTES_PER_MEMBER}`);
-    }
-    return undefined;
+    const why = this.held.over(rank, size);
+    return why === undefined ? undefined : refuse(seq, why);
   }
 
   /** Stores a rank's value in the collective, charged to that rank until the collective settles. */
@@ -387,18 +374,12 @@ export class Collectives {
     entry.values.set(rank, value);
     if (size > 0) entry.sizes.set(rank, size);
     if (chunked) entry.chunked.add(rank);
-    let held = this.held.get(rank);
-    if (!held) this.held.set(rank, (held = { count: 0, bytes: 0, chunkedBytes: 0 }));
-    held.count++;
-    if (chunked) held.chunkedBytes += size;
-    else held.bytes += size;
+    this.held.charge(rank, size, chunked);
   }
 
-  /** Gives a rank back what its value in this collective was charged. */
-  private release(entry: Pending, rank: number, held: Held): void {
-    const size = entry.sizes.get(rank) ?? 0;
-    if (entry.chunked.has(rank)) held.chunkedBytes -= size;
-    else held.bytes -= size;
+  /** Gives a rank back the bytes its value in this collective was charged. */
+  private release(entry: Pending, rank: number): void {
+    this.held.releaseBytes(rank, entry.sizes.get(rank) ?? 0, entry.chunked.has(rank));
   }
 
   /**
@@ -436,12 +417,8 @@ export class Collectives {
   /** Takes a rank's value out of the collective and gives it back its share. */
   private unhold(entry: Pending, rank: number): void {
     if (!entry.values.delete(rank)) return;
-    const held = this.held.get(rank);
-    if (held) {
-      this.release(entry, rank, held);
-      held.count--;
-      if (held.count === 0) this.held.delete(rank);
-    }
+    this.release(entry, rank);
+    this.held.releaseCount(rank);
     entry.sizes.delete(rank);
     entry.chunked.delete(rank);
   }
@@ -587,14 +564,8 @@ export class Collectives {
   private settle(entry: Pending): void {
     this.pending.delete(entry.seq);
     this.relay.drop(entry.seq);
-    for (const rank of entry.sizes.keys()) {
-      const held = this.held.get(rank);
-      if (held) this.release(entry, rank, held);
-    }
-    for (const rank of entry.values.keys()) {
-      const held = this.held.get(rank);
-      if (held && --held.count === 0) this.held.delete(rank);
-    }
+    for (const rank of entry.sizes.keys()) this.release(entry, rank);
+    for (const rank of entry.values.keys()) this.held.releaseCount(rank);
     this.options.scheduler.clearTimeout(entry.timer);
     entry.timer = undefined;
   }

@@ -407,7 +407,6 @@ export class ProcessGroup implements EpochHost {
     this.ws = joined.ws;
     this.socket = joined.socket;
     this.currentRank = joined.welcome.rank;
-    this.currentWorldSize = joined.welcome.worldSize;
     this.reconnects++;
     this.attach(joined.ws, joined.early);
     for (const waiter of this.connectionWaiters.splice(0)) waiter.resolve();
