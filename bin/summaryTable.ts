@@ -13,6 +13,37 @@ function eventsCell(events: readonly EpochEvent[]): string {
   return [...counts].map(([label, n]) => (n === 1 ? label : `${label} x${n}`)).join(', ') || '-';
 }
 
+/** Each fault event as the cause of digests that differ from the plan: "expected after a death". */
+const FAULT_CAUSES: Partial<Record<EpochEvent['type'], string>> = {
+  death: 'a death',
+  leave: 'a rank left',
+  reassign: 'a reassignment',
+  replace: 'a replacement',
+  refused: 'a refused worker',
+  restart: 'a coordinator restart',
+  resume: 'a resume',
+  stepFailed: 'a failed step',
+  quarantine: 'a quarantine',
+  generation: 'a new generation',
+};
+
+/**
+ * The digests cell: `4/4 match plan` when every rank consumed exactly its shard in PyTorch's plan.
+ * Otherwise how many differ, and, when the epoch had a fault (any event but a join, as the audit
+ * counts them), that this is expected and after what: with faults a rank's indices differ from its
+ * shard by design. Without one, a difference is a problem and the cell says only that; ranks that
+ * merely sent no digest (nothing to compare) still count as not matching: `1/2 match plan`.
+ */
+export function digestsCell(epoch: Pick<EpochAudit, 'ranks' | 'events'>): string {
+  const total = epoch.ranks.length;
+  const matched = epoch.ranks.filter((r) => r.sha256 !== null && r.sha256 === r.planSha256).length;
+  const fault = epoch.events.find((ev) => ev.type !== 'join');
+  const differing = epoch.ranks.some((r) => r.sha256 !== null && r.sha256 !== r.planSha256);
+  if (matched === total || (!fault && !differing)) return `${matched}/${total} match plan`;
+  const differ = `${total - matched} of ${total} differ from the plan`;
+  return fault ? `${differ}: expected after ${FAULT_CAUSES[fault.type] ?? `a ${fault.type}`}` : differ;
+}
+
 /**
  * The per-epoch summary table printed at the end of a run: a row per pass in run order (an
  * evaluation pass is `eval@E`, after epoch E), then the evaluation passes' merged results.
@@ -22,21 +53,18 @@ export function formatSummary(report: RunReport): string {
   // The quarantine column only when a step failed for good: runs without one print as before.
   const quarantined = passes.reduce((sum, e) => sum + e.quarantined, 0);
   const header = ['epoch', 'world', 'planned', 'consumed', 'missing', ...(quarantined ? ['quarantined'] : []), 'redelivered', 'ms', 'digests', 'events'];
-  const rows = passes.map((e) => {
-    const matched = e.ranks.filter((r) => r.sha256 !== null && r.sha256 === r.planSha256).length;
-    return [
-      e.epoch < 0 ? `eval@${epochOfPass(e.epoch)}` : String(e.epoch),
-      String(e.worldSize),
-      String(e.planned),
-      String(e.consumed),
-      String(e.missing),
-      ...(quarantined ? [String(e.quarantined)] : []),
-      String(e.redelivered),
-      String(Math.round(e.durationMs)),
-      `${matched}/${e.ranks.length} match plan`,
-      eventsCell(e.events),
-    ];
-  });
+  const rows = passes.map((e) => [
+    e.epoch < 0 ? `eval@${epochOfPass(e.epoch)}` : String(e.epoch),
+    String(e.worldSize),
+    String(e.planned),
+    String(e.consumed),
+    String(e.missing),
+    ...(quarantined ? [String(e.quarantined)] : []),
+    String(e.redelivered),
+    String(Math.round(e.durationMs)),
+    digestsCell(e),
+    eventsCell(e.events),
+  ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const last = header.length - 1;
   const line = (cells: string[]) => cells.map((c, i) => (i >= last ? c : c.padStart(widths[i]))).join('  ');

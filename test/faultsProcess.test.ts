@@ -305,7 +305,7 @@ describe('real SIGKILLs against a standalone coordinator and env:// workers', ()
     const first = startCli(['coordinator', '--world-size', '2', ...config, '--journal', journal]);
     const [, port] = await first.waitFor(/listening on ws:\/\/127\.0\.0\.1:(\d+)/);
     const workers = [0, 1].map((rank) => startCli(['worker', '--step-ms', '0.8'], workerEnv(port, rank)));
-    await first.waitFor(/^epoch 0: r0 \d+\/1000 {2}r1 \d+\/1000$/m);
+    await first.waitFor(/^epoch 0: r0 \d+\/1000 \([^)]*\) {2}r1 \d+\/1000 \([^)]*\)$/m);
     first.child.kill('SIGKILL');
     expect((await first.exited).signal).toBe('SIGKILL');
 
