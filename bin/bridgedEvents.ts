@@ -8,7 +8,7 @@ import { DistSamplerError } from '../shared/errors.ts';
 import { SAMPLER_NAMES, type SamplerName } from '../shared/sampler.ts';
 import { ENGINE_NAMES, type EngineName } from '../shared/permutation.ts';
 import type { CoordinatorEvents } from '../coordinator/coreTypes.ts';
-import { EPOCH_EVENT_TYPES, type EpochAudit, type RunReport } from '../coordinator/report.ts';
+import { EPOCH_EVENT_TYPES, type EpochAudit, type EventValue, type RunReport } from '../coordinator/report.ts';
 import { FailedSampleSchema } from '../coordinator/journalRecords.ts';
 
 const count = z.number().int().nonnegative();
@@ -17,11 +17,16 @@ const ms = z.number().nonnegative();
 /** A pass (shared/evalPass.ts): a training epoch, or below 0 an evaluation pass. */
 const pass = z.number().int();
 
+/** An event's `data` value: JSON, typed as the report types it. */
+const EventValueSchema: z.ZodType<EventValue> = z.lazy(() => z.union([z.string(), z.number(), z.boolean(), z.null(), z.array(EventValueSchema), z.record(z.string(), EventValueSchema)]));
+
 const EpochEventSchema = z.object({
   type: z.enum(EPOCH_EVENT_TYPES),
   rank: rank.nullable(),
   atMs: ms,
+  at: z.string().optional(),
   detail: z.string(),
+  data: z.record(z.string(), EventValueSchema).optional(),
 });
 
 const EvalSummarySchema = z.object({ afterEpoch: count, length: count, evaluated: count, duplicatesDropped: count, missing: count, sha256: z.string() });
@@ -44,6 +49,9 @@ const EpochAuditSchema = z.object({
   missing: count,
   redelivered: count,
   durationMs: ms,
+  startedAt: z.string().optional(),
+  downtimeMs: ms.optional(),
+  runningMs: z.number().optional(),
   events: z.array(EpochEventSchema),
   ok: z.boolean(),
   eval: EvalSummarySchema.optional(),

@@ -9,7 +9,7 @@ import { PlantedBug } from './coreTypes.ts';
 import { EpochLedger, type Reassignment } from './epochLedger.ts';
 import { auditOf, evalSummaryOf, rankAudits, type CarriedPass } from './epochState.ts';
 import type { GroupState, Peer } from './groupState.ts';
-import type { JournaledEpoch } from './journalRecords.ts';
+import { downtimeOf, type JournaledEpoch } from './journalRecords.ts';
 import { FailurePolicy } from './options.ts';
 import { shareTail, TailSplit } from './tailSplit.ts';
 import type { EpochEvent } from './report.ts';
@@ -53,7 +53,7 @@ export class EpochProgress {
     const worldSize = group.groupSize;
     const ledger = new EpochLedger(epoch, worldSize, passShardSizes(group.config, epoch, worldSize));
     const live = group.rendezvous.liveRanks().filter((r) => r < worldSize);
-    this.beginEpoch(ledger, new Set(live), [...(carried?.events ?? [])], carried?.startedAtWallMs);
+    this.beginEpoch(ledger, new Set(live), [...(carried?.events ?? [])], carried?.startedAtWallMs, carried?.downtimeMs);
     // Ranks that died before this epoch began: their whole shard goes to the living.
     for (let rank = 0; rank < worldSize; rank++) {
       if (!live.includes(rank) && !group.waitTimers.has(rank)) this.reassignFrom(rank, `rank ${rank} is gone`, false);
@@ -65,27 +65,28 @@ export class EpochProgress {
   resumeEpoch(interrupted: JournaledEpoch): void {
     // An evaluation pass's results are not journaled: unless it had every one, the new group evaluates it again.
     if (isEvalPass(interrupted.epoch) && interrupted.eval === undefined) {
-      this.startEpoch(interrupted.epoch, { events: interrupted.events, startedAtWallMs: interrupted.startedAtWallMs });
-      this.group.recordEvent('resume', null, `resumed by ${this.group.rendezvous.liveRanks().length} new workers: the evaluation pass is evaluated again from the start (results are not journaled)`);
+      this.startEpoch(interrupted.epoch, { events: interrupted.events, startedAtWallMs: interrupted.startedAtWallMs, downtimeMs: downtimeOf(interrupted, this.group.now) });
+      const workers = this.group.rendezvous.liveRanks().length;
+      this.group.recordEvent('resume', null, `resumed by ${workers} new workers: the evaluation pass is evaluated again from the start (results are not journaled)`, { workers, evaluatedAgain: true });
       return;
     }
     const ledger = new EpochLedger(interrupted.epoch, interrupted.worldSize, passShardSizes(this.group.config, interrupted.epoch, interrupted.worldSize), interrupted);
     const live = this.group.rendezvous.liveRanks();
     // Cut the old group's units before anyone hears of the epoch: new ranks may share old numbers.
     const moved = ledger.redistribute(live);
-    this.beginEpoch(ledger, new Set(live), [...interrupted.events], interrupted.startedAtWallMs);
+    this.beginEpoch(ledger, new Set(live), [...interrupted.events], interrupted.startedAtWallMs, downtimeOf(interrupted, this.group.now));
     const evaluation = this.group.current!.evaluation;
     if (evaluation && interrupted.eval) evaluation.summary = interrupted.eval;
-    this.group.recordEvent('resume', null, `resumed by ${live.length} new workers with ${ledger.missing} positions left`);
+    this.group.recordEvent('resume', null, `resumed by ${live.length} new workers with ${ledger.missing} positions left`, { workers: live.length, positionsLeft: ledger.missing });
     this.sendAssignments(moved, 'resumed run', null);
   }
 
-  private beginEpoch(ledger: EpochLedger, active: Set<number>, events: EpochEvent[], startedAtWallMs = this.group.now): void {
+  private beginEpoch(ledger: EpochLedger, active: Set<number>, events: EpochEvent[], startedAtWallMs = this.group.now, downtimeMs = 0): void {
     const group = this.group;
     group.phase = 'running';
     const pids = new Map<number, number>();
     for (const [rank, peer] of group.byRank) if (peer.pid !== null) pids.set(rank, peer.pid);
-    group.current = group.epochState(ledger, startedAtWallMs, events, active, pids);
+    group.current = group.epochState(ledger, startedAtWallMs, events, active, pids, downtimeMs);
     this.hooks.generationAtEpochStart();
     group.journal.compact();
     group.emit('epochStart', {
@@ -184,11 +185,19 @@ export class EpochProgress {
     if (!outcome.ok) return this.hooks.reject(peer, CloseCode.ForeignAck, outcome.reason);
     this.credit(peer, rank, message.unit, outcome.advanced);
     const where = `origin ${unit!.origin} offsets [${message.cursor}, ${message.end})`;
-    group.recordEvent('stepFailed', rank, `${where}: ${message.error}`);
+    group.recordEvent('stepFailed', rank, `${where}: ${message.error}`, { origin: unit!.origin, start: message.cursor, end: message.end, error: message.error });
     const given = outcome.quarantined;
     if (given) {
       const index = state.auditor.indexAt(given.origin, given.start);
-      group.recordEvent('quarantine', rank, `origin ${given.origin} offset ${given.start} (dataset index ${index}) failed ${given.failure!.attempts} times alone, on ranks ${given.failure!.ranks.join(', ')}: ${message.error}`);
+      const { attempts, ranks } = given.failure!;
+      group.recordEvent('quarantine', rank, `origin ${given.origin} offset ${given.start} (dataset index ${index}) failed ${attempts} times alone, on ranks ${ranks.join(', ')}: ${message.error}`, {
+        origin: given.origin,
+        offset: given.start,
+        index,
+        attempts,
+        ranks: [...ranks],
+        error: message.error,
+      });
     }
     // The journal hears of the new units (and of a quarantine) before any worker does.
     group.journal.units(ledger);
@@ -354,7 +363,7 @@ export class EpochProgress {
     if (journal) group.journal.units(state.ledger);
     const byTarget = new Map<number, number[]>();
     for (const m of moved) {
-      group.recordEvent('reassign', m.to, `origin ${m.origin} offsets [${m.start}, ${m.end})${from === null ? '' : ` from rank ${from}`}`);
+      group.recordEvent('reassign', m.to, `origin ${m.origin} offsets [${m.start}, ${m.end})${from === null ? '' : ` from rank ${from}`}`, { origin: m.origin, start: m.start, end: m.end, from, to: m.to, reason });
       byTarget.set(m.to, [...(byTarget.get(m.to) ?? []), m.unit]);
     }
     for (const [target, unitIds] of byTarget) {

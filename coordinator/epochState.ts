@@ -2,6 +2,7 @@
  * One epoch as the core tracks it beside its ledger (who takes part, what they reported, what
  * happened), and the audit row it becomes when the epoch ends. Pure.
  */
+import { isoTime } from '../shared/isoTime.ts';
 import { epochOfPass } from '../shared/evalPass.ts';
 import type { ShardPlan } from '../shared/sampler.ts';
 import type { EpochLedger, LedgerUnit } from './epochLedger.ts';
@@ -18,6 +19,8 @@ export interface CarriedPass {
   readonly startedAtWallMs: number;
   /** Absent for a resumed run: its new group takes the pass with a plan of its own size. */
   readonly worldSize?: number;
+  /** Time no coordinator ran it so far. */
+  readonly downtimeMs?: number;
 }
 
 export interface EpochReportEntry {
@@ -29,6 +32,8 @@ export interface EpochReportEntry {
 export interface EpochState {
   readonly ledger: EpochLedger;
   readonly startedAtWallMs: number;
+  /** Of the time since it started, the time no coordinator ran it (restarts' gaps, a stopped run). */
+  downtimeMs: number;
   readonly events: EpochEvent[];
   /** Ranks taking part in this epoch (standbys wait for the next one). */
   readonly active: Set<number>;
@@ -94,6 +99,9 @@ export function auditOf(state: EpochState, ranks: RankAudit[], ok: boolean, nowW
     missing: ledger.missing,
     redelivered: ledger.redelivered,
     durationMs: nowWallMs - state.startedAtWallMs,
+    startedAt: isoTime(state.startedAtWallMs),
+    downtimeMs: state.downtimeMs,
+    runningMs: nowWallMs - state.startedAtWallMs - state.downtimeMs,
     events: [...state.events],
     ok,
     ...(state.evaluation ? { eval: evalSummaryOf(state) } : {}),

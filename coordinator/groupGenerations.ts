@@ -46,7 +46,12 @@ export class GroupGenerations {
       group.sendTo(rank, { t: 'generation', generation, rank, worldSize: members.length, seq: group.collectives.nextSeq, reason: why });
     }
     const renumbered = moves.length ? `; ${moves.map(([from, to]) => `rank ${from} is rank ${to}`).join(', ')}` : '';
-    group.recordEvent('generation', null, `generation ${generation}: ${members.length} ${members.length === 1 ? 'rank' : 'ranks'} (${why})${renumbered}`);
+    group.recordEvent('generation', null, `generation ${generation}: ${members.length} ${members.length === 1 ? 'rank' : 'ranks'} (${why})${renumbered}`, {
+      generation,
+      worldSize: members.length,
+      reason: why,
+      renumbered: moves.map(([from, to]) => ({ from, to })),
+    });
   }
 
   /**
@@ -60,7 +65,8 @@ export class GroupGenerations {
     if (why !== undefined) {
       const generation = group.collectives.generation + 1;
       group.collectives.newGeneration(generation, why);
-      group.recordEvent('generation', null, `generation ${generation}: ${this.members().length} ranks at the epoch's start${why === 'other members' ? '' : ` (${why})`}`);
+      const size = this.members().length;
+      group.recordEvent('generation', null, `generation ${generation}: ${size} ranks at the epoch's start${why === 'other members' ? '' : ` (${why})`}`, { generation, worldSize: size, reason: why, atEpochStart: true });
     }
     group.generationReason = undefined;
     group.regroupDue = undefined;

@@ -79,7 +79,7 @@ export class GroupMembership {
 
   /** Refuses a peer: the reason goes to the host and in the close frame; the peer is gone at once. */
   reject(peer: Peer, code: number, reason: string): void {
-    if (peer.rank !== null) this.group.recordEvent('refused', peer.rank, reason);
+    if (peer.rank !== null) this.group.recordEvent('refused', peer.rank, reason, { closeCode: code, reason });
     else this.group.emit('refused', { reason, closeCode: code });
     this.group.effects.push({ kind: EffectKind.Close, peer: peer.id, code, reason });
     this.group.dropped.set(peer.id, peer.workerId);
@@ -96,7 +96,7 @@ export class GroupMembership {
     if (!decision.ok) return this.reject(peer, decision.closeCode, decision.reason);
     if (displaced && group.current && (group.phase === 'running' || group.phase === 'reporting')) {
       group.noteLost(group.current, displaced[1], displaced[0]);
-      group.recordEvent('death', displaced[0], `worker ${displaced[1]} did not come back after the coordinator restarted`);
+      group.recordEvent('death', displaced[0], `worker ${displaced[1]} did not come back after the coordinator restarted`, { workerId: displaced[1], cause: 'no reconnect after a restart' });
     }
     group.timers.clearTimeout(peer.helloTimer);
     peer.helloTimer = undefined;
@@ -124,7 +124,7 @@ export class GroupMembership {
       // A worker (back) on the rank says again whether its loop is out of work.
       state.outOfWork.delete(rank);
       const what = rejoined ? 'rejoined' : standby ? 'joined as standby for the next epoch' : 'took over the rank';
-      group.recordEvent(rejoined ? 'join' : standby ? 'join' : 'replace', rank, `pid ${message.pid} ${what}`);
+      group.recordEvent(rejoined ? 'join' : standby ? 'join' : 'replace', rank, `pid ${message.pid} ${what}`, { pid: message.pid, workerId: message.workerId, rejoined, standby });
     }
     this.hooks.cancelWait(rank);
     const running = state && (group.phase === 'running' || group.phase === 'reporting');
@@ -252,17 +252,19 @@ export class GroupMembership {
     }
     group.rendezvous.disconnected(rank);
     if (!state || group.phase === 'between' || !state.active.has(rank)) {
-      group.recordEvent(peer.leaving ? 'leave' : 'death', rank, 'standby, no work');
+      group.recordEvent(peer.leaving ? 'leave' : 'death', rank, 'standby, no work', { standby: true, ...(peer.workerId === null ? {} : { workerId: peer.workerId }) });
       group.release(rank);
       return;
     }
-    const reached = state.ledger
-      .allUnits()
-      .filter((u) => u.owner === rank && u.end > u.start)
-      .map((u) => `origin ${u.origin} offset ${u.cursor}/${u.end}`)
-      .join('; ');
-    const cause = !peer.leaving && peer.failure ? `; it failed: ${peer.failure}` : '';
-    group.recordEvent(peer.leaving ? 'leave' : 'death', rank, `${reached || 'no work left'}${cause}`);
+    const held = state.ledger.allUnits().filter((u) => u.owner === rank && u.end > u.start);
+    const reached = held.map((u) => `origin ${u.origin} offset ${u.cursor}/${u.end}`).join('; ');
+    const failure = !peer.leaving && peer.failure ? peer.failure : undefined;
+    group.recordEvent(peer.leaving ? 'leave' : 'death', rank, `${reached || 'no work left'}${failure === undefined ? '' : `; it failed: ${failure}`}`, {
+      units: held.map((u) => ({ origin: u.origin, offset: u.cursor, end: u.end })),
+      ...(peer.workerId === null ? {} : { workerId: peer.workerId }),
+      ...(peer.pid === null ? {} : { pid: peer.pid }),
+      ...(failure === undefined ? {} : { failure }),
+    });
     if (peer.workerId !== null) group.noteLost(state, peer.workerId, rank);
     this.hooks.handleLoss(rank, peer.leaving, reached);
   }

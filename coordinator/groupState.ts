@@ -3,6 +3,7 @@
  * parts it composes) and the small operations on it several parts use: sending frames, emitting
  * events, journaling membership, the snapshot a compaction writes. Pure: output is effects.
  */
+import { isoTime } from '../shared/isoTime.ts';
 import type { RunConfig, ServerMessage } from '../shared/protocol.ts';
 import { isEvalPass, nextPass, passConfig, passPlan } from '../shared/evalPass.ts';
 import { Collectives } from './collectives.ts';
@@ -158,6 +159,8 @@ export class GroupState {
       pids: [...state.pids],
       lost: [...state.lost],
       ...(state.evaluation?.summary ? { eval: state.evaluation.summary } : {}),
+      downtimeMs: state.downtimeMs,
+      lastSeenWallMs: this.now,
     };
   }
 
@@ -192,14 +195,14 @@ export class GroupState {
     return this.audits.length ? nextPass(this.config, this.audits[this.audits.length - 1].epoch) : 0;
   }
 
-  epochState(ledger: EpochLedger, startedAtWallMs: number, events: EpochEvent[], active: Set<number>, pids: Map<number, number>): EpochState {
+  epochState(ledger: EpochLedger, startedAtWallMs: number, events: EpochEvent[], active: Set<number>, pids: Map<number, number>, downtimeMs = 0): EpochState {
     const pass = ledger.epoch;
     // An evaluation pass maps positions to indices for its results (no shuffle: its plan is cheap, so
     // it is made now, and the auditor shares it); a training plan is derived by the auditor, in slices.
     const evalPlan = isEvalPass(pass) ? passPlan(this.config, ledger.worldSize, pass) : undefined;
     const auditor = new PlanAuditor(() => evalPlan ?? passPlan(this.config, ledger.worldSize, pass));
     const evaluation = evalPlan ? { results: new EvalResults(passConfig(this.config, pass).length), plan: evalPlan } : undefined;
-    return { ledger, startedAtWallMs, events, active, reports: new Map(), acked: new Map(), ackedByWorker: new Map(), pids, lost: new Map(), outOfWork: new Set(), auditor, ...(evaluation ? { evaluation } : {}) };
+    return { ledger, startedAtWallMs, downtimeMs, events, active, reports: new Map(), acked: new Map(), ackedByWorker: new Map(), pids, lost: new Map(), outOfWork: new Set(), auditor, ...(evaluation ? { evaluation } : {}) };
   }
 
   /**
@@ -246,10 +249,10 @@ export class GroupState {
 
   // ---- output -----------------------------------------------------------------------
 
-  recordEvent(type: EpochEvent['type'], rank: number | null, detail: string): void {
+  recordEvent(type: EpochEvent['type'], rank: number | null, detail: string, data?: EpochEvent['data']): void {
     // An epoch already audited takes no more events: they happened after it.
     const state = this.current && (this.phase === 'running' || this.phase === 'reporting') ? this.current : undefined;
-    const event: EpochEvent = { type, rank, atMs: state ? this.now - state.startedAtWallMs : 0, detail };
+    const event: EpochEvent = { type, rank, atMs: state ? this.now - state.startedAtWallMs : 0, at: isoTime(this.now), detail, ...(data ? { data } : {}) };
     if (state) {
       state.events.push(event);
       this.journal.write({ k: 'event', epoch: state.ledger.epoch, event });

@@ -37,6 +37,10 @@ export interface JournaledEpoch {
    * then (the results themselves are not journaled). Without it a restart evaluates the pass again.
    */
   eval?: EvalSummary;
+  /** Time no coordinator ran it so far (restarts' gaps, a stopped run until --resume). */
+  downtimeMs?: number;
+  /** The last moment a coordinator was seen running it (the newest timestamped record): a restart's gap starts there. */
+  lastSeenWallMs?: number;
 }
 
 export type JournalRecord =
@@ -44,8 +48,8 @@ export type JournalRecord =
   | { k: 'member'; rank: number; workerId: string }
   | { k: 'unmember'; rank: number }
   | { k: 'epoch'; state: JournaledEpoch }
-  | { k: 'units'; epoch: number; units: LedgerUnit[]; redelivered: number }
-  | { k: 'acks'; epoch: number; cursors: Array<[id: number, cursor: number, inflight: number]> }
+  | { k: 'units'; epoch: number; units: LedgerUnit[]; redelivered: number; t?: number }
+  | { k: 'acks'; epoch: number; cursors: Array<[id: number, cursor: number, inflight: number]>; t?: number }
   | { k: 'event'; epoch: number; event: EpochEvent }
   | { k: 'lost'; epoch: number; workerId: string; rank: number }
   | { k: 'evalSummary'; epoch: number; summary: EvalSummary }
@@ -79,7 +83,17 @@ const rank = count;
 /** A pass (shared/evalPass.ts): a training epoch, or below 0 an evaluation pass. */
 const pass = int;
 
-const EpochEventSchema = z.strictObject({ type: z.enum(EPOCH_EVENT_TYPES), rank: rank.nullable(), atMs: z.number().finite(), detail: z.string() });
+const EpochEventSchema = z.strictObject({
+  type: z.enum(EPOCH_EVENT_TYPES),
+  rank: rank.nullable(),
+  atMs: z.number().finite(),
+  // Journals written before events had them have neither.
+  at: z.string().max(64).optional(),
+  detail: z.string(),
+  data: z.record(z.string(), z.json()).optional(),
+});
+/** A record's wall-clock time (ms), when it has one. */
+const wallMs = z.number().finite().optional();
 
 const LedgerUnitSchema = z.strictObject({
   ...WorkUnitSchema.shape,
@@ -134,6 +148,9 @@ const EpochAuditSchema = z.strictObject({
   missing: count,
   redelivered: count,
   durationMs: z.number().finite(),
+  startedAt: z.string().max(64).optional(),
+  downtimeMs: z.number().finite().nonnegative().optional(),
+  runningMs: z.number().finite().optional(),
   events: z.array(EpochEventSchema),
   ok: z.boolean(),
   eval: EvalSummarySchema.optional(),
@@ -153,6 +170,8 @@ const JournaledEpochSchema = z.strictObject({
   pids: z.array(z.tuple([rank, int])),
   lost: z.array(z.tuple([z.string().min(1).max(128), rank])).optional(),
   eval: EvalSummarySchema.optional(),
+  downtimeMs: z.number().finite().nonnegative().optional(),
+  lastSeenWallMs: wallMs,
 });
 
 /** Every record kind, discriminated by `k`. */
@@ -166,8 +185,8 @@ export const JournalRecordSchema = z.discriminatedUnion('k', [
   z.strictObject({ k: z.literal('member'), rank, workerId: z.string().min(1) }),
   z.strictObject({ k: z.literal('unmember'), rank }),
   z.strictObject({ k: z.literal('epoch'), state: JournaledEpochSchema }),
-  z.strictObject({ k: z.literal('units'), epoch: pass, units: z.array(LedgerUnitSchema), redelivered: count }),
-  z.strictObject({ k: z.literal('acks'), epoch: pass, cursors: z.array(z.tuple([count, count, count])) }),
+  z.strictObject({ k: z.literal('units'), epoch: pass, units: z.array(LedgerUnitSchema), redelivered: count, t: wallMs }),
+  z.strictObject({ k: z.literal('acks'), epoch: pass, cursors: z.array(z.tuple([count, count, count])), t: wallMs }),
   z.strictObject({ k: z.literal('event'), epoch: pass, event: EpochEventSchema }),
   z.strictObject({ k: z.literal('lost'), epoch: pass, workerId: z.string().min(1).max(128), rank }),
   z.strictObject({ k: z.literal('evalSummary'), epoch: pass, summary: EvalSummarySchema }),
@@ -305,12 +324,19 @@ function apply(state: JournalState, record: Exclude<JournalRecord, { k: 'run' }>
       checkUnits(record.units, state.current.worldSize, passShardSizes(state.config, record.epoch, state.current.worldSize), where);
       state.current.units = record.units;
       state.current.redelivered = record.redelivered;
+      seen(state.current, record.t);
       return;
     case 'acks':
-      if (state.current?.epoch === record.epoch) applyAcks(state.current, record.cursors, where);
+      if (state.current?.epoch === record.epoch) {
+        applyAcks(state.current, record.cursors, where);
+        seen(state.current, record.t);
+      }
       return;
     case 'event':
-      if (state.current?.epoch === record.epoch) state.current.events.push(record.event);
+      if (state.current?.epoch === record.epoch) {
+        state.current.events.push(record.event);
+        seen(state.current, state.current.startedAtWallMs + record.event.atMs);
+      }
       return;
     case 'evalSummary':
       if (state.current?.epoch === record.epoch) state.current.eval = record.summary;
@@ -333,6 +359,20 @@ function apply(state: JournalState, record: Exclude<JournalRecord, { k: 'run' }>
       state.ended = { ok: record.ok, ...(record.error !== undefined ? { error: record.error } : {}) };
       return;
   }
+}
+
+/**
+ * An interrupted epoch's downtime after a gap until `now`: what it had, plus the time since the
+ * old coordinator was last seen running it (none known in a journal written before timestamps).
+ */
+export function downtimeOf(epoch: JournaledEpoch, now: number): number {
+  const gap = epoch.lastSeenWallMs === undefined ? 0 : Math.max(0, now - epoch.lastSeenWallMs);
+  return (epoch.downtimeMs ?? 0) + gap;
+}
+
+/** A coordinator ran the epoch at `wallMs` (a timestamped record): where a restart's gap begins. */
+function seen(epoch: JournaledEpoch, wallMs: number | undefined): void {
+  if (wallMs !== undefined && (epoch.lastSeenWallMs === undefined || wallMs > epoch.lastSeenWallMs)) epoch.lastSeenWallMs = wallMs;
 }
 
 /**

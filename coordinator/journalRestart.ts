@@ -3,11 +3,12 @@
  * while for the members to reconnect, and applies the failure policy to those that do not.
  * Part of GroupCore; pure.
  */
+import { isoTime } from '../shared/isoTime.ts';
 import { isEvalPass, passShardSizes } from '../shared/evalPass.ts';
 import { EpochLedger } from './epochLedger.ts';
 import { auditOf, rankAudits, type CarriedPass } from './epochState.ts';
 import type { GroupState } from './groupState.ts';
-import type { JournalState } from './journalRecords.ts';
+import { downtimeOf, type JournalState } from './journalRecords.ts';
 import { FailurePolicy } from './options.ts';
 import type { EpochAudit, EpochEvent } from './report.ts';
 
@@ -51,6 +52,8 @@ export class JournalRestart {
       return;
     }
     const c = state.current;
+    // The gap since the old coordinator was last seen running the epoch is downtime, not running time.
+    const down = c ? downtimeOf(c, group.now) : 0;
     // An evaluation pass still evaluating when the coordinator stopped: its results went with it
     // (only the summary of a finished one is journaled), so it begins again, as a pass of its own,
     // once the members are back (or the wait is over); the workers redo it.
@@ -61,14 +64,17 @@ export class JournalRestart {
       group.phase = 'running';
       // Standbys (elastic ranks beyond the epoch's world) wait for the next epoch, as before the crash.
       const active = new Set([...state.members.keys()].filter((rank) => rank < c.worldSize));
-      group.current = group.epochState(ledger, c.startedAtWallMs, [...c.events], active, new Map(c.pids));
+      group.current = group.epochState(ledger, c.startedAtWallMs, [...c.events], active, new Map(c.pids), down);
       for (const [workerId, rank] of c.lost ?? []) {
         group.current.lost.set(workerId, rank);
         group.lastHolder.set(rank, workerId);
         group.lostWorkers.add(workerId);
       }
       if (c.eval && group.current.evaluation) group.current.evaluation.summary = c.eval;
-      group.recordEvent('restart', null, `coordinator restarted from its journal with ${ledger.missing} positions unacknowledged`);
+      group.recordEvent('restart', null, `coordinator restarted from its journal with ${ledger.missing} positions unacknowledged, after ${Math.round(down - (c.downtimeMs ?? 0))} ms down`, {
+        unacknowledged: ledger.missing,
+        downMs: down - (c.downtimeMs ?? 0),
+      });
       // A rank lost before the crash that was waiting for a replacement waits again (anew).
       if (group.settings.onFailure === FailurePolicy.Wait) {
         for (const rank of ledger.ownersWithWork()) if (!state.members.has(rank)) this.hooks.waitForReplacement(rank);
@@ -82,8 +88,15 @@ export class JournalRestart {
       if (evaluateAgain) {
         // Kept (and journaled) as the current pass until it begins again, so a second restart
         // meanwhile still knows what happened in it: this restart too.
-        const event: EpochEvent = { type: 'restart', rank: null, atMs: group.now - c.startedAtWallMs, detail: 'coordinator restarted from its journal during this evaluation pass: evaluated again from the start (results are not journaled)' };
-        group.pendingPass = { ...c, events: [...c.events, event] };
+        const event: EpochEvent = {
+          type: 'restart',
+          rank: null,
+          atMs: group.now - c.startedAtWallMs,
+          at: isoTime(group.now),
+          detail: 'coordinator restarted from its journal during this evaluation pass: evaluated again from the start (results are not journaled)',
+          data: { evaluatedAgain: true, downMs: down - (c.downtimeMs ?? 0) },
+        };
+        group.pendingPass = { ...c, events: [...c.events, event], downtimeMs: down };
         group.journal.write({ k: 'event', epoch: c.epoch, event });
         group.emit('event', { ...event, epoch: c.epoch });
       }
@@ -117,7 +130,7 @@ export class JournalRestart {
     for (const [rank, workerId] of group.rendezvous.holderEntries()) {
       if (group.rendezvous.isLive(rank)) continue;
       group.noteLost(state, workerId, rank);
-      group.recordEvent('death', rank, 'did not reconnect after the coordinator restarted');
+      group.recordEvent('death', rank, 'did not reconnect after the coordinator restarted', { workerId, cause: 'no reconnect after a restart' });
       this.hooks.handleLoss(rank, false, `offset ${state.ledger.acknowledgedOf(rank)}/${state.ledger.numSamples}`);
       // The loss may have ended the epoch (its reports were in): the rest belongs to what follows.
       if (group.current !== state || group.phase !== 'running' && group.phase !== 'reporting') return;
@@ -133,3 +146,4 @@ export class JournalRestart {
     this.hooks.maybeFinishEpoch();
   }
 }
+

@@ -57,7 +57,7 @@ export class JournalWriter {
   units(ledger: EpochLedger): void {
     // This snapshot holds whatever bufferUnits was waiting to write.
     if (ledger === this.options.ledger()) this.pendingUnits = false;
-    this.write({ k: 'units', epoch: ledger.epoch, units: ledger.snapshot(), redelivered: ledger.redelivered });
+    this.write({ k: 'units', epoch: ledger.epoch, units: ledger.snapshot(), redelivered: ledger.redelivered, t: this.options.timers.now() });
   }
 
   compact(): void {
@@ -108,7 +108,7 @@ export class JournalWriter {
     if (this.pendingAcks.size === 0 || !ledger) return;
     const cursors = [...this.pendingAcks].map(([id, [cursor, inflight]]): [number, number, number] => [id, cursor, inflight]);
     this.pendingAcks.clear();
-    if (!this.options.dropAcks) this.write({ k: 'acks', epoch: ledger.epoch, cursors });
+    if (!this.options.dropAcks) this.write({ k: 'acks', epoch: ledger.epoch, cursors, t: this.options.timers.now() });
     if (this.lines >= COMPACT_AFTER) this.compact();
   }
 }

@@ -29,11 +29,20 @@ export interface RankAudit {
  */
 export const EPOCH_EVENT_TYPES = ['join', 'leave', 'death', 'reassign', 'replace', 'refused', 'restart', 'resume', 'stepFailed', 'quarantine', 'generation'] as const;
 
+/** A JSON value in an event's `data`. */
+export type EventValue = string | number | boolean | null | EventValue[] | { [key: string]: EventValue };
+
 export interface EpochEvent {
   type: (typeof EPOCH_EVENT_TYPES)[number];
   rank: number | null;
+  /** Since the epoch's start (wall clock, so a restart's downtime is in it). */
   atMs: number;
+  /** When, as ISO 8601 (absent in journals written before it existed). */
+  at?: string;
+  /** For people: what happened, in words. */
   detail: string;
+  /** For programs: the same, as fields (absent in journals written before it existed). */
+  data?: Record<string, EventValue>;
 }
 
 /** What an evaluation pass gathered: one result per dataset index, merged in dataset order. */
@@ -61,7 +70,14 @@ export interface EpochAudit {
   consumed: number;
   missing: number;
   redelivered: number;
+  /** From its start to its end (wall clock): runningMs plus downtimeMs. */
   durationMs: number;
+  /** When it started, as ISO 8601 (absent in journals written before it existed). */
+  startedAt?: string;
+  /** Of durationMs, the time no coordinator ran it (a restart's gap, a stopped run until --resume). */
+  downtimeMs?: number;
+  /** Of durationMs, the time a coordinator ran it. */
+  runningMs?: number;
   events: EpochEvent[];
   /** missing is 0, and without faults every rank's digest equals the plan's; an evaluation pass also has every result. */
   ok: boolean;

@@ -19,7 +19,9 @@ export class CoreDriver {
   private readonly timers = new Map<number, number>();
   private nextPeer = 1;
 
-  constructor(options: Partial<Omit<GroupCoreOptions, 'settings'>> & { settings?: CoreSettingsInput } = {}) {
+  /** `startAt`: the clock's first reading (a restarted coordinator starting later than its journal's last record). */
+  constructor(options: Partial<Omit<GroupCoreOptions, 'settings'>> & { settings?: CoreSettingsInput; startAt?: number } = {}) {
+    this.now = options.startAt ?? 0;
     this.core = new GroupCore({
       config: runConfig(),
       range: { min: 2, max: 2 },
