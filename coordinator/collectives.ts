@@ -48,6 +48,8 @@ export interface CollectivesOptions {
    */
   send(ranks: readonly number[], message: ServerMessage): void;
   scheduler: Scheduler;
+  /** A collective settled (completed, or failed for any reason) `seconds` after its first call: for the host's metrics. */
+  onSettled?(op: CollectiveOpName, seconds: number, ok: boolean): void;
 }
 
 /** What the dashboard can show about a collective still waiting for ranks. */
@@ -408,7 +410,7 @@ export class Collectives {
   private streamed(seq: number): void {
     const entry = this.pending.get(seq);
     if (!entry) return;
-    this.settle(entry);
+    this.settle(entry, true);
     this.agree(seq);
     // Whoever called it hears: recipients have every value already (frames on a socket stay in order).
     this.options.send(sortedRanks(entry.values.keys()), { t: 'collectiveResult', seq });
@@ -521,7 +523,7 @@ export class Collectives {
       this.fail(entry, CollectiveErrorCode.TooLarge, `${label(entry.op, entry.seq)} failed: ${frames.tooLarge}`);
       return;
     }
-    this.settle(entry);
+    this.settle(entry, true);
     this.agree(entry.seq);
     for (const frame of frames) this.options.send(members, frame);
   }
@@ -550,7 +552,7 @@ export class Collectives {
     // A lost rank will never arrive, whether or not members() still lists it.
     if (lostRank !== undefined) missingSet.add(lostRank);
     const missing = [...missingSet].sort((a, b) => a - b);
-    this.settle(entry);
+    this.settle(entry, false);
     this.failures.set(entry.seq, { code, message, missing, firstRank: entry.firstRank });
     if (this.failures.size > MAX_FAILURE_RECORDS) {
       const oldest = this.failures.keys().next();
@@ -561,8 +563,9 @@ export class Collectives {
   }
 
   /** Ends the wait: the entry leaves `pending` and every rank gets its share back (its values stay, for the replies). */
-  private settle(entry: Pending): void {
+  private settle(entry: Pending, ok: boolean): void {
     this.pending.delete(entry.seq);
+    this.options.onSettled?.(entry.op, (this.options.scheduler.now() - entry.startedAt) / 1000, ok);
     this.relay.drop(entry.seq);
     for (const rank of entry.sizes.keys()) this.release(entry, rank);
     for (const rank of entry.values.keys()) this.held.releaseCount(rank);

@@ -18,6 +18,7 @@ import { describeEffect } from './effectText.ts';
 import { EffectKind, InputKind, type CoordinatorEvents, type CoreEffect, type CoreInput, type PeerId, type TimerId } from './coreTypes.ts';
 import { GroupCore } from './groupCore.ts';
 import { Journal, type JournalState, type WorldSizeRange } from './journal.ts';
+import { CoordinatorMetrics } from './metrics.ts';
 import { CoordinatorConfigError, resolveCoreSettings, type CoreSettingsInput } from './options.ts';
 import { PeerSocket } from './peerSocket.ts';
 import type { RunReport } from './report.ts';
@@ -34,7 +35,7 @@ export type CoordinatorOptions = CoreSettingsInput & {
   readonly host?: string;
   /** 0 (the default) asks the OS for a free port. */
   readonly port?: number;
-  /** Shared secret checked at the WebSocket upgrade and for GET /status. */
+  /** Shared secret checked at the WebSocket upgrade and for GET /status and GET /metrics. */
   readonly token?: string;
   /** Serve TLS: workers connect with wss://, GET /status is HTTPS. Without it the token travels in clear. */
   readonly tls?: CoordinatorTls;
@@ -98,6 +99,8 @@ export function tlsProblem(tls: CoordinatorTls): string | undefined {
 export class Coordinator extends EventEmitter<CoordinatorEvents> {
   readonly config: RunConfig;
   readonly range: WorldSizeRange;
+  /** Its Prometheus metrics, served at `GET /metrics`; `metrics.registry` to merge into your own. */
+  readonly metrics: CoordinatorMetrics;
   private readonly core: GroupCore;
   private readonly host: string;
   private readonly port: number;
@@ -141,6 +144,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.range = this.core.range;
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
     this.drained = new Promise((resolve) => (this.resolveDrained = resolve));
+    // Subscribed before listen(), so it sees every event from 'listening' on.
+    this.metrics = new CoordinatorMetrics(this, () => this.status());
     if (options.journalPath) {
       this.journal = options.restore ? Journal.append(options.journalPath) : Journal.create(options.journalPath, this.config, this.range);
     }
@@ -165,16 +170,18 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
    */
   async listen(): Promise<{ host: string; port: number; secure: boolean }> {
     const respond = (req: IncomingMessage, res: ServerResponse): void => {
-      // With a token, the status (who is there, who is missing) is for its holders only.
-      const [status, body] = !this.tokenMatches(req)
+      const authorized = this.tokenMatches(req);
+      if (authorized && req.url === '/metrics') return void this.serveMetrics(res);
+      // With a token, the status (who is there, who is missing) and the metrics are for its holders only.
+      const [status, body] = !authorized
         ? [401, { error: 'missing or wrong DISTSAMPLER_TOKEN' }]
         : req.url !== '/status'
-          ? [426, { error: `a WebSocket endpoint: connect with ${this.tls ? 'wss' : 'ws'}://, or GET /status` }]
+          ? [426, { error: `a WebSocket endpoint: connect with ${this.tls ? 'wss' : 'ws'}://, or GET /status or GET /metrics` }]
           : [200, this.status()];
       res.writeHead(status, { 'content-type': 'application/json' });
       res.end(JSON.stringify(body));
     };
-    // The upgrade and GET /status work the same over either server.
+    // The upgrade, GET /status and GET /metrics work the same over either server.
     const http: Server = this.tls ? createHttpsServer({ cert: this.tls.cert, key: this.tls.key }, respond) : createServer(respond);
     const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES, clientTracking: false, WebSocket: PeerSocket });
     http.on('upgrade', (req, socket, head) => this.upgrade(req, socket, head));
@@ -197,6 +204,18 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   /** A snapshot for `GET /status` and for humans. */
   status(): ReturnType<GroupCore['status']> {
     return this.core.status();
+  }
+
+  private async serveMetrics(res: ServerResponse): Promise<void> {
+    try {
+      const text = await this.metrics.text();
+      res.writeHead(200, { 'content-type': this.metrics.contentType });
+      res.end(text);
+    } catch (err) {
+      // A metric that could not be collected is the scraper's to see, not a reason to crash the run.
+      res.writeHead(500, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: `metrics: ${err instanceof Error ? err.message : String(err)}` }));
+    }
   }
 
   /** Stops everything: closes sockets and the server. The report settles `done` if not yet. */
@@ -325,6 +344,11 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
           }
           break;
         case EffectKind.Emit:
+          // A measurement is for the metrics only: it is no event of the Coordinator's.
+          if (effect.event.name === 'collectiveSettled') {
+            this.metrics.observeCollective(effect.event.payload);
+            break;
+          }
           this.emit(effect.event.name, effect.event.payload as never);
           if (effect.event.name === 'done') this.resolveDone(effect.event.payload);
           break;

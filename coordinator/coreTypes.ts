@@ -3,7 +3,7 @@
  * for (effects). The core is a pure state machine; the socket shell (`Coordinator`) and the
  * simulator (`test/sim`) both translate their world into these inputs and carry out these effects.
  */
-import type { ClientMessage, ServerMessage } from '../shared/protocol.ts';
+import type { ClientMessage, CollectiveOpName, ServerMessage } from '../shared/protocol.ts';
 import type { JournalRecord, JournalState } from './journalRecords.ts';
 import type { EpochAudit, EpochEvent, RunReport } from './report.ts';
 
@@ -60,8 +60,20 @@ export interface CoordinatorEvents {
   done: [RunReport];
 }
 
-/** One event for the host, as a tagged value (the shell emits it on its EventEmitter). */
-export type CoreEvent = { [K in keyof CoordinatorEvents]: { readonly name: K; readonly payload: CoordinatorEvents[K][0] } }[keyof CoordinatorEvents];
+/**
+ * Measurements for the host's metrics, told like events but not among CoordinatorEvents: the
+ * shell feeds them to its metrics and emits nothing (the launcher's bridge carries only events).
+ */
+export interface CoreMeasurements {
+  /** A collective settled: its op, seconds since its first call (the core's clock), and whether it succeeded. */
+  collectiveSettled: [{ op: CollectiveOpName; seconds: number; ok: boolean }];
+}
+
+/** Everything the core tells its host: the events and the measurements. */
+export type CoreEventMap = CoordinatorEvents & CoreMeasurements;
+
+/** One event (or measurement) for the host, as a tagged value (the shell emits the events on its EventEmitter). */
+export type CoreEvent = { [K in keyof CoreEventMap]: { readonly name: K; readonly payload: CoreEventMap[K][0] } }[keyof CoreEventMap];
 
 export const EffectKind = {
   /** One frame to these peers (encode once, send to each that is still open). */

@@ -7,7 +7,7 @@ import { isoTime } from '../shared/isoTime.ts';
 import type { RunConfig, ServerMessage } from '../shared/protocol.ts';
 import { isEvalPass, nextPass, passConfig, passPlan } from '../shared/evalPass.ts';
 import { Collectives } from './collectives.ts';
-import { EffectKind, PlantedBug, type CoordinatorEvents, type CoreEffect, type CoreEvent, type CoreView, type PeerId, type PlantedBugName } from './coreTypes.ts';
+import { EffectKind, PlantedBug, type CoreEffect, type CoreEvent, type CoreEventMap, type CoreView, type PeerId, type PlantedBugName } from './coreTypes.ts';
 import type { EpochLedger } from './epochLedger.ts';
 import type { EpochState } from './epochState.ts';
 import { EvalResults } from './evalResults.ts';
@@ -119,6 +119,7 @@ export class GroupState {
       awaited: () => (this.current ? this.collectiveMembers() : this.rendezvous.liveRanks()),
       send: (ranks, message) => this.sendAll(ranks, message),
       scheduler: this.timers,
+      onSettled: (op, seconds, ok) => this.emit('collectiveSettled', { op, seconds, ok }),
     });
     this.store = new KeyValueStore({ send: (rank, message) => this.sendTo(rank, message), scheduler: this.timers });
     this.journal = new JournalWriter({
@@ -260,7 +261,7 @@ export class GroupState {
     this.emit('event', { ...event, epoch: state?.ledger.epoch ?? null });
   }
 
-  emit<K extends keyof CoordinatorEvents>(name: K, payload: CoordinatorEvents[K][0]): void {
+  emit<K extends keyof CoreEventMap>(name: K, payload: CoreEventMap[K][0]): void {
     this.effects.push({ kind: EffectKind.Emit, event: { name, payload } as CoreEvent });
   }
 
