@@ -32,6 +32,15 @@ describe('simulator', () => {
     expect(result.violation).toBeUndefined();
   });
 
+  it('counts a batch a worker taken for dead handed out after the cut and failed on, when it comes back (seed 566499382)', { timeout: 120_000 }, () => {
+    const result = runSeed('566499382');
+    // What makes this seed the case: a poison sample and coordinator crashes (its timing puts the
+    // zombie's failed batch exactly at the cut). Another draw, another seed.
+    expect(result.scenario.poison.size).toBeGreaterThan(0);
+    expect(result.scenario.faults.crashes.length).toBeGreaterThan(0);
+    expect(result.violation).toBeUndefined();
+  });
+
   it(`keeps every invariant over ${FRESH_SEEDS} fresh seeds`, { timeout: 300_000 }, () => {
     const { base, seeds } = seedsOf({ seeds: FRESH_SEEDS, seed: undefined });
     console.log(`sim: base seed ${base} (replay one with npm run sim -- --seed S --trace)`);

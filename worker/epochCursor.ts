@@ -266,12 +266,11 @@ export class EpochCursor {
         continue;
       }
       const failed = this.failures.get(mine);
-      // The coordinator cut the unit at the failed batch: it heard of the failure, retried it, and
-      // counted that; the batch is no overrun. Cut before it (taken for dead): an overrun like any.
-      if (failed && u.end <= failed.start) {
-        if (u.end === failed.start) mine.delivered = Math.min(mine.delivered, failed.start);
-        this.failures.delete(mine);
-      }
+      // The coordinator cut the unit at or before the failed batch: its failure is not to be
+      // reported again. The batch is still reported as an overrun: a cut exactly at it may be the
+      // failure heard (then the coordinator, which counted the retries, adds nothing for it) or
+      // this worker taken for dead first (then it was delivered twice, and must be counted).
+      if (failed && u.end <= failed.start) this.failures.delete(mine);
       if (mine.delivered > u.end) frames.push({ t: 'overrun', epoch: this.epoch, unit: mine.id, end: mine.delivered });
       mine.end = u.end;
       if (this.redo) {
