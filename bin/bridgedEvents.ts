@@ -57,6 +57,7 @@ const EpochAuditSchema = z.object({
   eval: EvalSummarySchema.optional(),
   quarantined: count,
   failed: z.array(FailedSampleSchema),
+  timeline: z.array(z.object({ rank, points: z.array(z.tuple([ms, count])) })).optional(),
 });
 
 /** The run report (`--report FILE` holds the same JSON). */

@@ -7,6 +7,7 @@ import { forwardEvents, type BridgedEvent } from './eventBridge.ts';
 import { describeTornTail, journalPlan as planFromJournal, JournalLockedError, JournalPlanError, resumable, type JournalPlan } from '../coordinator/journal.ts';
 import { attachProgressView } from './progressView.ts';
 import type { RunReport } from '../coordinator/report.ts';
+import { renderReportHtml } from './reportHtml.ts';
 import { formatSummary } from './summaryTable.ts';
 import { coordinatorSettings, durationFlagWords, RUN_CONFIG_FLAGS, RUN_CONFIG_HELP, worldSizeFlag, type RunConfigValues } from './runConfigFlags.ts';
 import { wsUrl } from './endpoints.ts';
@@ -39,6 +40,8 @@ export async function run(argv: string[]): Promise<number> {
   const worldSize = worldSizeFlag('world-size', values['world-size'], 1);
   requireTokenOffLoopback(settings.host, settings.token);
   refuseReportOverJournal(settings.reportPath, journalPath, 'the journal', 'a restart or resume');
+  refuseReportOverJournal(settings.reportHtmlPath, journalPath, 'the journal', 'a restart or resume', 'report-html');
+  refuseSameReportPaths(settings.reportPath, settings.reportHtmlPath);
   const ipc = values.ipc && process.send ? (m: BridgedEvent) => void process.send!(m) : undefined;
   const release = exitWithParent({ leaveCtrlCToParent: values.ipc === true });
 
@@ -104,7 +107,7 @@ export async function run(argv: string[]): Promise<number> {
   view?.detach();
   // The table first: a report that cannot be written must not hide the audit.
   if (!ipc) process.stdout.write(formatSummary(report) + '\n');
-  const written = settings.reportPath === undefined || (await writeReport('coordinator', settings.reportPath, report));
+  const written = await writeReports('coordinator', settings, report);
   // Workers may still use collectives and the store after the last epoch; they leave with destroy().
   await coordinator.drained;
   release();
@@ -129,7 +132,7 @@ export async function run(argv: string[]): Promise<number> {
 }
 
 /** Flags a resumed coordinator should get again (the run config itself is in the journal; the token is not printed). */
-const RESUME_KEEPS = ['host', 'port', 'tls-cert', 'tls-key', 'report', 'on-failure', 'tail-split', 'max-attempts', 'max-failed'] as const;
+const RESUME_KEEPS = ['host', 'port', 'tls-cert', 'tls-key', 'report', 'report-html', 'on-failure', 'tail-split', 'max-attempts', 'max-failed'] as const;
 
 /** Those of RESUME_KEEPS and the duration knobs that were given, as words of a resume command. */
 export function resumeKnobs(values: RunConfigValues): string[] {
@@ -137,10 +140,17 @@ export function resumeKnobs(values: RunConfigValues): string[] {
   return [...kept, ...durationFlagWords(values)];
 }
 
-/** The report is written over its path at the end: it must not be the journal a resume reads. */
-export function refuseReportOverJournal(reportPath: string | undefined, journalPath: string | undefined, journal: string, needs: string): void {
+/** The report (or its page, `flag` report-html) is written over its path at the end: it must not be the journal a resume reads. */
+export function refuseReportOverJournal(reportPath: string | undefined, journalPath: string | undefined, journal: string, needs: string, flag = 'report'): void {
   if (reportPath !== undefined && journalPath !== undefined && resolve(reportPath) === resolve(journalPath)) {
-    throw new UsageError(`--report ${reportPath} is ${journal}: the report would overwrite what ${needs} needs`);
+    throw new UsageError(`--${flag} ${reportPath} is ${journal}: the report would overwrite what ${needs} needs`);
+  }
+}
+
+/** --report and --report-html both write at the end: one would overwrite the other. */
+export function refuseSameReportPaths(reportPath: string | undefined, reportHtmlPath: string | undefined): void {
+  if (reportPath !== undefined && reportHtmlPath !== undefined && resolve(reportPath) === resolve(reportHtmlPath)) {
+    throw new UsageError(`--report-html ${reportHtmlPath} is the --report file: give each its own`);
   }
 }
 
@@ -148,12 +158,36 @@ export function refuseReportOverJournal(reportPath: string | undefined, journalP
 export { resumable };
 
 /** Writes the JSON report; on failure says why on stderr and returns false. */
-export async function writeReport(command: string, path: string, report: RunReport): Promise<boolean> {
+export function writeReport(command: string, path: string, report: RunReport): Promise<boolean> {
+  return writeOutput(command, 'report', path, reportJson(report));
+}
+
+/** A pair of numbers (a timeline's `[atMs, acknowledged]`) as JSON.stringify indents it: four lines. */
+const INDENTED_PAIR = /\[\n\s*(-?[\d.eE+-]+),\n\s*(-?[\d.eE+-]+)\n\s*\]/g;
+
+/** The report as indented JSON, each pair of numbers on one line: a timeline's points would take four each. */
+function reportJson(report: RunReport): string {
+  return JSON.stringify(report, null, 2).replace(INDENTED_PAIR, '[$1, $2]') + '\n';
+}
+
+/** Writes the timeline page (bin/reportHtml.ts); on failure says why on stderr and returns false. */
+export function writeReportHtml(command: string, path: string, report: RunReport): Promise<boolean> {
+  return writeOutput(command, 'report-html', path, renderReportHtml(report));
+}
+
+/** Each report the flags asked for (--report, --report-html), both tried: true when every one was written. */
+export async function writeReports(command: string, paths: { reportPath?: string; reportHtmlPath?: string }, report: RunReport): Promise<boolean> {
+  const json = paths.reportPath === undefined || (await writeReport(command, paths.reportPath, report));
+  const html = paths.reportHtmlPath === undefined || (await writeReportHtml(command, paths.reportHtmlPath, report));
+  return json && html;
+}
+
+async function writeOutput(command: string, flag: string, path: string, text: string): Promise<boolean> {
   try {
-    await writeFile(path, JSON.stringify(report, null, 2) + '\n');
+    await writeFile(path, text);
     return true;
   } catch (err) {
-    process.stderr.write(`distsampler ${command}: --report: cannot write ${path}: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.stderr.write(`distsampler ${command}: --${flag}: cannot write ${path}: ${err instanceof Error ? err.message : String(err)}\n`);
     return false;
   }
 }

@@ -12,7 +12,7 @@ import { attachProgressView, type ProgressView } from './progressView.ts';
 import { formatSummary } from './summaryTable.ts';
 import { parseCoordinatorKill, parseKill, parseProgressPoint, parseStepMs } from './faultFlags.ts';
 import { checkPlanFlags, coordinatorSettings, durationFlagWords, RUN_CONFIG_FLAGS, RUN_CONFIG_HELP, worldSizeFlag } from './runConfigFlags.ts';
-import { journalPlan, refuseReportOverJournal, resumeKnobs, writeReport } from './coordinatorCommand.ts';
+import { journalPlan, refuseReportOverJournal, refuseSameReportPaths, resumeKnobs, writeReports } from './coordinatorCommand.ts';
 import { choiceFlag, intFlag, ON_STEP_ERROR, parseFlags, plural, readableFile, shellCommand, splitScript, UsageError, type FlagOptions } from './usage.ts';
 import { checkHostingFlags, nodePlan, nodeWorldSize, refuseCoordinatorFlags, type NodePlan } from './nodeFlags.ts';
 import { wsUrl } from './endpoints.ts';
@@ -180,6 +180,8 @@ export async function run(argv: string[]): Promise<number> {
   // Ours: made by this run, or by an earlier `run` whose printed resume command this is.
   const ownJournal = (values.resume === undefined && settings.journalPath === undefined) || isRunTempJournal(journalPath);
   refuseReportOverJournal(settings.reportPath, journalPath, "the run's journal", 'a resume');
+  refuseReportOverJournal(settings.reportHtmlPath, journalPath, "the run's journal", 'a resume', 'report-html');
+  refuseSameReportPaths(settings.reportPath, settings.reportHtmlPath);
   if (settings.port !== 0) await requireFreePort(settings.host, settings.port);
   // The same workers again: their data, their step and their simulated work (the config is journaled).
   // The coordinator's knobs too; the run config is in the journal, the token is never printed.
@@ -261,8 +263,8 @@ export async function run(argv: string[]): Promise<number> {
     if (failed.length) note(`workers that exited non-zero: ${failed.map((w) => `rank ${w.rank} pid ${w.pid} (${w.exit ?? 'killed'})`).join(', ')}`);
     const unjoined = exits.filter((w) => w.neverJoined);
     if (unjoined.length) note(`stopped before they joined (the run had ended): ${unjoined.map((w) => `rank ${w.rank} pid ${w.pid}`).join(', ')}`);
-    // After the table, so a report that cannot be written does not hide the audit.
-    const written = settings.reportPath === undefined || (await writeReport('run', settings.reportPath, report));
+    // After the table, so a report (or its page) that cannot be written does not hide the audit.
+    const written = await writeReports('run', settings, report);
     // A run that went through every pass and failed only for its quarantined samples has nothing
     // to resume: trying them again would fail again.
     const settled = !report.error && report.epochs.every((e) => e.missing === 0) && report.eval.every((e) => e.pass.missing === 0);

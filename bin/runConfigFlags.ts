@@ -40,6 +40,7 @@ export const RUN_CONFIG_FLAGS = {
   'tls-cert': { type: 'string' },
   'tls-key': { type: 'string' },
   report: { type: 'string' },
+  'report-html': { type: 'string' },
   'on-failure': { type: 'string' },
   'tail-split': { type: 'string' },
   'max-attempts': { type: 'string' },
@@ -125,6 +126,9 @@ Coordinator:
                              own CA); without TLS a non-loopback --host sends the token in clear
   --tls-key FILE             the certificate's private key (PEM, unencrypted)
   --report FILE              write the JSON run report there
+  --report-html FILE         write the run's timeline there when it ends: one self-contained HTML
+                             page, a lane per rank per epoch (progress, deaths, reassignments,
+                             restarts, waits)
   --on-failure POLICY        reassign (default): a dead rank's unacknowledged positions go to the
                              living; abort: stop the group (PyTorch's behaviour); wait: hold the
                              rank for a replacement, then reassign after --wait-timeout-ms
@@ -153,6 +157,8 @@ export interface CoordinatorSettings extends CoreSettings {
   /** --tls-cert and --tls-key, read and checked as a pair. */
   tls?: TlsFiles;
   reportPath?: string;
+  /** --report-html: the timeline page, written when the run ends as the report is. */
+  reportHtmlPath?: string;
   journalPath?: string;
 }
 
@@ -297,6 +303,7 @@ export async function coordinatorSettings(values: RunConfigValues): Promise<Coor
     token: values.token ?? process.env.DISTSAMPLER_TOKEN ?? undefined,
     tls: tlsFlags(values),
     reportPath: outputFileFlag('report', values.report),
+    reportHtmlPath: outputFileFlag('report-html', values['report-html']),
     ...knobs,
     journalPath: outputFileFlag('journal', values.journal),
   };

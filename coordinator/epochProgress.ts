@@ -7,7 +7,7 @@ import { isEvalPass, nextPass, passName, passShardSizes } from '../shared/evalPa
 import { CloseCode, type ClientMessage } from '../shared/protocol.ts';
 import { PlantedBug } from './coreTypes.ts';
 import { EpochLedger, type Reassignment } from './epochLedger.ts';
-import { auditOf, evalSummaryOf, rankAudits, type CarriedPass } from './epochState.ts';
+import { auditOf, evalSummaryOf, rankAudits, recordProgress, type CarriedPass } from './epochState.ts';
 import type { GroupState, Peer } from './groupState.ts';
 import { downtimeOf, type JournaledEpoch } from './journalRecords.ts';
 import { FailurePolicy } from './options.ts';
@@ -148,6 +148,7 @@ export class EpochProgress {
     const state = group.current!;
     state.acked.set(rank, (state.acked.get(rank) ?? 0) + advanced);
     state.ackedByWorker.set(peer.workerId!, (state.ackedByWorker.get(peer.workerId!) ?? 0) + advanced);
+    recordProgress(state, rank, advanced, group.now - state.startedAtWallMs);
     const unit = state.ledger.unit(unitId)!;
     group.emit('progress', {
       epoch: state.ledger.epoch,

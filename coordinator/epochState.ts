@@ -8,7 +8,7 @@ import type { ShardPlan } from '../shared/sampler.ts';
 import type { EpochLedger, LedgerUnit } from './epochLedger.ts';
 import type { EvalResults } from './evalResults.ts';
 import type { PlanAuditor } from './planAuditor.ts';
-import type { EpochAudit, EpochEvent, EvalSummary, FailedSample, RankAudit } from './report.ts';
+import type { EpochAudit, EpochEvent, EvalSummary, FailedSample, RankAudit, RankTimeline } from './report.ts';
 
 /**
  * What a pass begun again (an evaluation pass after a restart) keeps of its first attempt: its
@@ -59,6 +59,69 @@ export interface EpochState {
    * the summary taken (and journaled) once every position was acknowledged.
    */
   readonly evaluation?: { readonly results: EvalResults; readonly plan: ShardPlan; summary?: EvalSummary };
+  /** Each acknowledging rank's progress over time (the audit's `timeline`): made by the first ack. */
+  timeline?: Map<number, ProgressTrack>;
+}
+
+/** One rank's sampled progress (recordProgress): its points, and how far apart the next ones go. */
+export interface ProgressTrack {
+  /** `[ms since the epoch's start, positions acknowledged]`, oldest first. */
+  readonly points: Array<[number, number]>;
+  /** Positions this rank acknowledged so far (the newest point may lag it). */
+  acknowledged: number;
+  /** A point is due after this many positions, or this many ms, since the newest one. */
+  minPositions: number;
+  minMs: number;
+}
+
+/** A track's bound: once this many points are kept, every other one goes. */
+export const TIMELINE_MAX_POINTS = 200;
+const TIMELINE_MIN_MS = 200;
+/** Of the per-rank share: ~100 points for a rank that does its own shard. */
+const TIMELINE_SHARE_FRACTION = 0.01;
+
+/**
+ * `advanced` positions newly acknowledged by `rank` at `atMs` (since the epoch's start): a point
+ * when at least ~1% of the per-rank share or 200 ms passed since the rank's last one. Bounded:
+ * when full, every other point is dropped and the spacing doubles, so a long epoch stays evenly
+ * sampled in at most TIMELINE_MAX_POINTS.
+ */
+export function recordProgress(state: EpochState, rank: number, advanced: number, atMs: number): void {
+  const timeline = (state.timeline ??= new Map());
+  let track = timeline.get(rank);
+  if (!track) {
+    track = { points: [], acknowledged: 0, minPositions: Math.max(1, Math.ceil(state.ledger.numSamples * TIMELINE_SHARE_FRACTION)), minMs: TIMELINE_MIN_MS };
+    timeline.set(rank, track);
+  }
+  track.acknowledged += advanced;
+  const last = track.points.at(-1);
+  // The wall clock may step back (NTP, a restart on another host): points never go back in time.
+  const at = Math.max(last?.[0] ?? 0, Math.round(atMs));
+  if (last && track.acknowledged - last[1] < track.minPositions && at - last[0] < track.minMs) return;
+  track.points.push([at, track.acknowledged]);
+  if (track.points.length >= TIMELINE_MAX_POINTS) thin(track);
+}
+
+/** Keeps the first, every other one and the newest point; the next points come twice as far apart. */
+function thin(track: ProgressTrack): void {
+  const { points } = track;
+  const kept = points.filter((_, i) => i % 2 === 0 || i === points.length - 1);
+  points.splice(0, points.length, ...kept);
+  track.minPositions *= 2;
+  track.minMs *= 2;
+}
+
+/** The audit's timeline: every track, by rank, each ending with a point at `atMs` (the audit). */
+export function timelineOf(state: EpochState, atMs: number): RankTimeline[] {
+  const at = Math.max(0, Math.round(atMs));
+  return [...(state.timeline ?? [])]
+    .sort(([a], [b]) => a - b)
+    .map(([rank, track]) => {
+      const points = track.points.map(([t, acknowledged]): [number, number] => [t, acknowledged]);
+      const last = points.at(-1);
+      if (!last || last[0] !== at || last[1] !== track.acknowledged) points.push([Math.max(at, last?.[0] ?? 0), track.acknowledged]);
+      return { rank, points };
+    });
 }
 
 /**
@@ -88,6 +151,7 @@ export function evalSummaryOf(state: EpochState): EvalSummary | undefined {
   return evaluation && (evaluation.summary ?? evaluation.results.summary(epochOfPass(state.ledger.epoch)));
 }
 
+/** The audit row of an epoch at its end (or as far as it got), taken at `nowWallMs`. */
 export function auditOf(state: EpochState, ranks: RankAudit[], ok: boolean, nowWallMs: number): EpochAudit {
   const { ledger } = state;
   return {
@@ -107,6 +171,7 @@ export function auditOf(state: EpochState, ranks: RankAudit[], ok: boolean, nowW
     ...(state.evaluation ? { eval: evalSummaryOf(state) } : {}),
     quarantined: ledger.quarantined,
     failed: ledger.quarantinedUnits().map((unit) => failedSample(state, unit)),
+    timeline: timelineOf(state, nowWallMs - state.startedAtWallMs),
   };
 }
 

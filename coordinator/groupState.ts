@@ -12,7 +12,7 @@ import type { EpochLedger } from './epochLedger.ts';
 import type { EpochState } from './epochState.ts';
 import { EvalResults } from './evalResults.ts';
 import type { Heartbeat } from './heartbeat.ts';
-import type { JournalState, JournaledEpoch, WorldSizeRange } from './journalRecords.ts';
+import { journaledAudit, type JournalState, type JournaledEpoch, type WorldSizeRange } from './journalRecords.ts';
 import { JournalWriter } from './journalWriter.ts';
 import { KeyValueStore } from './kvStore.ts';
 import type { CoreSettings } from './options.ts';
@@ -142,7 +142,7 @@ export class GroupState {
       config: this.config,
       worldSize: this.range,
       members: new Map(this.rendezvous.holderEntries()),
-      audits: [...this.audits],
+      audits: this.audits.map(journaledAudit),
       current: open ? this.journaledEpoch(state) : this.pendingPass,
       ended: this.finalReport && this.journalEnded ? { ok: this.finalReport.ok, ...(this.finalReport.error ? { error: this.finalReport.error } : {}) } : undefined,
     };

@@ -157,6 +157,8 @@ const EpochAuditSchema = z.strictObject({
   // Journals written before quarantine existed have neither.
   quarantined: count.default(0),
   failed: z.array(FailedSampleSchema).default([]),
+  // Journals written before the timeline existed have none.
+  timeline: z.array(z.strictObject({ rank, points: z.array(z.tuple([z.number().finite().nonnegative(), count])) })).optional(),
 });
 
 const JournaledEpochSchema = z.strictObject({
@@ -195,6 +197,17 @@ export const JournalRecordSchema = z.discriminatedUnion('k', [
 ]) satisfies z.ZodType<JournalRecord>;
 
 // ---- encode -----------------------------------------------------------------------------
+
+/**
+ * An audit as the journal keeps it: without its timeline. Each compaction rewrites every audit,
+ * so up to 200 points per rank in each would grow the journal with the square of the epochs; the
+ * report has the timeline, a restarted coordinator's earlier epochs go without.
+ */
+export function journaledAudit(audit: EpochAudit): EpochAudit {
+  if (audit.timeline === undefined) return audit;
+  const { timeline: _timeline, ...kept } = audit;
+  return kept;
+}
 
 /** One record as the journal holds it: one JSON line, with its '\n'. */
 export function encodeRecord(record: JournalRecord): string {

@@ -6,7 +6,7 @@
 import type { Scheduler } from '../shared/scheduler.ts';
 import { EffectKind, type CoreEffect } from './coreTypes.ts';
 import type { EpochLedger } from './epochLedger.ts';
-import type { JournalRecord, JournalState } from './journalRecords.ts';
+import { journaledAudit, type JournalRecord, type JournalState } from './journalRecords.ts';
 
 /** Journal records between compactions before the next flush rewrites the file. */
 const COMPACT_AFTER = 2000;
@@ -49,7 +49,7 @@ export class JournalWriter {
   write(record: JournalRecord): void {
     if (!this.active) return;
     if (record.k !== 'acks') this.flushAcks();
-    this.options.sink({ kind: EffectKind.Journal, record });
+    this.options.sink({ kind: EffectKind.Journal, record: record.k === 'audit' ? { k: 'audit', audit: journaledAudit(record.audit) } : record });
     this.lines++;
   }
 

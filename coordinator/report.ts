@@ -87,6 +87,23 @@ export interface EpochAudit {
   quarantined: number;
   /** The quarantined samples, one entry each, in the order they were given up on. */
   failed: FailedSample[];
+  /**
+   * Each acknowledging rank's progress over time, as the coordinator sampled it (absent in
+   * journals written before it existed). Only since this coordinator started: a restart begins anew.
+   */
+  timeline?: RankTimeline[];
+}
+
+/**
+ * One rank's cumulative acknowledged positions over an epoch: a point at least every ~1% of the
+ * per-rank share or 200 ms (spaced wider as the epoch grows long, at most ~200 points), and one
+ * at the audit.
+ */
+export interface RankTimeline {
+  /** The rank that acknowledged (its number then: a renumbered member goes on under the new one). */
+  rank: number;
+  /** `[ms since the epoch's start, positions acknowledged so far]`, oldest first. */
+  points: Array<[atMs: number, acknowledged: number]>;
 }
 
 /** A sample whose step failed every attempt: where it is, what it is, and what went wrong. */
