@@ -23,14 +23,17 @@ import { EffectKind, InputKind, type CoreEffect, type CoreInput, type PeerId } f
 import type { GroupCore } from '../../coordinator/groupCore.ts';
 import { replayJournal, type JournalState } from '../../coordinator/journalRecords.ts';
 import type { EpochAudit, RunReport } from '../../coordinator/report.ts';
-import type { LedgerUnit } from '../../coordinator/epochLedger.ts';
-import { epochOfPass, evalDueAfter, evalPassCount, isEvalPass, passName, passPlan, passShardSizes } from '../../shared/evalPass.ts';
-import { CloseCode, CollectiveErrorCode, ServerMessageSchema, type ClientMessage, type RunConfig, type ServerMessage } from '../../shared/protocol.ts';
+import { epochOfPass, evalDueAfter, evalPassCount, isEvalPass, passName, passPlan } from '../../shared/evalPass.ts';
+import { CloseCode, CollectiveErrorCode, ServerMessageSchema, type ClientMessage, type ServerMessage } from '../../shared/protocol.ts';
 import { Violation, type SimContext } from './context.ts';
 import { faultFree } from './scenario.ts';
 import type { CoreHost, HostObserver } from './coreHost.ts';
 import type { Network } from './network.ts';
-import { expectedEvalSha256, type RunTruth } from './truth.ts';
+import type { RunTruth } from './truth.ts';
+import { checkEvalAudit } from './evalAuditCheck.ts';
+import { compareStates } from './journalCompare.ts';
+
+export { checkEvalAudit } from './evalAuditCheck.ts';
 
 /** More unanswered collectives than this from one member is unbounded growth. */
 export const MAX_PENDING_COLLECTIVES = 1024;
@@ -456,76 +459,6 @@ export class Invariants implements HostObserver {
   }
 }
 
-function compareStates(replayed: JournalState, memory: JournalState, strict: boolean): string | undefined {
-  const members = (s: JournalState) => JSON.stringify([...s.members].sort((a, b) => a[0] - b[0]));
-  if (members(replayed) !== members(memory)) return `members ${members(replayed)} in the journal, ${members(memory)} in memory`;
-  if (replayed.audits.length !== memory.audits.length) return `${replayed.audits.length} audits in the journal, ${memory.audits.length} in memory`;
-  for (let i = 0; i < memory.audits.length; i++) {
-    const [a, b] = [JSON.stringify(replayed.audits[i]), JSON.stringify(memory.audits[i])];
-    if (a !== b) {
-      let at = 0;
-      while (a[at] === b[at]) at++;
-      return `audit of epoch ${memory.audits[i].epoch} differs at ${at}: journal …${a.slice(Math.max(0, at - 60), at + 60)} memory …${b.slice(Math.max(0, at - 60), at + 60)}`;
-    }
-  }
-  const a = replayed.current;
-  const b = memory.current;
-  if (!a || !b) return a === b ? undefined : `current epoch ${a?.epoch} in the journal, ${b?.epoch} in memory`;
-  if (a.epoch !== b.epoch || a.worldSize !== b.worldSize || a.numSamples !== b.numSamples) return `epoch ${a.epoch}/${a.worldSize} in the journal, ${b.epoch}/${b.worldSize} in memory`;
-  // A lost worker's late acks are counted at once and journaled with the next flush: the journal may lag, never lead.
-  if (a.redelivered > b.redelivered || (strict && a.redelivered !== b.redelivered)) return `epoch ${a.epoch}: redelivered ${a.redelivered} in the journal, ${b.redelivered} in memory${strict ? ' at the epoch end' : ''}`;
-  if (a.units.length !== b.units.length) return `epoch ${a.epoch}: ${a.units.length} units in the journal, ${b.units.length} in memory`;
-  const byId = new Map(a.units.map((u) => [u.id, u]));
-  for (const u of b.units) {
-    const j = byId.get(u.id);
-    if (!j) return `unit ${u.id} is not in the journal`;
-    if (j.origin !== u.origin || j.start !== u.start || j.end !== u.end || j.owner !== u.owner) {
-      return `unit ${u.id}: journal origin ${j.origin} [${j.start}, ${j.end}) owner ${j.owner}, memory origin ${u.origin} [${u.start}, ${u.end}) owner ${u.owner}`;
-    }
-    if (j.cursor > u.cursor || (strict && j.cursor !== u.cursor)) return `unit ${u.id}: cursor ${j.cursor} in the journal, ${u.cursor} in memory${strict ? ' at the epoch end' : ''}`;
-    if (!redoneMatches(j.redone, u.redone, strict)) return `unit ${u.id}: redone ${JSON.stringify(j.redone)} in the journal, ${JSON.stringify(u.redone)} in memory`;
-  }
-  return undefined;
-}
-
-/**
- * An audit's evaluation summary against what the simulated workers returned (evalResultOf):
- * present on evaluation passes only, for the config's length; never ok with a result missing; an
- * ok one (or any whose positions were all acknowledged) holds every index's result, any with
- * every result has the expected sha256, and one with every position acknowledged dropped at
- * least the padding's duplicates. `doubles`: positions the workers
- * delivered twice in the pass, when known: at most that many more duplicates, and exactly the
- * padding's when none. Throws a Violation.
- */
-export function checkEvalAudit(audit: EpochAudit, config: RunConfig, doubles: number | undefined): void {
-  const where = passName(audit.epoch);
-  const fail = (invariant: string, detail: string): never => {
-    throw new Violation(invariant, `${where}: ${detail}`);
-  };
-  const summary = audit.eval;
-  if (!isEvalPass(audit.epoch)) {
-    if (summary) fail('evaluation summary on evaluation passes only', `a training epoch's audit has one (${JSON.stringify(summary)})`);
-    return;
-  }
-  if (!summary || !config.eval) return fail('evaluation summary on evaluation passes only', `no summary (${config.eval ? 'the run evaluates' : 'the run does not evaluate'})`);
-  if (summary.afterEpoch !== epochOfPass(audit.epoch) || summary.length !== config.eval.length || summary.evaluated + summary.missing !== summary.length) {
-    fail('evaluation summary consistent', `afterEpoch ${summary.afterEpoch}, length ${summary.length} (config ${config.eval.length}), evaluated ${summary.evaluated} + missing ${summary.missing}`);
-  }
-  if (audit.ok && (summary.missing > 0 || audit.missing > 0)) fail('no evaluation ok with a result missing', `ok with ${summary.missing} results and ${audit.missing} positions missing`);
-  // An ack covering evaluation positions is refused without their results: all acknowledged, all evaluated.
-  if (audit.missing === 0 && summary.missing > 0) fail('every acknowledged evaluation position has its result', `every position acknowledged, ${summary.missing} of ${summary.length} results missing`);
-  if (summary.missing > 0) return;
-  const expected = expectedEvalSha256(summary.length);
-  if (summary.sha256 !== expected) fail('evaluation results merged in dataset order', `sha256 ${summary.sha256}, the workers' results give ${expected}`);
-  // Positions never acknowledged (an aborted pass) may be padding whose duplicates never came.
-  if (audit.missing > 0) return;
-  const planned = passShardSizes(config, audit.epoch, audit.worldSize).reduce((a, b) => a + b, 0);
-  const padding = planned - summary.length;
-  if (summary.duplicatesDropped < padding) fail('padding duplicates dropped', `${summary.duplicatesDropped} duplicates dropped, the plan pads ${padding}`);
-  if (doubles !== undefined && summary.duplicatesDropped > padding + doubles) {
-    fail('padding duplicates dropped', `${summary.duplicatesDropped} duplicates dropped, but the plan pads ${padding} and only ${doubles} positions were delivered twice`);
-  }
-}
 
 /** Positions handed out again after a failed step: every failed range but the last try of each quarantined sample. */
 function retried(audit: EpochAudit): number {
@@ -536,12 +469,4 @@ function retried(audit: EpochAudit): number {
     if (m) failed += Number(m[2]) - Number(m[1]);
   }
   return failed - audit.quarantined;
-}
-
-/** The same handed-over ranges; what was counted of each may lag in the journal (late acks, coalesced), never lead, and not at all at the epoch end. */
-function redoneMatches(journaled: LedgerUnit['redone'], memory: LedgerUnit['redone'], strict: boolean): boolean {
-  const j = journaled ?? [];
-  const m = memory ?? [];
-  if (j.length !== m.length) return false;
-  return j.every((r, i) => r.from === m[i].from && r.to === m[i].to && r.worker === m[i].worker && (strict ? r.counted === m[i].counted : r.counted <= m[i].counted));
 }
