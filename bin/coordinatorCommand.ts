@@ -11,6 +11,7 @@ import { renderReportHtml } from './reportHtml.ts';
 import { formatSummary } from './summaryTable.ts';
 import { coordinatorSettings, durationFlagWords, RUN_CONFIG_FLAGS, RUN_CONFIG_HELP, worldSizeFlag, type RunConfigValues } from './runConfigFlags.ts';
 import { wsUrl } from './endpoints.ts';
+import { livePageUrl } from '../coordinator/observers.ts';
 import { exitWithParent, parseFlags, plural, shellCommand, UsageError } from './usage.ts';
 
 const HELP = `usage: distsampler coordinator --world-size W|MIN:MAX [flags]
@@ -101,6 +102,7 @@ export async function run(argv: string[]): Promise<number> {
   if (!ipc) {
     const size = typeof worldSize === 'number' ? plural(worldSize, 'worker') : `${worldSize.min}..${worldSize.max} workers`;
     view?.log(`listening on ${wsUrl(host, port, secure)} for ${restore && !resume ? 'the journaled group' : size}`);
+    view?.log(livePageNotice(host, port, secure, settings.token ? 'given' : 'none'));
     if (restore) view?.log(`continuing the run journaled in ${journalPath} (its config wins over flags)`);
   }
   const report = await coordinator.done;
@@ -129,6 +131,19 @@ export async function run(argv: string[]): Promise<number> {
     return interrupted ? 130 : 1;
   }
   return report.ok && written ? 0 : 1;
+}
+
+/**
+ * The live page's address, said next to "listening on". A token given (--token or
+ * DISTSAMPLER_TOKEN) is never printed: the page takes it as `?token=`. The token `run` made for
+ * itself (its coordinator is on loopback, so only this machine can reach it) is, in the address
+ * to open, as Jupyter prints its own: nobody else could know it.
+ */
+export function livePageNotice(host: string, port: number, secure: boolean, token: 'none' | 'given' | { readonly own: string }): string {
+  const url = livePageUrl(host, port, secure);
+  if (token === 'none') return `live page: ${url}`;
+  if (token === 'given') return `live page: ${url}?token=... (with the --token or DISTSAMPLER_TOKEN given)`;
+  return `live page: ${url}?token=${encodeURIComponent(token.own)}`;
 }
 
 /** Flags a resumed coordinator should get again (the run config itself is in the journal; the token is not printed). */

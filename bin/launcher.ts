@@ -131,7 +131,8 @@ export class Launcher {
   private coordinator: ChildProcess | undefined;
   private port = 0;
   private host = '127.0.0.1';
-  private readonly token: string;
+  /** What the coordinator and the workers authenticate with: the one given, or one made for this run. */
+  readonly token: string;
   private stopping = false;
   private finished = false;
   private restarts = 0;

@@ -12,7 +12,7 @@ import { attachProgressView, type ProgressView } from './progressView.ts';
 import { formatSummary } from './summaryTable.ts';
 import { parseCoordinatorKill, parseKill, parseProgressPoint, parseStepMs } from './faultFlags.ts';
 import { checkPlanFlags, coordinatorSettings, durationFlagWords, RUN_CONFIG_FLAGS, RUN_CONFIG_HELP, worldSizeFlag } from './runConfigFlags.ts';
-import { journalPlan, refuseReportOverJournal, refuseSameReportPaths, resumeKnobs, writeReports } from './coordinatorCommand.ts';
+import { journalPlan, livePageNotice, refuseReportOverJournal, refuseSameReportPaths, resumeKnobs, writeReports } from './coordinatorCommand.ts';
 import { choiceFlag, intFlag, ON_STEP_ERROR, parseFlags, plural, readableFile, shellCommand, splitScript, UsageError, type FlagOptions } from './usage.ts';
 import { checkHostingFlags, nodePlan, nodeWorldSize, refuseCoordinatorFlags, type NodePlan } from './nodeFlags.ts';
 import { wsUrl } from './endpoints.ts';
@@ -195,9 +195,12 @@ export async function run(argv: string[]): Promise<number> {
     workers,
     ...(multiNode ? { node: { rank: 0, worldSize: range.max } } : {}),
     // The other nodes need the address: the port may be the OS's pick (--rdzv-endpoint HOST:0).
-    ...(node.endpoint
-      ? { onListening: ({ host, port }: { host: string; port: number }) => note(rdzvNotice(node, host, port, settings.tls !== undefined)) }
-      : {}),
+    // Said again after a coordinator restart; the live page's address comes with it.
+    onListening: ({ host, port }: { host: string; port: number }) => {
+      const secure = settings.tls !== undefined;
+      note(node.endpoint ? rdzvNotice(node, host, port, secure) : `listening on ${wsUrl(host, port, secure)}`);
+      note(livePageNotice(host, port, secure, settings.token ? 'given' : { own: launcher.token }));
+    },
     coordinatorArgs,
     workerArgs,
     ...(script === undefined ? {} : { script: { path: resolve(script), args: scriptArgs } }),

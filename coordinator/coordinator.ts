@@ -19,6 +19,7 @@ import { EffectKind, InputKind, type CoordinatorEvents, type CoreEffect, type Co
 import { GroupCore } from './groupCore.ts';
 import { Journal, type JournalState, type WorldSizeRange } from './journal.ts';
 import { CoordinatorMetrics } from './metrics.ts';
+import { isPageRequest, LiveObservers, OBSERVE_PATH, requestPath } from './observers.ts';
 import { CoordinatorConfigError, resolveCoreSettings, type CoreSettingsInput } from './options.ts';
 import { PeerSocket } from './peerSocket.ts';
 import type { RunReport } from './report.ts';
@@ -101,6 +102,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   readonly range: WorldSizeRange;
   /** Its Prometheus metrics, served at `GET /metrics`; `metrics.registry` to merge into your own. */
   readonly metrics: CoordinatorMetrics;
+  /** The live page (`GET /`) and its read-only observers (`/observe`): never part of the group. */
+  private readonly observers: LiveObservers;
   private readonly core: GroupCore;
   private readonly host: string;
   private readonly port: number;
@@ -146,6 +149,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.drained = new Promise((resolve) => (this.resolveDrained = resolve));
     // Subscribed before listen(), so it sees every event from 'listening' on.
     this.metrics = new CoordinatorMetrics(this, () => this.status());
+    this.observers = new LiveObservers(this, () => this.status(), { token: this.token, secure: this.tls !== undefined });
+    this.metrics.countObservers(() => this.observers.count);
     if (options.journalPath) {
       this.journal = options.restore ? Journal.append(options.journalPath) : Journal.create(options.journalPath, this.config, this.range);
     }
@@ -170,13 +175,15 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
    */
   async listen(): Promise<{ host: string; port: number; secure: boolean }> {
     const respond = (req: IncomingMessage, res: ServerResponse): void => {
+      // The page does its own access check: a cookie, or ?token= exchanged for one.
+      if (isPageRequest(req)) return this.observers.servePage(req, res);
       const authorized = this.tokenMatches(req);
       if (authorized && req.url === '/metrics') return void this.serveMetrics(res);
       // With a token, the status (who is there, who is missing) and the metrics are for its holders only.
       const [status, body] = !authorized
         ? [401, { error: 'missing or wrong DISTSAMPLER_TOKEN' }]
         : req.url !== '/status'
-          ? [426, { error: `a WebSocket endpoint: connect with ${this.tls ? 'wss' : 'ws'}://, or GET /status or GET /metrics` }]
+          ? [426, { error: `a WebSocket endpoint: connect with ${this.tls ? 'wss' : 'ws'}://, or GET /status or GET /metrics (or open / in a browser: the live page)` }]
           : [200, this.status()];
       res.writeHead(status, { 'content-type': 'application/json' });
       res.end(JSON.stringify(body));
@@ -234,6 +241,7 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
 
   private async stop(): Promise<void> {
     this.stopped = true;
+    this.observers.close();
     for (const timer of this.timers.values()) clearTimeout(timer);
     this.timers.clear();
     for (const ws of this.sockets.values()) ws.terminate();
@@ -247,6 +255,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   // ---- inputs -----------------------------------------------------------------------
 
   private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    // Observers never reach the core: their own auth (cookie or bearer), their own server.
+    if (requestPath(req.url) === OBSERVE_PATH) return this.observers.upgrade(req, socket, head);
     if (!this.tokenMatches(req)) {
       const body = 'missing or wrong DISTSAMPLER_TOKEN';
       socket.end(`HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\n\r\n${body}`);

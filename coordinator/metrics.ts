@@ -60,6 +60,8 @@ export class CoordinatorMetrics {
   private listeningAt: number | undefined;
   /** What each audited pass added to the counters: an audit amended later is topped up at `done`. */
   private readonly counted = new Map<number, { redelivered: number }>();
+  /** The live page's observers connected now (the host tells how to count them). */
+  private observerCount: () => number = () => 0;
 
   /**
    * @param events the Coordinator (or anything emitting its events), subscribed to at once
@@ -117,6 +119,12 @@ export class CoordinatorMetrics {
           this.set(read(status()));
         },
       });
+    const observers: Gauge = new Gauge({
+      name: 'distsampler_observers',
+      help: 'Live page observers connected now (read-only; never part of the group).',
+      registers,
+      collect: () => observers.set(this.observerCount()),
+    });
     fromStatus('distsampler_world_size', 'The size of the group for the current (or next) epoch.', (s) => s.worldSize);
     fromStatus('distsampler_live_ranks', 'Ranks connected now.', (s) => s.live.length);
     fromStatus('distsampler_missing_ranks', 'Ranks of the group not connected now.', (s) => s.missing.length);
@@ -163,6 +171,11 @@ export class CoordinatorMetrics {
     });
     events.on('epochAudit', (audit) => this.audited(audit));
     events.on('done', (report) => this.finished(report));
+  }
+
+  /** Where `distsampler_observers` reads the live page's observer count at each scrape. */
+  countObservers(count: () => number): void {
+    this.observerCount = count;
   }
 
   /** The content type of `text()`: Prometheus text format 0.0.4. */
