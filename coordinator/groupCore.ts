@@ -21,6 +21,17 @@ import type { JournalState, WorldSizeRange } from './journalRecords.ts';
 import { CoordinatorConfigError, type CoreSettings } from './options.ts';
 import { RunEnding } from './runEnding.ts';
 
+/** A collective still waiting for ranks, as `status()` shows it. */
+export interface CollectiveInFlight {
+  readonly seq: number;
+  readonly op: string;
+  readonly arrived: number[];
+  readonly waitingFor: number[];
+}
+
+/** Collectives in flight `status()` lists at most. */
+const MAX_COLLECTIVES_SHOWN = 8;
+
 /** What a GroupCore serves, and where it starts from (fresh, restarted or resumed from a journal). */
 export interface GroupCoreOptions {
   readonly settings: CoreSettings;
@@ -181,7 +192,7 @@ export class GroupCore {
   }
 
   /** A snapshot for `GET /status` and for humans. */
-  status(): { phase: string; worldSize: number; live: number[]; missing: number[]; epoch: number | null; generation: number } {
+  status(): { phase: string; worldSize: number; live: number[]; missing: number[]; epoch: number | null; generation: number; collectives: CollectiveInFlight[] } {
     const group = this.group;
     return {
       phase: group.phase,
@@ -190,6 +201,11 @@ export class GroupCore {
       missing: group.rendezvous.missingRanks(),
       epoch: group.current?.ledger.epoch ?? null,
       generation: group.collectives.generation,
+      // The oldest few: a page shows who holds the group up, not every call of a flood.
+      collectives: group.collectives
+        .pendingCollectives()
+        .slice(0, MAX_COLLECTIVES_SHOWN)
+        .map(({ seq, op, arrived, waitingFor }) => ({ seq, op, arrived: [...arrived], waitingFor: [...waitingFor] })),
     };
   }
 

@@ -83,6 +83,7 @@ function render(s) {
   $('redelivered').textContent = String(s.redelivered);
   $('missing').textContent = String(s.missing);
   $('audited').textContent = String(s.audited);
+  $('collectives').textContent = s.collectives.length === 0 ? 'none' : s.collectives.map((c) => c.op + ' #' + c.seq + (c.waitingFor.length ? ' waiting for ' + c.waitingFor.join(', ') : '')).join('; ');
   const list = $('events');
   list.replaceChildren();
   for (const e of s.events.slice().reverse()) {
@@ -147,6 +148,7 @@ export const LIVE_PAGE_HTML = `<!doctype html>
 <span>phase <b id="phase">-</b></span><span>pass <b id="epoch">-</b></span><span>generation <b id="generation">-</b></span>
 <span>world size <b id="worldSize">-</b></span><span>passes audited <b id="audited">0</b></span>
 <span>redelivered <b id="redelivered">0</b></span><span>missing <b id="missing">0</b></span>
+<span>collectives in flight <b id="collectives">none</b></span>
 </div>
 <div id="finished" hidden></div>
 <table><tbody id="ranks"></tbody></table>

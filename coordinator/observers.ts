@@ -55,6 +55,8 @@ export interface ObserverSnapshot {
   worldSize: number;
   liveRanks: number[];
   missingRanks: number[];
+  /** Collectives still waiting for ranks, oldest first (a few). */
+  collectives: Array<{ seq: number; op: string; arrived: number[]; waitingFor: number[] }>;
   ranks: ObservedRank[];
   /** Positions acknowledged and planned in the current pass. */
   consumed: number;
@@ -76,6 +78,8 @@ export interface ObservedStatus {
   readonly live: readonly number[];
   readonly missing: readonly number[];
   readonly generation: number;
+  /** Collectives still waiting for ranks, oldest first (a few). */
+  readonly collectives?: ReadonlyArray<{ readonly seq: number; readonly op: string; readonly arrived: readonly number[]; readonly waitingFor: readonly number[] }>;
 }
 
 export interface LiveObserverOptions {
@@ -257,6 +261,7 @@ export class LiveObservers {
       worldSize: status.worldSize,
       liveRanks: [...status.live],
       missingRanks: [...status.missing],
+      collectives: (status.collectives ?? []).map((c) => ({ seq: c.seq, op: c.op, arrived: [...c.arrived], waitingFor: [...c.waitingFor] })),
       ranks: [...this.ranks.values()].sort((a, b) => a.rank - b.rank).map((r) => ({ ...r })),
       consumed: this.consumed,
       planned: this.planned,

@@ -43,6 +43,13 @@ describe('group generations', () => {
     expect(event).toMatchObject({ detail: expect.stringMatching(/^generation 1: 3 ranks \(rank 1 died .*\); rank 3 is rank 1$/) });
   });
 
+  it('lists the collectives in flight in the status, with the ranks they wait for', () => {
+    const { driver, peers } = fourWorkers({ min: 4, max: 4 });
+    driver.send(peers[0], allReduce(0, 0));
+    driver.send(peers[2], allReduce(0, 0));
+    expect(driver.core.status().collectives).toEqual([{ seq: 0, op: 'allReduce', arrived: [0, 2], waitingFor: [1, 3] }]);
+  });
+
   it('answers a call made in an older generation with GroupChanged: it joins nothing, the new #0 completes', () => {
     const { driver, peers } = fourWorkers({ min: 2, max: 4 });
     const [p0, p1, p2, p3] = peers;

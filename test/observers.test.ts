@@ -168,6 +168,16 @@ describe('LiveObservers bound', () => {
   });
 });
 
+describe('what observers see', () => {
+  it('shows the collectives in flight and whom they wait for, from the status', () => {
+    const events = new EventEmitter<CoordinatorEvents>();
+    const collectives = [{ seq: 7, op: 'allReduce', arrived: [0, 2], waitingFor: [1] }];
+    const hub = new LiveObservers(events, () => ({ phase: 'running', worldSize: 3, live: [0, 1, 2], missing: [], generation: 0, collectives }), { intervalMs: 60_000 });
+    expect(hub.snapshot().collectives).toEqual(collectives);
+    hub.close();
+  });
+});
+
 describe('the live page\'s address, as run and coordinator print it', () => {
   it('prints a token run made for itself in the address, never one that was given', () => {
     expect(livePageNotice('127.0.0.1', 4000, false, { own: 'abc/123' })).toBe('live page: http://127.0.0.1:4000/?token=abc%2F123');
