@@ -39,7 +39,7 @@ describe.skipIf(!FOUND && !REQUIRED)(`live page in chromium (${CHROMIUM})`, () =
   });
   const shoot = (page: Page, name: string) => page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
 
-  it('follows a run with a kill: rank 1 dead, then the run finished with nothing missing', async () => {
+  it('follows a run with a kill: rank 1 dead and where its tail went, then the run finished with nothing missing', async () => {
     const run = startCli(['run', '--workers', '3', '--epochs', '2', '--length', '3000', '--batch-size', '16', '--step-ms', '2', '--kill', '1@0:0.5', '--token', TOKEN]);
     const [, port] = await run.waitFor(/listening on ws:\/\/127\.0\.0\.1:(\d+)/);
     await run.waitFor(/live page: http:\/\/127\.0\.0\.1:\d+\/\?token=\.\.\./);
@@ -56,12 +56,15 @@ describe.skipIf(!FOUND && !REQUIRED)(`live page in chromium (${CHROMIUM})`, () =
     expect(await page.textContent('#missing')).toBe('0');
     expect(Number(await page.textContent('#redelivered'))).toBeGreaterThanOrEqual(0);
     expect(await page.locator('#events li[data-type="death"]').count()).toBeGreaterThan(0);
+    // Where its tail went: each recipient, with the range it took from rank 1.
+    const reassigned = await page.locator('#events li[data-type="reassign"]').allTextContents();
+    expect(reassigned.length).toBeGreaterThan(0);
+    for (const line of reassigned) expect(line).toMatch(/reassign rank [02]: origin 1 offsets \[\d+, \d+\) from rank 1$/);
     await shoot(page, '3-live-finished');
     expect((await exitWithin(run, 120_000)).code, run.stderr()).toBe(0);
     expect(run.stderr() + run.stdout()).not.toContain(TOKEN);
     // The run is over and the page knows it: no reconnect loop.
-    await page.waitForTimeout(300);
-    expect(await page.textContent('#conn')).toBe('closed');
+    await page.waitForSelector('#conn:text-is("closed")', { timeout: 30_000 });
     await page.close();
   });
 
