@@ -225,6 +225,15 @@ export function drawScenario(seed: string): Scenario {
   // crashes too: a restarted coordinator begins a new generation, numbered from 0, once its
   // members are back.
   const collectivePerBatch = Math.ceil(numSamples / batchSize) <= 100 && new Rng(`perBatch:${seed}`).chance(0.3);
+  // A poison position costs a halving per level of its batch and maxAttempts tries alone, each a
+  // step, maybe on the straggler, maybe after the others died; a tiny padded dataset repeats an
+  // index on every rank (length 1: every position is the poison).
+  const poisonMs = (): number => {
+    if (poison.size === 0) return 0;
+    const positions = Math.min(numSamples * world, poison.size * Math.ceil((numSamples * world) / Math.max(1, length)));
+    const tries = settings.maxAttempts + 2 + Math.ceil(Math.log2(batchSize + 1));
+    return epochs * positions * tries * stepMsPerSample * batchSize * 1.3 * (straggler?.factor ?? 1);
+  };
   const elasticRng = new Rng(`elastic:${seed}`);
   const elasticLoop = collectivePerBatch && elasticRng.chance(0.5) ? { commitEvery: elasticRng.int(1, 6) } : undefined;
   return {
@@ -247,7 +256,7 @@ export function drawScenario(seed: string): Scenario {
     // A replacement that joins while a per-batch collective is pending holds it up until it times
     // out: each evaluation pass (and its end, where workers die) adds a chance of that.
     // A straggler left alone (the others dead or never there) takes its factor times longer.
-    horizonMs: span * 3 * (straggler?.factor ?? 1) + 30_000 + (collectivePerBatch ? evalPassCount(config) * PER_BATCH_TIMEOUT_MS : 0),
+    horizonMs: span * 3 * (straggler?.factor ?? 1) + 30_000 + (collectivePerBatch ? evalPassCount(config) * PER_BATCH_TIMEOUT_MS : 0) + poisonMs(),
   };
 }
 
