@@ -13,6 +13,7 @@ import { evalConfig } from '../shared/evalPass.ts';
 import { checkPlannable } from '../shared/runPlan.ts';
 import { InputKind, type CoreEffect, type CoreInput, type CoreView, type PeerId, type PlantedBugName } from './coreTypes.ts';
 import { EpochProgress } from './epochProgress.ts';
+import type { PendingCollectiveInfo } from './collectives.ts';
 import { GroupGenerations } from './groupGenerations.ts';
 import { GroupMembership } from './groupMembership.ts';
 import { GroupState } from './groupState.ts';
@@ -21,13 +22,8 @@ import type { JournalState, WorldSizeRange } from './journalRecords.ts';
 import { CoordinatorConfigError, type CoreSettings } from './options.ts';
 import { RunEnding } from './runEnding.ts';
 
-/** A collective still waiting for ranks, as `status()` shows it. */
-export interface CollectiveInFlight {
-  readonly seq: number;
-  readonly op: string;
-  readonly arrived: number[];
-  readonly waitingFor: number[];
-}
+/** A collective still waiting for ranks, as `status()` shows it: Collectives' own view, without its clock. */
+export type CollectiveInFlight = Omit<PendingCollectiveInfo, 'startedAt'>;
 
 /** Collectives in flight `status()` lists at most. */
 const MAX_COLLECTIVES_SHOWN = 8;
@@ -205,7 +201,7 @@ export class GroupCore {
       collectives: group.collectives
         .pendingCollectives()
         .slice(0, MAX_COLLECTIVES_SHOWN)
-        .map(({ seq, op, arrived, waitingFor }) => ({ seq, op, arrived: [...arrived], waitingFor: [...waitingFor] })),
+        .map(({ startedAt: _startedAt, ...shown }) => shown),
     };
   }
 

@@ -11,6 +11,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { CoordinatorEvents } from './coreTypes.ts';
+import type { CollectiveInFlight } from './groupCore.ts';
 import { DENIED_PAGE_HTML, LIVE_PAGE_HTML, LIVE_PAGE_SCRIPT } from './livePage.ts';
 import type { RunReport } from './report.ts';
 
@@ -79,7 +80,7 @@ export interface ObservedStatus {
   readonly missing: readonly number[];
   readonly generation: number;
   /** Collectives still waiting for ranks, oldest first (a few). */
-  readonly collectives?: ReadonlyArray<{ readonly seq: number; readonly op: string; readonly arrived: readonly number[]; readonly waitingFor: readonly number[] }>;
+  readonly collectives?: readonly CollectiveInFlight[];
 }
 
 export interface LiveObserverOptions {

@@ -171,7 +171,7 @@ describe('LiveObservers bound', () => {
 describe('what observers see', () => {
   it('shows the collectives in flight and whom they wait for, from the status', () => {
     const events = new EventEmitter<CoordinatorEvents>();
-    const collectives = [{ seq: 7, op: 'allReduce', arrived: [0, 2], waitingFor: [1] }];
+    const collectives = [{ seq: 7, op: 'allReduce' as const, arrived: [0, 2], waitingFor: [1] }];
     const hub = new LiveObservers(events, () => ({ phase: 'running', worldSize: 3, live: [0, 1, 2], missing: [], generation: 0, collectives }), { intervalMs: 60_000 });
     expect(hub.snapshot().collectives).toEqual(collectives);
     hub.close();
