@@ -41,7 +41,7 @@ function usage(): string {
     'sections (default: those marked *):',
     ...SECTIONS.map((section) => `  ${section.runByDefault ? '*' : ' '} ${section.name.padEnd(8)} ${section.summary}`),
     '',
-    '  --json FILE  also write every row as JSON to FILE',
+    '  --json FILE  also write every row as JSON to FILE, and the headline figures under `keys`',
     '  --quick      smoke check: smallest sizes only',
     '  --full       also the slow, memory-hungry cases',
   ];
@@ -74,6 +74,10 @@ function parseArgs(argv: readonly string[]): BenchArgs | 'help' {
   return { sections, jsonFile, quick, full };
 }
 
+function formatKey(value: number): string {
+  return Number.isInteger(value) ? String(value) : value.toFixed(Math.abs(value) >= 100 ? 0 : 3);
+}
+
 async function main(argv: readonly string[]): Promise<number> {
   let args: BenchArgs | 'help';
   try {
@@ -104,6 +108,7 @@ async function main(argv: readonly string[]): Promise<number> {
       `load average ${machine.loadAverageAtStart.toFixed(2)} at start\n`,
   );
   const rows: BenchRow[] = [];
+  const keys: Record<string, number> = {};
   let failed = false;
   for (const section of args.sections) {
     const log = (line: string): void => {
@@ -121,7 +126,14 @@ async function main(argv: readonly string[]): Promise<number> {
       sectionRows = [{ section: section.name, name: section.name, status: 'error', values: {}, note: message }];
     }
     rows.push(...sectionRows);
+    if (module?.keys) Object.assign(keys, module.keys(sectionRows));
     process.stdout.write(`\n${formatSection(section.name, module ?? {}, sectionRows)}\n`);
+  }
+
+  const keyNames = Object.keys(keys);
+  if (keyNames.length > 0) {
+    const width = Math.max(...keyNames.map((name) => name.length));
+    process.stdout.write(`\nheadline figures (--json keys):\n${keyNames.map((name) => `  ${name.padEnd(width)}  ${formatKey(keys[name])}`).join('\n')}\n`);
   }
 
   if (args.jsonFile !== undefined) {
@@ -129,6 +141,7 @@ async function main(argv: readonly string[]): Promise<number> {
       startedAt: startedAt.toISOString(),
       argv,
       machine: { ...machine, loadAverageAtEnd: loadavg()[0] },
+      keys,
       rows,
     };
     writeFileSync(args.jsonFile, `${JSON.stringify(report, null, 2)}\n`);

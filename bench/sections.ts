@@ -56,6 +56,11 @@ export interface SectionModule {
   readonly columns?: readonly Column[];
   /** Lines printed under the table explaining the columns. */
   readonly legend?: readonly string[];
+  /**
+   * The section's headline figures under stable dotted names (`rollover.p50Ms`), derived from
+   * its rows; `--json` writes them as `keys` beside the rows, for scripts that track targets.
+   */
+  keys?(rows: readonly BenchRow[]): Readonly<Record<string, number>>;
 }
 
 /** One entry of the registry in bench/run.ts. */
