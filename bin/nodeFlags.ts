@@ -72,6 +72,7 @@ const COORDINATOR_ONLY = [
   'epochs',
   'length',
   'batch-size',
+  'ack-ms',
   'seed',
   'no-shuffle',
   'drop-last',

@@ -90,7 +90,7 @@ prints the command that resumes it.
 const WORKER_USAGE_EXIT = 2;
 
 /** Flags `run` hands to its coordinator process unchanged (the duration knobs too, see durationFlagWords). */
-const PASSED_TO_COORDINATOR = ['epochs', 'length', 'dataset', 'batch-size', 'seed', 'engine', 'sampler', 'eval-every', 'eval-dataset', 'host', 'tls-cert', 'tls-key', 'on-failure', 'tail-split', 'max-attempts', 'max-failed'] as const;
+const PASSED_TO_COORDINATOR = ['epochs', 'length', 'dataset', 'batch-size', 'ack-ms', 'seed', 'engine', 'sampler', 'eval-every', 'eval-dataset', 'host', 'tls-cert', 'tls-key', 'on-failure', 'tail-split', 'max-attempts', 'max-failed'] as const;
 
 const RUN_FLAGS = {
   ...RUN_CONFIG_FLAGS,

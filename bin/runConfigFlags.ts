@@ -4,6 +4,7 @@
  */
 import { accessSync, constants, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { DEFAULT_ACK_MS, MAX_ACK_MS } from '../shared/ackInterval.ts';
 import { ENGINE_NAMES, isEngineName } from '../shared/permutation.ts';
 import { DistSamplerError } from '../shared/errors.ts';
 import { evalConfig } from '../shared/evalPass.ts';
@@ -11,6 +12,7 @@ import { checkPlannable } from '../shared/runPlan.ts';
 import { SAMPLER_NAMES, SamplerKind } from '../shared/sampler.ts';
 import type { DatasetIdentity, RunConfig } from '../shared/protocol.ts';
 import { datasetIdentity, openDataset, RANGE_IDENTITY } from '../worker/datasets.ts';
+import { MAX_RESERVED_BATCHES } from '../worker/epochCursor.ts';
 import { tlsProblem } from '../coordinator/coordinator.ts';
 import { CoordinatorConfigError, DURATION_KNOBS, FailurePolicy, resolveCoreSettings, type CoreSettings, type DurationKnob, type FailurePolicyName } from '../coordinator/options.ts';
 import type { WorldSizeRange } from '../coordinator/journal.ts';
@@ -26,6 +28,7 @@ export const RUN_CONFIG_FLAGS = {
   length: { type: 'string' },
   dataset: { type: 'string' },
   'batch-size': { type: 'string' },
+  'ack-ms': { type: 'string' },
   seed: { type: 'string' },
   'no-shuffle': { type: 'boolean' },
   'drop-last': { type: 'boolean' },
@@ -62,7 +65,8 @@ export const RUN_CONFIG_FLAGS = {
 
 // A knob added to the table without its flag here (or a flag left after its knob went) is a bug.
 {
-  const listed = Object.keys(RUN_CONFIG_FLAGS).filter((flag) => flag.endsWith('-ms'));
+  // --ack-ms is the run config's (every worker's), not a coordinator knob.
+  const listed = Object.keys(RUN_CONFIG_FLAGS).filter((flag) => flag.endsWith('-ms') && flag !== 'ack-ms');
   const knobs = DURATION_KNOBS.map((k) => k.flag);
   if (listed.length !== knobs.length || !knobs.every((flag) => listed.includes(flag))) {
     throw new Error(`RUN_CONFIG_FLAGS lists ${listed.join(', ')} but DURATION_KNOBS has ${knobs.join(', ')}`);
@@ -101,7 +105,11 @@ export const RUN_CONFIG_HELP = `Run config (the coordinator owns it and sends it
   --dataset FILE             .jsonl/.ndjson or a .ts/.js module (length and get(i)); its length
                              becomes the run's length, and workers read samples from it
   --epochs E                 number of epochs (default 3)
-  --batch-size B             samples per batch, one ack per batch (default 32)
+  --batch-size B             samples per batch (default 32)
+  --ack-ms MS                workers acknowledge at most every MS ms while steps are quicker,
+                             every batch once a step takes that long (default ${DEFAULT_ACK_MS};
+                             0: every batch). A death hands out again at most what one worker
+                             reserves per interval: MS worth of batches, at most ${MAX_RESERVED_BATCHES}
   --seed S                   shuffle seed, any integer (default 0)
   --no-shuffle               keep dataset order (torch shuffle=False)
   --drop-last                drop the tail instead of padding (torch drop_last=True)
@@ -291,6 +299,7 @@ export async function coordinatorSettings(values: RunConfigValues): Promise<Coor
       dropLast: Boolean(values['drop-last']),
       engine,
       batchSize: intFlag('batch-size', values['batch-size'], 32, 1),
+      ...(values['ack-ms'] === undefined ? {} : { ackMs: intFlag('ack-ms', values['ack-ms'], DEFAULT_ACK_MS, 0, MAX_ACK_MS) }),
       epochs: intFlag('epochs', values.epochs, 3, 0),
       ...(sampler === SamplerKind.Torch ? {} : { sampler }),
       ...(noPad ? { pad: false } : {}),

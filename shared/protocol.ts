@@ -3,6 +3,7 @@
  * Both sides validate every frame against the unions below; the README documents the same.
  */
 import { z } from 'zod';
+import { MAX_ACK_MS } from './ackInterval.ts';
 import { DistSamplerError } from './errors.ts';
 import { ENGINE_NAMES, type EngineName } from './permutation.ts';
 import { SAMPLER_NAMES, type SamplerName } from './sampler.ts';
@@ -211,6 +212,12 @@ export const RunConfigSchema = z.object({
   eval: z.object({ every: nonNegInt.min(1), length: nonNegInt, pad: z.boolean() }).optional(),
   /** What the coordinator's dataset is: a worker that loaded other data is refused (4004). */
   dataset: DatasetIdentitySchema.optional(),
+  /**
+   * Workers acknowledge at most every `ackMs` while steps are quicker (shared/ackInterval.ts;
+   * absent: DEFAULT_ACK_MS); 0 acknowledges every batch. A death redelivers at most the batches
+   * of one such interval.
+   */
+  ackMs: z.number().min(0).max(MAX_ACK_MS).optional(),
 });
 export type RunConfig = z.infer<typeof RunConfigSchema>;
 

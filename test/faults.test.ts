@@ -11,10 +11,14 @@ import { planFor } from '../shared/runPlan.ts';
 import { CloseCode, PROTOCOL_VERSION, type RunConfig } from '../shared/protocol.ts';
 import type { Epoch } from '../worker/epoch.ts';
 import { initProcessGroup, type ProcessGroup } from '../worker/processGroup.ts';
+import { MAX_RESERVED_BATCHES } from '../worker/epochCursor.ts';
+import { DEFAULT_ACK_MS } from '../shared/ackInterval.ts';
 import { consume, type Consumed, type StopAt } from './support/consume.ts';
 import { runConfig } from './support/runConfig.ts';
 
-const baseConfig: RunConfig = runConfig({ length: 240, seed: '11', batchSize: 8, epochs: 2 });
+// Acks per batch (ackMs 0): these tests pin exact cursors and the one-batch bound. Coalesced acks
+// have the trial below, the simulator and test/ackCoalescing.test.ts.
+const baseConfig: RunConfig = runConfig({ length: 240, seed: '11', batchSize: 8, epochs: 2, ackMs: 0 });
 
 const open: Coordinator[] = [];
 afterEach(async () => {
@@ -38,6 +42,31 @@ function covered(results: Consumed[], epoch: number): Set<number> {
 }
 
 describe('worker death, seeded', () => {
+  it('with coalesced acks loses no position, and counts every double delivery within a reservation per death', async () => {
+    const rng = seedrandom('distsampler/faults/coalesced/v1');
+    for (let trial = 0; trial < 12; trial++) {
+      const worldSize = 2 + Math.floor(rng() * 3);
+      const victim = Math.floor(rng() * worldSize);
+      const length = 200 + Math.floor(rng() * 2000);
+      const batchSize = 1 + Math.floor(rng() * 9);
+      const dieAfter = Math.floor(rng() * Math.ceil(Math.ceil(length / worldSize) / batchSize));
+      const { coordinator, url } = await start({ worldSize }, { length, batchSize, seed: String(trial), epochs: 1, ackMs: DEFAULT_ACK_MS });
+      const groups = await Promise.all(Array.from({ length: worldSize }, (_, rank) => initProcessGroup({ initMethod: url, rank })));
+      const results = await Promise.all(groups.map((pg) => work(pg, pg.rank === victim ? (_e, b) => b === dieAfter : undefined)));
+      const report = await coordinator.done;
+      const context = `trial ${trial}: W=${worldSize} N=${length} B=${batchSize} kill rank ${victim} after ${dieAfter} batches`;
+      expect(report.ok, context).toBe(true);
+      const audit = report.epochs[0];
+      expect(audit.missing, context).toBe(0);
+      const delivered = results.reduce((sum, r) => sum + (r.positions.get(0)?.length ?? 0), 0);
+      const doubles = delivered - covered(results, 0).size;
+      expect(covered(results, 0).size, context).toBe(planFor(coordinator.config, audit.worldSize, 0).totalSize);
+      expect(audit.redelivered, context).toBeGreaterThanOrEqual(doubles);
+      expect(audit.redelivered, context).toBeLessThanOrEqual(MAX_RESERVED_BATCHES * batchSize);
+      await coordinator.close();
+    }
+  }, 120_000);
+
   const trials = 24;
   it(`loses no position in ${trials} random SIGKILL-like deaths, and redelivers at most the batch in flight`, async () => {
     const rng = seedrandom('distsampler/faults/v1');

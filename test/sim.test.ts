@@ -53,10 +53,10 @@ describe('simulator', () => {
   const expected: Record<PlantedBugName, string> = {
     [PlantedBug.AcceptForeignAck]: 'no ack accepted for a position the sender does not own',
     [PlantedBug.RestartDropsLastAcks]: 'journal replay reproduces the in-memory state',
-    [PlantedBug.ReassignForgetsInflight]: 'redelivered equals double deliveries',
+    [PlantedBug.ReassignForgetsInflight]: 'redelivered equals positions taken again',
     [PlantedBug.CountZombieAck]: 'no ack accepted from a dead connection',
     [PlantedBug.QuarantineWholeBatch]: 'exactly the bad samples quarantined',
-    [PlantedBug.RewindUncounted]: 'redelivered equals double deliveries',
+    [PlantedBug.RewindUncounted]: 'redelivered equals positions taken again',
     [PlantedBug.RenumberLeavesUnits]: 'the run ends',
   };
 

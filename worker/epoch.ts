@@ -6,6 +6,7 @@
  * The decisions (which batch next, what to ack, what to report after a cut) are EpochCursor's;
  * this is the shell around it: the plan's indices, the dataset's samples, the inbox, the socket.
  */
+import { ackIntervalOf } from '../shared/ackInterval.ts';
 import { epochOfPass, isEvalPass, passIsAfter } from '../shared/evalPass.ts';
 import type { ClientMessage, RunConfig, WorkUnit } from '../shared/protocol.ts';
 import type { ShardPlan } from '../shared/sampler.ts';
@@ -97,7 +98,7 @@ export class Epoch {
     this.epoch = epochOfPass(pass);
     // Results do not outlive a connection or a coordinator restart: an evaluation pass redoes
     // what the coordinator has not acknowledged instead of acknowledging it again.
-    this.cursor = new EpochCursor(pass, units, { redo: this.kind === 'eval' });
+    this.cursor = new EpochCursor(pass, units, { redo: this.kind === 'eval', ackMs: ackIntervalOf(group.config) });
   }
 
   /** This worker's rank in this epoch. */
@@ -139,7 +140,7 @@ export class Epoch {
       }
       // Out of work, pg.elastic commits what is done: held acks would keep the epoch from ending.
       if (this.cursor.holdAcks && !this.cursor.hasWork) this.group.elasticNotice?.('outOfWork');
-      const { batch, frames } = this.cursor.next(batchSize);
+      const { batch, frames } = this.cursor.next(batchSize, performance.now());
       this.sendAll(frames);
       if (batch) {
         idleSince = undefined;
@@ -271,7 +272,7 @@ export class Epoch {
       this.sendAll(this.cursor.abandon());
       return this.group.requeueFlow(message);
     }
-    this.sendAll(this.cursor.settle());
+    this.sendAll(this.cursor.settle(performance.now()));
     this.group.epochEnded(this.pass, {
       t: 'epochReport',
       epoch: this.pass,

@@ -7,6 +7,13 @@
  * `delivered` is how far offsets were handed to the step, `done` how far the step returned,
  * `end` the coordinator's end (cut short when it gave the tail to others). It never acks beyond
  * `end`, and reports what it delivered beyond a cut as an `overrun` so it is counted.
+ *
+ * Acks are coalesced (`ackMs`): a batch is handed out without a frame while it lies within the
+ * unit's reservation, the in-flight end the coordinator last heard of. A frame goes out when a
+ * batch goes beyond it, when `ackMs` passed since the last ack, or when the last step alone took
+ * that long (a real training step is acknowledged per batch). The reservation is sized to what
+ * the worker gets through in `ackMs` (at most MAX_RESERVED_BATCHES): a death hands out again, and
+ * counts as redelivered, at most that much beyond the acknowledged cursor.
  */
 import type { ClientMessage, WorkUnit } from '../shared/protocol.ts';
 
@@ -57,18 +64,42 @@ interface LocalUnit {
   known: number;
   /** Acknowledged up to here: `done`, or while acks are held (pg.elastic), the last commit. */
   committed: number;
+  /** The in-flight end the coordinator was last told: batches up to here need no frame. */
+  reserved: number;
 }
 
 export interface EpochCursorOptions {
   /** Redo offsets beyond the coordinator's cursors when the epoch is re-sent (evaluation passes). */
   readonly redo?: boolean;
+  /** At most one ack every this many ms while steps are quicker than that; 0: one per batch. */
+  readonly ackMs?: number;
+}
+
+/** A reservation never spans more batches than this: it bounds what one death hands out again. */
+export const MAX_RESERVED_BATCHES = 64;
+
+/** Weight of the newest step in the running step time that sizes reservations. */
+const STEP_TIME_WEIGHT = 0.25;
+
+/**
+ * Batches a reservation covers when a batch's step takes `batchMs`: what fits in `ackMs`, at
+ * least the batch in flight, at most MAX_RESERVED_BATCHES.
+ */
+export function reservationBatches(ackMs: number, batchMs: number): number {
+  return Math.max(1, Math.min(MAX_RESERVED_BATCHES, Math.floor(ackMs / Math.max(batchMs, 1e-6))));
 }
 
 export class EpochCursor {
   private units: LocalUnit[];
   private readonly redo: boolean;
-  /** The batch handed out last, whose step has not returned yet. */
-  private inFlight: { unit: LocalUnit; end: number } | null = null;
+  private readonly ackMs: number;
+  /** The batch handed out last, whose step has not returned yet, and when (the caller's clock). */
+  private inFlight: { unit: LocalUnit; start: number; end: number; handedAt: number } | null = null;
+  /** When the last ack went out. */
+  private lastAckAt = -Infinity;
+  /** The last step's duration, and a running mean per offset that sizes reservations. */
+  private lastStepMs = 0;
+  private meanMsPerOffset: number | undefined;
   /**
    * Batches whose step threw, by unit (one each: the unit ends there). Delivered, but neither
    * acknowledged nor handed out again; checked against the coordinator's units when re-sent.
@@ -93,6 +124,7 @@ export class EpochCursor {
   ) {
     this.units = units.map(fromWire);
     this.redo = options.redo ?? false;
+    this.ackMs = options.ackMs ?? 0;
   }
 
   /** True while batches are held back: the connection was lost and the epoch not yet re-sent. */
@@ -107,17 +139,18 @@ export class EpochCursor {
   }
 
   /**
-   * The step for the last batch returned (or none was handed out): the next batch of at most
-   * `batchSize` offsets, with the ack that completes the last batch and names the new one in
-   * flight. No batch (and the closing ack, `inflight: null`) when the work is done; no batch and
-   * no frame while held back.
+   * The step for the last batch returned (or none was handed out) at `now` (any monotonic clock
+   * in ms): the next batch of at most `batchSize` offsets, with the acks due (see the class
+   * comment: what completed, and the new reservation naming the batch in flight). No batch (and
+   * the closing acks, `inflight: null`) when the work is done; no batch and no frame while held back.
    */
-  next(batchSize: number): NextBatch {
-    const last = this.completeLast();
+  next(batchSize: number, now = 0): NextBatch {
+    const last = this.completeLast(now);
     if (this.held) return { batch: undefined, frames: [] };
     const unit = this.units.find((u) => u.delivered < u.end);
     if (!unit) {
-      const frames: EpochFrame[] = last ? [this.ack(last, null)] : [];
+      const frames: EpochFrame[] = this.flush(now);
+      if (frames.length === 0 && last) frames.push(this.ack(last, null, now));
       // The loop will wait for work: the others' collectives must not wait for this rank's calls.
       if (!this.saidOutOfWork) frames.push({ t: 'outOfWork', epoch: this.epoch });
       this.saidOutOfWork = true;
@@ -125,8 +158,25 @@ export class EpochCursor {
     }
     const batch: BatchRange = { unit: unit.id, origin: unit.origin, start: unit.delivered, end: Math.min(unit.end, unit.delivered + batchSize) };
     unit.delivered = batch.end;
-    this.inFlight = { unit, end: batch.end };
-    return { batch, frames: [this.ack(last ?? unit, { unit: unit.id, end: batch.end })] };
+    this.inFlight = { unit, start: batch.start, end: batch.end, handedAt: now };
+    const due = this.ackMs <= 0 || batch.end > unit.reserved || this.lastStepMs >= this.ackMs || now - this.lastAckAt >= this.ackMs;
+    if (!due) return { batch, frames: [] };
+    const frames: EpochFrame[] = this.flush(now, unit);
+    unit.reserved = Math.min(unit.end, batch.end + (this.reservedBatches(batchSize) - 1) * batchSize);
+    frames.push(this.ack(unit, { unit: unit.id, end: unit.reserved }, now));
+    return { batch, frames };
+  }
+
+  /** How many batches a new reservation covers: what the worker gets through in `ackMs`. */
+  private reservedBatches(batchSize: number): number {
+    if (this.ackMs <= 0 || this.meanMsPerOffset === undefined) return 1;
+    return reservationBatches(this.ackMs, this.meanMsPerOffset * batchSize);
+  }
+
+  /** Acks (`inflight: null`) for every unit but `except` whose completed offsets the coordinator has not heard of. */
+  private flush(now: number, except?: LocalUnit): AckFrame[] {
+    if (this.holdAcks) return [];
+    return this.units.filter((u) => u !== except && u.done > u.committed).map((u) => this.ack(u, null, now));
   }
 
   /**
@@ -183,6 +233,7 @@ export class EpochCursor {
     const last = this.inFlight;
     if (last && this.units.includes(last.unit)) last.unit.done = Math.max(last.unit.done, Math.min(last.end, last.unit.end));
     const frames: AckFrame[] = [];
+    // Held acks are not coalesced: a commit is the user's, and its acks all go out now.
     for (const unit of this.units) {
       if (unit.committed >= unit.done) continue;
       unit.committed = unit.done;
@@ -209,14 +260,18 @@ export class EpochCursor {
       const end = Math.min(unit.delivered, unit.end);
       if (end > unit.committed) frames.push({ t: 'rewind', epoch: this.epoch, unit: unit.id, end });
       unit.delivered = unit.done = Math.min(unit.delivered, unit.committed);
+      // The coordinator forgets the unit's in-flight end on a rewind: the next batch names it again.
+      unit.reserved = unit.delivered;
     }
     return frames;
   }
 
-  /** The step for the last batch returned and none follows (the epoch ended): its closing ack. */
-  settle(): EpochFrame[] {
-    const last = this.completeLast();
-    return last && !this.held ? [this.ack(last, null)] : [];
+  /** The step for the last batch returned and none follows (the epoch ended): the closing acks. */
+  settle(now = 0): EpochFrame[] {
+    const last = this.completeLast(now);
+    if (this.held) return [];
+    const frames = this.flush(now);
+    return frames.length === 0 && last ? [this.ack(last, null, now)] : frames;
   }
 
   /**
@@ -227,7 +282,7 @@ export class EpochCursor {
   abandon(): OverrunFrame[] {
     this.completeLast();
     this.held = true;
-    return this.units.filter((u) => u.delivered > u.known).map((u) => ({ t: 'overrun', epoch: this.epoch, unit: u.id, end: u.delivered }));
+    return this.units.filter((u) => claimed(u) > u.known).map((u) => ({ t: 'overrun', epoch: this.epoch, unit: u.id, end: claimed(u) }));
   }
 
   /** Takes in what the coordinator said (or that the connection dropped); returns the frames to send. */
@@ -271,13 +326,14 @@ export class EpochCursor {
       // failure heard (then the coordinator, which counted the retries, adds nothing for it) or
       // this worker taken for dead first (then it was delivered twice, and must be counted).
       if (failed && u.end <= failed.start) this.failures.delete(mine);
-      if (mine.delivered > u.end) frames.push({ t: 'overrun', epoch: this.epoch, unit: mine.id, end: mine.delivered });
+      if (claimed(mine) > u.end) frames.push({ t: 'overrun', epoch: this.epoch, unit: mine.id, end: claimed(mine) });
       mine.end = u.end;
       if (this.redo) {
         // Results beyond the coordinator's cursor may be lost: redo from it. The batch in flight
         // is dropped, so its completion moves no cursor and no ack claims it.
         mine.known = u.cursor;
         mine.done = mine.delivered = mine.committed = Math.min(u.cursor, u.end);
+        mine.reserved = mine.delivered;
         if (this.inFlight?.unit === mine) this.inFlight = null;
         next.push(mine);
         continue;
@@ -287,11 +343,13 @@ export class EpochCursor {
       mine.committed = Math.min(Math.max(mine.committed, u.cursor), mine.done);
       mine.delivered = Math.max(Math.min(mine.delivered, u.end), mine.done);
       const inflight = this.inFlight?.unit === mine && Math.min(this.inFlight.end, mine.end) > mine.done ? { unit: mine.id, end: Math.min(this.inFlight.end, mine.end) } : null;
+      // A reservation the coordinator may not have heard of (or forgot, restarted) is not relied on.
+      mine.reserved = inflight ? inflight.end : mine.delivered;
       if (mine.committed > u.cursor || (!this.holdAcks && mine.done > u.cursor) || inflight) frames.push(this.ack(mine, inflight));
       next.push(mine);
     }
     for (const gone of this.units) {
-      if (!next.includes(gone) && gone.delivered > gone.known) frames.push({ t: 'overrun', epoch: this.epoch, unit: gone.id, end: gone.delivered });
+      if (!next.includes(gone) && claimed(gone) > gone.known) frames.push({ t: 'overrun', epoch: this.epoch, unit: gone.id, end: claimed(gone) });
     }
     this.units = next;
     this.held = false;
@@ -309,20 +367,36 @@ export class EpochCursor {
   }
 
   /** Marks the in-flight batch's step as returned; the unit to acknowledge, if it is still ours. */
-  private completeLast(): LocalUnit | undefined {
+  private completeLast(now?: number): LocalUnit | undefined {
     const last = this.inFlight;
     this.inFlight = null;
+    if (last && now !== undefined) {
+      // Per offset: a short batch (a unit's last) says as much of the pace as a full one.
+      this.lastStepMs = Math.max(0, now - last.handedAt);
+      const perOffset = this.lastStepMs / Math.max(1, last.end - last.start);
+      this.meanMsPerOffset = this.meanMsPerOffset === undefined ? perOffset : this.meanMsPerOffset + STEP_TIME_WEIGHT * (perOffset - this.meanMsPerOffset);
+    }
     if (!last || !this.units.includes(last.unit)) return undefined;
     last.unit.done = Math.max(last.unit.done, Math.min(last.end, last.unit.end));
     return last.unit;
   }
 
-  private ack(unit: LocalUnit, inflight: AckFrame['inflight']): AckFrame {
+  private ack(unit: LocalUnit, inflight: AckFrame['inflight'], now?: number): AckFrame {
+    if (now !== undefined) this.lastAckAt = now;
     if (!this.holdAcks) unit.committed = unit.done;
     return { t: 'ack', epoch: this.epoch, unit: unit.id, cursor: unit.committed, inflight };
   }
 }
 
+/**
+ * How far this worker may have delivered `unit`: what it delivered, or the reservation it sent
+ * (whether or not the coordinator heard it). Overruns report this, so a lost worker's
+ * reservation counts the same however its frames fared.
+ */
+function claimed(unit: LocalUnit): number {
+  return Math.max(unit.delivered, unit.reserved);
+}
+
 function fromWire(u: WorkUnit): LocalUnit {
-  return { id: u.id, origin: u.origin, start: u.start, end: u.end, delivered: u.cursor, done: u.cursor, known: u.cursor, committed: u.cursor };
+  return { id: u.id, origin: u.origin, start: u.start, end: u.end, delivered: u.cursor, done: u.cursor, known: u.cursor, committed: u.cursor, reserved: u.cursor };
 }

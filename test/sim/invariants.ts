@@ -11,7 +11,9 @@
  * - journal replay reproduces the in-memory state (cursors may lag by unflushed acks only, and
  *   not at all once an epoch's end is announced);
  * - at each epoch's end: nothing missing, every planned step returned, `redelivered` equal to
- *   the double deliveries that happened and within batchSize x deaths plus reported overruns,
+ *   the positions taken again (reserved or handed to a lost worker, then to another; never fewer
+ *   than the double deliveries that happened), and the double deliveries within a reservation
+ *   (batchSize x the batches one ack interval holds) per death plus reported overruns,
  *   and every death, reassignment and restart in the epoch's events;
  * - evaluation passes (checkEvalAudit): an audit is never ok with a result missing; an ok one
  *   holds every index's result, hashed as the workers' results hash, and drops at least the
@@ -23,6 +25,8 @@ import { EffectKind, InputKind, type CoreEffect, type CoreInput, type PeerId } f
 import type { GroupCore } from '../../coordinator/groupCore.ts';
 import { replayJournal, type JournalState } from '../../coordinator/journalRecords.ts';
 import type { EpochAudit, RunReport } from '../../coordinator/report.ts';
+import { reservationBatches } from '../../worker/epochCursor.ts';
+import { ackIntervalOf } from '../../shared/ackInterval.ts';
 import { epochOfPass, evalDueAfter, evalPassCount, isEvalPass, passName, passPlan } from '../../shared/evalPass.ts';
 import { CloseCode, CollectiveErrorCode, ServerMessageSchema, type ClientMessage, type ServerMessage } from '../../shared/protocol.ts';
 import { Violation, type SimContext } from './context.ts';
@@ -394,18 +398,34 @@ export class Invariants implements HostObserver {
     const deaths = audit.events.filter((e) => e.type === 'death' || e.type === 'leave').length;
     // An evaluation pass redone from the coordinator's cursor (re-sent, or restarted) delivers again by design, uncounted.
     if (truth.lostKnowledge || truth.redone) {
-      if (audit.redelivered > truth.doubles) this.fail('redelivered equals double deliveries', `${where}: redelivered ${audit.redelivered} but only ${truth.doubles} positions were delivered twice`);
+      if (audit.redelivered > truth.retaken + truth.cancelled) {
+        this.fail('redelivered equals positions taken again', `${where}: redelivered ${audit.redelivered} but only ${truth.retaken} positions were taken twice (and ${truth.cancelled} reservations given back)`);
+      }
     } else {
-      if (audit.redelivered !== truth.doubles) this.fail('redelivered equals double deliveries', `${where}: redelivered ${audit.redelivered}, the workers handed ${truth.doubles} positions out again`);
+      if (audit.redelivered !== truth.retaken) this.fail('redelivered equals positions taken again', `${where}: redelivered ${audit.redelivered}, the workers took ${truth.retaken} positions again (${truth.doubles} delivered twice)`);
+      // Taken again covers delivered again: a report never counts fewer double deliveries than happened.
+      if (truth.doubles > truth.retaken) this.fail('redelivered equals positions taken again', `${where}: ${truth.doubles} double deliveries, only ${truth.retaken} takings again`);
       // pg.elastic: a death redelivers what its rank did since its commit, and each change rewinds every rank to its own.
       const elastic = this.ctx.scenario.elastic;
       // A coordinator restart rewinds every rank twice: its calls fail with the connection, and again with the generation after.
       const changes = audit.events.filter((e) => e.type === 'generation' || e.type === 'restart').length;
-      const perDeath = elastic ? elastic.commitEvery + 1 : 1;
+      const perDeath = (elastic ? elastic.commitEvery + 1 : 0) + this.reservedPerDeath(audit.epoch);
       const rewound = elastic ? (elastic.commitEvery + 1) * changes * audit.worldSize * this.ctx.scenario.config.batchSize : 0;
       const bound = this.ctx.scenario.config.batchSize * deaths * perDeath + rewound + this.overrunReported(audit.epoch) + retried(audit);
-      if (truth.doubles > bound) this.fail('redelivered within batchSize x deaths', `${where}: ${truth.doubles} double deliveries, bound ${bound} (${deaths} deaths)`);
+      if (truth.doubles > bound) this.fail('redelivered within a reservation per death', `${where}: ${truth.doubles} double deliveries, bound ${bound} (${deaths} deaths)`);
     }
+  }
+
+  /**
+   * Batches one death may hand out again: the reservation, sized to what the quickest step gets
+   * through in the ack interval (steps vary by 0.7 to 1.3 of their mean); 1 when acks are per batch.
+   */
+  private reservedPerDeath(epoch: number): number {
+    const { scenario } = this.ctx;
+    const ackMs = ackIntervalOf(scenario.config);
+    if (ackMs <= 0) return 1;
+    const perSample = isEvalPass(epoch) ? scenario.evalStepMsPerSample : scenario.stepMsPerSample;
+    return reservationBatches(ackMs, 0.7 * perSample * scenario.config.batchSize);
   }
 
   /** Positions zombies reported in `overrun` frames for this epoch (their own count, beyond any cut). */

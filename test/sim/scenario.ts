@@ -200,6 +200,10 @@ export function drawScenario(seed: string): Scenario {
   const evalLength = config.eval?.length ?? 0;
   const evalMs = evalRng.real(300, 3000);
   const evalStepMsPerSample = evalMs / Math.max(1, Math.ceil(evalLength / world));
+  // Acks per batch, at the default interval, or coalesced over 0.3 to 30 batches' steps: a stream of its own.
+  const acking = new Rng(`ack:${seed}`);
+  const ackRoll = acking.real(0, 1);
+  const ackMs = ackRoll < 0.2 ? 0 : ackRoll < 0.35 ? undefined : Math.min(60_000, stepMsPerSample * batchSize * acking.real(0.3, 30));
   const span = Math.max(1000, (epochs * epochMs + evalPassCount(config) * evalMs) * 1.3);
   const busy = rng.chance(0.75);
   const faults: FaultPlan = {
@@ -239,7 +243,7 @@ export function drawScenario(seed: string): Scenario {
   return {
     seed,
     range,
-    config,
+    config: ackMs === undefined ? config : { ...config, ackMs },
     settings,
     workers: elastic ? rng.int(min, range.max) : rng.chance(0.1) ? world + 1 : world,
     claimRanks: !elastic && rng.chance(0.4),

@@ -10,6 +10,7 @@ import { EpochCursor, type BatchRange } from '../../worker/epochCursor.ts';
 import { Backoff, RECONNECT_BACKOFF } from '../../worker/backoff.ts';
 import { RECONNECTABLE } from '../../worker/connection.ts';
 import { packResults } from '../../worker/evalResults.ts';
+import { ackIntervalOf } from '../../shared/ackInterval.ts';
 import { epochOfPass, isEvalPass, passIsAfter, passPlan } from '../../shared/evalPass.ts';
 import { CollectiveErrorCode, PROTOCOL_VERSION, type ClientMessage, type RunConfig, type ServerMessage, type WorkUnit } from '../../shared/protocol.ts';
 import type { ShardPlan } from '../../shared/sampler.ts';
@@ -23,6 +24,20 @@ import { evalResultOf } from './truth.ts';
 export interface WorkerHooks {
   /** Offsets [start, end) of `origin`'s shard were handed to this worker's step. */
   handed(worker: SimWorker, epoch: number, worldSize: number, origin: number, start: number, end: number): void;
+  /**
+   * This worker told the coordinator it may deliver offsets [start, end) of `origin`'s shard (an
+   * ack's in-flight reservation): from then on a death hands them out again, and counts them.
+   */
+  reserved(worker: SimWorker, epoch: number, worldSize: number, origin: number, start: number, end: number): void;
+  /**
+   * It gave up offsets [start, end) of `origin`'s shard (a rewind, a failed batch): what it was
+   * handed counts when taken again, what it only reserved was never taken.
+   */
+  released(worker: SimWorker, epoch: number, worldSize: number, origin: number, start: number, end: number): void;
+  /** Offsets [start, end) of `origin`'s shard were cut from its units while it was away (given to others, counted). */
+  lost(worker: SimWorker, epoch: number, worldSize: number, origin: number, start: number, end: number): void;
+  /** It left the group gracefully mid-pass, holding `units`: its reservations in them were never taken. */
+  left(worker: SimWorker, epoch: number, worldSize: number, units: Iterable<UnitRange>): void;
   /** The step for them returned. */
   completed(worker: SimWorker, epoch: number, worldSize: number, origin: number, start: number, end: number): void;
   collectiveReply(worker: SimWorker, message: Extract<ServerMessage, { t: 'collectiveResult' | 'collectiveError' }>): void;
@@ -33,6 +48,13 @@ export interface WorkerHooks {
   refused(worker: SimWorker, epoch: number): void;
   /** Its evaluation pass was re-sent: offsets beyond the coordinator's cursors are redone (not acknowledged again). */
   redo(worker: SimWorker, epoch: number, worldSize: number): void;
+}
+
+/** Offsets [start, end) of `origin`'s shard: a unit as the coordinator named it last. */
+export interface UnitRange {
+  readonly origin: number;
+  readonly start: number;
+  readonly end: number;
 }
 
 type State = 'new' | 'handshake' | 'member' | 'reconnecting' | 'done' | 'dead';
@@ -51,6 +73,8 @@ interface EpochRun {
   blockedOn: number | undefined;
   /** Per unit, how far its offsets were handed to the step (an evaluation pass redoes beyond the coordinator's cursor). */
   readonly handedTo: Map<number, number>;
+  /** Each unit's origin (whose shard its offsets are) and range, as the coordinator's frames named them last. */
+  readonly origins: Map<number, UnitRange>;
   batches: number;
   idleSince: number | undefined;
   /** pg.elastic (scenario.elastic): batches completed since the last commit. */
@@ -229,10 +253,28 @@ export class SimWorker {
   send(message: ClientMessage): void {
     const conn = this.conn;
     if (!conn) return;
+    // A claim stands once made, whether or not the frame gets through: a lost worker reports its
+    // reservations (an overrun) when it is back.
+    this.noteClaims(message);
     // Closed under it (it has not read the close yet): the frame is lost, and the network says so.
     if (!conn.workerOpen) return this.network.toCoordinator(conn, { kind: 'frame', message });
     this.hooks.sent(this, conn, message);
     this.network.toCoordinator(conn, { kind: 'frame', message });
+  }
+
+  /** What a frame claims or gives up, for the truth's count of positions taken twice. */
+  private noteClaims(message: ClientMessage): void {
+    const run = this.run;
+    if (!run || (message.t !== 'ack' && message.t !== 'rewind' && message.t !== 'stepFailed') || message.epoch !== run.epoch) return;
+    if (message.t === 'ack') {
+      const unit = message.inflight && run.origins.get(message.inflight.unit);
+      if (message.inflight && unit) this.hooks.reserved(this, run.epoch, run.worldSize, unit.origin, message.inflight.unit === message.unit ? message.cursor : unit.start, message.inflight.end);
+      return;
+    }
+    // A rewind gives up what followed the commit, a failed batch what followed its start (it is
+    // retried, here too maybe); the coordinator forgets the unit's reservation either way.
+    const unit = run.origins.get(message.unit);
+    if (unit) this.hooks.released(this, run.epoch, run.worldSize, unit.origin, message.t === 'rewind' ? unit.start : message.cursor, unit.end);
   }
 
   private sendAll(frames: readonly ClientMessage[]): void {
@@ -253,6 +295,7 @@ export class SimWorker {
       case 'assign':
         if (message.seq !== undefined) this.nextSeq = Math.max(this.nextSeq, message.seq);
         if (this.run && message.epoch === this.run.epoch && !this.run.ended) {
+          for (const u of message.units) this.run.origins.set(u.id, { origin: u.origin, start: u.start, end: u.end });
           this.sendAll(this.run.cursor.receive({ t: 'assign', units: message.units }));
           this.step();
         }
@@ -315,6 +358,16 @@ export class SimWorker {
       // A change missed while away: the next call would have failed, so the loop rewinds.
       if (message.generation !== undefined && message.generation > this.generation && run.cursor.holdAcks) run.rewindDue = true;
       if (run.evaluation) this.noteRedo(run, message.units);
+      // The re-sent units are the truth: what was cut from one (or one left out) is no longer this
+      // worker's, given to others and counted; taking it again is a new taking.
+      for (const [id, had] of run.origins) {
+        const now = message.units.find((u) => u.id === id);
+        const from = now ? Math.max(now.end, had.start) : had.start;
+        // A unit's end here may predate a failure that cut it: what another unit now holds is not lost.
+        for (const [start, end] of rangesOutside(from, had.end, message.units.filter((u) => u.origin === had.origin))) this.hooks.lost(this, run.epoch, run.worldSize, had.origin, start, end);
+      }
+      run.origins.clear();
+      for (const u of message.units) run.origins.set(u.id, { origin: u.origin, start: u.start, end: u.end });
       this.sendAll(run.cursor.receive({ t: 'epoch', units: message.units }));
       return this.step();
     }
@@ -326,13 +379,14 @@ export class SimWorker {
       evaluation,
       worldSize: message.worldSize,
       // Results do not outlive a connection or a coordinator: an evaluation pass redoes what is not acknowledged.
-      cursor: new EpochCursor(message.epoch, message.units, { redo: evaluation }),
+      cursor: new EpochCursor(message.epoch, message.units, { redo: evaluation, ackMs: ackIntervalOf(this.ctx.scenario.config) }),
       digest: new ShardDigest(),
       plan: undefined,
       stepping: false,
       ended: false,
       blockedOn: undefined,
       handedTo: new Map(),
+      origins: new Map(message.units.map((u) => [u.id, { origin: u.origin, start: u.start, end: u.end }])),
       batches: 0,
       idleSince: undefined,
       sinceCommit: 0,
@@ -388,7 +442,7 @@ export class SimWorker {
     if (this.leaving) return this.depart();
     if (run.ended) return this.report(run);
     this.elasticTurn(run);
-    const { batch, frames } = run.cursor.next(this.ctx.scenario.config.batchSize);
+    const { batch, frames } = run.cursor.next(this.ctx.scenario.config.batchSize, this.ctx.queue.now);
     this.sendAll(frames);
     if (!batch) {
       run.idleSince ??= this.ctx.queue.now;
@@ -464,7 +518,7 @@ export class SimWorker {
 
   private report(run: EpochRun): void {
     if (this.lastEnded?.epoch === run.epoch) return;
-    this.sendAll(run.cursor.settle());
+    this.sendAll(run.cursor.settle(this.ctx.queue.now));
     const report: ClientMessage = {
       t: 'epochReport',
       epoch: run.epoch,
@@ -482,10 +536,25 @@ export class SimWorker {
     // Leaving while cut off: what it did after its last counted ack reaches nobody.
     if (this.run && !this.run.ended && !this.finished && !(this.conn?.workerOpen ?? false)) this.hooks.refused(this, this.run.epoch);
     // Under pg.elastic what was not committed is given back (the others roll back to their commits too).
-    if (this.run && !this.run.ended) this.sendAll(this.run.cursor.holdAcks ? this.run.cursor.rewind() : this.run.cursor.settle());
+    if (this.run && !this.run.ended) this.sendAll(this.run.cursor.holdAcks ? this.run.cursor.rewind() : this.run.cursor.settle(this.ctx.queue.now));
     if (!this.finished) this.send({ t: 'leave' });
+    // Gone with its closing acks: what it reserved beyond them it never had.
+    if (this.run && !this.run.ended && (this.conn?.workerOpen ?? false)) this.hooks.left(this, this.run.epoch, this.run.worldSize, this.run.origins.values());
     this.state = 'done';
     if (this.conn) this.network.closeByWorker(this.conn, 1000);
     this.conn = undefined;
   }
+}
+
+/** [start, end) without the ranges of `units`, as disjoint ranges. */
+function rangesOutside(start: number, end: number, units: readonly WorkUnit[]): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  let at = start;
+  for (const u of [...units].sort((a, b) => a.start - b.start)) {
+    if (u.end <= at || u.start >= end) continue;
+    if (u.start > at) out.push([at, u.start]);
+    at = Math.max(at, u.end);
+  }
+  if (at < end) out.push([at, end]);
+  return out;
 }

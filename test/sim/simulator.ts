@@ -13,8 +13,8 @@ import { Invariants } from './invariants.ts';
 import { Network } from './network.ts';
 import { Rng } from './rng.ts';
 import { drawScenario, faultCount, type Scenario } from './scenario.ts';
-import { SimWorker, type WorkerHooks } from './simWorker.ts';
-import { RunTruth } from './truth.ts';
+import { SimWorker, type UnitRange, type WorkerHooks } from './simWorker.ts';
+import { HANDED, RESERVED, RunTruth } from './truth.ts';
 
 export interface SeedOptions {
   readonly trace?: boolean;
@@ -291,8 +291,38 @@ class Simulation implements WorkerHooks {
 
   // ---- what the workers tell ------------------------------------------------------------
 
-  handed(_w: SimWorker, epoch: number, worldSize: number, origin: number, start: number, end: number): void {
-    this.truth.of(epoch, worldSize).handed(origin, start, end);
+  handed(w: SimWorker, epoch: number, worldSize: number, origin: number, start: number, end: number): void {
+    const truth = this.truth.of(epoch, worldSize);
+    truth.handed(origin, start, end);
+    truth.taken(this.workerKey(w), origin, start, end, HANDED);
+  }
+
+  reserved(w: SimWorker, epoch: number, worldSize: number, origin: number, start: number, end: number): void {
+    this.truth.of(epoch, worldSize).taken(this.workerKey(w), origin, start, end, RESERVED);
+  }
+
+  released(w: SimWorker, epoch: number, worldSize: number, origin: number, start: number, end: number): void {
+    this.truth.of(epoch, worldSize).released(this.workerKey(w), origin, start, end);
+  }
+
+  lost(w: SimWorker, epoch: number, worldSize: number, origin: number, start: number, end: number): void {
+    this.truth.of(epoch, worldSize).lost(this.workerKey(w), origin, start, end);
+  }
+
+  left(w: SimWorker, epoch: number, worldSize: number, units: Iterable<UnitRange>): void {
+    const truth = this.truth.of(epoch, worldSize);
+    for (const unit of units) truth.unreserved(this.workerKey(w), unit.origin, unit.start, unit.end);
+  }
+
+  private readonly workerKeys = new Map<SimWorker, number>();
+  /** A worker's key in the truth's tables (1, 2, ...). */
+  private workerKey(w: SimWorker): number {
+    let key = this.workerKeys.get(w);
+    if (key === undefined) {
+      key = this.workerKeys.size + 1;
+      this.workerKeys.set(w, key);
+    }
+    return key;
   }
 
   completed(_w: SimWorker, epoch: number, worldSize: number, origin: number, start: number, end: number): void {

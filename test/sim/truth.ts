@@ -26,6 +26,10 @@ export function expectedEvalSha256(length: number): string {
   return sha;
 }
 
+const NOT_HELD = 0;
+export const RESERVED = 1;
+export const HANDED = 2;
+
 export class EpochTruth {
   /** Where each origin's shard starts in the tables below (shards may differ in size: pad: false). */
   private readonly bases: number[];
@@ -34,6 +38,16 @@ export class EpochTruth {
   private readonly completedFlag: Uint8Array;
   /** Double deliveries: a position handed out n times counts n - 1. */
   doubles = 0;
+  /**
+   * Takings per position: a worker takes a position when it reserves it (an ack's in-flight end)
+   * or is handed it, unless it holds it already. A reservation given back undelivered (a rewind,
+   * a leave, a failed batch's unit) is no taking. Each taking after the first is what the
+   * coordinator counts as redelivered (it hands out again what a lost worker reserved, delivered
+   * or not), so `redelivered` must equal `retaken`; `doubles` <= `retaken`.
+   */
+  private readonly takings: Uint8Array;
+  /** Per worker (its key), per position: 0 not held, RESERVED, or HANDED (a worker lost for a while holds them still). */
+  private readonly holds = new Map<number, Uint8Array>();
   /** Members lost (closed, dropped, refused) while this epoch ran, as the simulator saw them. */
   losses = 0;
   /** Coordinator restarts into this epoch. */
@@ -68,6 +82,7 @@ export class EpochTruth {
     }
     this.planned = total;
     this.handedCount = new Uint8Array(total);
+    this.takings = new Uint8Array(total);
     this.completedFlag = new Uint8Array(total);
   }
 
@@ -77,6 +92,65 @@ export class EpochTruth {
       const seen = this.handedCount[k];
       if (seen > 0) this.doubles++;
       if (seen < 255) this.handedCount[k] = seen + 1;
+    }
+  }
+
+  /**
+   * Reserved positions given back undelivered. A coordinator restarted from its journal may not
+   * have heard they were: it counts them if their worker is lost, so they bound what it may add.
+   */
+  cancelled = 0;
+
+  /** Positions taken again: a position taken n times counts n - 1. */
+  get retaken(): number {
+    let count = 0;
+    for (const takings of this.takings) if (takings > 1) count += takings - 1;
+    return count;
+  }
+
+  /** Worker `key` (>= 1) reserved offsets [start, end) of `origin`'s shard, or (`handed`) was handed them. */
+  taken(key: number, origin: number, start: number, end: number, how: typeof RESERVED | typeof HANDED): void {
+    const base = this.bases[origin];
+    let mine = this.holds.get(key);
+    if (!mine) this.holds.set(key, (mine = new Uint8Array(this.planned)));
+    for (let k = base + start; k < base + end; k++) {
+      if (mine[k] === NOT_HELD && this.takings[k] < 255) this.takings[k]++;
+      if (mine[k] !== HANDED) mine[k] = how;
+    }
+  }
+
+  /**
+   * Worker `key` gives up offsets [start, end) of `origin`'s shard: what it was handed may be
+   * taken again (and counts), what it only reserved was never taken.
+   */
+  released(key: number, origin: number, start: number, end: number): void {
+    const mine = this.holds.get(key);
+    if (!mine) return;
+    const base = this.bases[origin];
+    for (let k = base + start; k < base + end; k++) {
+      if (mine[k] === RESERVED) {
+        this.takings[k]--;
+        this.cancelled++;
+      }
+      mine[k] = NOT_HELD;
+    }
+  }
+
+  /** Worker `key` no longer holds offsets [start, end) of `origin`'s shard (cut from it while it was away): its takings stand. */
+  lost(key: number, origin: number, start: number, end: number): void {
+    this.holds.get(key)?.fill(NOT_HELD, this.bases[origin] + start, this.bases[origin] + end);
+  }
+
+  /** Worker `key` gives back what it reserved of offsets [start, end) of `origin`'s shard undelivered (it left): never taken. */
+  unreserved(key: number, origin: number, start: number, end: number): void {
+    const mine = this.holds.get(key);
+    if (!mine) return;
+    const base = this.bases[origin];
+    for (let k = base + start; k < base + end; k++) {
+      if (mine[k] !== RESERVED) continue;
+      this.takings[k]--;
+      this.cancelled++;
+      mine[k] = NOT_HELD;
     }
   }
 
