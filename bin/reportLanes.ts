@@ -121,7 +121,7 @@ function lane(audit: EpochAudit, rank: number, top: number, laneH: number, x: (m
   const row = audit.ranks.find((r) => r.rank === rank);
   const parts = [`<g data-lane="${rank}" transform="translate(0 ${top})">`];
   // Its samples are at the lane's end; the rest of its row in the tooltip.
-  const about = row ? `pid ${row.pid ?? 'none'}${row.waitMs === null ? '' : `, waited ${formatMs(row.waitMs)}`}${row.sha256 === null ? ', no report' : ''}` : '';
+  const about = row ? `pid ${row.pid ?? 'none'}${row.waitMs === null ? '' : `, waited ${formatMs(row.waitMs)}`}${row.digest === null ? ', no report' : ''}` : '';
   parts.push(`<text x="${PLOT_X0 - 6}" y="${mid + 3.5}">${about ? `<title>${escapeXml(about)}</title>` : ''}rank ${rank}</text>`);
   const track = audit.timeline?.find((t) => t.rank === rank);
   if (track && track.points.length > 0) parts.push(`<path class="p" d="${progressPath(untilGone(track.points, audit.events, rank), x, laneH, scale, maxPoints)}"/>`);

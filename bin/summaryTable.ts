@@ -36,9 +36,9 @@ const FAULT_CAUSES: Partial<Record<EpochEvent['type'], string>> = {
  */
 export function digestsCell(epoch: Pick<EpochAudit, 'ranks' | 'events'>): string {
   const total = epoch.ranks.length;
-  const matched = epoch.ranks.filter((r) => r.sha256 !== null && r.sha256 === r.planSha256).length;
+  const matched = epoch.ranks.filter((r) => r.digest !== null && r.digest === r.planDigest).length;
   const fault = epoch.events.find((ev) => ev.type !== 'join');
-  const differing = epoch.ranks.some((r) => r.sha256 !== null && r.sha256 !== r.planSha256);
+  const differing = epoch.ranks.some((r) => r.digest !== null && r.digest !== r.planDigest);
   if (matched === total || (!fault && !differing)) return `${matched}/${total} match plan`;
   const differ = `${total - matched} of ${total} differ from the plan`;
   return fault ? `${differ}: expected after ${FAULT_CAUSES[fault.type] ?? `a ${fault.type}`}` : differ;

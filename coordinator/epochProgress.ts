@@ -408,7 +408,7 @@ export class EpochProgress {
     if (message.samples < acknowledged) {
       return this.hooks.reject(peer, CloseCode.Malformed, `epoch report says ${message.samples} samples, but this worker acknowledged ${acknowledged}`);
     }
-    state.reports.set(rank, { samples: message.samples, sha256: message.sha256, waitMs: message.waitMs });
+    state.reports.set(rank, { samples: message.samples, digest: message.digest, waitMs: message.waitMs });
     this.maybeFinishEpoch();
   }
 
@@ -432,7 +432,7 @@ export class EpochProgress {
     // Quarantined samples are allowed up to --max-failed over the whole run.
     const quarantined = group.audits.reduce((sum, a) => sum + a.quarantined, 0) + ledger.quarantined;
     const withinFailures = quarantined <= group.settings.maxFailed;
-    const ok = ledger.missing === 0 && evaluated && withinFailures && (faulted || ranks.every((r) => r.sha256 !== null && r.sha256 === r.planSha256));
+    const ok = ledger.missing === 0 && evaluated && withinFailures && (faulted || ranks.every((r) => r.digest !== null && r.digest === r.planDigest));
     const audit = auditOf(state, ranks, ok, group.now);
     group.audits.push(audit);
     group.recentEpoch = { ledger, audit };

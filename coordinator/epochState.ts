@@ -25,7 +25,7 @@ export interface CarriedPass {
 
 export interface EpochReportEntry {
   readonly samples: number;
-  readonly sha256: string;
+  readonly digest: string;
   readonly waitMs: number;
 }
 
@@ -138,8 +138,8 @@ export function rankAudits(state: EpochState, expected: Readonly<Record<number, 
         rank,
         pid: state.pids.get(rank) ?? null,
         samples: report?.samples ?? state.acked.get(rank) ?? 0,
-        sha256: report?.sha256 ?? null,
-        planSha256: expected[rank] ?? null,
+        digest: report?.digest ?? null,
+        planDigest: expected[rank] ?? null,
         waitMs: report?.waitMs ?? null,
       };
     });

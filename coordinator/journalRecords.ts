@@ -115,8 +115,8 @@ const RankAuditSchema = z.strictObject({
   rank,
   pid: int.nullable(),
   samples: count,
-  sha256: z.string().nullable(),
-  planSha256: z.string().nullable(),
+  digest: z.string().nullable(),
+  planDigest: z.string().nullable(),
   waitMs: z.number().finite().nonnegative().nullable(),
 });
 

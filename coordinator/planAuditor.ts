@@ -4,7 +4,7 @@
  * runs, so the rollover barrier does not wait for O(N) hashing.
  */
 import type { ShardPlan } from '../shared/sampler.ts';
-import { ShardDigest } from '../shared/shardDigest.ts';
+import { IndexHash } from '../shared/indexHash.ts';
 
 const SLICE = 64 * 1024;
 
@@ -12,7 +12,7 @@ export class PlanAuditor {
   private readonly digests: string[] = [];
   private rank = 0;
   private offset = 0;
-  private digest = new ShardDigest();
+  private digest = new IndexHash();
 
   constructor(private readonly plan: () => ShardPlan) {}
 
@@ -42,7 +42,7 @@ export class PlanAuditor {
       this.offset = to;
       if (this.offset === size) {
         this.digests.push(this.digest.hex());
-        this.digest = new ShardDigest();
+        this.digest = new IndexHash();
         this.rank++;
         this.offset = 0;
       }

@@ -14,10 +14,13 @@ export interface RankAudit {
    * from its report; for a rank that never reported, the positions it was seen to acknowledge.
    */
   samples: number;
-  /** sha256 over the dataset indices it consumed, in order; null when it never reported (it died, or the epoch was aborted). */
-  sha256: string | null;
+  /**
+   * The audit digest (shared/indexHash.ts: 64 bits over the indices as integers) of the dataset
+   * indices it consumed, in order; null when it never reported (it died, or the epoch was aborted).
+   */
+  digest: string | null;
   /** The digest of this rank's shard in PyTorch's plan, derived by the coordinator. */
-  planSha256: string | null;
+  planDigest: string | null;
   /** Time it waited at the epoch boundary for the others. */
   waitMs: number | null;
 }

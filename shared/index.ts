@@ -28,6 +28,7 @@ export { FeistelPermutation, feistelPermutation } from './feistel.ts';
 export { MT19937, torchSeed32, type Seed } from './mt19937.ts';
 export { randperm, type IndexTable } from './randperm.ts';
 export { digestIndices, ShardDigest, sumIndices } from './shardDigest.ts';
+export { hashIndices, IndexHash } from './indexHash.ts';
 export type { RunConfig } from './protocol.ts';
 export {
   DistSamplerError,

@@ -319,8 +319,8 @@ export const ClientMessageSchema = z.discriminatedUnion('t', [
     t: z.literal('epochReport'),
     epoch: int,
     samples: nonNegInt,
-    /** sha256 over the dataset indices this worker consumed this epoch, in order. */
-    sha256: z.string().regex(/^[0-9a-f]{64}$/),
+    /** The audit digest (shared/indexHash.ts) of the dataset indices this worker consumed this epoch, in order. */
+    digest: z.string().regex(/^[0-9a-f]{16}$/),
     /** Time from the worker running out of work to the epoch's end. */
     waitMs: z.number().nonnegative(),
   }),

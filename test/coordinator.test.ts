@@ -61,7 +61,7 @@ describe('coordinator and workers over loopback', () => {
     }
     for (const audit of report.epochs) {
       expect(audit).toMatchObject({ planned: 102, consumed: 102, missing: 0, redelivered: 0, ok: true });
-      for (const r of audit.ranks) expect(r.sha256).toBe(r.planSha256);
+      for (const r of audit.ranks) expect(r.digest).toBe(r.planDigest);
     }
   });
 
@@ -73,14 +73,14 @@ describe('coordinator and workers over loopback', () => {
     liar.on('message', (data) => {
       const m = JSON.parse(data.toString()) as { t: string; units?: Array<{ id: number; end: number }> };
       if (m.t === 'epoch') for (const u of m.units!) liar.send(JSON.stringify({ t: 'ack', epoch: 0, unit: u.id, cursor: u.end, inflight: null }));
-      if (m.t === 'epochEnd') liar.send(JSON.stringify({ t: 'epochReport', epoch: 0, samples: 10, sha256: '0'.repeat(64), waitMs: 0 }));
+      if (m.t === 'epochEnd') liar.send(JSON.stringify({ t: 'epochReport', epoch: 0, samples: 10, digest: '0'.repeat(16), waitMs: 0 }));
     });
     await consumeIndices(await honest);
     const report = await coordinator.done;
     expect(report.epochs[0].missing).toBe(0);
     expect(report.epochs[0].ok).toBe(false);
     expect(report.ok).toBe(false);
-    expect(report.epochs[0].ranks[1].planSha256).toMatch(/^[0-9a-f]{64}$/);
+    expect(report.epochs[0].ranks[1].planDigest).toMatch(/^[0-9a-f]{16}$/);
     liar.terminate();
   });
 

@@ -11,7 +11,7 @@ import type { JournalState } from '../coordinator/journalRecords.ts';
 import type { EpochAudit, RunReport } from '../coordinator/report.ts';
 import { evalPassAfter, passPlan } from '../shared/evalPass.ts';
 import { CloseCode, type RunConfig, type ServerMessage, type WorkUnit } from '../shared/protocol.ts';
-import { ShardDigest } from '../shared/shardDigest.ts';
+import { IndexHash } from '../shared/indexHash.ts';
 import { CoreDriver, runConfig } from './support/coreDriver.ts';
 
 /** What a worker's evalStep returns for a dataset index, here. */
@@ -24,7 +24,7 @@ function expectedSha(length: number): string {
     .digest('hex');
 }
 
-const sha = '0'.repeat(64);
+const sha = '0'.repeat(16);
 
 /** A run of one epoch of 10 samples, then an evaluation pass over 7 samples, for 2 ranks. */
 function evalRun(evalSettings: Partial<NonNullable<RunConfig['eval']>> = {}): { driver: CoreDriver; config: RunConfig; a: number; b: number } {
@@ -60,9 +60,9 @@ function finishUnits(driver: CoreDriver, config: RunConfig, peer: number, pass: 
 /** Each peer's epoch report; a peer that consumed its own shard (the i-th peer holds rank i) reports its plan digest. */
 function report(driver: CoreDriver, peers: number[], pass: number, config?: RunConfig): void {
   for (const [rank, peer] of peers.entries()) {
-    const digest = new ShardDigest();
+    const digest = new IndexHash();
     if (config) for (const index of passPlan(config, peers.length, pass).shard(rank)) digest.add(index);
-    driver.send(peer, { t: 'epochReport', epoch: pass, samples: acknowledged.get(`${peer}:${pass}`) ?? 0, sha256: config ? digest.hex() : sha, waitMs: 0 });
+    driver.send(peer, { t: 'epochReport', epoch: pass, samples: acknowledged.get(`${peer}:${pass}`) ?? 0, digest: config ? digest.hex() : sha, waitMs: 0 });
   }
 }
 

@@ -96,7 +96,7 @@ describe('worker death, seeded', () => {
         // Every acknowledged position is some rank's sample, the dead rank's included.
         expect(audit.ranks.reduce((sum, r) => sum + r.samples, 0), context).toBe(audit.consumed);
       }
-      expect(report.epochs[dieEpoch].ranks[victim].sha256, context).toBeNull();
+      expect(report.epochs[dieEpoch].ranks[victim].digest, context).toBeNull();
       expect(report.epochs[dieEpoch].events.some((e) => e.type === 'death' && e.rank === victim), context).toBe(true);
       await coordinator.close();
     }
@@ -113,7 +113,7 @@ describe('failure policies', () => {
     expect(report.error).toMatch(/^rank 1 died at origin 1 offset \d+\/80/);
     // The aborted epoch still says who was there and what each acknowledged.
     const aborted = report.epochs.at(-1)!;
-    expect(aborted.ranks.map((r) => [r.rank, r.pid, r.sha256])).toEqual([0, 1, 2].map((rank) => [rank, process.pid, null]));
+    expect(aborted.ranks.map((r) => [r.rank, r.pid, r.digest])).toEqual([0, 1, 2].map((rank) => [rank, process.pid, null]));
     expect(aborted.ranks.reduce((sum, r) => sum + r.samples, 0)).toBe(aborted.consumed);
     expect(aborted.ranks[1].samples).toBeGreaterThan(0);
     for (const r of [results[0], results[2]]) {
@@ -193,7 +193,7 @@ describe('elastic membership', () => {
     expect(report.ok).toBe(true);
     expect(report.epochs.map((e) => e.worldSize)).toEqual([2, 3]);
     expect(lateResult.positions.has(0)).toBe(false);
-    expect(report.epochs[1].ranks.every((r) => r.sha256 === r.planSha256)).toBe(true);
+    expect(report.epochs[1].ranks.every((r) => r.digest === r.planDigest)).toBe(true);
     expect(report.epochs[0].events.some((e) => e.type === 'join' && /standby/.test(e.detail))).toBe(true);
   });
 
@@ -252,7 +252,7 @@ describe('elastic membership', () => {
     expect(report.ok).toBe(true);
     expect(report.epochs[1].worldSize).toBe(2);
     expect(groups[2].rank).toBe(1);
-    expect(report.epochs[1].ranks.map((r) => r.sha256 === r.planSha256)).toEqual([true, true]);
+    expect(report.epochs[1].ranks.map((r) => r.digest === r.planDigest)).toEqual([true, true]);
   });
 });
 

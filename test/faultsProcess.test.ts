@@ -242,7 +242,7 @@ describe('real SIGKILLs through distsampler run', () => {
     expect(restarted.events.map((e) => e.type)).toContain('restart');
     expect(deathsIn(restarted)).toBe(0);
     // The workers kept their shards across the restart: each consumed exactly its plan.
-    for (const r of restarted.ranks) expect(r.sha256, `rank ${r.rank}`).toBe(r.planSha256);
+    for (const r of restarted.ranks) expect(r.digest, `rank ${r.rank}`).toBe(r.planDigest);
   });
 
   it('aborts the group when a rank is SIGKILLed under --on-failure abort: run exits non-zero, the report names the rank, survivors fail naming it', async () => {
@@ -320,7 +320,7 @@ describe('real SIGKILLs against a standalone coordinator and env:// workers', ()
     expect(report.epochs.map((e) => e.epoch)).toEqual([0, 1]);
     expectRedeliveryBound(report, 'standalone restart');
     expect(report.epochs[0].events.map((e) => e.type)).toContain('restart');
-    for (const r of report.epochs[0].ranks) expect(r.sha256, `rank ${r.rank}`).toBe(r.planSha256);
+    for (const r of report.epochs[0].ranks) expect(r.digest, `rank ${r.rank}`).toBe(r.planDigest);
   });
 
   it('writes its report when a coordinator with --journal is stopped by SIGINT (Ctrl-C), like one without a journal', async () => {

@@ -111,7 +111,7 @@ describe('group generations', () => {
     for (const peer of [a, b]) {
       for (const unit of of(driver.framesTo(peer), 'epoch')[0].units) driver.send(peer, { t: 'ack', epoch: 0, unit: unit.id, cursor: unit.end, inflight: null });
     }
-    for (const peer of [a, b]) driver.send(peer, { t: 'epochReport', epoch: 0, samples: 6, sha256: '0'.repeat(64), waitMs: 0 });
+    for (const peer of [a, b]) driver.send(peer, { t: 'epochReport', epoch: 0, samples: 6, digest: '0'.repeat(16), waitMs: 0 });
     expect(driver.closes()).toEqual([]);
     const next = of(driver.framesTo(c), 'epoch').find((m) => m.epoch === 1);
     expect(next).toMatchObject({ generation: 1, groupSize: 3, seq: 0 });

@@ -143,6 +143,6 @@ describe('coordinator restart from the journal', () => {
       expect(all).toEqual(Array.from({ length: 400 }, (_, i) => i));
     }
     // Without faults the digests equal the plan, restart or not.
-    for (const r of report.epochs[0].ranks) expect(r.sha256).toBe(r.planSha256);
+    for (const r of report.epochs[0].ranks) expect(r.digest).toBe(r.planDigest);
   });
 });

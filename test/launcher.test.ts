@@ -1,7 +1,7 @@
 /** Real processes: `run` forks workers, a standalone coordinator serves env:// workers. */
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ShardPlan } from '../shared/sampler.ts';
-import { digestIndices } from '../shared/shardDigest.ts';
+import { hashIndices } from '../shared/indexHash.ts';
 import { initProcessGroup } from '../worker/processGroup.ts';
 import { isAlive, killStarted, startCli } from './support/cli.ts';
 import { consume } from './support/consume.ts';
@@ -31,7 +31,7 @@ describe('distsampler run (multi-process)', () => {
       const plan = new ShardPlan({ length: 1003, worldSize: 4, seed: -3, epoch: audit.epoch });
       for (const r of audit.ranks) {
         expect(r.samples).toBe(251);
-        expect(r.sha256).toBe(digestIndices(plan.shard(r.rank)));
+        expect(r.digest).toBe(hashIndices(plan.shard(r.rank)));
         pids.add(r.pid!);
       }
     }
@@ -59,7 +59,7 @@ describe('distsampler run (multi-process)', () => {
     expect((await coordinator.exited).code, coordinator.stderr()).toBe(0);
     const report = readReport(reportPath);
     expect(report.ok).toBe(true);
-    for (const audit of report.epochs) for (const r of audit.ranks) expect(r.sha256).toBe(r.planSha256);
+    for (const audit of report.epochs) for (const r of audit.ranks) expect(r.digest).toBe(r.planDigest);
   });
 
   it('keeps a standalone coordinator serving collectives after the last epoch until its workers leave', async () => {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { PlanAuditor } from '../coordinator/planAuditor.ts';
 import { ShardPlan } from '../shared/sampler.ts';
-import { digestIndices } from '../shared/shardDigest.ts';
+import { hashIndices } from '../shared/indexHash.ts';
 
 describe('PlanAuditor', () => {
   it('derives every rank’s planned digest in small slices, equal to hashing each shard whole', () => {
@@ -10,11 +10,11 @@ describe('PlanAuditor', () => {
     let slices = 0;
     while (!auditor.work(1000)) slices++;
     expect(slices).toBeGreaterThan(5);
-    expect(auditor.finish()).toEqual([0, 1, 2].map((r) => digestIndices(plan.shard(r))));
+    expect(auditor.finish()).toEqual([0, 1, 2].map((r) => hashIndices(plan.shard(r))));
   });
 
   it('finishes at once when asked before its slices ran, and handles empty shards', () => {
     const plan = new ShardPlan({ length: 2, worldSize: 4, dropLast: true });
-    expect(new PlanAuditor(() => plan).finish()).toEqual(Array(4).fill(digestIndices([])));
+    expect(new PlanAuditor(() => plan).finish()).toEqual(Array(4).fill(hashIndices([])));
   });
 });

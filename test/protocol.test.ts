@@ -8,7 +8,7 @@ describe('protocol validation', () => {
       { t: 'hello', v: PROTOCOL_VERSION, workerId: 'w', pid: 1, rank: 0, length: 10 },
       { t: 'ack', epoch: 0, unit: 1, cursor: 3, inflight: { unit: 1, end: 5 } },
       { t: 'ack', epoch: 0, unit: 1, cursor: 5, inflight: null },
-      { t: 'epochReport', epoch: 0, samples: 5, sha256: 'a'.repeat(64), waitMs: 1.5 },
+      { t: 'epochReport', epoch: 0, samples: 5, digest: 'a'.repeat(16), waitMs: 1.5 },
       { t: 'collective', seq: 0, op: 'allReduce', value: [1, 2], reduce: 'sum', timeoutMs: 100 },
       { t: 'store', req: 1, op: 'set', keys: ['k'], value: 'v', timeoutMs: 100 },
       { t: 'leave' },

@@ -122,7 +122,7 @@ describe('the core with a poison sample', () => {
       }
       if (!worked) break;
     }
-    for (const peer of peers) driver.send(peer, { t: 'epochReport', epoch: 0, samples: 0, sha256: 'x', waitMs: 0 });
+    for (const peer of peers) driver.send(peer, { t: 'epochReport', epoch: 0, samples: 0, digest: 'x', waitMs: 0 });
     return driver.core.view().audits[0];
   }
 

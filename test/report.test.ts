@@ -10,8 +10,8 @@ function report(events: EpochEvent[]): RunReport {
     epoch: 0,
     worldSize: 2,
     ranks: [
-      { rank: 0, pid: 10, samples: 5, sha256: 'a', planSha256: 'a', waitMs: 0 },
-      { rank: 1, pid: 11, samples: 5, sha256: null, planSha256: 'b', waitMs: null },
+      { rank: 0, pid: 10, samples: 5, digest: 'a', planDigest: 'a', waitMs: 0 },
+      { rank: 1, pid: 11, samples: 5, digest: null, planDigest: 'b', waitMs: null },
     ],
     planned: 10,
     consumed: 10,

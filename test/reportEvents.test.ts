@@ -28,7 +28,7 @@ describe('the report for programs', () => {
     driver.advance(1500);
     driver.closed(b);
     finish(driver, a, [...epochFrames(driver, a)[0].units, ...assigned(driver, a)]);
-    driver.send(a, { t: 'epochReport', epoch: 0, samples: 35, sha256: '0'.repeat(64), waitMs: 0 });
+    driver.send(a, { t: 'epochReport', epoch: 0, samples: 35, digest: '0'.repeat(16), waitMs: 0 });
     const [audit] = audits(driver);
     expect(audit).toMatchObject({ startedAt: '2026-12-02T16:00:00.000Z', downtimeMs: 0, runningMs: audit.durationMs });
     const death = audit.events.find((e) => e.type === 'death')!;
@@ -54,7 +54,7 @@ describe('the report for programs', () => {
     restarted.advance(1000);
     finish(restarted, a2, epochFrames(restarted, a2).at(-1)!.units);
     finish(restarted, b2, epochFrames(restarted, b2).at(-1)!.units);
-    for (const peer of [a2, b2]) restarted.send(peer, { t: 'epochReport', epoch: 0, samples: 20, sha256: '0'.repeat(64), waitMs: 0 });
+    for (const peer of [a2, b2]) restarted.send(peer, { t: 'epochReport', epoch: 0, samples: 20, digest: '0'.repeat(16), waitMs: 0 });
     const [audit] = audits(restarted);
     expect(audit.durationMs).toBe(8000);
     expect(audit.downtimeMs).toBe(5000);

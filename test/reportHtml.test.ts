@@ -19,7 +19,7 @@ function epochAudit(epoch: number, worldSize: number, overrides: Partial<EpochAu
   return {
     epoch,
     worldSize,
-    ranks: Array.from({ length: worldSize }, (_, rank) => ({ rank, pid: 4000 + rank, samples: share, sha256: 'a'.repeat(64), planSha256: 'a'.repeat(64), waitMs: 4 + rank })),
+    ranks: Array.from({ length: worldSize }, (_, rank) => ({ rank, pid: 4000 + rank, samples: share, digest: 'a'.repeat(16), planDigest: 'a'.repeat(16), waitMs: 4 + rank })),
     planned: share * worldSize,
     consumed: share * worldSize,
     missing: 0,
@@ -132,7 +132,7 @@ describe('the timeline page', () => {
     const epochs = Array.from({ length: 10 }, (_, epoch) =>
       epochAudit(epoch, 64, {
         durationMs: 60_000,
-        ranks: Array.from({ length: 64 }, (_, rank) => ({ rank, pid: 40_000 + rank, samples: 1000, sha256: 'a'.repeat(64), planSha256: 'a'.repeat(64), waitMs: 5 + rank * 9 })),
+        ranks: Array.from({ length: 64 }, (_, rank) => ({ rank, pid: 40_000 + rank, samples: 1000, digest: 'a'.repeat(16), planDigest: 'a'.repeat(16), waitMs: 5 + rank * 9 })),
         timeline: Array.from({ length: 64 }, (_, rank) => steadyTrack(rank, 1000, 59_000 + rank, 200)),
         events: epoch % 3 === 1 ? death(epoch) : epoch === 5 ? restart : [],
       }),

@@ -33,7 +33,7 @@ function runEpoch(length: number, step: number, msPerAck: number): { driver: Cor
     }
   }
   driver.advance(5);
-  for (const peer of peers) driver.send(peer, { t: 'epochReport', epoch: 0, samples: length / 2, sha256: '0'.repeat(64), waitMs: 0 });
+  for (const peer of peers) driver.send(peer, { t: 'epochReport', epoch: 0, samples: length / 2, digest: '0'.repeat(16), waitMs: 0 });
   return { driver, audit: audits(driver)[0] };
 }
 

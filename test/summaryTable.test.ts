@@ -4,7 +4,7 @@ import type { EpochAudit, EpochEvent, RankAudit, RunReport } from '../coordinato
 import { digestsCell, formatSummary } from '../bin/summaryTable.ts';
 
 const event = (type: EpochEvent['type'], rank: number | null): EpochEvent => ({ type, rank, atMs: 1, detail: '' });
-const rank = (r: number, sha256: string | null, planSha256 = `plan${r}`): RankAudit => ({ rank: r, pid: 10 + r, samples: 5, sha256, planSha256, waitMs: 0 });
+const rank = (r: number, digest: string | null, planDigest = `plan${r}`): RankAudit => ({ rank: r, pid: 10 + r, samples: 5, digest, planDigest, waitMs: 0 });
 /** Four ranks, each consuming its own shard exactly (its digest is the plan's). */
 const clean = (): RankAudit[] => [0, 1, 2, 3].map((r) => rank(r, `plan${r}`));
 

@@ -11,7 +11,7 @@ import { epochOfPass, isEvalPass, passIsAfter } from '../shared/evalPass.ts';
 import type { ClientMessage, RunConfig, WorkUnit } from '../shared/protocol.ts';
 import type { ShardPlan } from '../shared/sampler.ts';
 import { allocateIndexTable, type IndexTable } from '../shared/randperm.ts';
-import { ShardDigest } from '../shared/shardDigest.ts';
+import { IndexHash } from '../shared/indexHash.ts';
 import type { Dataset } from './datasets.ts';
 import { EpochCursor, type BatchRange } from './epochCursor.ts';
 import { EvalBatchNotCurrentError, EvalResultsMissingError, EvalResultsRepeatedError, NotAnEvalPassError } from './evalErrors.ts';
@@ -80,7 +80,7 @@ export class Epoch {
   /** The training epoch: this epoch's number, or for an evaluation pass the epoch it follows. */
   readonly epoch: number;
   private readonly cursor: EpochCursor;
-  private readonly digest = new ShardDigest();
+  private readonly digest = new IndexHash();
   private current: CurrentBatch | undefined;
 
   constructor(
@@ -277,7 +277,7 @@ export class Epoch {
       t: 'epochReport',
       epoch: this.pass,
       samples: this.digest.count,
-      sha256: this.digest.hex(),
+      digest: this.digest.hex(),
       waitMs: idleSince === undefined ? 0 : performance.now() - idleSince,
     });
   }

@@ -14,7 +14,7 @@ import { ackIntervalOf } from '../../shared/ackInterval.ts';
 import { epochOfPass, isEvalPass, passIsAfter, passPlan } from '../../shared/evalPass.ts';
 import { CollectiveErrorCode, PROTOCOL_VERSION, type ClientMessage, type RunConfig, type ServerMessage, type WorkUnit } from '../../shared/protocol.ts';
 import type { ShardPlan } from '../../shared/sampler.ts';
-import { ShardDigest } from '../../shared/shardDigest.ts';
+import { IndexHash } from '../../shared/indexHash.ts';
 import type { SimContext } from './context.ts';
 import type { Conn, Network, ToWorker } from './network.ts';
 import { PER_BATCH_TIMEOUT_MS } from './scenario.ts';
@@ -65,7 +65,7 @@ interface EpochRun {
   readonly evaluation: boolean;
   readonly worldSize: number;
   readonly cursor: EpochCursor;
-  readonly digest: ShardDigest;
+  readonly digest: IndexHash;
   plan: ShardPlan | undefined;
   stepping: boolean;
   ended: boolean;
@@ -380,7 +380,7 @@ export class SimWorker {
       worldSize: message.worldSize,
       // Results do not outlive a connection or a coordinator: an evaluation pass redoes what is not acknowledged.
       cursor: new EpochCursor(message.epoch, message.units, { redo: evaluation, ackMs: ackIntervalOf(this.ctx.scenario.config) }),
-      digest: new ShardDigest(),
+      digest: new IndexHash(),
       plan: undefined,
       stepping: false,
       ended: false,
@@ -523,7 +523,7 @@ export class SimWorker {
       t: 'epochReport',
       epoch: run.epoch,
       samples: run.digest.count,
-      sha256: run.digest.hex(),
+      digest: run.digest.hex(),
       waitMs: run.idleSince === undefined ? 0 : this.ctx.queue.now - run.idleSince,
     };
     this.lastEnded = { epoch: run.epoch, report };
