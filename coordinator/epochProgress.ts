@@ -371,6 +371,8 @@ export class EpochProgress {
       const units = state.ledger.unitsOf(target).filter((u) => unitIds.includes(u.id));
       // A rank out of work made no collective calls meanwhile: it joins the one the others are at.
       state.outOfWork.delete(target);
+      // Its report (sent when it ran out of work) no longer counts all it will have consumed.
+      state.reports.delete(target);
       group.sendTo(target, { t: 'assign', epoch: state.ledger.epoch, units, reason, seq: group.collectives.joinSeq });
     }
     this.maybeCompleteEpoch();
@@ -390,16 +392,33 @@ export class EpochProgress {
       group.journal.write({ k: 'evalSummary', epoch: state.ledger.epoch, summary: evaluation.summary! });
     }
     group.phase = 'reporting';
+    // An early report's wait went on until now.
+    for (const [rank, report] of state.reports) {
+      if (report.earlyAt !== undefined) state.reports.set(rank, { samples: report.samples, digest: report.digest, waitMs: report.waitMs + Math.max(0, group.now - report.earlyAt) });
+    }
     // Ranks that ran out of work first skipped the others' last collectives: they line up here.
-    group.sendAll(group.activeLive(), { t: 'epochEnd', epoch: state.ledger.epoch, seq: group.collectives.nextSeq });
+    // Those whose report came in with their last ack need not send it again: when they all did,
+    // the next epoch starts now, half a round trip after the last ack.
+    const live = group.activeLive();
+    const end = { t: 'epochEnd', epoch: state.ledger.epoch, seq: group.collectives.nextSeq } as const;
+    const reported = live.filter((rank) => state.reports.has(rank));
+    if (reported.length > 0) group.sendAll(reported, { ...end, reported: true });
+    if (reported.length < live.length) group.sendAll(live.filter((rank) => !state.reports.has(rank)), end);
     state.reportTimer = group.timers.setTimeout(() => this.finishEpoch(), group.settings.reportTimeoutMs);
     this.maybeFinishEpoch();
   }
 
+  /**
+   * A worker's report: at the epoch's end, or sent early by a rank out of work (with its closing
+   * ack), kept until the rank gets work again or is lost.
+   */
   epochReport(peer: Peer, rank: number, message: Extract<ClientMessage, { t: 'epochReport' }>): void {
     const group = this.group;
     const state = group.current;
-    if (!state || message.epoch !== state.ledger.epoch || group.phase !== 'reporting') {
+    const early = state !== undefined && message.epoch === state.ledger.epoch && group.phase === 'running';
+    // Sent before an `assign` reached it: it has work again, and will report again when done.
+    if (early && (!state.active.has(rank) || state.ledger.remainingOf(rank) > 0)) return;
+    if (!state || message.epoch !== state.ledger.epoch || (group.phase !== 'reporting' && !early)) {
       // A report re-sent after a restart, for an epoch already audited, is harmless.
       if (group.audits.some((a) => a.epoch === message.epoch)) return;
       return this.hooks.reject(peer, CloseCode.OutOfOrder, `epoch report for epoch ${message.epoch} before that epoch ended`);
@@ -408,7 +427,7 @@ export class EpochProgress {
     if (message.samples < acknowledged) {
       return this.hooks.reject(peer, CloseCode.Malformed, `epoch report says ${message.samples} samples, but this worker acknowledged ${acknowledged}`);
     }
-    state.reports.set(rank, { samples: message.samples, digest: message.digest, waitMs: message.waitMs });
+    state.reports.set(rank, { samples: message.samples, digest: message.digest, waitMs: message.waitMs, ...(early ? { earlyAt: group.now } : {}) });
     this.maybeFinishEpoch();
   }
 

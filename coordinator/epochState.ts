@@ -27,6 +27,8 @@ export interface EpochReportEntry {
   readonly samples: number;
   readonly digest: string;
   readonly waitMs: number;
+  /** A report sent early (the rank out of work): when it came, so its wait runs on to the epoch's end. */
+  readonly earlyAt?: number;
 }
 
 export interface EpochState {

@@ -233,6 +233,12 @@ export class GroupState {
     }
     const pid = state.pids.get(from);
     if (pid !== undefined) state.pids.set(to, pid);
+    // A report sent early (out of work) is the worker's: it goes with it.
+    const report = state.reports.get(from);
+    if (report) {
+      state.reports.set(to, report);
+      state.reports.delete(from);
+    }
   }
 
   release(rank: number): void {

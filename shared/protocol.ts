@@ -429,7 +429,11 @@ export const ServerMessageSchema = z.discriminatedUnion('t', [
   z.object({ t: z.literal('assign'), epoch: int, units: z.array(WorkUnitSchema), reason: z.string(), seq: nonNegInt.optional() }),
   /** Every position of the epoch is acknowledged: report, then wait for the next epoch. */
   /** `seq`: the group's collective frontier, past the calls made while some ranks were out of work. */
-  z.object({ t: z.literal('epochEnd'), epoch: int, seq: nonNegInt.optional() }),
+  /**
+   * `reported`: the coordinator holds this rank's report, sent when it ran out of work; a worker
+   * that has handed out nothing since need not send it again.
+   */
+  z.object({ t: z.literal('epochEnd'), epoch: int, seq: nonNegInt.optional(), reported: z.literal(true).optional() }),
   z.object({ t: z.literal('finish'), reason: z.string() }),
   z.object({ t: z.literal('abort'), reason: z.string(), code: AbortCodeSchema }),
   z.object({

@@ -40,7 +40,8 @@ export interface EpochHost {
   /** Hands a message this epoch does not consume back to the group's loop. */
   requeueFlow(message: FlowMessage): void;
   send(message: ClientMessage): void;
-  epochEnded(pass: number, report: EpochReport): void;
+  /** The pass ended with this report; `send` false when the coordinator already holds it. */
+  epochEnded(pass: number, report: EpochReport, send: boolean): void;
   raise(message: FlowMessage): never;
   /**
    * pg.elastic's view of the loop: a batch was handed out, or the loop ran out of work (it
@@ -82,6 +83,11 @@ export class Epoch {
   private readonly cursor: EpochCursor;
   private readonly digest = new IndexHash();
   private current: CurrentBatch | undefined;
+  /**
+   * The report went out when this worker ran out of work (so the coordinator can start the next
+   * epoch as soon as the last ack is in), and nothing was handed out or received since.
+   */
+  private reportCurrent = false;
 
   constructor(
     private readonly group: EpochHost,
@@ -142,7 +148,13 @@ export class Epoch {
       if (this.cursor.holdAcks && !this.cursor.hasWork) this.group.elasticNotice?.('outOfWork');
       const { batch, frames } = this.cursor.next(batchSize, performance.now());
       this.sendAll(frames);
+      // Out of work: the report goes with the closing ack. More work (an assign) makes it stale.
+      if (!batch && !this.reportCurrent && !this.cursor.hasWork && !this.cursor.suspended) {
+        this.group.send(this.reportOf(0));
+        this.reportCurrent = true;
+      }
       if (batch) {
+        this.reportCurrent = false;
         idleSince = undefined;
         const { origin, start, end } = batch;
         const size = end - start;
@@ -272,17 +284,19 @@ export class Epoch {
       this.sendAll(this.cursor.abandon());
       return this.group.requeueFlow(message);
     }
-    this.sendAll(this.cursor.settle(performance.now()));
-    this.group.epochEnded(this.pass, {
-      t: 'epochReport',
-      epoch: this.pass,
-      samples: this.digest.count,
-      digest: this.digest.hex(),
-      waitMs: idleSince === undefined ? 0 : performance.now() - idleSince,
-    });
+    const closing = this.cursor.settle(performance.now());
+    this.sendAll(closing);
+    // The coordinator says it holds the report sent early; sent again only if anything changed since.
+    const resend = !this.reportCurrent || closing.length > 0 || !(message.t === 'epochEnd' && message.reported === true);
+    this.group.epochEnded(this.pass, this.reportOf(idleSince === undefined ? 0 : performance.now() - idleSince), resend);
+  }
+
+  private reportOf(waitMs: number): EpochReport {
+    return { t: 'epochReport', epoch: this.pass, samples: this.digest.count, digest: this.digest.hex(), waitMs };
   }
 
   private take(message: FlowMessage): void {
+    if (message.t === 'connectionLost' || message.t === 'assign' || message.t === 'epoch') this.reportCurrent = false;
     switch (message.t) {
       case 'connectionLost':
         return this.sendAll(this.cursor.receive(message));

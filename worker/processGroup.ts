@@ -342,9 +342,9 @@ export class ProcessGroup implements EpochHost {
   }
 
   /** @internal */
-  epochEnded(pass: number, report: EpochReport): void {
+  epochEnded(pass: number, report: EpochReport, send: boolean): void {
     this.lastEnded = { epoch: pass, report };
-    this.send(report);
+    if (send) this.send(report);
   }
 
   /** @internal */

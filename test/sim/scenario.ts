@@ -63,6 +63,8 @@ export interface Scenario {
   readonly seed: string;
   readonly range: WorldSizeRange;
   readonly config: RunConfig;
+  /** Workers send their epoch report with their closing ack when out of work (the real client's way), not only at the epoch's end. */
+  readonly earlyReports: boolean;
   readonly settings: CoreSettings;
   /** Worker processes started at time 0. */
   readonly workers: number;
@@ -203,6 +205,8 @@ export function drawScenario(seed: string): Scenario {
   // Acks per batch, at the default interval, or coalesced over 0.3 to 30 batches' steps: a stream of its own.
   const acking = new Rng(`ack:${seed}`);
   const ackRoll = acking.real(0, 1);
+  // Most workers report when they run out of work (as the real client does); some only at the epoch's end.
+  const earlyReports = acking.chance(0.8);
   const ackMs = ackRoll < 0.2 ? 0 : ackRoll < 0.35 ? undefined : Math.min(60_000, stepMsPerSample * batchSize * acking.real(0.3, 30));
   const span = Math.max(1000, (epochs * epochMs + evalPassCount(config) * evalMs) * 1.3);
   const busy = rng.chance(0.75);
@@ -244,6 +248,7 @@ export function drawScenario(seed: string): Scenario {
     seed,
     range,
     config: ackMs === undefined ? config : { ...config, ackMs },
+    earlyReports,
     settings,
     workers: elastic ? rng.int(min, range.max) : rng.chance(0.1) ? world + 1 : world,
     claimRanks: !elastic && rng.chance(0.4),

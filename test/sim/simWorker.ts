@@ -81,6 +81,10 @@ interface EpochRun {
   sinceCommit: number;
   /** pg.elastic: the group changed mid-epoch; the loop goes back to its commit before its next batch. */
   rewindDue: boolean;
+  /** Its report went out when it ran out of work, and nothing was handed out or received since (as the real client keeps it). */
+  reportCurrent: boolean;
+  /** The epochEnd said the coordinator holds its report. */
+  endReported: boolean;
 }
 
 const COLLECTIVE_TIMEOUT_MS = 1000;
@@ -240,6 +244,7 @@ export class SimWorker {
       }
       this.state = 'reconnecting';
       this.run?.cursor.receive({ t: 'connectionLost' });
+      if (this.run) this.run.reportCurrent = false;
       if (this.run) {
         this.run.blockedOn = undefined;
         // pg.elastic: the call failed with the connection, so the loop rewinds (once the epoch is re-sent).
@@ -296,6 +301,7 @@ export class SimWorker {
         if (message.seq !== undefined) this.nextSeq = Math.max(this.nextSeq, message.seq);
         if (this.run && message.epoch === this.run.epoch && !this.run.ended) {
           for (const u of message.units) this.run.origins.set(u.id, { origin: u.origin, start: u.start, end: u.end });
+          this.run.reportCurrent = false;
           this.sendAll(this.run.cursor.receive({ t: 'assign', units: message.units }));
           this.step();
         }
@@ -306,6 +312,7 @@ export class SimWorker {
           this.hooks.moment(this, 'epochEnd');
           if (this.state === 'dead') return;
           this.run.ended = true;
+          this.run.endReported = message.reported === true;
           if (!this.run.stepping) this.report(this.run);
         } else if (this.lastEnded?.epoch === message.epoch) this.send(this.lastEnded.report);
         return;
@@ -368,6 +375,7 @@ export class SimWorker {
       }
       run.origins.clear();
       for (const u of message.units) run.origins.set(u.id, { origin: u.origin, start: u.start, end: u.end });
+      run.reportCurrent = false;
       this.sendAll(run.cursor.receive({ t: 'epoch', units: message.units }));
       return this.step();
     }
@@ -391,6 +399,8 @@ export class SimWorker {
       idleSince: undefined,
       sinceCommit: 0,
       rewindDue: false,
+      reportCurrent: false,
+      endReported: false,
     };
     next.cursor.holdAcks = !evaluation && this.ctx.scenario.elastic !== undefined;
     this.run = next;
@@ -444,6 +454,12 @@ export class SimWorker {
     this.elasticTurn(run);
     const { batch, frames } = run.cursor.next(this.ctx.scenario.config.batchSize, this.ctx.queue.now);
     this.sendAll(frames);
+    // Out of work: the report goes with the closing ack, as the real client sends it (most seeds).
+    if (!batch && this.ctx.scenario.earlyReports && !run.reportCurrent && !run.cursor.hasWork && !run.cursor.suspended) {
+      this.send(this.reportOf(run));
+      run.reportCurrent = true;
+    }
+    if (batch) run.reportCurrent = false;
     if (!batch) {
       run.idleSince ??= this.ctx.queue.now;
       return;
@@ -518,16 +534,15 @@ export class SimWorker {
 
   private report(run: EpochRun): void {
     if (this.lastEnded?.epoch === run.epoch) return;
-    this.sendAll(run.cursor.settle(this.ctx.queue.now));
-    const report: ClientMessage = {
-      t: 'epochReport',
-      epoch: run.epoch,
-      samples: run.digest.count,
-      digest: run.digest.hex(),
-      waitMs: run.idleSince === undefined ? 0 : this.ctx.queue.now - run.idleSince,
-    };
+    const closing = run.cursor.settle(this.ctx.queue.now);
+    this.sendAll(closing);
+    const report = this.reportOf(run);
     this.lastEnded = { epoch: run.epoch, report };
-    this.send(report);
+    if (!run.reportCurrent || closing.length > 0 || !run.endReported) this.send(report);
+  }
+
+  private reportOf(run: EpochRun): Extract<ClientMessage, { t: 'epochReport' }> {
+    return { t: 'epochReport', epoch: run.epoch, samples: run.digest.count, digest: run.digest.hex(), waitMs: run.idleSince === undefined ? 0 : this.ctx.queue.now - run.idleSince };
   }
 
   /** destroy(): a leave (unless the run finished), then a normal close. */
