@@ -130,14 +130,15 @@ function fakeHost(config: RunConfig, options: { rank?: number; pass: number }) {
     config,
     rank: options.rank ?? 0,
     plan: (pass, worldSize) => passPlan(config, worldSize, pass),
-    nextFlow: async () => queue.shift() ?? { t: 'epochEnd', epoch: options.pass },
+    // The coordinator holds the report the worker sent with its closing ack.
+    nextFlow: async () => queue.shift() ?? { t: 'epochEnd', epoch: options.pass, reported: true },
     pollFlow: () => queue.shift(),
     requeueFlow: (message) => void queue.unshift(message),
     send: (message) => void sent.push(message),
-    // As ProcessGroup does: the report goes out with the others.
-    epochEnded: (pass, report) => {
+    // As ProcessGroup does: the report goes out with the others, unless the coordinator has it.
+    epochEnded: (pass, report, send) => {
       ended.push(pass);
-      sent.push(report);
+      if (send) sent.push(report);
     },
     raise: (message) => {
       throw new Error(`unexpected ${message.t}`);
@@ -402,7 +403,7 @@ describe('ProcessGroup.epochs: passes in run order', () => {
     const { pg, ws } = fakeGroup(config, [start(0, [unit(0, 0, 0, 10)])]);
     let evalReports = 0;
     ws.respond = (frame) => {
-      if (frame.t === 'outOfWork') return [{ t: 'epochEnd', epoch: frame.epoch }];
+      if (frame.t === 'outOfWork') return [{ t: 'epochEnd', epoch: frame.epoch, reported: true }];
       if (frame.t !== 'epochReport') return [];
       if (frame.epoch === 0) return [start(-1, [unit(0, 0, 0, 7)])];
       // A restarted coordinator re-sends the evaluation that ended, asks for its report, and goes back further still.

@@ -105,6 +105,9 @@ export function derivePermutationOffThread(job: PermutationJob): Promise<IndexTa
         workerData: { ...job, entry: entry.href, tsx },
       })
     : new Worker(entry, { execArgv: [], workerData: job });
+  // A permutation derived ahead (the next epoch's) must not hold a finished program open; one
+  // awaited now is held open by the connection that waits for it.
+  worker.unref();
   return new Promise<IndexTable>((resolve, reject) => {
     worker.once('message', (table: IndexTable) => {
       resolve(table);

@@ -19,7 +19,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import WebSocket from 'ws';
-import { isEvalPass, passIsAfter } from '../shared/evalPass.ts';
+import { epochOfPass, isEvalPass, passIsAfter } from '../shared/evalPass.ts';
 import { CloseCode, closeReason, encode, parseServerMessage } from '../shared/protocol.ts';
 import type { ClientMessage, RunConfig } from '../shared/protocol.ts';
 import type { ShardPlan } from '../shared/sampler.ts';
@@ -268,6 +268,10 @@ export class ProcessGroup implements EpochHost {
         this.client.epochBegins();
         // A large permutation is derived off the event loop, so pings are answered meanwhile.
         await this.plans.prepare(message.epoch);
+        // The next training epoch's permutation is derived (off thread) while this one runs, so
+        // the rollover does not wait for it.
+        const upcoming = epochOfPass(message.epoch) + 1;
+        if (upcoming < this.config.epochs) void this.plans.prepare(upcoming);
         const epoch = new Epoch(this, message.epoch, message.worldSize, message.units);
         this.currentEpoch = epoch;
         await this.elasticRun?.enterEpoch(epoch, false);
