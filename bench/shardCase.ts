@@ -34,14 +34,15 @@ function parseSpec(argv: readonly string[]): CaseSpec {
     return value;
   };
   const mode = need('mode');
-  if (mode !== 'shard' && mode !== 'stream') throw new Error(`shardCase: --mode must be shard or stream`);
+  if (mode !== 'shard' && mode !== 'stream' && mode !== 'first') throw new Error(`shardCase: --mode must be shard, stream or first`);
   return {
     engine: assertEngine(need('engine')),
     mode: mode satisfies CaseMode,
     length: int('length'),
     worldSize: int('world'),
     rank: int('rank'),
-    runs: Math.max(1, int('runs')),
+    // A fresh process has one first derivation.
+    runs: mode === 'first' ? 1 : Math.max(1, int('runs')),
     sha256: need('sha256') === '1',
   };
 }
@@ -54,7 +55,7 @@ interface RunOutcome {
   readonly timing: CaseTiming;
   readonly fold: string;
   readonly count: number;
-  /** The materialised shard (mode `shard` only), kept for the digest. */
+  /** The materialised shard (modes `shard` and `first`), kept for the digest. */
   readonly shard: ArrayLike<number> | null;
   readonly plan: ShardPlan;
 }
@@ -78,7 +79,7 @@ function runOnce(spec: CaseSpec, length: number, seed: number, epoch: number): R
   const t0 = performance.now();
   const plan = new ShardPlan({ length, worldSize: spec.worldSize, seed, epoch, engine: spec.engine, shuffle: true });
   const t1 = performance.now();
-  if (spec.mode === 'shard') {
+  if (spec.mode !== 'stream') {
     const shard = plan.shard(spec.rank);
     const t2 = performance.now();
     const cpuMs = cpuMsSince(c0);
@@ -133,11 +134,14 @@ function errorResult(error: unknown, phase: 'plan' | 'run'): CaseResult {
 
 function measure(spec: CaseSpec): CaseResult {
   const baselineRssKb = maxRssKb();
-  // Warm-up: the same code paths at a small length, so the timed runs see optimised code.
-  try {
-    runOnce(spec, Math.min(spec.length, WARMUP_LENGTH), 7, 0);
-  } catch (error) {
-    return errorResult(error, 'plan');
+  // Warm-up: the same code paths at a small length, so the timed runs see optimised code
+  // (mode `first` measures the cold path instead).
+  if (spec.mode !== 'first') {
+    try {
+      runOnce(spec, Math.min(spec.length, WARMUP_LENGTH), 7, 0);
+    } catch (error) {
+      return errorResult(error, 'plan');
+    }
   }
   const runs: CaseTiming[] = [];
   let firstFold: string | undefined;
@@ -151,7 +155,7 @@ function measure(spec: CaseSpec): CaseResult {
     try {
       outcome = runOnce(spec, spec.length, seed, epoch);
     } catch (error) {
-      return errorResult(error, 'run');
+      return errorResult(error, spec.mode === 'first' ? 'plan' : 'run');
     }
     if (firstFold === undefined) {
       peakRssKb = maxRssKb();

@@ -8,8 +8,10 @@ import type { EngineName } from '../shared/permutation.ts';
  * `shard`: `new ShardPlan(...).shard(rank)`, the whole shard in one typed array.
  * `stream`: `plan.shard(rank, from, to, chunk)` through one reused 64K buffer, folded into the checksum and never stored:
  * what a worker consuming its shard does, in O(1) memory beyond the engine's own.
+ * `first`: as `shard`, but the first derivation of a fresh process (no warm-up): what a worker pays
+ * for its first epoch, with V8's tiers still cold and any WebAssembly compiled on the way.
  */
-export type CaseMode = 'shard' | 'stream';
+export type CaseMode = 'shard' | 'stream' | 'first';
 
 export interface CaseSpec {
   readonly engine: EngineName;
@@ -17,7 +19,7 @@ export interface CaseSpec {
   readonly length: number;
   readonly worldSize: number;
   readonly rank: number;
-  /** Timed runs (after one small warm-up); the row reports the best. */
+  /** Timed runs (after one small warm-up, except in mode `first`, which makes one); the row reports the best. */
   readonly runs: number;
   /** Also hash the shard in the golden format (sha256 of decimals joined by ','), untimed. */
   readonly sha256: boolean;

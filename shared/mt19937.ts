@@ -3,6 +3,8 @@
  * seeded by init_genrand with a 32-bit seed, standard twist and tempering.
  */
 const N = 624;
+/** Words of MT19937 state: what {@link MT19937.saveState} writes. */
+export const MT_STATE_WORDS = N;
 const M = 397;
 const UPPER = 0x80000000;
 const LOWER = 0x7fffffff;
@@ -24,6 +26,24 @@ export class MT19937 {
     }
   }
 
+  /**
+   * The stream's position, for a copy of the generator that runs elsewhere (WebAssembly):
+   * writes the 624 state words to `words` and returns the index of the next word to temper
+   * (624: twist first). {@link restoreState} takes the position back.
+   */
+  saveState(words: Uint32Array): number {
+    words.set(this.state);
+    return this.index;
+  }
+
+  /** Continues from a position in saveState's form, typically advanced elsewhere since. */
+  restoreState(words: Uint32Array, index: number): void {
+    this.state.set(words.subarray(0, N));
+    this.index = index;
+    // Outputs are the tempered words of the current block; with index = N none is read before the next twist.
+    if (index < N) this.temperBlock();
+  }
+
   private nextBlock(): void {
     const mt = this.state;
     let i = 0;
@@ -37,6 +57,12 @@ export class MT19937 {
     }
     const y = (mt[N - 1] & UPPER) | (mt[0] & LOWER);
     mt[N - 1] = mt[M - 1] ^ (y >>> 1) ^ (-(y & 1) & MATRIX_A);
+    this.temperBlock();
+    this.index = 0;
+  }
+
+  private temperBlock(): void {
+    const mt = this.state;
     const out = this.outputs;
     for (let k = 0; k < N; k++) {
       let t = mt[k];
@@ -46,7 +72,6 @@ export class MT19937 {
       t ^= t >>> 18;
       out[k] = t >>> 0;
     }
-    this.index = 0;
   }
 
   /** The next 32-bit output, as an unsigned number in [0, 2^32). */

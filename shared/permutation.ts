@@ -4,7 +4,7 @@
 import { UnknownEngineError } from './errors.ts';
 import { feistelPermutation } from './feistel.ts';
 import { MT19937, torchSeed32, type Seed } from './mt19937.ts';
-import { randperm, type IndexTable } from './randperm.ts';
+import { randpermForThisThread, type IndexTable } from './randperm.ts';
 
 export const Engine = {
   /** Bit-identical to torch.randperm after manual_seed(seed + epoch); materialised, O(N) memory. */
@@ -57,8 +57,9 @@ export interface PermutationKey {
   readonly engine: EngineName;
 }
 
+/** torch.randperm(length) after manual_seed(seed + epoch); its table is for this thread (see randpermForThisThread). */
 export function torchPermutation(length: number, seed: Seed, epoch: number): TablePermutation {
-  return new TablePermutation(randperm(length, new MT19937(torchSeed32(seed, epoch))));
+  return new TablePermutation(randpermForThisThread(length, new MT19937(torchSeed32(seed, epoch))));
 }
 
 // The torch engine costs O(N) per epoch; a process asks for the same epoch again when it
