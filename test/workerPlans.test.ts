@@ -39,6 +39,13 @@ describe('PlanSource', () => {
     expect(firstDifference(table, torchPermutation(5000, 123n, 4).table)).toBe(-1);
   });
 
+  it('posts a table the thread derived in WebAssembly as a copy of its own: the same as torchPermutation', async () => {
+    const table = await derivePermutationOffThread({ length: 100_003, seed32: torchSeed32(99n, 1) });
+    expect(table.byteOffset).toBe(0);
+    expect(table.byteLength).toBe(table.buffer.byteLength);
+    expect(firstDifference(table, torchPermutation(100_003, 99n, 1).table)).toBe(-1);
+  });
+
   it('derives nothing ahead for what is cheap anyway (feistel, no shuffle, small N)', async () => {
     for (const cheap of [{ ...config, engine: 'feistel' as const }, { ...config, shuffle: false }, config]) {
       const plans = new PlanSource(cheap);
