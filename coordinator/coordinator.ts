@@ -14,6 +14,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { isHost, isLoopback } from '../shared/endpoint.ts';
 import { CloseCode, closeReason, encode, MAX_FRAME_BYTES, parseClientMessage, type RunConfig } from '../shared/protocol.ts';
 import { trace, tracing } from '../shared/debugTrace.ts';
+import { CorkedWrites } from './corkedWrites.ts';
 import { describeEffect } from './effectText.ts';
 import { EffectKind, InputKind, type CoordinatorEvents, type CoreEffect, type CoreInput, type PeerId, type TimerId } from './coreTypes.ts';
 import { GroupCore } from './groupCore.ts';
@@ -111,6 +112,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   private readonly tls: CoordinatorTls | undefined;
   private readonly journal: Journal | undefined;
   private readonly sockets = new Map<PeerId, WebSocket>();
+  /** The TCP (or TLS) stream under each worker's WebSocket, corked while one input's frames are written. */
+  private readonly streams = new WeakMap<WebSocket, Duplex>();
   private readonly timers = new Map<TimerId, NodeJS.Timeout>();
   private nextPeer = 1;
   private journalError: string | undefined;
@@ -256,14 +259,18 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
 
   private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     // Observers never reach the core: their own auth (cookie or bearer), their own server.
-    if (requestPath(req.url) === OBSERVE_PATH) return this.observers.upgrade(req, socket, head);
+    // The path is parsed only when it could be the observers' (a URL parse per worker adds up at 1,024).
+    if (req.url?.includes(OBSERVE_PATH) && requestPath(req.url) === OBSERVE_PATH) return this.observers.upgrade(req, socket, head);
     if (!this.tokenMatches(req)) {
       const body = 'missing or wrong DISTSAMPLER_TOKEN';
       socket.end(`HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
       socket.destroy();
       return;
     }
-    this.wss!.handleUpgrade(req, socket, head, (ws) => this.wss!.emit('connection', ws, req));
+    this.wss!.handleUpgrade(req, socket, head, (ws) => {
+      this.streams.set(ws, socket);
+      this.wss!.emit('connection', ws, req);
+    });
   }
 
   private tokenMatches(req: IncomingMessage): boolean {
@@ -316,6 +323,22 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   // ---- effects ----------------------------------------------------------------------
 
   private carryOut(effects: readonly CoreEffect[]): void {
+    const writes = new CorkedWrites();
+    let journalFailure: string | undefined;
+    try {
+      journalFailure = this.carryOutCorked(effects, writes);
+    } finally {
+      writes.flush();
+    }
+    // Disk full, file too large, I/O error: the run stops cleanly, its journal still resumable.
+    if (journalFailure !== undefined) {
+      this.journalError = journalFailure;
+      this.feed({ kind: InputKind.JournalFailed, now: Date.now(), error: journalFailure });
+    }
+  }
+
+  /** Carries out the effects, frames held back in `writes`; returns why the journal failed, if it did. */
+  private carryOutCorked(effects: readonly CoreEffect[], writes: CorkedWrites): string | undefined {
     let journalFailure: string | undefined;
     const traced = tracing();
     for (const effect of effects) {
@@ -328,7 +351,11 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
           for (const peer of effect.peers) {
             const ws = this.sockets.get(peer);
             // A Buffer goes out as is (a server does not mask); binary: false keeps it a text frame.
-            if (ws && ws.readyState === ws.OPEN) ws.send(frame, { binary: false });
+            if (ws && ws.readyState === ws.OPEN) {
+              const stream = this.streams.get(ws);
+              if (stream) writes.hold(stream);
+              ws.send(frame, { binary: false });
+            }
           }
           break;
         }
@@ -338,9 +365,11 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
           break;
         }
         case EffectKind.Close:
+          writes.flush();
           this.sockets.get(effect.peer)?.close(effect.code, closeReason(effect.reason));
           break;
         case EffectKind.Terminate:
+          writes.flush();
           this.sockets.get(effect.peer)?.terminate();
           break;
         case EffectKind.Journal:
@@ -354,6 +383,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
           }
           break;
         case EffectKind.Emit:
+          // A listener may close the coordinator (terminating sockets): what was sent goes out first.
+          writes.flush();
           // A measurement is for the metrics only: it is no event of the Coordinator's.
           if (effect.event.name === 'collectiveSettled') {
             this.metrics.observeCollective(effect.event.payload);
@@ -379,10 +410,6 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
           break;
       }
     }
-    // Disk full, file too large, I/O error: the run stops cleanly, its journal still resumable.
-    if (journalFailure !== undefined) {
-      this.journalError = journalFailure;
-      this.feed({ kind: InputKind.JournalFailed, now: Date.now(), error: journalFailure });
-    }
+    return journalFailure;
   }
 }

@@ -91,7 +91,7 @@ export class GroupMembership {
     if (peer.rank !== null) return this.reject(peer, CloseCode.OutOfOrder, 'a second hello on one connection');
     if (group.phase === 'finished' || group.phase === 'aborted') return this.reject(peer, CloseCode.Shutdown, `the run is ${group.phase}`);
     // A claimed rank whose journaled holder never came back after a restart: taking it over is that holder's death.
-    const displaced = message.rank === undefined ? undefined : group.rendezvous.holderEntries().find(([rank, id]) => rank === message.rank && id !== message.workerId && !group.rendezvous.isLive(rank));
+    const displaced = message.rank === undefined ? undefined : this.displacedHolder(message.rank, message.workerId);
     const decision = group.rendezvous.join({ workerId: message.workerId, version: message.v, rank: message.rank, length: message.length, worldSize: message.worldSize, dataset: message.dataset });
     if (!decision.ok) return this.reject(peer, decision.closeCode, decision.reason);
     if (displaced && group.current && (group.phase === 'running' || group.phase === 'reporting')) {
@@ -149,15 +149,23 @@ export class GroupMembership {
     this.hooks.maybeEndRejoinWait();
   }
 
+  /** The journaled holder of `rank` that a newcomer claiming it takes over: another worker, not connected. */
+  private displacedHolder(rank: number, workerId: string): [number, string] | undefined {
+    const rendezvous = this.group.rendezvous;
+    const holder = rendezvous.holderOf(rank);
+    return holder !== undefined && holder !== workerId && !rendezvous.isLive(rank) ? [rank, holder] : undefined;
+  }
+
   private checkRendezvous(): void {
     const group = this.group;
-    const live = group.rendezvous.liveRanks().length;
+    // At every join: a count, not the sorted list (1,024 joins would sort 1,024 times).
+    const live = group.rendezvous.liveCount;
     const full = group.isElastic ? live >= group.range.max : group.rendezvous.complete && live === group.range.max;
     if (full) return this.completeRendezvous();
     if (group.isElastic && live >= group.range.min && group.settleTimer === undefined) {
       group.settleTimer = group.timers.setTimeout(() => {
         group.settleTimer = undefined;
-        if (group.phase === 'rendezvous' && group.rendezvous.liveRanks().length >= group.range.min) this.completeRendezvous();
+        if (group.phase === 'rendezvous' && group.rendezvous.liveCount >= group.range.min) this.completeRendezvous();
       }, group.settings.settleMs);
     }
   }
@@ -226,7 +234,8 @@ export class GroupMembership {
     const rank = peer.rank;
     if (rank === null || group.byRank.get(rank) !== peer) return;
     // Only a member of the collectives can hold them up: a standby's death leaves them alone.
-    const member = (group.current ? group.activeLive() : group.rendezvous.liveRanks()).includes(rank);
+    // (activeLive().includes(rank), without sorting every live rank at each of 1,024 departures.)
+    const member = group.rendezvous.isLive(rank) && (!group.current || group.current.active.has(rank));
     group.byRank.delete(rank);
     group.store.dropRank(rank);
     if (group.phase === 'finished' || group.phase === 'aborted') {

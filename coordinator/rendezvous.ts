@@ -40,7 +40,11 @@ export class Rendezvous {
   private readonly version: number;
   /** rank -> workerId of its holder, live or not */
   private readonly holders = new Map<number, string>();
+  /** The same, the other way round: a join looks its worker up without a scan (1,024 joins stay linear). */
+  private readonly rankByWorker = new Map<string, number>();
   private readonly live = new Set<number>();
+  /** Every rank below it is held: where the search for the lowest free rank starts. */
+  private freeFrom = 0;
 
   constructor(options: RendezvousOptions) {
     this.worldSize = options.worldSize;
@@ -86,9 +90,9 @@ export class Rendezvous {
       }
       return this.admit(request.rank, request.workerId);
     }
-    const free = this.freeRanks();
-    if (free.length === 0) return refuse(CloseCode.GroupFull, `the group is full: all ${this.worldSize} ranks are taken`);
-    return this.admit(free[0], request.workerId);
+    const free = this.lowestFreeRank();
+    if (free === undefined) return refuse(CloseCode.GroupFull, `the group is full: all ${this.worldSize} ranks are taken`);
+    return this.admit(free, request.workerId);
   }
 
   /** The holder of `rank` went away; it keeps the rank (it may come back) unless released. */
@@ -99,7 +103,7 @@ export class Rendezvous {
   /** Frees a rank for anyone to claim (a clean leave, or a dead worker to be replaced). */
   release(rank: number): void {
     this.live.delete(rank);
-    this.holders.delete(rank);
+    this.unhold(rank);
   }
 
   /** Every rank up to the world size is held. */
@@ -109,7 +113,7 @@ export class Rendezvous {
 
   /** Holders known from a journal: they may rejoin by worker id, none is live yet. */
   restore(holders: ReadonlyMap<number, string>): void {
-    for (const [rank, workerId] of holders) this.holders.set(rank, workerId);
+    for (const [rank, workerId] of holders) this.hold(rank, workerId);
   }
 
   holderEntries(): Array<[number, string]> {
@@ -120,8 +124,8 @@ export class Rendezvous {
   move(from: number, to: number): void {
     const holder = this.holders.get(from);
     if (holder === undefined || this.holders.has(to)) throw new Error(`cannot move rank ${from} to ${to}`);
-    this.holders.delete(from);
-    this.holders.set(to, holder);
+    this.unhold(from);
+    this.hold(to, holder);
     if (this.live.delete(from)) this.live.add(to);
   }
 
@@ -133,9 +137,18 @@ export class Rendezvous {
     return [...this.live].sort((a, b) => a - b);
   }
 
+  /** How many ranks are live: liveRanks().length without sorting them (asked at every join). */
+  get liveCount(): number {
+    return this.live.size;
+  }
+
+  /** The worker holding `rank` (live or not), if any. */
+  holderOf(rank: number): string | undefined {
+    return this.holders.get(rank);
+  }
+
   rankOf(workerId: string): number | undefined {
-    for (const [rank, holder] of this.holders) if (holder === workerId) return rank;
-    return undefined;
+    return this.rankByWorker.get(workerId);
   }
 
   freeRanks(): number[] {
@@ -150,9 +163,31 @@ export class Rendezvous {
   }
 
   private admit(rank: number, workerId: string): JoinDecision {
-    this.holders.set(rank, workerId);
+    this.hold(rank, workerId);
     this.live.add(rank);
     return { ok: true, rank, rejoined: false };
+  }
+
+  private lowestFreeRank(): number | undefined {
+    while (this.freeFrom < this.worldSize && this.holders.has(this.freeFrom)) this.freeFrom++;
+    return this.freeFrom < this.worldSize ? this.freeFrom : undefined;
+  }
+
+  /** `workerId` holds `rank` now; a previous holder of the rank (taken over) no longer holds it. */
+  private hold(rank: number, workerId: string): void {
+    const previous = this.holders.get(rank);
+    if (previous !== undefined && this.rankByWorker.get(previous) === rank) this.rankByWorker.delete(previous);
+    this.holders.set(rank, workerId);
+    // join() admits only a worker that holds no rank; were a journal to name one twice, its first rank counts.
+    if (!this.rankByWorker.has(workerId)) this.rankByWorker.set(workerId, rank);
+  }
+
+  private unhold(rank: number): void {
+    const holder = this.holders.get(rank);
+    if (holder === undefined) return;
+    this.holders.delete(rank);
+    if (this.rankByWorker.get(holder) === rank) this.rankByWorker.delete(holder);
+    this.freeFrom = Math.min(this.freeFrom, rank);
   }
 }
 

@@ -76,4 +76,28 @@ describe('Rendezvous', () => {
     r.release(1);
     expect(r.join({ workerId: 'c', version: v, rank: 1 })).toEqual({ ok: true, rank: 1, rejoined: false });
   });
+
+  it('keeps finding holders and the lowest free rank through releases, takeovers, moves and a restore', () => {
+    const r = new Rendezvous({ worldSize: 4, length: 10 });
+    for (const id of ['a', 'b', 'c']) r.join({ workerId: id, version: v });
+    r.release(0);
+    expect(r.rankOf('a')).toBeUndefined();
+    expect(r.join({ workerId: 'd', version: v })).toEqual({ ok: true, rank: 0, rejoined: false });
+    r.move(2, 3);
+    expect(r.rankOf('c')).toBe(3);
+    expect(r.holderOf(2)).toBeUndefined();
+    expect(r.join({ workerId: 'e', version: v })).toEqual({ ok: true, rank: 2, rejoined: false });
+    expect(r.join({ workerId: 'f', version: v })).toMatchObject({ ok: false, closeCode: CloseCode.GroupFull });
+    r.disconnected(1);
+    expect(r.liveCount).toBe(3);
+    // A newcomer claiming the rank of a holder that is gone takes it over: the old holder no longer has it.
+    expect(r.join({ workerId: 'g', version: v, rank: 1 })).toEqual({ ok: true, rank: 1, rejoined: false });
+    expect(r.rankOf('b')).toBeUndefined();
+    expect(r.rankOf('g')).toBe(1);
+
+    const restored = new Rendezvous({ worldSize: 3, length: 10 });
+    restored.restore(new Map([[1, 'x'], [2, 'y']]));
+    expect(restored.join({ workerId: 'y', version: v })).toEqual({ ok: true, rank: 2, rejoined: true });
+    expect(restored.join({ workerId: 'z', version: v })).toEqual({ ok: true, rank: 0, rejoined: false });
+  });
 });
