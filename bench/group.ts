@@ -20,10 +20,11 @@ import { WebSocketServer } from 'ws';
 import { Coordinator } from '../coordinator/coordinator.ts';
 import { Launcher } from '../bin/launcher.ts';
 import { planFor } from '../shared/runPlan.ts';
-import { digestIndices } from '../shared/shardDigest.ts';
+import { hashIndices } from '../shared/indexHash.ts';
 import type { RunConfig } from '../shared/protocol.ts';
 import { cpuMsSince, isChildMessage, wallNow, type ChildMessage, type ChildMessageType, type WorkerSpec } from './groupCommon.ts';
 import { formatCell, type BenchRow, type Cell, type Column, type SectionOptions } from './sections.ts';
+import { measureRendezvousAtScale, scaleLegend, scaleRowName } from './rendezvousScale.ts';
 
 const SECTION = 'group';
 /** Debian's python3-torch by default; DISTSAMPLER_BENCH_PYTHON points elsewhere (as in the shard section). */
@@ -36,7 +37,10 @@ const STEP_TIMEOUT_MS = 60_000;
 /** Figures quoted in the issue, for the legend and the verdicts. */
 const GLOO_REFERENCE_P50_MS: Readonly<Record<number, number>> = { 4: 0.47, 16: 6.6 };
 const MANY_TARGET_MS = 1000;
-const OVERHEAD_TARGET = 0.05;
+/** Issue 14's targets: ours / no coordinator, with a no-op step and with a 1 ms step. */
+const NOOP_OVERHEAD_TARGET = 1.1;
+const STEP_OVERHEAD_TARGET = 1.02;
+const STEP_MS = 1;
 
 interface Plan {
   readonly rendezvousWorlds: readonly number[];
@@ -609,11 +613,11 @@ async function throughputLauncher(options: SectionOptions, length: number, world
 }
 
 /** The same protocol with nothing else: a Coordinator in this process (no journal), 4 bench workers. */
-async function throughputInProcess(options: SectionOptions, length: number, worldSize: number, batchSize: number): Promise<Timed> {
+async function throughputInProcess(options: SectionOptions, length: number, worldSize: number, batchSize: number, stepMs: number): Promise<Timed> {
   const children = new Children(options.repoRoot);
   let coordinator: Coordinator | undefined;
   try {
-    children.spawn({ mode: 'epochs', batchSize }, worldSize);
+    children.spawn({ mode: 'epochs', batchSize, stepMs }, worldSize);
     await children.ready();
     const started = await startCoordinator(worldSize, runConfig(length, batchSize, 1));
     coordinator = started.coordinator;
@@ -645,10 +649,10 @@ async function throughputInProcess(options: SectionOptions, length: number, worl
 }
 
 /** No coordinator: the same 4 processes each deriving and walking their shard. */
-async function throughputBaseline(options: SectionOptions, length: number, worldSize: number, batchSize: number, digest: boolean): Promise<Timed> {
+async function throughputBaseline(options: SectionOptions, length: number, worldSize: number, batchSize: number, digest: boolean, stepMs: number): Promise<Timed> {
   const children = new Children(options.repoRoot);
   try {
-    for (let rank = 0; rank < worldSize; rank++) children.spawn({ mode: 'shard', length, worldSize, rank, batchSize, seed: 0, digest }, 1);
+    for (let rank = 0; rank < worldSize; rank++) children.spawn({ mode: 'shard', length, worldSize, rank, batchSize, seed: 0, digest, stepMs }, 1);
     await children.ready();
     const goAt = wallNow();
     children.go('');
@@ -662,14 +666,20 @@ async function throughputBaseline(options: SectionOptions, length: number, world
   }
 }
 
-async function measureThroughput(options: SectionOptions, plan: Plan): Promise<BenchRow[]> {
+/**
+ * `stepMs` 0: the no-op step, every side; above: each batch's step waits that long (a GPU-bound
+ * step), only the in-process coordinator against no coordinator, named `e2e/step <ms>ms/...`.
+ */
+async function measureThroughput(options: SectionOptions, plan: Plan, stepMs = 0): Promise<BenchRow[]> {
   const worldSize = 4;
   const batchSize = 256;
   const length = plan.throughputLength;
   const total = Math.ceil(length / worldSize) * worldSize;
   const n = length.toLocaleString('en-US');
+  const prefix = stepMs > 0 ? `e2e/step ${stepMs}ms/` : 'e2e/';
+  const stepText = stepMs > 0 ? `a ${stepMs} ms step` : 'no-op step';
   type Side = { readonly name: string; readonly what: string; readonly run: () => Promise<Timed>; readonly runs: Timed[]; error?: unknown };
-  const sides: Side[] = [
+  const all: Side[] = [
     {
       name: 'e2e/distsampler run',
       what: `samples/s, Launcher: coordinator process (journal) + ${worldSize} \`distsampler worker\`, N=${n}, batch ${batchSize}`,
@@ -677,24 +687,25 @@ async function measureThroughput(options: SectionOptions, plan: Plan): Promise<B
       runs: [],
     },
     {
-      name: 'e2e/coordinator in-process',
-      what: `samples/s, Coordinator in the bench process (no journal) + ${worldSize} bench workers, same epoch`,
-      run: () => throughputInProcess(options, length, worldSize, batchSize),
+      name: `${prefix}coordinator in-process`,
+      what: `samples/s, Coordinator in the bench process (no journal) + ${worldSize} bench workers, same epoch, ${stepText}`,
+      run: () => throughputInProcess(options, length, worldSize, batchSize, stepMs),
       runs: [],
     },
     {
-      name: 'e2e/no coordinator',
-      what: `samples/s, same ${worldSize} processes, no coordinator (ShardPlan.shard + the same batches)`,
-      run: () => throughputBaseline(options, length, worldSize, batchSize, false),
+      name: `${prefix}no coordinator`,
+      what: `samples/s, same ${worldSize} processes, no coordinator (ShardPlan.shard + the same batches), ${stepText}`,
+      run: () => throughputBaseline(options, length, worldSize, batchSize, false, stepMs),
       runs: [],
     },
     {
       name: 'e2e/no coord + digest',
-      what: 'the same, plus every index fed to a ShardDigest (what Epoch.batches does for the audit)',
-      run: () => throughputBaseline(options, length, worldSize, batchSize, true),
+      what: 'the same, plus every index fed to the audit hash (what Epoch.batches does for the audit)',
+      run: () => throughputBaseline(options, length, worldSize, batchSize, true, stepMs),
       runs: [],
     },
   ];
+  const sides = stepMs > 0 ? all.slice(1, 3) : all;
   // Interleaved, so drift in the machine's load hits every side alike; the best run of each counts.
   for (let rep = 0; rep < plan.throughputReps; rep++) {
     for (const side of sides) {
@@ -713,7 +724,7 @@ async function measureThroughput(options: SectionOptions, plan: Plan): Promise<B
     const cpu = runs.map((r) => r.detail.cpuMs).filter((v): v is number => typeof v === 'number');
     return cpu.length > 0 ? Math.min(...cpu) : undefined;
   };
-  const baseSide = sides[2];
+  const baseSide = sides.find((side) => side.name.endsWith('no coordinator'))!;
   const baseline = baseSide.error === undefined ? best(baseSide.runs) : undefined;
   const baselineCpu = leastCpu(baseSide.runs);
   const pct = (value: number): string => `${value >= 0 ? '+' : ''}${(value * 100).toFixed(1)} %`;
@@ -741,15 +752,15 @@ async function measureThroughput(options: SectionOptions, plan: Plan): Promise<B
       ratioOf: 'no coord',
       overhead,
       cpuOverhead: cpuOverhead ?? null,
-      ...(side === sides[0] ? { target: `overhead < ${OVERHEAD_TARGET * 100} %`, meets: overhead < OVERHEAD_TARGET } : {}),
+      ...(side.name.endsWith('coordinator in-process') ? { target: `ratio <= ${stepMs > 0 ? STEP_OVERHEAD_TARGET : NOOP_OVERHEAD_TARGET}`, meets: timed.ms / baseline.ms <= (stepMs > 0 ? STEP_OVERHEAD_TARGET : NOOP_OVERHEAD_TARGET) } : {}),
       detail: parts.join('; '),
     });
   });
 }
 
 /**
- * Median wall time of the audit's reference digest for one rank: sha256 over the rank's planned
- * shard written as decimal text (digestIndices(plan.shard(rank))), over `runs` fresh epochs.
+ * Median wall time of the audit's reference digest for one rank: the audit hash of the rank's
+ * planned shard (hashIndices(plan.shard(rank))), over `runs` fresh epochs.
  */
 function shardDigestMs(length: number, worldSize: number, runs: number): number {
   const times: number[] = [];
@@ -757,7 +768,7 @@ function shardDigestMs(length: number, worldSize: number, runs: number): number 
   for (let run = -1; run < runs; run++) {
     const start = performance.now();
     const plan = planFor(runConfig(length, 256, 1), worldSize, 1000 + run);
-    digestIndices(plan.shard(0));
+    hashIndices(plan.shard(0));
     if (run >= 0) times.push(performance.now() - start);
   }
   return percentile(times, 0.5);
@@ -771,7 +782,7 @@ function measureShardDigest(length: number, worldSize: number): BenchRow {
     world: worldSize,
     count: Math.ceil(length / worldSize),
     ms,
-    detail: 'median of 3: planFor(...) (the randperm) + digestIndices(plan.shard(rank)), sha256 over decimal text; paid at every epoch boundary',
+    detail: 'median of 3: planFor(...) (the randperm) + hashIndices(plan.shard(rank)), the 64-bit audit hash; derived in slices while the epoch runs',
   });
 }
 
@@ -860,6 +871,7 @@ export const legend: readonly string[] = [
   '  performance.timeOrigin + performance.now() in each process.',
   'rendezvous/W processes: the children fork, import everything and wait; then go. ms = first hello at the coordinator -> the',
   '  last initProcessGroup resolved (worker clock). rendezvous/128 in 1 process: the same with 128 initProcessGroup calls in one child.',
+  ...scaleLegend,
   'barrier: latency of each pg.barrier() call on every rank: 3,000 warm-up calls, then 1,000 timed per rank (--quick: 200 timed);',
   '  p50/p99/max over the timed calls of all ranks. gloo: dist.barrier() timed the same way, same counts (tcp:// init, forked ranks,',
   '  1 torch thread each); ratio = ours / gloo p50. cold p50: the first 200 calls of each fresh process. Our hot path is',
@@ -873,9 +885,12 @@ export const legend: readonly string[] = [
   '  new ShardPlan(...).shard(rank) and building the same batches (positions, indices, rangeDataset samples) through an awaited',
   '  no-op step. cpu ms: CPU time over the same span summed over the workers (plus the coordinator, in-process), least of the runs; unlike wall',
   '  time it hardly moves when other jobs share the machine. The Launcher row has no cpu ms (its processes are not ours to ask).',
-  'audit/one shard digest: the audit\'s reference digest for one rank at e2e\'s N, paid at every epoch boundary.',
-  `Targets (from the issue): 128 joins from one process under ${MANY_TARGET_MS} ms; barrier p50 at or below gloo's; coordinator overhead`,
-  `  under ${OVERHEAD_TARGET * 100} % at batch 256. W processes share this machine's cores: beyond a few ranks, scheduling dominates.`,
+  `e2e/step ${STEP_MS}ms: the same with each batch's step waiting ${STEP_MS} ms (setTimeout: a step that waits for a GPU), in-process`,
+  '  coordinator against no coordinator.',
+  'audit/one shard digest: the audit\'s reference digest for one rank at e2e\'s N (derived in slices while the epoch runs).',
+  `Targets (issue 14): 1,024 joins under ${MANY_TARGET_MS} ms; barrier p50 at or below gloo's; rollover p50 < 1 ms; in-process coordinator`,
+  `  over no coordinator <= ${NOOP_OVERHEAD_TARGET} (no-op step), <= ${STEP_OVERHEAD_TARGET} (${STEP_MS} ms step). W processes share this machine's cores:`,
+  '  beyond a few ranks, scheduling dominates.',
 ];
 
 export async function runSection(options: SectionOptions): Promise<BenchRow[]> {
@@ -889,6 +904,7 @@ export async function runSection(options: SectionOptions): Promise<BenchRow[]> {
     }
     options.log(`rendezvous: ${plan.manyCount} connections from one process ...`);
     rows.push(await measureRendezvous(options, plan.manyCount, 1));
+    rows.push(...(await measureRendezvousAtScale(options)));
 
     options.log('ws round trip ...');
     rows.push(await measureEcho(options, plan));
@@ -903,10 +919,30 @@ export async function runSection(options: SectionOptions): Promise<BenchRow[]> {
     rows.push(await measureRollover(options, plan));
 
     rows.push(...(await measureThroughput(options, plan)));
+    rows.push(...(await measureThroughput(options, plan, STEP_MS)));
     rows.push(measureShardDigest(plan.throughputLength, 4));
   } finally {
     killLeftovers();
     process.off('exit', killLeftovers);
   }
   return compare(rows);
+}
+
+/** The section's headline figures (bench/sections.ts): `--json` writes them under `keys`. */
+export function keys(rows: readonly BenchRow[]): Record<string, number> {
+  const figure = (name: string, value: string): number | undefined => {
+    const cell = rows.find((row) => row.name === name && row.status === 'ok')?.values[value];
+    return typeof cell === 'number' ? cell : undefined;
+  };
+  const out: Record<string, number> = {};
+  const w1024 = figure(scaleRowName({ workers: 1024, processes: 1 }), 'ms');
+  if (w1024 !== undefined) out['rendezvous.w1024Ms'] = w1024;
+  // Ours over the same processes with no coordinator, measured in this run.
+  const noop = figure('e2e/coordinator in-process', 'ratio');
+  if (noop !== undefined) out['overhead.noop256'] = noop;
+  const step = figure(`e2e/step ${STEP_MS}ms/coordinator in-process`, 'ratio');
+  if (step !== undefined) out['overhead.step1ms'] = step;
+  const rollover = figure('rollover/4', 'p50Ms');
+  if (rollover !== undefined) out['rollover.p50Ms'] = rollover;
+  return out;
 }

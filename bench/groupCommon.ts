@@ -13,8 +13,8 @@ export type WorkerSpec =
   | { readonly mode: 'barrier'; readonly warmup: number; readonly iters: number }
   /** A plain ws client: `warmup` + `iters` round trips to an echo server, one at a time. */
   | { readonly mode: 'echo'; readonly warmup: number; readonly iters: number }
-  /** initProcessGroup, then every epoch's batches through a no-op step, noting when each epoch arrived. */
-  | { readonly mode: 'epochs'; readonly batchSize: number }
+  /** initProcessGroup, then every epoch's batches through the step (no-op, or `stepMs` of waiting), noting when each epoch arrived. */
+  | { readonly mode: 'epochs'; readonly batchSize: number; readonly stepMs?: number }
   /** No coordinator: new ShardPlan(...).shard(rank), then the same batches through the no-op step. */
   | {
       readonly mode: 'shard';
@@ -23,8 +23,10 @@ export type WorkerSpec =
       readonly rank: number;
       readonly batchSize: number;
       readonly seed: number;
-      /** Also feed every index to a ShardDigest, as Epoch.batches does for the coordinator's audit. */
+      /** Also feed every index to the audit hash (IndexHash), as Epoch.batches does for the coordinator's audit. */
       readonly digest: boolean;
+      /** Each batch's step waits this long (a GPU-bound step, say); absent: the no-op step. */
+      readonly stepMs?: number;
     };
 
 export type WorkerMode = WorkerSpec['mode'];

@@ -9,10 +9,10 @@
  */
 import WebSocket from 'ws';
 import { ShardPlan } from '../shared/sampler.ts';
-import { ShardDigest } from '../shared/shardDigest.ts';
+import { IndexHash } from '../shared/indexHash.ts';
 import { rangeDataset } from '../worker/datasets.ts';
 import { initProcessGroup, type ProcessGroup } from '../worker/processGroup.ts';
-import { noopStep, type Batch } from '../worker/stepModule.ts';
+import { noopStep, type Batch, type StepFn } from '../worker/stepModule.ts';
 import { cpuMsSince, isParentMessage, wallNow, type ChildMessage, type WorkerSpec } from './groupCommon.ts';
 
 const INIT_TIMEOUT_MS = 30_000;
@@ -35,8 +35,15 @@ function waitForGo(): Promise<string> {
   });
 }
 
-/** Runs every epoch to its end with the no-op step, exactly as `distsampler worker` does. */
-async function drainEpochs(pg: ProcessGroup, batchSize?: number, receivedAt?: number[]): Promise<{ samples: number; cpuMs: number }> {
+/** The step: the no-op one, or one that waits `stepMs` (the GPU works, this process waits for it). */
+function stepOf(stepMs: number | undefined): StepFn {
+  if (stepMs === undefined || stepMs <= 0) return noopStep;
+  return () => new Promise((resolve) => setTimeout(resolve, stepMs));
+}
+
+/** Runs every epoch to its end with the step, exactly as `distsampler worker` does. */
+async function drainEpochs(pg: ProcessGroup, batchSize?: number, receivedAt?: number[], stepMs?: number): Promise<{ samples: number; cpuMs: number }> {
+  const step = stepOf(stepMs);
   const dataset = rangeDataset(pg.config.length);
   let samples = 0;
   let cpuAtStart: NodeJS.CpuUsage | undefined;
@@ -46,7 +53,7 @@ async function drainEpochs(pg: ProcessGroup, batchSize?: number, receivedAt?: nu
     cpuAtStart ??= process.cpuUsage();
     const ctx = { rank: pg.rank, worldSize: epoch.worldSize, epoch: epoch.epoch };
     for await (const batch of epoch.batches(dataset, batchSize === undefined ? {} : { batchSize })) {
-      await noopStep(batch, ctx);
+      await step(batch, ctx);
       samples += batch.indices.length;
       // Up to the last step's return: the epoch boundary that follows is not per-batch work.
       cpuMs = cpuMsSince(cpuAtStart);
@@ -115,10 +122,10 @@ async function echo(url: string, warmup: number, iters: number): Promise<ChildMe
   return { t: 'latencies', warmupMs, latenciesMs };
 }
 
-async function epochs(url: string, batchSize: number): Promise<ChildMessage> {
+async function epochs(url: string, batchSize: number, stepMs?: number): Promise<ChildMessage> {
   const pg = await initProcessGroup({ initMethod: url, timeoutMs: INIT_TIMEOUT_MS });
   const receivedAt: number[] = [];
-  const { samples, cpuMs } = await drainEpochs(pg, batchSize, receivedAt);
+  const { samples, cpuMs } = await drainEpochs(pg, batchSize, receivedAt, stepMs);
   await pg.destroy();
   return { t: 'epochs', rank: pg.rank, receivedAt, samples, cpuMs };
 }
@@ -134,7 +141,8 @@ async function shard(spec: Extract<WorkerSpec, { mode: 'shard' }>): Promise<Chil
   const plan = new ShardPlan({ length: spec.length, worldSize: spec.worldSize, seed: spec.seed, shuffle: true, dropLast: false, epoch: 0 });
   const table = plan.shard(spec.rank);
   const ctx = { rank: spec.rank, worldSize: spec.worldSize, epoch: 0 };
-  const digest = spec.digest ? new ShardDigest() : undefined;
+  const digest = spec.digest ? new IndexHash() : undefined;
+  const step = stepOf(spec.stepMs);
   let samples = 0;
   let fold = 0;
   for (let start = 0; start < table.length; start += spec.batchSize) {
@@ -150,7 +158,7 @@ async function shard(spec: Extract<WorkerSpec, { mode: 'shard' }>): Promise<Chil
       items[k - start] = dataset.get(index) as number;
     }
     const batch: Batch<number> = { epoch: 0, positions, indices, samples: items };
-    await noopStep(batch, ctx);
+    await step(batch, ctx);
     samples += indices.length;
     fold = (fold + indices[0]) | 0;
   }
@@ -185,7 +193,7 @@ async function main(): Promise<void> {
       result = await echo(url, spec.warmup, spec.iters);
       break;
     case 'epochs':
-      result = await epochs(url, spec.batchSize);
+      result = await epochs(url, spec.batchSize, spec.stepMs);
       break;
     case 'shard':
       result = await shard(spec);
