@@ -52,8 +52,11 @@ import { useTempDir } from './support/tempDir.ts';
 
 const temp = useTempDir('evalPass');
 
-/** A run of 10 samples that evaluates over 7 after every epoch (padded, unless changed). */
-const evalRun = (over: Partial<RunConfig> = {}): RunConfig => runConfig({ length: 10, epochs: 3, batchSize: 3, eval: { every: 1, length: 7, pad: true }, ...over });
+/**
+ * A run of 10 samples that evaluates over 7 after every epoch (padded, unless changed). Acks per
+ * batch: the frames these tests pin do not depend on how quick the steps were.
+ */
+const evalRun = (over: Partial<RunConfig> = {}): RunConfig => runConfig({ length: 10, epochs: 3, batchSize: 3, eval: { every: 1, length: 7, pad: true }, ackMs: 0, ...over });
 
 const unit = (id: number, origin: number, start: number, end: number, cursor = start): WorkUnit => ({ id, origin, start, end, cursor });
 
