@@ -160,21 +160,17 @@ export class Epoch {
         const size = end - start;
         if (chunk.length < size) chunk = allocateIndexTable(size);
         plan.shard(origin, start, end, chunk);
-        const positions: number[] = new Array(size);
-        const indices: number[] = new Array(size);
-        for (let k = 0; k < size; k++) {
-          positions[k] = origin + (start + k) * worldSize;
-          indices[k] = chunk[k];
-        }
+        const { positions, indices } = batchArrays(chunk, origin, start, size, worldSize);
         const current: CurrentBatch = { range: batch, positions, indices, submitted: false, failed: false };
         this.current = current;
         this.group.elasticNotice?.('handed');
-        yield { epoch: this.epoch, positions, indices, samples: await loadSamples(dataset, indices) };
+        const loaded = loadSamples(dataset, indices);
+        yield { epoch: this.epoch, positions, indices, samples: loaded instanceof Promise ? await loaded : loaded };
         // Asked for more: the ack for this batch goes out next, and must follow its results.
         if (this.kind === 'eval' && !current.submitted && !current.failed) throw new EvalResultsMissingError(this.rank, this.pass, current.indices);
         this.current = undefined;
         // The report counts what the step consumed: a batch it failed on is retried elsewhere.
-        if (!current.failed) for (const index of indices) this.digest.add(index);
+        if (!current.failed) this.digest.addAll(indices);
         continue;
       }
       idleSince ??= performance.now();
@@ -316,15 +312,29 @@ export class Epoch {
   }
 }
 
-async function loadSamples<T>(dataset: Dataset<T>, indices: readonly number[]): Promise<T[]> {
+/**
+ * A batch's positions and dataset indices. Its own small function, not a loop in batches(): V8
+ * optimises a plain hot function within a few calls, while the async generator's loops run
+ * interpreted for most of a fresh process's first epoch (twice its time at 2M samples).
+ */
+function batchArrays(chunk: IndexTable, origin: number, start: number, size: number, worldSize: number): { positions: number[]; indices: number[] } {
+  const positions: number[] = new Array(size);
+  const indices: number[] = new Array(size);
+  for (let k = 0; k < size; k++) {
+    positions[k] = origin + (start + k) * worldSize;
+    indices[k] = chunk[k];
+  }
+  return { positions, indices };
+}
+
+/** The batch's samples; synchronous datasets stay synchronous: no promise per sample, nor per batch. */
+function loadSamples<T>(dataset: Dataset<T>, indices: readonly number[]): T[] | Promise<T[]> {
   const samples: T[] = new Array(indices.length);
   let pending: Promise<void>[] | undefined;
   for (let i = 0; i < indices.length; i++) {
     const value = dataset.get(indices[i]);
-    // Synchronous datasets stay synchronous: no promise per sample on the hot path.
     if (value instanceof Promise) (pending ??= []).push(value.then((v) => void (samples[i] = v)));
     else samples[i] = value;
   }
-  if (pending) await Promise.all(pending);
-  return samples;
+  return pending ? Promise.all(pending).then(() => samples) : samples;
 }
