@@ -630,11 +630,12 @@ async function throughputInProcess(options: SectionOptions, length: number, worl
       startAt = wallNow();
       cpuAtStart = process.cpuUsage();
     });
-    coordinator.on('progress', () => {
-      lastAckAt = wallNow();
+    // process.cpuUsage() is a syscall: taken per ack it would be most of the coordinator's CPU.
+    coordinator.on('progress', () => (lastAckAt = wallNow()));
+    coordinator.on('epochAudit', () => {
+      auditAt = wallNow();
       if (cpuAtStart) cpuMs = cpuMsSince(cpuAtStart);
     });
-    coordinator.on('epochAudit', () => (auditAt = wallNow()));
     children.go(started.url);
     const results = await children.collect('epochs');
     const report = await withTimeout(coordinator.done, STEP_TIMEOUT_MS, 'coordinator');
@@ -883,7 +884,7 @@ export const legend: readonly string[] = [
   'e2e: one epoch, no-op step, batch 256; ms = the best run. With a coordinator: epochStart -> the last ack processed (the',
   '  epoch boundary and audit follow: ->epochAudit); no coordinator: go -> the last process done, each doing',
   '  new ShardPlan(...).shard(rank) and building the same batches (positions, indices, rangeDataset samples) through an awaited',
-  '  no-op step. cpu ms: CPU time over the same span summed over the workers (plus the coordinator, in-process), least of the runs; unlike wall',
+  '  no-op step. cpu ms: CPU time over the same span summed over the workers (plus the coordinator, in-process, to its audit), least of the runs; unlike wall',
   '  time it hardly moves when other jobs share the machine. The Launcher row has no cpu ms (its processes are not ours to ask).',
   `e2e/step ${STEP_MS}ms: the same with each batch's step waiting ${STEP_MS} ms (setTimeout: a step that waits for a GPU), in-process`,
   '  coordinator against no coordinator.',

@@ -1,4 +1,5 @@
 /** `distsampler coordinator`: a standalone coordinator for workers started elsewhere. */
+import { PlanSource } from '../worker/planSource.ts';
 import { rmSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { writeFile } from 'node:fs/promises';
@@ -49,6 +50,8 @@ export async function run(argv: string[]): Promise<number> {
   const coordinator = createCoordinator({
     worldSize,
     config: settings.config,
+    // The audit's large permutations are derived in a worker thread, ahead of their epoch.
+    plans: new PlanSource(settings.config),
     host: settings.host,
     port: settings.port,
     token: settings.token,

@@ -18,6 +18,7 @@ import { CorkedWrites } from './corkedWrites.ts';
 import { describeEffect } from './effectText.ts';
 import { EffectKind, InputKind, type CoordinatorEvents, type CoreEffect, type CoreInput, type PeerId, type TimerId } from './coreTypes.ts';
 import { GroupCore } from './groupCore.ts';
+import type { PlansAhead } from './planAuditor.ts';
 import { Journal, type JournalState, type WorldSizeRange } from './journal.ts';
 import { CoordinatorMetrics } from './metrics.ts';
 import { isPageRequest, LiveObservers, OBSERVE_PATH, requestPath } from './observers.ts';
@@ -47,6 +48,12 @@ export type CoordinatorOptions = CoreSettingsInput & {
   readonly restore?: JournalState;
   /** With `restore`: a new group (of any size) takes over the remaining positions. */
   readonly resume?: boolean;
+  /**
+   * Where the audit's plans come from, derived ahead of their epoch off the event loop (the CLI
+   * passes worker/planSource.ts's PlanSource, large permutations in a worker thread). Without it a
+   * permutation is derived in the audit's first slice of its epoch, on the event loop.
+   */
+  readonly plans?: PlansAhead;
 };
 
 /** A certificate (chain) and its private key, PEM text or Buffers, as node:https takes them. */
@@ -112,6 +119,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
   private readonly tls: CoordinatorTls | undefined;
   private readonly journal: Journal | undefined;
   private readonly sockets = new Map<PeerId, WebSocket>();
+  /** The audit's plans, derived ahead (see deriveAhead), if the options gave a source. */
+  private readonly auditPlans: PlansAhead | undefined;
   /** The TCP (or TLS) stream under each worker's WebSocket, corked while one input's frames are written. */
   private readonly streams = new WeakMap<WebSocket, Duplex>();
   private readonly timers = new Map<TimerId, NodeJS.Timeout>();
@@ -145,7 +154,9 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     if (tlsError) throw new CoordinatorConfigError(`tls: ${tlsError}`);
     this.tls = options.tls;
     const range = typeof options.worldSize === 'number' ? { min: options.worldSize, max: options.worldSize } : options.worldSize;
-    this.core = new GroupCore({ settings, config: options.config, range, restore: options.restore, resume: options.resume, journaling: options.journalPath !== undefined });
+    this.auditPlans = options.plans;
+    this.core = new GroupCore({ settings, config: options.config, range, restore: options.restore, resume: options.resume, journaling: options.journalPath !== undefined, ...(this.auditPlans ? { plans: this.auditPlans } : {}) });
+    if (this.auditPlans) this.deriveAhead(options.config, this.auditPlans);
     this.config = this.core.config;
     this.range = this.core.range;
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
@@ -307,9 +318,33 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     this.feed({ kind: InputKind.Connected, now: Date.now(), peer });
   }
 
+  /**
+   * The audit's permutations are derived in a worker thread ahead of their epoch: the first one
+   * during the rendezvous, each next one while the epoch before it runs. Deriving one on the event
+   * loop would hold up every ack for tens to hundreds of ms (2M to 1e7 indices).
+   */
+  private deriveAhead(config: RunConfig, plans: PlansAhead): void {
+    const prepare = (epoch: number): void => {
+      if (epoch >= config.epochs) return;
+      void plans.prepare(epoch).then(() => this.offerIdle());
+    };
+    if (this.core.status().epoch === null) prepare(0);
+    this.on('epochStart', ({ epoch }) => {
+      if (epoch < 0) return;
+      prepare(epoch);
+      prepare(epoch + 1);
+    });
+  }
+
   private feed(input: CoreInput): void {
     if (this.stopped) return;
     this.carryOut(this.core.handle(input));
+    this.offerIdle();
+  }
+
+  /** Offers the core an idle turn (the audit's next slice) when it wants one. */
+  private offerIdle(): void {
+    if (this.stopped) return;
     if (this.core.wantsIdle && !this.idleQueued) {
       // The plan audit runs in slices between other work, never holding up an ack.
       this.idleQueued = true;

@@ -17,6 +17,7 @@ import type { PendingCollectiveInfo } from './collectives.ts';
 import { GroupGenerations } from './groupGenerations.ts';
 import { GroupMembership } from './groupMembership.ts';
 import { GroupState } from './groupState.ts';
+import type { AuditPlans } from './planAuditor.ts';
 import { JournalRestart } from './journalRestart.ts';
 import type { JournalState, WorldSizeRange } from './journalRecords.ts';
 import { CoordinatorConfigError, type CoreSettings } from './options.ts';
@@ -42,6 +43,8 @@ export interface GroupCoreOptions {
   readonly journaling?: boolean;
   /** Test only: a known bug the simulator must catch. */
   readonly plantedBug?: PlantedBugName;
+  /** Where the audit's training plans come from (the shell derives them ahead, off the event loop). */
+  readonly plans?: AuditPlans;
 }
 
 /** The coordinator's core: feed it inputs with `handle`, carry out the effects it returns. */
@@ -88,6 +91,7 @@ export class GroupCore {
       resuming: Boolean(options.restore && options.resume),
       journaling: options.journaling ?? true,
       plantedBug: options.plantedBug,
+      ...(options.plans ? { plans: options.plans } : {}),
     });
     // The parts call each other through these hooks (resolved at call time), so none imports another.
     this.membership = new GroupMembership(this.group, {
@@ -184,7 +188,8 @@ export class GroupCore {
   /** True while the plan audit has slices left: the host should feed `idle` inputs. */
   get wantsIdle(): boolean {
     const group = this.group;
-    return group.current !== undefined && (group.phase === 'running' || group.phase === 'reporting') && !group.current.auditor.done;
+    const auditor = group.current?.auditor;
+    return auditor !== undefined && (group.phase === 'running' || group.phase === 'reporting') && !auditor.done && !auditor.waiting;
   }
 
   /** A snapshot for `GET /status` and for humans. */

@@ -16,7 +16,7 @@ import { journaledAudit, type JournalState, type JournaledEpoch, type WorldSizeR
 import { JournalWriter } from './journalWriter.ts';
 import { KeyValueStore } from './kvStore.ts';
 import type { CoreSettings } from './options.ts';
-import { PlanAuditor } from './planAuditor.ts';
+import { PlanAuditor, type AuditPlans } from './planAuditor.ts';
 import type { EpochAudit, EpochEvent, RunReport } from './report.ts';
 import { Rendezvous } from './rendezvous.ts';
 import { TimerTable } from './timerTable.ts';
@@ -45,10 +45,13 @@ export interface GroupStateOptions {
   readonly resuming: boolean;
   readonly journaling: boolean;
   readonly plantedBug: PlantedBugName | undefined;
+  /** Where the audit's training plans come from (derived ahead by the shell), if anywhere. */
+  readonly plans?: AuditPlans;
 }
 
 export class GroupState {
   readonly config: RunConfig;
+  readonly plans: AuditPlans | undefined;
   readonly range: WorldSizeRange;
   readonly settings: CoreSettings;
   readonly plantedBug: PlantedBugName | undefined;
@@ -110,6 +113,7 @@ export class GroupState {
     this.range = options.range;
     const { min, max } = this.range;
     this.plantedBug = options.plantedBug;
+    this.plans = options.plans;
     this.groupSize = max;
     this.timers = new TimerTable((effect) => this.effects.push(effect));
     this.rendezvous = new Rendezvous({ worldSize: max, minWorldSize: min, length: this.config.length, dataset: this.config.dataset });
@@ -201,7 +205,8 @@ export class GroupState {
     // An evaluation pass maps positions to indices for its results (no shuffle: its plan is cheap, so
     // it is made now, and the auditor shares it); a training plan is derived by the auditor, in slices.
     const evalPlan = isEvalPass(pass) ? passPlan(this.config, ledger.worldSize, pass) : undefined;
-    const auditor = new PlanAuditor(() => evalPlan ?? passPlan(this.config, ledger.worldSize, pass));
+    const plans = this.plans;
+    const auditor = evalPlan || !plans ? new PlanAuditor(() => evalPlan ?? passPlan(this.config, ledger.worldSize, pass)) : new PlanAuditor(() => plans.plan(pass, ledger.worldSize), () => plans.ready(pass));
     const evaluation = evalPlan ? { results: new EvalResults(passConfig(this.config, pass).length), plan: evalPlan } : undefined;
     return { ledger, startedAtWallMs, downtimeMs, events, active, reports: new Map(), acked: new Map(), ackedByWorker: new Map(), pids, lost: new Map(), outOfWork: new Set(), auditor, ...(evaluation ? { evaluation } : {}) };
   }

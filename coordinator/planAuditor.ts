@@ -4,6 +4,23 @@
  * runs, so the rollover barrier does not wait for O(N) hashing.
  */
 import type { ShardPlan } from '../shared/sampler.ts';
+
+/**
+ * Where the auditor's training plans come from: the coordinator's shell derives large
+ * permutations in a worker thread ahead of their epoch (worker/planSource.ts), so the audit never
+ * derives one on the event loop while acks wait. Without one, plans are derived when first asked.
+ */
+export interface AuditPlans {
+  /** The pass's plan at a world size (derived now if it was not ready). */
+  plan(pass: number, worldSize: number): ShardPlan;
+  /** False while the pass's permutation is being derived elsewhere: the audit waits for it. */
+  ready(pass: number): boolean;
+}
+
+/** AuditPlans that can be asked to derive an epoch's permutation ahead (worker/planSource.ts's PlanSource). */
+export interface PlansAhead extends AuditPlans {
+  prepare(epoch: number): Promise<void>;
+}
 import { IndexHash } from '../shared/indexHash.ts';
 
 const SLICE = 64 * 1024;
@@ -14,10 +31,19 @@ export class PlanAuditor {
   private offset = 0;
   private digest = new IndexHash();
 
-  constructor(private readonly plan: () => ShardPlan) {}
+  constructor(
+    private readonly plan: () => ShardPlan,
+    /** False while the plan is being derived elsewhere: no slice runs until it is ready. */
+    private readonly ready: () => boolean = () => true,
+  ) {}
+
+  /** Slices are left but the plan is not ready yet: the host need not offer idle turns meanwhile. */
+  get waiting(): boolean {
+    return !this.done && this.cached === undefined && !this.ready();
+  }
 
   get done(): boolean {
-    return this.rank >= this.planned.worldSize;
+    return this.cached !== undefined && this.rank >= this.cached.worldSize;
   }
 
   private cached: ShardPlan | undefined;
@@ -32,7 +58,8 @@ export class PlanAuditor {
   }
 
   /** Hashes up to `budget` more planned indices; true once every rank's digest is known. */
-  work(budget = SLICE): boolean {
+  work(budget = SLICE, force = false): boolean {
+    if (!force && this.waiting) return false;
     const plan = this.planned;
     while (budget > 0 && this.rank < plan.worldSize) {
       const size = plan.numSamplesOf(this.rank);
@@ -52,7 +79,8 @@ export class PlanAuditor {
 
   /** Every rank's planned digest, finishing the work now if slices have not yet. */
   finish(): string[] {
-    while (!this.work(Number.MAX_SAFE_INTEGER));
+    // The epoch ended: a plan still being derived elsewhere is derived here, now.
+    while (!this.work(Number.MAX_SAFE_INTEGER, true));
     return this.digests;
   }
 }

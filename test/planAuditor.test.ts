@@ -17,4 +17,20 @@ describe('PlanAuditor', () => {
     const plan = new ShardPlan({ length: 2, worldSize: 4, dropLast: true });
     expect(new PlanAuditor(() => plan).finish()).toEqual(Array(4).fill(hashIndices([])));
   });
+
+  it('waits, asking for no idle turn and deriving nothing, while its plan is derived elsewhere; finish does not wait', () => {
+    const plan = new ShardPlan({ length: 5000, worldSize: 2, seed: 1 });
+    let ready = false;
+    let asked = 0;
+    const auditor = new PlanAuditor(() => (asked++, plan), () => ready);
+    expect(auditor.waiting).toBe(true);
+    expect(auditor.work()).toBe(false);
+    expect(asked).toBe(0);
+    ready = true;
+    expect(auditor.waiting).toBe(false);
+    expect(auditor.work()).toBe(true);
+    expect(asked).toBe(1);
+    const late = new PlanAuditor(() => plan, () => false);
+    expect(late.finish()).toEqual([0, 1].map((r) => hashIndices(plan.shard(r))));
+  });
 });

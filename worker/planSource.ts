@@ -64,6 +64,11 @@ export class PlanSource {
     return job;
   }
 
+  /** False while the pass's permutation is being derived off thread (plan() would derive it again, here). */
+  ready(epoch: number): boolean {
+    return this.permutations.has(epoch) || !this.pending.has(epoch);
+  }
+
   /** The pass's plan for a world size (a training epoch's permutation does not depend on it). */
   plan(epoch: number, worldSize: number): ShardPlan {
     if (isEvalPass(epoch)) return passPlan(this.config, worldSize, epoch);
