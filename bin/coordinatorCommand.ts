@@ -51,7 +51,7 @@ export async function run(argv: string[]): Promise<number> {
     worldSize,
     config: settings.config,
     // The audit's large permutations are derived in a worker thread, ahead of their epoch.
-    plans: new PlanSource(settings.config),
+    plans: (config) => new PlanSource(config),
     host: settings.host,
     port: settings.port,
     token: settings.token,

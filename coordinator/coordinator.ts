@@ -49,11 +49,12 @@ export type CoordinatorOptions = CoreSettingsInput & {
   /** With `restore`: a new group (of any size) takes over the remaining positions. */
   readonly resume?: boolean;
   /**
-   * Where the audit's plans come from, derived ahead of their epoch off the event loop (the CLI
-   * passes worker/planSource.ts's PlanSource, large permutations in a worker thread). Without it a
-   * permutation is derived in the audit's first slice of its epoch, on the event loop.
+   * Where the audit's plans come from, derived ahead of their epoch off the event loop, made for
+   * the run's config (a restored journal's, when there is one); the CLI gives worker/planSource.ts's
+   * PlanSource (large permutations in a worker thread). Without it a permutation is derived in the
+   * audit's first slice of its epoch, on the event loop.
    */
-  readonly plans?: PlansAhead;
+  readonly plans?: (config: RunConfig) => PlansAhead;
 };
 
 /** A certificate (chain) and its private key, PEM text or Buffers, as node:https takes them. */
@@ -154,7 +155,8 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
     if (tlsError) throw new CoordinatorConfigError(`tls: ${tlsError}`);
     this.tls = options.tls;
     const range = typeof options.worldSize === 'number' ? { min: options.worldSize, max: options.worldSize } : options.worldSize;
-    this.auditPlans = options.plans;
+    // The run's config: a restored journal's wins over the options'.
+    this.auditPlans = options.plans?.(options.restore ? options.restore.config : options.config);
     this.core = new GroupCore({ settings, config: options.config, range, restore: options.restore, resume: options.resume, journaling: options.journalPath !== undefined, ...(this.auditPlans ? { plans: this.auditPlans } : {}) });
     if (this.auditPlans) this.deriveAhead(options.config, this.auditPlans);
     this.config = this.core.config;

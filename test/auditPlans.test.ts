@@ -22,7 +22,7 @@ describe('a coordinator whose audit plans are derived ahead in a worker thread',
     const source = new PlanSource(config, 1);
     const asked: number[] = [];
     const plans = { plan: source.plan.bind(source), ready: source.ready.bind(source), prepare: (epoch: number) => (asked.push(epoch), source.prepare(epoch)) };
-    const coordinator = new Coordinator({ worldSize: 2, config, plans });
+    const coordinator = new Coordinator({ worldSize: 2, config, plans: () => plans });
     open.push(coordinator);
     const { port } = await coordinator.listen();
     const groups = await Promise.all([0, 1].map((rank) => initProcessGroup({ initMethod: `ws://127.0.0.1:${port}`, rank })));
