@@ -266,11 +266,15 @@ export class EpochLedger {
     const advanced = cursor - unit.cursor;
     this.consumedCount += advanced;
     const oldEnd = unit.end;
+    const oldInflight = unit.inflight;
     const prior = unit.failure;
     unit.cursor = cursor;
     unit.end = cursor;
     unit.inflight = cursor;
     const rest = end < oldEnd ? this.addUnit(unit.origin, owner, end, oldEnd) : undefined;
+    // The owner's reservation beyond the failed batch (coalesced acks) is still its own: a death
+    // before it acknowledges the rest counts it, whether or not it heard of the failure.
+    if (rest) rest.inflight = Math.min(oldEnd, Math.max(end, oldInflight));
     const ranks = [...(prior?.ranks ?? []), owner];
     const history = { ranks, error: failure.error, ...(failure.stack === undefined ? {} : { stack: failure.stack }) };
     const size = end - cursor;

@@ -276,10 +276,10 @@ export class SimWorker {
       if (message.inflight && unit) this.hooks.reserved(this, run.epoch, run.worldSize, unit.origin, message.inflight.unit === message.unit ? message.cursor : unit.start, message.inflight.end);
       return;
     }
-    // A rewind gives up what followed the commit, a failed batch what followed its start (it is
-    // retried, here too maybe); the coordinator forgets the unit's reservation either way.
+    // A rewind gives up what followed the commit (the coordinator forgets the unit's reservation);
+    // a failed batch is retried (here too, maybe), and the reservation beyond it stands for the rest.
     const unit = run.origins.get(message.unit);
-    if (unit) this.hooks.released(this, run.epoch, run.worldSize, unit.origin, message.t === 'rewind' ? unit.start : message.cursor, unit.end);
+    if (unit) this.hooks.released(this, run.epoch, run.worldSize, unit.origin, message.t === 'rewind' ? unit.start : message.cursor, message.t === 'rewind' ? unit.end : message.end);
   }
 
   private sendAll(frames: readonly ClientMessage[]): void {
