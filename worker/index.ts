@@ -146,3 +146,4 @@ export {
   UnsupportedDatasetError,
 } from './datasets.ts';
 export { MissingResultsError, ResultCountError, ResultNotSerializableError, ResultPartsError } from '../shared/resultMerge.ts';
+export { PlanSource } from './planSource.ts';
