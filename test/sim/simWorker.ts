@@ -19,6 +19,7 @@ import type { SimContext } from './context.ts';
 import type { Conn, Network, ToWorker } from './network.ts';
 import { PER_BATCH_TIMEOUT_MS } from './scenario.ts';
 import { evalResultOf } from './truth.ts';
+import { UnitClaims, type UnitRange } from './unitClaims.ts';
 
 /** What the simulator learns from a worker (the truth the invariants compare the core with). */
 export interface WorkerHooks {
@@ -50,13 +51,6 @@ export interface WorkerHooks {
   redo(worker: SimWorker, epoch: number, worldSize: number): void;
 }
 
-/** Offsets [start, end) of `origin`'s shard: a unit as the coordinator named it last. */
-export interface UnitRange {
-  readonly origin: number;
-  readonly start: number;
-  readonly end: number;
-}
-
 type State = 'new' | 'handshake' | 'member' | 'reconnecting' | 'done' | 'dead';
 
 interface EpochRun {
@@ -73,8 +67,8 @@ interface EpochRun {
   blockedOn: number | undefined;
   /** Per unit, how far its offsets were handed to the step (an evaluation pass redoes beyond the coordinator's cursor). */
   readonly handedTo: Map<number, number>;
-  /** Each unit's origin (whose shard its offsets are) and range, as the coordinator's frames named them last. */
-  readonly origins: Map<number, UnitRange>;
+  /** Its units as the coordinator named them last, and what its frames claim of them. */
+  readonly claims: UnitClaims;
   batches: number;
   idleSince: number | undefined;
   /** pg.elastic (scenario.elastic): batches completed since the last commit. */
@@ -270,16 +264,10 @@ export class SimWorker {
   /** What a frame claims or gives up, for the truth's count of positions taken twice. */
   private noteClaims(message: ClientMessage): void {
     const run = this.run;
-    if (!run || (message.t !== 'ack' && message.t !== 'rewind' && message.t !== 'stepFailed') || message.epoch !== run.epoch) return;
-    if (message.t === 'ack') {
-      const unit = message.inflight && run.origins.get(message.inflight.unit);
-      if (message.inflight && unit) this.hooks.reserved(this, run.epoch, run.worldSize, unit.origin, message.inflight.unit === message.unit ? message.cursor : unit.start, message.inflight.end);
-      return;
-    }
-    // A rewind gives up what followed the commit (the coordinator forgets the unit's reservation);
-    // a failed batch is retried (here too, maybe), and the reservation beyond it stands for the rest.
-    const unit = run.origins.get(message.unit);
-    if (unit) this.hooks.released(this, run.epoch, run.worldSize, unit.origin, message.t === 'rewind' ? unit.start : message.cursor, message.t === 'rewind' ? unit.end : message.end);
+    if (!run || !('epoch' in message) || message.epoch !== run.epoch) return;
+    const claim = run.claims.claimOf(message);
+    if (claim?.kind === 'reserved') this.hooks.reserved(this, run.epoch, run.worldSize, claim.origin, claim.start, claim.end);
+    else if (claim) this.hooks.released(this, run.epoch, run.worldSize, claim.origin, claim.start, claim.end);
   }
 
   private sendAll(frames: readonly ClientMessage[]): void {
@@ -300,7 +288,7 @@ export class SimWorker {
       case 'assign':
         if (message.seq !== undefined) this.nextSeq = Math.max(this.nextSeq, message.seq);
         if (this.run && message.epoch === this.run.epoch && !this.run.ended) {
-          for (const u of message.units) this.run.origins.set(u.id, { origin: u.origin, start: u.start, end: u.end });
+          this.run.claims.add(message.units);
           this.run.reportCurrent = false;
           this.sendAll(this.run.cursor.receive({ t: 'assign', units: message.units }));
           this.step();
@@ -365,16 +353,7 @@ export class SimWorker {
       // A change missed while away: the next call would have failed, so the loop rewinds.
       if (message.generation !== undefined && message.generation > this.generation && run.cursor.holdAcks) run.rewindDue = true;
       if (run.evaluation) this.noteRedo(run, message.units);
-      // The re-sent units are the truth: what was cut from one (or one left out) is no longer this
-      // worker's, given to others and counted; taking it again is a new taking.
-      for (const [id, had] of run.origins) {
-        const now = message.units.find((u) => u.id === id);
-        const from = now ? Math.max(now.end, had.start) : had.start;
-        // A unit's end here may predate a failure that cut it: what another unit now holds is not lost.
-        for (const [start, end] of rangesOutside(from, had.end, message.units.filter((u) => u.origin === had.origin))) this.hooks.lost(this, run.epoch, run.worldSize, had.origin, start, end);
-      }
-      run.origins.clear();
-      for (const u of message.units) run.origins.set(u.id, { origin: u.origin, start: u.start, end: u.end });
+      for (const lost of run.claims.resent(message.units)) this.hooks.lost(this, run.epoch, run.worldSize, lost.origin, lost.start, lost.end);
       run.reportCurrent = false;
       this.sendAll(run.cursor.receive({ t: 'epoch', units: message.units }));
       return this.step();
@@ -394,7 +373,7 @@ export class SimWorker {
       ended: false,
       blockedOn: undefined,
       handedTo: new Map(),
-      origins: new Map(message.units.map((u) => [u.id, { origin: u.origin, start: u.start, end: u.end }])),
+      claims: new UnitClaims(message.units),
       batches: 0,
       idleSince: undefined,
       sinceCommit: 0,
@@ -554,22 +533,10 @@ export class SimWorker {
     if (this.run && !this.run.ended) this.sendAll(this.run.cursor.holdAcks ? this.run.cursor.rewind() : this.run.cursor.settle(this.ctx.queue.now));
     if (!this.finished) this.send({ t: 'leave' });
     // Gone with its closing acks: what it reserved beyond them it never had.
-    if (this.run && !this.run.ended && (this.conn?.workerOpen ?? false)) this.hooks.left(this, this.run.epoch, this.run.worldSize, this.run.origins.values());
+    if (this.run && !this.run.ended && (this.conn?.workerOpen ?? false)) this.hooks.left(this, this.run.epoch, this.run.worldSize, this.run.claims.held());
     this.state = 'done';
     if (this.conn) this.network.closeByWorker(this.conn, 1000);
     this.conn = undefined;
   }
 }
 
-/** [start, end) without the ranges of `units`, as disjoint ranges. */
-function rangesOutside(start: number, end: number, units: readonly WorkUnit[]): Array<[number, number]> {
-  const out: Array<[number, number]> = [];
-  let at = start;
-  for (const u of [...units].sort((a, b) => a.start - b.start)) {
-    if (u.end <= at || u.start >= end) continue;
-    if (u.start > at) out.push([at, u.start]);
-    at = Math.max(at, u.end);
-  }
-  if (at < end) out.push([at, end]);
-  return out;
-}

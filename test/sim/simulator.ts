@@ -13,7 +13,8 @@ import { Invariants } from './invariants.ts';
 import { Network } from './network.ts';
 import { Rng } from './rng.ts';
 import { drawScenario, faultCount, type Scenario } from './scenario.ts';
-import { SimWorker, type UnitRange, type WorkerHooks } from './simWorker.ts';
+import { SimWorker, type WorkerHooks } from './simWorker.ts';
+import type { UnitRange } from './unitClaims.ts';
 import { HANDED, RESERVED, RunTruth } from './truth.ts';
 
 export interface SeedOptions {
