@@ -61,6 +61,8 @@ export class Network {
 
   /** A frame that reached no coordinator (its connection was already closed there): for the invariants. */
   onLostFrame: ((message: ClientMessage) => void) | undefined;
+  /** A frame about to reach the coordinator; `closing`: the coordinator already dropped the connection (a late frame). */
+  onDelivered: ((conn: Conn, message: ClientMessage, closing: boolean) => void) | undefined;
 
   constructor(
     private readonly ctx: SimContext,
@@ -103,6 +105,7 @@ export class Network {
         return;
       }
       conn.deliveredSentAt = sentAt;
+      if (item.kind === 'frame') this.onDelivered?.(conn, item.message, conn.coordClosing);
       this.coordinator.deliver(conn, item);
     });
   }

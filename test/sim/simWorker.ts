@@ -37,8 +37,6 @@ export interface WorkerHooks {
   released(worker: SimWorker, epoch: number, worldSize: number, origin: number, start: number, end: number): void;
   /** Offsets [start, end) of `origin`'s shard were cut from its units while it was away (given to others, counted). */
   lost(worker: SimWorker, epoch: number, worldSize: number, origin: number, start: number, end: number): void;
-  /** It left the group gracefully mid-pass, holding `units`: its reservations in them were never taken. */
-  left(worker: SimWorker, epoch: number, worldSize: number, units: Iterable<UnitRange>): void;
   /** The step for them returned. */
   completed(worker: SimWorker, epoch: number, worldSize: number, origin: number, start: number, end: number): void;
   collectiveReply(worker: SimWorker, message: Extract<ServerMessage, { t: 'collectiveResult' | 'collectiveError' }>): void;
@@ -94,6 +92,8 @@ export class SimWorker {
   strayData = false;
   /** Wants to leave at its next chance (elastic shrink). */
   leaving = false;
+  /** Left mid-pass: the units it held then, for the truth once its leave reaches the coordinator. */
+  leftWith: { readonly epoch: number; readonly worldSize: number; readonly units: readonly UnitRange[] } | undefined;
   stalledUntil = Number.NEGATIVE_INFINITY;
   private config: RunConfig | undefined;
   private lastEnded: { epoch: number; report: ClientMessage } | undefined;
@@ -532,8 +532,9 @@ export class SimWorker {
     // Under pg.elastic what was not committed is given back (the others roll back to their commits too).
     if (this.run && !this.run.ended) this.sendAll(this.run.cursor.holdAcks ? this.run.cursor.rewind() : this.run.cursor.settle(this.ctx.queue.now));
     if (!this.finished) this.send({ t: 'leave' });
-    // Gone with its closing acks: what it reserved beyond them it never had.
-    if (this.run && !this.run.ended && (this.conn?.workerOpen ?? false)) this.hooks.left(this, this.run.epoch, this.run.worldSize, this.run.claims.held());
+    // Gone with its closing acks: what it reserved beyond them it never had, if the coordinator
+    // takes the leave as one (the simulator tells the truth when the frame arrives).
+    if (this.run && !this.run.ended) this.leftWith = { epoch: this.run.epoch, worldSize: this.run.worldSize, units: [...this.run.claims.held()] };
     this.state = 'done';
     if (this.conn) this.network.closeByWorker(this.conn, 1000);
     this.conn = undefined;

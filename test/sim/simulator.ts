@@ -96,6 +96,12 @@ class Simulation implements WorkerHooks {
     this.network.onLostFrame = (message) => {
       if (message.t === 'rewind') this.invariants.knowledgeLost(message.epoch);
     };
+    // A leave the coordinator takes as one (not a dead peer's late frame): the leaver's
+    // reservations were never taken. One it already counted as a death stands.
+    this.network.onDelivered = (conn, message, closing) => {
+      const leaving = message.t === 'leave' && !closing && conn.worker instanceof SimWorker ? conn.worker.leftWith : undefined;
+      if (leaving) this.left(conn.worker as SimWorker, leaving.epoch, leaving.worldSize, leaving.units);
+    };
     this.faults = ctx.rng.fork('faults');
     this.host.onTerminate = (peer) => this.terminated(peer);
   }
@@ -310,7 +316,8 @@ class Simulation implements WorkerHooks {
     this.truth.of(epoch, worldSize).lost(this.workerKey(w), origin, start, end);
   }
 
-  left(w: SimWorker, epoch: number, worldSize: number, units: Iterable<UnitRange>): void {
+  /** A worker left gracefully mid-pass holding `units`: its reservations in them were never taken. */
+  private left(w: SimWorker, epoch: number, worldSize: number, units: Iterable<UnitRange>): void {
     const truth = this.truth.of(epoch, worldSize);
     for (const unit of units) truth.unreserved(this.workerKey(w), unit.origin, unit.start, unit.end);
   }
