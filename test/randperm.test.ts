@@ -3,21 +3,13 @@
  * branches of torch.randperm (forward Fisher-Yates and the inside-out variant of torch >= 2.7),
  * and the exact 64-bit modulo behind the inside-out branch.
  */
-import { readFileSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
 import { MT19937, torchSeed32 } from '../shared/mt19937.ts';
 import { torchPermutation } from '../shared/permutation.ts';
 import { mod64, randperm, RANDPERM_FORWARD_LIMIT, randpermForward, randpermInsideOut } from '../shared/randperm.ts';
+import { goldenRandperm } from './support/goldenRandperm.ts';
 import { testRng } from './support/testRng.ts';
 
-interface RandpermVector {
-  readonly n: number;
-  readonly seed: number;
-  readonly perm: readonly number[];
-}
-const golden = JSON.parse(readFileSync(new URL('./fixtures/torch-distributed-sampler.json', import.meta.url), 'utf8')) as {
-  readonly randperm: readonly RandpermVector[];
-};
 
 const TWO_32 = 2 ** 32;
 
@@ -189,22 +181,22 @@ describe('seed arithmetic (torchSeed32: low 32 bits of seed + epoch, two\'s comp
 });
 
 describe('torch.randperm golden vectors (PyTorch 1.13, CPU generator)', () => {
-  for (const vector of golden.randperm) {
+  for (const vector of goldenRandperm) {
     test(`randperm(${vector.n}) after manual_seed(${vector.seed}) matches torch`, () => {
       expect(Array.from(torchPermutation(vector.n, vector.seed, 0).table)).toEqual(vector.perm);
     });
   }
 
   test('the plain reference Fisher-Yates (reference MT19937, `%`) itself reproduces every golden vector', () => {
-    for (const vector of golden.randperm) expect(referenceForward(vector.n, vector.seed)).toEqual(vector.perm);
+    for (const vector of goldenRandperm) expect(referenceForward(vector.n, vector.seed)).toEqual(vector.perm);
   });
 
   test('the golden file covers a seed of 2^31 (the sign bit of a 32-bit seed)', () => {
-    expect(golden.randperm.some((v) => v.seed === 2147483648)).toBe(true);
+    expect(goldenRandperm.some((v) => v.seed === 2147483648)).toBe(true);
   });
 
   test('seed and epoch enter only through their sum', () => {
-    for (const vector of golden.randperm) {
+    for (const vector of goldenRandperm) {
       expect(Array.from(torchPermutation(vector.n, vector.seed - 5, 5).table)).toEqual(vector.perm);
       expect(Array.from(torchPermutation(vector.n, BigInt(vector.seed) + 2n ** 40n, 0).table)).toEqual(vector.perm);
     }

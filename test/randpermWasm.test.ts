@@ -3,22 +3,14 @@
  * PyTorch's golden vectors; the JavaScript fallback where WebAssembly is missing or refuses the
  * module; and the little binary encoder the module is written with.
  */
-import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, test, vi } from 'vitest';
 import { MT19937 } from '../shared/mt19937.ts';
 import { randperm, randpermForThisThread, randpermForward, WASM_FROM } from '../shared/randperm.ts';
 import { randpermForwardWasm, randpermModuleBytes } from '../shared/randpermWasm.ts';
 import { sleb, uleb } from '../shared/wasmEncoder.ts';
+import { goldenRandperm } from './support/goldenRandperm.ts';
 import { testRng } from './support/testRng.ts';
 
-interface RandpermVector {
-  readonly n: number;
-  readonly seed: number;
-  readonly perm: readonly number[];
-}
-const golden = JSON.parse(readFileSync(new URL('./fixtures/torch-distributed-sampler.json', import.meta.url), 'utf8')) as {
-  readonly randperm: readonly RandpermVector[];
-};
 
 /** The WebAssembly global as these tests use it (not declared by this project's TypeScript libraries). */
 interface WasmGlobal {
@@ -48,7 +40,7 @@ function draws(rng: MT19937, count: number): number[] {
 
 describe('randpermForwardWasm', () => {
   test('reproduces PyTorch\'s golden randperm vectors', () => {
-    for (const vector of golden.randperm) expect(Array.from(wasmOrFail(vector.n, new MT19937(vector.seed))), `n=${vector.n}`).toEqual(vector.perm);
+    for (const vector of goldenRandperm) expect(Array.from(wasmOrFail(vector.n, new MT19937(vector.seed))), `n=${vector.n}`).toEqual(vector.perm);
   });
 
   test('equals the JavaScript forward branch around every boundary (batch 256, chunk 2^16, MT block 624), and leaves the generator in the same state', () => {
