@@ -326,15 +326,15 @@ export class Coordinator extends EventEmitter<CoordinatorEvents> {
    * loop would hold up every ack for tens to hundreds of ms (2M to 1e7 indices).
    */
   private deriveAhead(config: RunConfig, plans: PlansAhead): void {
-    const prepare = (epoch: number): void => {
+    const prepare = (epoch: number, ahead: boolean): void => {
       if (epoch >= config.epochs) return;
-      void plans.prepare(epoch).then(() => this.offerIdle());
+      void (ahead ? plans.prepareAhead(epoch) : plans.prepare(epoch)).then(() => this.offerIdle());
     };
-    if (this.core.status().epoch === null) prepare(0);
+    if (this.core.status().epoch === null) prepare(0, false);
     this.on('epochStart', ({ epoch }) => {
       if (epoch < 0) return;
-      prepare(epoch);
-      prepare(epoch + 1);
+      prepare(epoch, false);
+      prepare(epoch + 1, true);
     });
   }
 

@@ -19,7 +19,10 @@ export interface AuditPlans {
 
 /** AuditPlans that can be asked to derive an epoch's permutation ahead (worker/planSource.ts's PlanSource). */
 export interface PlansAhead extends AuditPlans {
+  /** Derives the epoch's permutation now (its epoch begins, or nothing else runs yet). */
   prepare(epoch: number): Promise<void>;
+  /** Derives the next epoch's, while the current one's is held, if memory allows. */
+  prepareAhead(epoch: number): Promise<void>;
 }
 import { IndexHash } from '../shared/indexHash.ts';
 

@@ -21,7 +21,8 @@ describe('a coordinator whose audit plans are derived ahead in a worker thread',
     const config = runConfig({ length: 5003, batchSize: 64, epochs: 3, seed: '17' });
     const source = new PlanSource(config, 1);
     const asked: number[] = [];
-    const plans = { plan: source.plan.bind(source), ready: source.ready.bind(source), prepare: (epoch: number) => (asked.push(epoch), source.prepare(epoch)) };
+    const prepare = (epoch: number) => (asked.push(epoch), source.prepare(epoch));
+    const plans = { plan: source.plan.bind(source), ready: source.ready.bind(source), prepare, prepareAhead: prepare };
     const coordinator = new Coordinator({ worldSize: 2, config, plans: () => plans });
     open.push(coordinator);
     const { port } = await coordinator.listen();

@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { planFor } from '../shared/runPlan.ts';
 import type { RunConfig } from '../shared/protocol.ts';
-import { derivePermutationOffThread, PlanSource } from '../worker/planSource.ts';
+import { AHEAD_LIMIT, derivePermutationOffThread, PlanSource } from '../worker/planSource.ts';
 import { torchPermutation } from '../shared/permutation.ts';
 import { torchSeed32 } from '../shared/mt19937.ts';
 import type { IndexTable } from '../shared/randperm.ts';
@@ -44,6 +44,17 @@ describe('PlanSource', () => {
     expect(table.byteOffset).toBe(0);
     expect(table.byteLength).toBe(table.buffer.byteLength);
     expect(firstDifference(table, torchPermutation(100_003, 99n, 1).table)).toBe(-1);
+  });
+
+  it('derives the next epoch ahead only while two tables stay within AHEAD_LIMIT', async () => {
+    const huge = new PlanSource({ ...config, length: AHEAD_LIMIT + 1 }, 1);
+    await huge.prepareAhead(1);
+    // Nothing derived: the epoch's own prepare (when it begins) does it.
+    expect(huge.ready(1)).toBe(true);
+    expect((huge as unknown as { permutations: Map<number, unknown> }).permutations.size).toBe(0);
+    const small = new PlanSource(config, 1);
+    await small.prepareAhead(1);
+    expect((small as unknown as { permutations: Map<number, unknown> }).permutations.has(1)).toBe(true);
   });
 
   it('derives nothing ahead for what is cheap anyway (feistel, no shuffle, small N)', async () => {

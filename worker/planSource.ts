@@ -29,6 +29,12 @@ export interface PermutationJob {
 /** Epochs whose permutation is kept (the current one, and the one before for a late takeover). */
 const KEEP = 2;
 
+/**
+ * Up to this length the next epoch's permutation is derived while the current one runs (two
+ * tables held at once: 512 MiB at most); beyond, memory wins and it is derived when its epoch begins.
+ */
+export const AHEAD_LIMIT = 2 ** 26;
+
 export class PlanSource {
   private readonly permutations = new Map<number, TablePermutation>();
   private readonly pending = new Map<number, Promise<void>>();
@@ -62,6 +68,11 @@ export class PlanSource {
       this.pending.set(epoch, job);
     }
     return job;
+  }
+
+  /** As prepare, for an epoch that has not begun (the next one): only while two tables fit AHEAD_LIMIT. */
+  prepareAhead(epoch: number): Promise<void> {
+    return this.config.length <= AHEAD_LIMIT ? this.prepare(epoch) : Promise.resolve();
   }
 
   /** False while the pass's permutation is being derived off thread (plan() would derive it again, here). */

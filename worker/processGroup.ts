@@ -271,7 +271,7 @@ export class ProcessGroup implements EpochHost {
         // The next training epoch's permutation is derived (off thread) while this one runs, so
         // the rollover does not wait for it.
         const upcoming = epochOfPass(message.epoch) + 1;
-        if (upcoming < this.config.epochs) void this.plans.prepare(upcoming);
+        if (upcoming < this.config.epochs) void this.plans.prepareAhead(upcoming);
         const epoch = new Epoch(this, message.epoch, message.worldSize, message.units);
         this.currentEpoch = epoch;
         await this.elasticRun?.enterEpoch(epoch, false);
