@@ -12,7 +12,7 @@
  * runs in this process except under the Launcher. Clocks: wallNow() (timeOrigin + now),
  * comparable across processes on one machine. Every child is killed on the way out.
  */
-import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,14 +22,14 @@ import { Launcher } from '../bin/launcher.ts';
 import { planFor } from '../shared/runPlan.ts';
 import { hashIndices } from '../shared/indexHash.ts';
 import type { RunConfig } from '../shared/protocol.ts';
-import { cpuMsSince, isChildMessage, wallNow, type ChildMessage, type ChildMessageType, type WorkerSpec } from './groupCommon.ts';
+import { cpuMsSince, wallNow, type ChildMessage, type ChildMessageType, type WorkerSpec } from './groupCommon.ts';
+import { Child, killLeftovers, liveChildren } from './groupChild.ts';
 import { formatCell, type BenchRow, type Cell, type Column, type SectionOptions } from './sections.ts';
 import { measureRendezvousAtScale, scaleLegend, scaleRowName } from './rendezvousScale.ts';
 
 const SECTION = 'group';
 /** Debian's python3-torch by default; DISTSAMPLER_BENCH_PYTHON points elsewhere (as in the shard section). */
 const PYTHON = process.env.DISTSAMPLER_BENCH_PYTHON ?? '/usr/bin/python3';
-const TSX_LOADER = import.meta.resolve('tsx');
 /** Booting many tsx processes on a small machine is slow; this only bounds a hang. */
 const READY_TIMEOUT_MS = 120_000;
 const STEP_TIMEOUT_MS = 60_000;
@@ -94,99 +94,6 @@ function runConfig(length: number, batchSize: number, epochs: number): RunConfig
 }
 
 // ---- children ---------------------------------------------------------------------------------
-
-/** Every child this module started and has not seen exit: killed on any way out. */
-const live = new Set<ChildProcess>();
-function killLeftovers(): void {
-  for (const child of live) child.kill('SIGKILL');
-}
-
-type Waiter = { readonly t: ChildMessageType; readonly resolve: (m: ChildMessage) => void; readonly reject: (e: Error) => void };
-
-/** One bench/groupWorker.ts process and the messages it sent. */
-class Child {
-  readonly proc: ChildProcess;
-  readonly label: string;
-  private readonly inbox: ChildMessage[] = [];
-  private waiter: Waiter | undefined;
-  private stderr = '';
-  private gone: Error | undefined;
-  readonly exited: Promise<void>;
-
-  constructor(repoRoot: string, spec: WorkerSpec, label: string) {
-    this.label = label;
-    const script = join(repoRoot, 'bench', 'groupWorker.ts');
-    this.proc = fork(script, [JSON.stringify(spec)], { cwd: repoRoot, execArgv: ['--import', TSX_LOADER], stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
-    live.add(this.proc);
-    this.proc.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-      this.stderr = (this.stderr + chunk).slice(-2000);
-    });
-    this.proc.on('message', (value: unknown) => {
-      if (!isChildMessage(value)) return;
-      if (value.t === 'error') return this.fail(new Error(`${this.label}: ${value.message}`));
-      const waiter = this.waiter;
-      if (waiter && waiter.t === value.t) {
-        this.waiter = undefined;
-        waiter.resolve(value);
-      } else this.inbox.push(value);
-    });
-    this.exited = new Promise((resolve) => {
-      // 'close', not 'exit': it waits for the IPC channel too, so a result sent just before a
-      // clean exit is always delivered before the child counts as gone.
-      this.proc.once('close', (code, signal) => {
-        live.delete(this.proc);
-        const tail = this.stderr.trim().split('\n').slice(-3).join(' | ');
-        this.fail(new Error(`${this.label} exited (${signal ?? `code ${code}`}) before reporting${tail ? `: ${tail}` : ''}`));
-        resolve();
-      });
-    });
-    this.proc.on('error', (error) => this.fail(error));
-  }
-
-  /** The next message of type t (buffered or future); rejects if the child errs, exits or is too slow. */
-  next<T extends ChildMessageType>(t: T, timeoutMs = STEP_TIMEOUT_MS): Promise<Extract<ChildMessage, { t: T }>> {
-    const index = this.inbox.findIndex((m) => m.t === t);
-    if (index >= 0) return Promise.resolve(this.inbox.splice(index, 1)[0] as Extract<ChildMessage, { t: T }>);
-    if (this.gone) return Promise.reject(this.gone);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiter = undefined;
-        reject(new Error(`${this.label}: no '${t}' within ${timeoutMs / 1000} s`));
-      }, timeoutMs);
-      this.waiter = {
-        t,
-        resolve: (m) => {
-          clearTimeout(timer);
-          resolve(m as Extract<ChildMessage, { t: T }>);
-        },
-        reject: (e) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      };
-    });
-  }
-
-  go(url: string): void {
-    if (this.proc.connected) this.proc.send({ t: 'go', url });
-  }
-
-  /** Waits a little for a clean exit, then SIGKILL. */
-  async dispose(graceMs: number): Promise<void> {
-    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
-    const timer = setTimeout(() => this.proc.kill('SIGKILL'), graceMs);
-    await this.exited;
-    clearTimeout(timer);
-  }
-
-  private fail(error: Error): void {
-    // Only the first cause counts: an 'error' message, then the exit it leads to.
-    this.gone ??= error;
-    const waiter = this.waiter;
-    this.waiter = undefined;
-    waiter?.reject(this.gone);
-  }
-}
 
 /** A batch of children started together and always disposed together. */
 class Children {
@@ -382,7 +289,7 @@ interface ProcessOutput {
 function runProcess(command: string, args: readonly string[], cwd: string, timeoutMs: number): Promise<ProcessOutput> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-    live.add(child);
+    liveChildren.add(child);
     let stdout = '';
     let stderr = '';
     let timedOut = false;
@@ -396,12 +303,12 @@ function runProcess(command: string, args: readonly string[], cwd: string, timeo
     }, timeoutMs);
     child.on('error', (error) => {
       clearTimeout(timer);
-      live.delete(child);
+      liveChildren.delete(child);
       reject(error);
     });
     child.on('close', (code) => {
       clearTimeout(timer);
-      live.delete(child);
+      liveChildren.delete(child);
       resolve({ code, stdout, stderr, timedOut });
     });
   });

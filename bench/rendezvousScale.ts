@@ -16,14 +16,13 @@
  * DISTSAMPLER_BENCH_CPU_PROF=DIR makes the children write V8 CPU profiles there (run the parent
  * under `node --cpu-prof` to profile the coordinator too).
  */
-import { fork, spawnSync, type ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { Coordinator } from '../coordinator/coordinator.ts';
-import { isChildMessage, wallNow, type ChildMessage, type WorkerSpec } from './groupCommon.ts';
+import { Child } from './groupChild.ts';
+import { wallNow, type ChildMessage } from './groupCommon.ts';
 import type { BenchRow, Cell, SectionOptions } from './sections.ts';
 
 const SECTION = 'group';
-const TSX_LOADER = import.meta.resolve('tsx');
 /** Bounds a hang only: booting tsx children on a small, loaded machine is slow. */
 const STEP_TIMEOUT_MS = 120_000;
 /** The issue's target for 1,024 workers. */
@@ -49,70 +48,6 @@ export const scaleLegend: readonly string[] = [
 
 type Rendezvoused = Extract<ChildMessage, { t: 'rendezvous' }>;
 
-/** One `many` child: ready, then go, then its one rendezvous result (or why not). */
-class ManyChild {
-  private readonly proc: ChildProcess;
-  private readonly messages: ChildMessage[] = [];
-  private readonly exited: Promise<void>;
-  private wake: (() => void) | undefined;
-  private failure: Error | undefined;
-  private stderr = '';
-
-  constructor(repoRoot: string, count: number) {
-    const spec: WorkerSpec = { mode: 'many', count };
-    const profile = PROFILE_DIR === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`];
-    this.proc = fork(join(repoRoot, 'bench', 'groupWorker.ts'), [JSON.stringify(spec)], {
-      cwd: repoRoot,
-      execArgv: ['--import', TSX_LOADER, ...profile],
-      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-    });
-    this.proc.stderr?.setEncoding('utf8').on('data', (chunk: string) => (this.stderr = (this.stderr + chunk).slice(-2000)));
-    this.proc.on('message', (value: unknown) => {
-      if (!isChildMessage(value)) return;
-      if (value.t === 'error') this.failure ??= new Error(value.message);
-      else this.messages.push(value);
-      this.wake?.();
-    });
-    this.exited = new Promise((resolve) =>
-      this.proc.once('close', (code, signal) => {
-        this.failure ??= new Error(`a child exited (${signal ?? `code ${code}`}): ${this.stderr.trim().split('\n').slice(-3).join(' | ')}`);
-        this.wake?.();
-        resolve();
-      }),
-    );
-  }
-
-  async next<T extends ChildMessage['t']>(t: T): Promise<Extract<ChildMessage, { t: T }>> {
-    const deadline = Date.now() + STEP_TIMEOUT_MS;
-    for (;;) {
-      const found = this.messages.find((m): m is Extract<ChildMessage, { t: T }> => m.t === t);
-      if (found) return found;
-      if (this.failure) throw this.failure;
-      if (Date.now() > deadline) throw new Error(`no '${t}' from a child within ${STEP_TIMEOUT_MS / 1000} s`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, 1000);
-        this.wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.wake = undefined;
-    }
-  }
-
-  go(url: string): void {
-    if (this.proc.connected) this.proc.send({ t: 'go', url });
-  }
-
-  /** A child that reported exits by itself (writing its profile); one that did not is killed after `graceMs`. */
-  async dispose(graceMs: number): Promise<void> {
-    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
-    const timer = setTimeout(() => this.proc.kill('SIGKILL'), graceMs);
-    await this.exited;
-    clearTimeout(timer);
-  }
-}
-
 function formatMs(value: number): string {
   return `${value >= 100 ? value.toFixed(0) : value.toFixed(1)} ms`;
 }
@@ -136,10 +71,11 @@ export async function measureRendezvousScale(options: SectionOptions, scale: Sca
   const { workers, processes } = scale;
   const identity = { what: `${workers} initProcessGroup calls from ${processes} ${processes === 1 ? 'process' : 'processes'}`, world: workers };
   const perChild = Array.from({ length: processes }, (_, i) => Math.floor(workers / processes) + (i < workers % processes ? 1 : 0));
-  const children = perChild.map((count) => new ManyChild(options.repoRoot, count));
+  const profile = PROFILE_DIR === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${PROFILE_DIR}`];
+  const children = perChild.map((count, i) => new Child(options.repoRoot, { mode: 'many', count }, `many child ${i}`, profile));
   let coordinator: Coordinator | undefined;
   try {
-    await Promise.all(children.map((child) => child.next('ready')));
+    await Promise.all(children.map((child) => child.next('ready', STEP_TIMEOUT_MS)));
     coordinator = new Coordinator({
       worldSize: workers,
       config: { length: workers, seed: '0', shuffle: true, dropLast: false, engine: 'torch', batchSize: 1, epochs: 0 },
@@ -165,7 +101,7 @@ export async function measureRendezvousScale(options: SectionOptions, scale: Sca
     });
     const goAt = wallNow();
     for (const child of children) child.go(`ws://${host}:${port}`);
-    const results: Rendezvoused[] = await Promise.all(children.map((child) => child.next('rendezvous')));
+    const results: Rendezvoused[] = await Promise.all(children.map((child) => child.next('rendezvous', STEP_TIMEOUT_MS)));
     const report = await coordinator.done;
     if (!report.ok) throw new Error(`the coordinator's run failed: ${report.error ?? 'audit not ok'}`);
     const welcomed = results.flatMap((r) => r.welcomedAt);
