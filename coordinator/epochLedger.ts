@@ -15,6 +15,8 @@ export interface LedgerUnit extends WorkUnit {
    * whatever the lost worker, `worker` when known, reports it still delivered: an `overrun`).
    */
   redone?: RedoneRange[];
+  /** Per worker that rewound the unit (pg.elastic): the positions it gave up, all told, as counted. */
+  rewound?: RewoundCount[];
   /**
    * The step failed on these offsets before (the unit is a retry of them), or, `quarantined`,
    * on its one offset every time it was tried: resolved, never consumed.
@@ -60,6 +62,12 @@ export interface RedoneRange {
   to: number;
   counted: number;
   worker?: string;
+}
+
+/** What `worker`'s rewinds of a unit gave up, all told (the `rewound` of its last rewind frame counted). */
+export interface RewoundCount {
+  worker: string;
+  positions: number;
 }
 
 export type AckOutcome = { readonly ok: true; readonly advanced: number } | { readonly ok: false; readonly reason: string };
@@ -334,17 +342,25 @@ export class EpochLedger {
   }
 
   /**
-   * `owner` gives up what its step did with `unitId` beyond the acknowledged cursor, up to `end`
-   * (pg.elastic restored the worker's state to its last commit), and does it again from the
-   * cursor: those positions are delivered twice. Clamped to the unit's end; a unit that is not
-   * the sender's (handed over meanwhile) counts nothing, as its handover counted its in-flight batch.
+   * `owner` (the worker `worker`) gives up what its step did with `unitId` beyond the
+   * acknowledged cursor, up to `end` (pg.elastic restored the worker's state to its last commit),
+   * and does it again from the cursor: those positions are delivered twice. `rewound` is what the
+   * worker gave up of the unit so far, all told: what goes beyond the total already counted for
+   * it is counted, so a rewind heard twice counts once and one told again after a restart counts
+   * then. A unit that is not the sender's (handed over meanwhile) counts nothing, as its handover
+   * counted its in-flight batch.
    * @returns the positions newly counted as redelivered
    */
-  rewind(owner: number, unitId: number, end: number): number {
+  rewind(owner: number, unitId: number, end: number, worker: string, rewound: number): number {
     const unit = this.units.get(unitId);
     if (!unit || unit.owner !== owner) return 0;
-    const added = Math.max(0, Math.min(end, unit.end) - unit.cursor);
+    const counted = unit.rewound?.find((r) => r.worker === worker);
+    const added = rewound - (counted?.positions ?? 0);
+    if (added <= 0) return 0;
+    if (counted) counted.positions = rewound;
+    else (unit.rewound ??= []).push({ worker, positions: rewound });
     this.redeliveredCount += added;
+    // The worker starts again from the cursor; the ack naming its next batch raises this again.
     unit.inflight = unit.cursor;
     return added;
   }
@@ -450,6 +466,7 @@ function copyUnit(unit: LedgerUnit): LedgerUnit {
   const copy = { ...unit };
   if (unit.redone) copy.redone = unit.redone.map((r) => ({ ...r }));
   if (unit.failure) copy.failure = { ...unit.failure, ranks: [...unit.failure.ranks] };
+  if (unit.rewound) copy.rewound = unit.rewound.map((r) => ({ ...r }));
   return copy;
 }
 

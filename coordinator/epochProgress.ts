@@ -132,13 +132,13 @@ export class EpochProgress {
    * restored its state after the group changed) and does it again: counted as redelivered.
    * Late (the epoch moved on) or for a unit no longer its own, it changes nothing.
    */
-  rewind(rank: number, message: Extract<ClientMessage, { t: 'rewind' }>): void {
+  rewind(peer: Peer, rank: number, message: Extract<ClientMessage, { t: 'rewind' }>): void {
     const group = this.group;
     const state = group.current;
     if (!state || group.phase !== 'running' || message.epoch !== state.ledger.epoch) return;
     // The planted bug takes no notice: the positions done again go uncounted.
     if (group.plantedBug === PlantedBug.RewindUncounted) return;
-    if (state.ledger.rewind(rank, message.unit, message.end) > 0) group.journal.units(state.ledger);
+    if (state.ledger.rewind(rank, message.unit, message.end, peer.workerId!, message.rewound) > 0) group.journal.units(state.ledger);
   }
 
   /** Positions of `unitId` newly acknowledged by `rank` (an ack, or a step failure's): counted for it and shown. */

@@ -270,7 +270,7 @@ export class GroupCore {
       case 'overrun':
         return this.epochs.overrun(message, peer.workerId!, rank);
       case 'rewind':
-        return this.epochs.rewind(rank, message);
+        return this.epochs.rewind(peer, rank, message);
       case 'outOfWork':
         return this.epochs.outOfWork(rank, message);
       case 'results':

@@ -100,6 +100,7 @@ const LedgerUnitSchema = z.strictObject({
   owner: rank,
   inflight: count,
   redone: z.array(z.strictObject({ from: count, to: count, counted: count, worker: z.string().min(1).max(128).optional() })).max(1024).optional(),
+  rewound: z.array(z.strictObject({ worker: z.string().min(1).max(128), positions: count })).max(1024).optional(),
   failure: z
     .strictObject({
       attempts: count,

@@ -297,12 +297,16 @@ export const ClientMessageSchema = z.discriminatedUnion('t', [
    * The worker gives up what its step did with offsets [the unit's acknowledged cursor, end) of
    * `unit` (pg.elastic restored its state to the last commit after the group changed): it does
    * them again, from the cursor. They were delivered twice; the coordinator counts them.
+   * `rewound` is how many positions of the unit this worker gave up so far, this rewind included:
+   * the coordinator counts what goes beyond the total it counted for the worker, so a rewind told
+   * again (after a reconnect, the coordinator may have gone down before reading it) counts once.
    */
   z.object({
     t: z.literal('rewind'),
     epoch: int,
     unit: nonNegInt,
     end: nonNegInt,
+    rewound: nonNegInt,
   }),
   /**
    * After a reconnect: this worker handed offsets of `unit` up to `end` to its step although the

@@ -124,7 +124,7 @@ describe('EpochCursor reports its reservation when it learns it was taken for de
     const cursor = new EpochCursor(0, [unit(0, 0, 1000)], { ackMs: 5 });
     cursor.holdAcks = true;
     const { at } = run(cursor, 10, 3, 1);
-    expect(cursor.rewind()).toEqual([{ t: 'rewind', epoch: 0, unit: 0, end: 30 }]);
+    expect(cursor.rewind()).toEqual([{ t: 'rewind', epoch: 0, unit: 0, end: 30, rewound: 30 }]);
     expect(cursor.next(10, at)).toEqual({ batch: { unit: 0, origin: 0, start: 0, end: 10 }, frames: [{ t: 'ack', epoch: 0, unit: 0, cursor: 0, inflight: { unit: 0, end: 50 } }] });
   });
 });

@@ -218,8 +218,8 @@ describe('EpochCursor under pg.elastic: acks wait for commits, a rewind gives ba
     cursor.commit();
     deliver(cursor, 4, 2);
     expect(cursor.rewind()).toEqual([
-      { t: 'rewind', epoch: 1, unit: 0, end: 8 },
-      { t: 'rewind', epoch: 1, unit: 1, end: 4 },
+      { t: 'rewind', epoch: 1, unit: 0, end: 8, rewound: 4 },
+      { t: 'rewind', epoch: 1, unit: 1, end: 4, rewound: 4 },
     ]);
     expect(cursor.next(4).batch).toEqual({ unit: 0, origin: 0, start: 4, end: 8 });
     expect(cursor.next(4).batch).toEqual({ unit: 1, origin: 1, start: 0, end: 4 });
@@ -248,6 +248,22 @@ describe('EpochCursor under pg.elastic: acks wait for commits, a rewind gives ba
       { t: 'stepFailed', epoch: 0, unit: 0, cursor: 0, end: 12, error: 'bad sample' },
     ]);
     expect(cursor.next(4)).toMatchObject({ batch: undefined });
+  });
+
+  it('tells its rewinds again, as a running total, when the epoch is re-sent: the coordinator may have gone down before reading one (seed 2357866081)', () => {
+    const cursor = new EpochCursor(0, [unit(0, 0, 12)]);
+    cursor.holdAcks = true;
+    deliver(cursor, 4, 2);
+    expect(cursor.rewind()).toEqual([{ t: 'rewind', epoch: 0, unit: 0, end: 8, rewound: 8 }]);
+    deliver(cursor, 4, 1);
+    expect(cursor.rewind()).toEqual([{ t: 'rewind', epoch: 0, unit: 0, end: 4, rewound: 12 }]);
+    deliver(cursor, 4, 1);
+    cursor.receive({ t: 'connectionLost' });
+    // The total comes first: the ack after it names the batch in flight again.
+    expect(cursor.receive({ t: 'epoch', units: [unit(0, 0, 12, 0)] })).toEqual([
+      { t: 'rewind', epoch: 0, unit: 0, end: 0, rewound: 12 },
+      { t: 'ack', epoch: 0, unit: 0, cursor: 0, inflight: { unit: 0, end: 4 } },
+    ]);
   });
 
   it('re-acknowledges only committed offsets when the epoch is re-sent after a reconnect', () => {

@@ -89,15 +89,20 @@ describe('group generations', () => {
     expect(of(driver.framesTo(peers[0]), 'generation')).toEqual([]);
   });
 
-  it('counts a rewind as redelivered, once, clamped to the unit; one of a unit not its own counts nothing', () => {
+  it('counts a rewind by the worker\'s running total: once when heard twice, what was missed when told again; one of a unit not its own counts nothing', () => {
     const { driver, peers } = fourWorkers({ min: 4, max: 4 });
     const unit0 = of(driver.framesTo(peers[0]), 'epoch')[0].units[0];
     driver.send(peers[0], { t: 'ack', epoch: 0, unit: unit0.id, cursor: 4, inflight: { unit: unit0.id, end: 8 } });
-    driver.send(peers[0], { t: 'rewind', epoch: 0, unit: unit0.id, end: 99 });
-    expect(driver.core.view().epoch!.redelivered).toBe(unit0.end - 4);
+    driver.send(peers[0], { t: 'rewind', epoch: 0, unit: unit0.id, end: 8, rewound: 4 });
+    expect(driver.core.view().epoch!.redelivered).toBe(4);
+    driver.send(peers[0], { t: 'rewind', epoch: 0, unit: unit0.id, end: 8, rewound: 4 });
+    expect(driver.core.view().epoch!.redelivered).toBe(4);
+    // Two more rewinds of 2, the first never heard: the second's total brings both.
+    driver.send(peers[0], { t: 'rewind', epoch: 0, unit: unit0.id, end: 6, rewound: 8 });
+    expect(driver.core.view().epoch!.redelivered).toBe(8);
     const unit1 = of(driver.framesTo(peers[1]), 'epoch')[0].units[0];
-    driver.send(peers[0], { t: 'rewind', epoch: 0, unit: unit1.id, end: 8 });
-    expect(driver.core.view().epoch!.redelivered).toBe(unit0.end - 4);
+    driver.send(peers[0], { t: 'rewind', epoch: 0, unit: unit1.id, end: 8, rewound: 8 });
+    expect(driver.core.view().epoch!.redelivered).toBe(8);
     expect(driver.closes()).toEqual([]);
   });
 

@@ -41,6 +41,16 @@ describe('simulator', () => {
     expect(result.violation).toBeUndefined();
   });
 
+  it('counts a rewind whose frame a coordinator crash lost: the worker tells its running total again (seed 2357866081)', { timeout: 120_000 }, () => {
+    const result = runSeed('2357866081');
+    // What makes this seed the case: an elastic loop, and a crash while the coordinator stalled
+    // with a rewind unread. Another draw, another seed.
+    expect(result.scenario.faults.crashes.length).toBeGreaterThan(1);
+    expect(result.scenario.faults.stalls.length).toBeGreaterThan(0);
+    expect(result.scenario.elastic).toBeDefined();
+    expect(result.violation).toBeUndefined();
+  });
+
   it(`keeps every invariant over ${FRESH_SEEDS} fresh seeds`, { timeout: 300_000 }, () => {
     const { base, seeds } = seedsOf({ seeds: FRESH_SEEDS, seed: undefined });
     console.log(`sim: base seed ${base} (replay one with npm run sim -- --seed S --trace)`);

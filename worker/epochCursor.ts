@@ -66,6 +66,12 @@ interface LocalUnit {
   committed: number;
   /** The in-flight end the coordinator was last told: batches up to here need no frame. */
   reserved: number;
+  /**
+   * Positions this worker gave up and did again (rewinds), all told: every rewind frame carries
+   * it, so the coordinator counts each once however many times it hears it, and one lost with a
+   * crashed coordinator is told again when the epoch is re-sent.
+   */
+  rewound: number;
 }
 
 export interface EpochCursorOptions {
@@ -258,7 +264,10 @@ export class EpochCursor {
     for (const unit of this.units) {
       // Beyond the unit's end (a failed batch, a cut) is not this worker's to do again.
       const end = Math.min(unit.delivered, unit.end);
-      if (end > unit.committed) frames.push({ t: 'rewind', epoch: this.epoch, unit: unit.id, end });
+      if (end > unit.committed) {
+        unit.rewound += end - unit.committed;
+        frames.push({ t: 'rewind', epoch: this.epoch, unit: unit.id, end, rewound: unit.rewound });
+      }
       unit.delivered = unit.done = Math.min(unit.delivered, unit.committed);
       // The coordinator forgets the unit's in-flight end on a rewind: the next batch names it again.
       unit.reserved = unit.delivered;
@@ -328,6 +337,9 @@ export class EpochCursor {
       if (failed && u.end <= failed.start) this.failures.delete(mine);
       if (claimed(mine) > u.end) frames.push({ t: 'overrun', epoch: this.epoch, unit: mine.id, end: claimed(mine) });
       mine.end = u.end;
+      // A rewind the coordinator may not have heard (it went down first): it keeps the highest
+      // total it counted, so this adds only what it missed. Before the acks: their reservation stands.
+      if (mine.rewound > 0) frames.push({ t: 'rewind', epoch: this.epoch, unit: mine.id, end: Math.min(mine.committed, mine.end), rewound: mine.rewound });
       if (this.redo) {
         // Results beyond the coordinator's cursor may be lost: redo from it. The batch in flight
         // is dropped, so its completion moves no cursor and no ack claims it.
@@ -398,5 +410,5 @@ function claimed(unit: LocalUnit): number {
 }
 
 function fromWire(u: WorkUnit): LocalUnit {
-  return { id: u.id, origin: u.origin, start: u.start, end: u.end, delivered: u.cursor, done: u.cursor, known: u.cursor, committed: u.cursor, reserved: u.cursor };
+  return { id: u.id, origin: u.origin, start: u.start, end: u.end, delivered: u.cursor, done: u.cursor, known: u.cursor, committed: u.cursor, reserved: u.cursor, rewound: 0 };
 }
