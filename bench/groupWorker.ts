@@ -55,9 +55,10 @@ async function drainEpochs(pg: ProcessGroup, batchSize?: number, receivedAt?: nu
     for await (const batch of epoch.batches(dataset, batchSize === undefined ? {} : { batchSize })) {
       await step(batch, ctx);
       samples += batch.indices.length;
-      // Up to the last step's return: the epoch boundary that follows is not per-batch work.
-      cpuMs = cpuMsSince(cpuAtStart);
     }
+    // Once an epoch, not per batch: process.cpuUsage() is a syscall. The wait for the others and
+    // the epoch's end that this includes cost next to no CPU.
+    cpuMs = cpuMsSince(cpuAtStart);
   }
   return { samples, cpuMs };
 }
