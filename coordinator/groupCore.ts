@@ -168,7 +168,8 @@ export class GroupCore {
         group.timers.fire(input.id);
         break;
       case InputKind.Idle:
-        if (group.current && group.phase !== 'aborted') group.current.auditor.work();
+        if (this.auditWanted) group.current!.auditor.work();
+        else if (this.aheadWanted) group.auditAhead.work();
         break;
       case InputKind.JournalFailed:
         group.journal.markBroken();
@@ -185,11 +186,21 @@ export class GroupCore {
     return out;
   }
 
-  /** True while the plan audit has slices left: the host should feed `idle` inputs. */
+  /** True while the plan audit has slices left (this epoch's, or the next one's ahead): the host should feed `idle` inputs. */
   get wantsIdle(): boolean {
+    return this.auditWanted || this.aheadWanted;
+  }
+
+  private get auditWanted(): boolean {
     const group = this.group;
     const auditor = group.current?.auditor;
     return auditor !== undefined && (group.phase === 'running' || group.phase === 'reporting') && !auditor.done && !auditor.waiting;
+  }
+
+  /** The running epoch's audit comes first; then, in a run still going, the next one's. */
+  private get aheadWanted(): boolean {
+    const phase = this.group.phase;
+    return phase !== 'finished' && phase !== 'aborted' && this.group.auditAhead.wantsIdle;
   }
 
   /** A snapshot for `GET /status` and for humans. */

@@ -6,6 +6,7 @@
 import { isoTime } from '../shared/isoTime.ts';
 import type { RunConfig, ServerMessage } from '../shared/protocol.ts';
 import { isEvalPass, nextPass, passConfig, passPlan } from '../shared/evalPass.ts';
+import { AuditAhead } from './auditAhead.ts';
 import { Collectives } from './collectives.ts';
 import { EffectKind, PlantedBug, type CoreEffect, type CoreEvent, type CoreEventMap, type CoreView, type PeerId, type PlantedBugName } from './coreTypes.ts';
 import type { EpochLedger } from './epochLedger.ts';
@@ -76,6 +77,8 @@ export class GroupState {
   /** Every worker ever lost in this run: back as a standby, it is told its units are gone. */
   readonly lostWorkers = new Set<string>();
   readonly audits: EpochAudit[] = [];
+  /** The next training epoch's audit, derived in idle turns before it begins. */
+  readonly auditAhead: AuditAhead;
   readonly waitTimers = new Map<number, number>();
   readonly journal: JournalWriter;
   /** The journal holds an end record: compaction must keep it. */
@@ -115,6 +118,20 @@ export class GroupState {
     this.plantedBug = options.plantedBug;
     this.plans = options.plans;
     this.groupSize = max;
+    const group = this;
+    this.auditAhead = new AuditAhead({
+      config: this.config,
+      plans: this.plans,
+      get runningPass() {
+        return group.current && (group.phase === 'running' || group.phase === 'reporting') ? group.current.ledger.epoch : undefined;
+      },
+      get nextPass() {
+        return group.nextEpochNumber();
+      },
+      get groupSize() {
+        return group.groupSize;
+      },
+    });
     this.timers = new TimerTable((effect) => this.effects.push(effect));
     this.rendezvous = new Rendezvous({ worldSize: max, minWorldSize: min, length: this.config.length, dataset: this.config.dataset });
     // Standbys join collectives with the epoch that admits them.
@@ -203,10 +220,10 @@ export class GroupState {
   epochState(ledger: EpochLedger, startedAtWallMs: number, events: EpochEvent[], active: Set<number>, pids: Map<number, number>, downtimeMs = 0): EpochState {
     const pass = ledger.epoch;
     // An evaluation pass maps positions to indices for its results (no shuffle: its plan is cheap, so
-    // it is made now, and the auditor shares it); a training plan is derived by the auditor, in slices.
+    // it is made now, and the auditor shares it); a training plan is derived by the auditor, in
+    // slices, or was derived ahead.
     const evalPlan = isEvalPass(pass) ? passPlan(this.config, ledger.worldSize, pass) : undefined;
-    const plans = this.plans;
-    const auditor = evalPlan || !plans ? new PlanAuditor(() => evalPlan ?? passPlan(this.config, ledger.worldSize, pass)) : new PlanAuditor(() => plans.plan(pass, ledger.worldSize), () => plans.ready(pass));
+    const auditor = evalPlan ? new PlanAuditor(() => evalPlan) : this.auditAhead.auditorFor(pass, ledger.worldSize);
     const evaluation = evalPlan ? { results: new EvalResults(passConfig(this.config, pass).length), plan: evalPlan } : undefined;
     return { ledger, startedAtWallMs, downtimeMs, events, active, reports: new Map(), acked: new Map(), ackedByWorker: new Map(), pids, lost: new Map(), outOfWork: new Set(), auditor, ...(evaluation ? { evaluation } : {}) };
   }

@@ -2,6 +2,13 @@
 import type { RunConfig } from './protocol.ts';
 import { shapePlan, shardSize, ShardPlan, type PlanOptions, type PlanShape } from './sampler.ts';
 
+/**
+ * Up to this length the next epoch's permutation is derived while the current one runs (two
+ * tables held at once: 512 MiB at most); beyond, memory wins and it is derived when its epoch
+ * begins. The workers' plans and the coordinator's audit go by it alike.
+ */
+export const AHEAD_LIMIT = 2 ** 26;
+
 /** The ShardPlan options a run's config stands for, without deriving anything. */
 export function planOptionsFor(config: RunConfig, worldSize: number, epoch: number): PlanOptions {
   // The wire carries the seed as a decimal string; keep it exact however large it is.

@@ -12,7 +12,7 @@ import { torchSeed32 } from '../shared/mt19937.ts';
 import { Engine, TablePermutation } from '../shared/permutation.ts';
 import type { RunConfig } from '../shared/protocol.ts';
 import type { IndexTable } from '../shared/randperm.ts';
-import { planFor, planOptionsFor } from '../shared/runPlan.ts';
+import { AHEAD_LIMIT, planFor, planOptionsFor } from '../shared/runPlan.ts';
 import { ownModule, ownThreadTsx } from '../shared/runtimeLoader.ts';
 import { ShardPlan, type PlanOptions } from '../shared/sampler.ts';
 import { PermutationThreadError } from './errors.ts';
@@ -29,11 +29,7 @@ export interface PermutationJob {
 /** Epochs whose permutation is kept (the current one, and the one before for a late takeover). */
 const KEEP = 2;
 
-/**
- * Up to this length the next epoch's permutation is derived while the current one runs (two
- * tables held at once: 512 MiB at most); beyond, memory wins and it is derived when its epoch begins.
- */
-export const AHEAD_LIMIT = 2 ** 26;
+export { AHEAD_LIMIT };
 
 export class PlanSource {
   private readonly permutations = new Map<number, TablePermutation>();
