@@ -323,7 +323,7 @@ describe('Dataloader.batchesOf: a process group epoch through the loader threads
       nextFlow: async (): Promise<FlowMessage> => ({ t: 'epochEnd', epoch: 0 }),
       pollFlow: () => undefined,
       requeueFlow: () => {},
-      send: (message) => void sent.push(message),
+      sendFrames: (frames) => void sent.push(...frames),
       epochEnded: () => void (ended = true),
       raise: () => {
         throw new Error('unexpected flow message');

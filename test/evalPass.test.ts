@@ -137,7 +137,7 @@ function fakeHost(config: RunConfig, options: { rank?: number; pass: number }) {
     nextFlow: async () => queue.shift() ?? { t: 'epochEnd', epoch: options.pass, reported: true },
     pollFlow: () => queue.shift(),
     requeueFlow: (message) => void queue.unshift(message),
-    send: (message) => void sent.push(message),
+    sendFrames: (frames) => void sent.push(...frames),
     // As ProcessGroup does: the report goes out with the others, unless the coordinator has it.
     epochEnded: (pass, report, send) => {
       ended.push(pass);

@@ -189,7 +189,7 @@ function fakeHost(config: RunConfig, pass: number, rank = 0) {
     nextFlow: async () => queue.shift() ?? { t: 'epochEnd', epoch: pass, reported: true },
     pollFlow: () => queue.shift(),
     requeueFlow: (message) => void queue.unshift(message),
-    send: (message) => void sent.push(message),
+    sendFrames: (frames) => void sent.push(...frames),
     // As ProcessGroup does: the report goes out again unless the coordinator has it.
     epochEnded: (_pass, report, send) => void (send && sent.push(report)),
     raise: (message) => {

@@ -39,7 +39,8 @@ export interface EpochHost {
   pollFlow(): FlowMessage | undefined;
   /** Hands a message this epoch does not consume back to the group's loop. */
   requeueFlow(message: FlowMessage): void;
-  send(message: ClientMessage): void;
+  /** Sends the frames in order, in one write: the reader takes them in together. */
+  sendFrames(frames: readonly ClientMessage[]): void;
   /** The pass ended with this report; `send` false when the coordinator already holds it. */
   epochEnded(pass: number, report: EpochReport, send: boolean): void;
   raise(message: FlowMessage): never;
@@ -147,12 +148,12 @@ export class Epoch {
       // Out of work, pg.elastic commits what is done: held acks would keep the epoch from ending.
       if (this.cursor.holdAcks && !this.cursor.hasWork) this.group.elasticNotice?.('outOfWork');
       const { batch, frames } = this.cursor.next(batchSize, performance.now());
-      this.sendAll(frames);
-      // Out of work: the report goes with the closing ack. More work (an assign) makes it stale.
+      // Out of work: the report goes with the closing ack, in the same write, so the coordinator
+      // can end the epoch on one read. More work (an assign) makes it stale.
       if (!batch && !this.reportCurrent && !this.cursor.hasWork && !this.cursor.suspended) {
-        this.group.send(this.reportOf(0));
+        this.sendAll([...frames, this.reportOf(0)]);
         this.reportCurrent = true;
-      }
+      } else this.sendAll(frames);
       if (batch) {
         this.reportCurrent = false;
         idleSince = undefined;
@@ -308,7 +309,7 @@ export class Epoch {
   }
 
   private sendAll(frames: readonly ClientMessage[]): void {
-    for (const frame of frames) this.group.send(frame);
+    if (frames.length > 0) this.group.sendFrames(frames);
   }
 }
 

@@ -358,6 +358,20 @@ export class ProcessGroup implements EpochHost {
     throw new UnexpectedFrameError(message.t);
   }
 
+  /**
+   * @internal As send, the frames in one write (the socket corked meanwhile, never past this
+   * call: a frame must be on its way before the batch it names is handed out).
+   */
+  sendFrames(frames: readonly ClientMessage[]): void {
+    const socket = frames.length > 1 && this.ws.readyState === WebSocket.OPEN ? this.socket : undefined;
+    socket?.cork();
+    try {
+      for (const frame of frames) this.send(frame);
+    } finally {
+      socket?.uncork();
+    }
+  }
+
   /** @internal Sends if connected; while reconnecting, acks are dropped and re-sent on resume. */
   send(message: ClientMessage): void {
     if (this.ws.readyState !== WebSocket.OPEN) return;
