@@ -31,6 +31,28 @@ export interface EpochReportEntry {
   readonly earlyAt?: number;
 }
 
+/** A set of ranks that counts its changes: the group's generation check reads it after every input. */
+export class MemberSet extends Set<number> {
+  /** Bumped by every add or delete that changed the set. */
+  version = 0;
+
+  override add(rank: number): this {
+    if (!this.has(rank)) this.version++;
+    return super.add(rank);
+  }
+
+  override delete(rank: number): boolean {
+    const deleted = super.delete(rank);
+    if (deleted) this.version++;
+    return deleted;
+  }
+
+  override clear(): void {
+    if (this.size > 0) this.version++;
+    super.clear();
+  }
+}
+
 export interface EpochState {
   readonly ledger: EpochLedger;
   readonly startedAtWallMs: number;
@@ -38,7 +60,7 @@ export interface EpochState {
   downtimeMs: number;
   readonly events: EpochEvent[];
   /** Ranks taking part in this epoch (standbys wait for the next one). */
-  readonly active: Set<number>;
+  readonly active: MemberSet;
   readonly reports: Map<number, EpochReportEntry>;
   /** Positions each rank acknowledged (as this coordinator saw them): the count for a rank that never reports. */
   readonly acked: Map<number, number>;

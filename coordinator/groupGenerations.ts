@@ -10,11 +10,14 @@
  * (the dead rank's tail split over the survivors). Part of GroupCore; pure.
  */
 import { FailurePolicy } from './options.ts';
+import type { MemberSet } from './epochState.ts';
 import type { GroupState } from './groupState.ts';
 
 export class GroupGenerations {
   /** Who the current generation's members are (rank:workerId, ascending); undefined before the first. */
   private key: string | undefined;
+  /** The last members key built, and the state it was built from. */
+  private built: { active: MemberSet | undefined; activeVersion: number | undefined; holders: number; key: string } | undefined;
 
   constructor(private readonly group: GroupState) {}
 
@@ -83,11 +86,21 @@ export class GroupGenerations {
     return state ? [...state.active].sort((a, b) => a - b) : [];
   }
 
+  /**
+   * Who the members are, as rank:workerId pairs. Asked after every input: rebuilt (O(W)) only
+   * when the epoch's members or the ranks' holders changed since it was last built.
+   */
   private membersKey(): string {
-    const holders = new Map(this.group.rendezvous.holderEntries());
-    return this.members()
-      .map((rank) => `${rank}:${holders.get(rank) ?? ''}`)
+    const active = this.group.current?.active;
+    const holders = this.group.rendezvous.holdersVersion;
+    const built = this.built;
+    if (built && built.active === active && built.activeVersion === active?.version && built.holders === holders) return built.key;
+    const rankHolders = new Map(this.group.rendezvous.holderEntries());
+    const key = this.members()
+      .map((rank) => `${rank}:${rankHolders.get(rank) ?? ''}`)
       .join(',');
+    this.built = { active, activeVersion: active?.version, holders, key };
+    return key;
   }
 
   /**

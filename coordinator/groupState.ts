@@ -10,7 +10,7 @@ import { AuditAhead } from './auditAhead.ts';
 import { Collectives } from './collectives.ts';
 import { EffectKind, PlantedBug, type CoreEffect, type CoreEvent, type CoreEventMap, type CoreView, type PeerId, type PlantedBugName } from './coreTypes.ts';
 import type { EpochLedger } from './epochLedger.ts';
-import type { EpochState } from './epochState.ts';
+import { MemberSet, type EpochState } from './epochState.ts';
 import { EvalResults } from './evalResults.ts';
 import type { Heartbeat } from './heartbeat.ts';
 import { journaledAudit, type JournalState, type JournaledEpoch, type WorldSizeRange } from './journalRecords.ts';
@@ -225,7 +225,7 @@ export class GroupState {
     const evalPlan = isEvalPass(pass) ? passPlan(this.config, ledger.worldSize, pass) : undefined;
     const auditor = evalPlan ? new PlanAuditor(() => evalPlan) : this.auditAhead.auditorFor(pass, ledger.worldSize);
     const evaluation = evalPlan ? { results: new EvalResults(passConfig(this.config, pass).length), plan: evalPlan } : undefined;
-    return { ledger, startedAtWallMs, downtimeMs, events, active, reports: new Map(), acked: new Map(), ackedByWorker: new Map(), pids, lost: new Map(), outOfWork: new Set(), auditor, ...(evaluation ? { evaluation } : {}) };
+    return { ledger, startedAtWallMs, downtimeMs, events, active: new MemberSet(active), reports: new Map(), acked: new Map(), ackedByWorker: new Map(), pids, lost: new Map(), outOfWork: new Set(), auditor, ...(evaluation ? { evaluation } : {}) };
   }
 
   /**

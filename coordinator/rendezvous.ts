@@ -40,6 +40,7 @@ export class Rendezvous {
   private readonly version: number;
   /** rank -> workerId of its holder, live or not */
   private readonly holders = new Map<number, string>();
+  private holdersChanged = 0;
   /** The same, the other way round: a join looks its worker up without a scan (1,024 joins stay linear). */
   private readonly rankByWorker = new Map<string, number>();
   private readonly live = new Set<number>();
@@ -116,6 +117,11 @@ export class Rendezvous {
     for (const [rank, workerId] of holders) this.hold(rank, workerId);
   }
 
+  /** Bumped whenever a rank changes holder: who holds what is unchanged while it is. */
+  get holdersVersion(): number {
+    return this.holdersChanged;
+  }
+
   holderEntries(): Array<[number, string]> {
     return [...this.holders].sort((a, b) => a[0] - b[0]);
   }
@@ -177,6 +183,7 @@ export class Rendezvous {
   private hold(rank: number, workerId: string): void {
     const previous = this.holders.get(rank);
     if (previous !== undefined && this.rankByWorker.get(previous) === rank) this.rankByWorker.delete(previous);
+    if (previous !== workerId) this.holdersChanged++;
     this.holders.set(rank, workerId);
     // join() admits only a worker that holds no rank; were a journal to name one twice, its first rank counts.
     if (!this.rankByWorker.has(workerId)) this.rankByWorker.set(workerId, rank);
@@ -186,6 +193,7 @@ export class Rendezvous {
     const holder = this.holders.get(rank);
     if (holder === undefined) return;
     this.holders.delete(rank);
+    this.holdersChanged++;
     if (this.rankByWorker.get(holder) === rank) this.rankByWorker.delete(holder);
     this.freeFrom = Math.min(this.freeFrom, rank);
   }
