@@ -45,11 +45,8 @@ export class CoordinatorMetrics {
   private readonly planned: Counter<'pass'>;
   private readonly consumed: Counter<'pass'>;
   private readonly redelivered: Counter<'pass'>;
-  private readonly epochPlanned: Gauge;
-  private readonly epochConsumed: Gauge;
   private readonly collectiveSeconds: Histogram<'op' | 'outcome'>;
   private readonly rendezvousSeconds: Gauge;
-  private readonly shardAcknowledged: Gauge<'rank'>;
   /** The pass whose per-rank figures are kept, and from when. */
   private epoch: number | undefined;
   private epochStartedAt = 0;
@@ -57,6 +54,12 @@ export class CoordinatorMetrics {
   private baselineAtStart = false;
   private epochEndedAt: number | undefined;
   private readonly paces = new Map<number, ShardPace>();
+  /**
+   * The current pass's planned and acknowledged positions. An ack only updates these fields (and
+   * its rank's pace): the gauges read them at the scrape, not at every ack.
+   */
+  private passPlanned = 0;
+  private passConsumed = 0;
   private listeningAt: number | undefined;
   /** What each audited pass added to the counters: an audit amended later is topped up at `done`. */
   private readonly counted = new Map<number, { redelivered: number }>();
@@ -79,10 +82,19 @@ export class CoordinatorMetrics {
     this.planned = byPass('distsampler_positions_planned_total', 'Positions planned in the passes audited so far (pass: train or eval).');
     this.consumed = byPass('distsampler_positions_consumed_total', 'Positions acknowledged in the passes audited so far.');
     this.redelivered = byPass('distsampler_positions_redelivered_total', 'Positions delivered more than once in the passes audited so far.');
-    this.epochPlanned = new Gauge({ name: 'distsampler_epoch_positions_planned', help: 'Positions planned in the current pass (set from its first acknowledgement).', registers });
-    this.epochConsumed = new Gauge({ name: 'distsampler_epoch_positions_consumed', help: 'Positions acknowledged so far in the current pass.', registers });
-    const epochGauge = new Gauge({ name: 'distsampler_epoch', help: 'The current pass, as in the report (below 0: an evaluation pass); NaN before the first.', registers });
-    epochGauge.set(Number.NaN);
+    const metrics = this;
+    const gauge = (name: string, help: string, read: () => number): Gauge =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          this.set(read());
+        },
+      });
+    gauge('distsampler_epoch_positions_planned', 'Positions planned in the current pass (set from its first acknowledgement).', () => this.passPlanned);
+    gauge('distsampler_epoch_positions_consumed', 'Positions acknowledged so far in the current pass.', () => this.passConsumed);
+    gauge('distsampler_epoch', 'The current pass, as in the report (below 0: an evaluation pass); NaN before the first.', () => this.epoch ?? Number.NaN);
     const deaths = counter('distsampler_deaths_total', 'Workers declared dead (their connection dropped without a leave, or they did not come back).');
     const restarts = counter('distsampler_coordinator_restarts_total', 'Restarts of the coordinator from its journal.');
     const reassignments = counter('distsampler_reassignments_total', "Reassignments of a lost rank's unacknowledged positions.");
@@ -96,11 +108,16 @@ export class CoordinatorMetrics {
       buckets: COLLECTIVE_BUCKETS,
       registers,
     });
-    this.shardAcknowledged = new Gauge({
+    new Gauge({
       name: 'distsampler_rank_positions_acknowledged',
       help: "Positions of each rank's shard acknowledged in the current pass (by whichever worker held them).",
       labelNames: ['rank'] as const,
       registers,
+      collect() {
+        // Only the current pass's shards: an earlier pass's ranks (a larger group) must not linger.
+        this.reset();
+        for (const [rank, pace] of metrics.paces) this.set({ rank: String(rank) }, pace.acknowledged);
+      },
     });
     const rate: Gauge<'rank'> = new Gauge({
       name: 'distsampler_rank_positions_per_second',
@@ -110,15 +127,7 @@ export class CoordinatorMetrics {
       // Computed at the scrape, so a rank that stalls is seen slowing down.
       collect: () => this.collectRates(rate),
     });
-    const fromStatus = (name: string, help: string, read: (s: MetricsStatus) => number): Gauge =>
-      new Gauge({
-        name,
-        help,
-        registers,
-        collect() {
-          this.set(read(status()));
-        },
-      });
+    const fromStatus = (name: string, help: string, read: (s: MetricsStatus) => number): Gauge => gauge(name, help, () => read(status()));
     const observers: Gauge = new Gauge({
       name: 'distsampler_observers',
       help: 'Live page observers connected now (read-only; never part of the group).',
@@ -136,20 +145,17 @@ export class CoordinatorMetrics {
         this.rendezvousSeconds.set((this.now() - this.listeningAt) / 1000);
         this.listeningAt = undefined;
       }
-      epochGauge.set(epoch);
       this.beginPass(epoch, true);
     });
     events.on('progress', (p) => {
       // A restarted coordinator continues a pass it never saw start: it had no rendezvous to time.
       if (p.epoch !== this.epoch) this.beginPass(p.epoch, false);
       this.listeningAt = undefined;
-      epochGauge.set(p.epoch);
-      this.epochPlanned.set(p.planned);
-      this.epochConsumed.set(p.consumed);
+      this.passPlanned = p.planned;
+      this.passConsumed = p.consumed;
       const pace = this.paceOf(p.rank, p.acknowledged);
       pace.acknowledged = p.acknowledged;
       if (p.acknowledged >= p.numSamples) pace.doneAt ??= this.now();
-      this.shardAcknowledged.set({ rank: String(p.rank) }, p.acknowledged);
     });
     events.on('event', (event) => {
       switch (event.type) {
@@ -200,11 +206,9 @@ export class CoordinatorMetrics {
     this.baselineAtStart = fromZero;
     this.epochEndedAt = undefined;
     this.paces.clear();
-    // Ranks of an earlier pass (a larger group) must not linger.
-    this.shardAcknowledged.reset();
     if (fromZero) {
-      this.epochPlanned.set(0);
-      this.epochConsumed.set(0);
+      this.passPlanned = 0;
+      this.passConsumed = 0;
     }
   }
 
@@ -234,8 +238,8 @@ export class CoordinatorMetrics {
     this.redelivered.inc(pass, audit.redelivered);
     this.counted.set(audit.epoch, { redelivered: audit.redelivered });
     if (audit.epoch === this.epoch) {
-      this.epochPlanned.set(audit.planned);
-      this.epochConsumed.set(audit.consumed);
+      this.passPlanned = audit.planned;
+      this.passConsumed = audit.consumed;
       this.epochEndedAt = this.now();
     }
   }
