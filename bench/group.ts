@@ -52,6 +52,8 @@ interface Plan {
   /** The first this-many calls of a fresh process, reported apart as the cold figure. */
   readonly coldCalls: number;
   readonly barrierRounds: number;
+  /** Processes in the rollover rows: 4 is the target's; fewer show what scheduling on this machine's cores adds. */
+  readonly rolloverWorlds: readonly number[];
   readonly rolloverEpochs: number;
   readonly rolloverLength: number;
   readonly throughputLength: number;
@@ -69,6 +71,7 @@ function planFrom(options: SectionOptions): Plan {
         iters: 200,
         coldCalls: 200,
         barrierRounds: 1,
+        rolloverWorlds: [4],
         rolloverEpochs: 4,
         rolloverLength: 4096,
         throughputLength: 200_000,
@@ -82,6 +85,7 @@ function planFrom(options: SectionOptions): Plan {
         iters: 1000,
         coldCalls: 200,
         barrierRounds: 2,
+        rolloverWorlds: [1, 2, 4],
         rolloverEpochs: 12,
         rolloverLength: 8192,
         throughputLength: 2_000_000,
@@ -416,10 +420,9 @@ async function measureBarriers(options: SectionOptions, worldSize: number, plan:
 
 // ---- 4. epoch rollover ------------------------------------------------------------------------
 
-async function measureRollover(options: SectionOptions, plan: Plan): Promise<BenchRow> {
-  const worldSize = 4;
+async function measureRollover(options: SectionOptions, plan: Plan, worldSize: number): Promise<BenchRow> {
   const batchSize = 256;
-  const name = 'rollover/4';
+  const name = `rollover/${worldSize}`;
   const identity = { what: `epoch rollover, ${worldSize} processes, N=${plan.rolloverLength}, batch ${batchSize}`, world: worldSize };
   const children = new Children(options.repoRoot);
   let coordinator: Coordinator | undefined;
@@ -786,8 +789,9 @@ export const legend: readonly string[] = [
   '  JavaScript that V8 optimises only after a few thousand calls (a plain ws echo runs 3-4x faster once optimised; under',
   '  --jitless it stays at its cold speed), so the cold figure is the unoptimised one; gloo is C++ and flat from its first call.',
   '  ws round trip: one client process, one echo `ws` server here, one barrier-sized frame in flight, the same counts: the floor.',
-  'rollover: 4 processes, no-op step; per epoch e, the coordinator processing the last ack of e -> the last worker holding epoch',
-  '  e+1 (its loop body starts); ratio = p50 / ws round trip p50.',
+  'rollover/W: W processes, no-op step; per epoch e, the coordinator processing the last ack of e -> the last worker holding',
+  '  epoch e+1 (its loop body starts); ratio = p50 / ws round trip p50. The target is rollover/4\'s; /1 and /2 show the same',
+  '  protocol with fewer processes than the 4 that here share 2 cores with the coordinator, all waking at the boundary.',
   'e2e: one epoch, no-op step, batch 256; ms = the best run. With a coordinator: epochStart -> the last ack processed (the',
   '  epoch boundary and audit follow: ->epochAudit); no coordinator: go -> the last process done, each doing',
   '  new ShardPlan(...).shard(rank) and building the same batches (positions, indices, rangeDataset samples) through an awaited',
@@ -823,8 +827,10 @@ export async function runSection(options: SectionOptions): Promise<BenchRow[]> {
       rows.push({ section: SECTION, name: 'barrier/gloo', status: 'skipped', values: { what: 'barrier, PyTorch gloo' }, note: `PyTorch not available, gloo side-by-side skipped: ${torchMissing}` });
     }
 
-    options.log(`rollover: 4 processes, ${plan.rolloverEpochs} epochs ...`);
-    rows.push(await measureRollover(options, plan));
+    for (const world of plan.rolloverWorlds) {
+      options.log(`rollover: ${world} processes, ${plan.rolloverEpochs} epochs ...`);
+      rows.push(await measureRollover(options, plan, world));
+    }
 
     rows.push(...(await measureThroughput(options, plan)));
     rows.push(...(await measureThroughput(options, plan, STEP_MS)));

@@ -33,13 +33,26 @@ function parseArgs(argv: readonly string[]): Args {
       const bug = value();
       if (!(Object.values(PlantedBug) as string[]).includes(bug)) usage(`--bug must be one of ${Object.values(PlantedBug).join(', ')}`);
       args.bug = bug as PlantedBugName;
+    } else if (flag === '--help' || flag === '-h') {
+      console.log(USAGE);
+      process.exit(0);
     } else usage(`unknown flag ${flag}`);
   }
   return args;
 }
 
+const USAGE = [
+  `usage: npm run sim -- [--seeds N] [--seed S] [--trace] [--bug ${Object.values(PlantedBug).join('|')}]`,
+  '',
+  'Runs the real coordinator core against seeded fault schedules (test/sim) and checks every invariant.',
+  '  --seeds N   how many fresh seeds (default 2000; the base seed is printed, each seed replays alone)',
+  '  --seed S    one seed only (say, one a failure printed)',
+  '  --trace     print what the core took in and decided, and what the simulated workers did',
+  '  --bug B     plant a known bug in the core: the invariants must catch it',
+].join('\n');
+
 function usage(problem: string): never {
-  console.error(`sim: ${problem}\nusage: npm run sim -- [--seeds N] [--seed S] [--trace] [--bug ${Object.values(PlantedBug).join('|')}]`);
+  console.error(`sim: ${problem}\n${USAGE}`);
   process.exit(2);
 }
 
