@@ -16,11 +16,11 @@ export interface AuditAheadHost {
   readonly config: RunConfig;
   readonly plans: AuditPlans | undefined;
   /** The running pass, or undefined before the first or between passes. */
-  readonly runningPass: number | undefined;
+  runningPass(): number | undefined;
   /** The pass to begin next when none runs (the first, or the one after the last audited). */
-  readonly nextPass: number;
+  nextPass(): number;
   /** The size of the group for the epoch to come. */
-  readonly groupSize: number;
+  groupSize(): number;
 }
 
 export class AuditAhead {
@@ -52,8 +52,10 @@ export class AuditAhead {
 
   /** The auditor of the training epoch that comes next, made when first needed; none when it is not worth deriving. */
   private current(): PlanAuditor | undefined {
-    const { config, runningPass, groupSize } = this.host;
-    let pass = runningPass === undefined ? this.host.nextPass : nextPass(config, runningPass);
+    const { config } = this.host;
+    const runningPass = this.host.runningPass();
+    const groupSize = this.host.groupSize();
+    let pass = runningPass === undefined ? this.host.nextPass() : nextPass(config, runningPass);
     if (isEvalPass(pass)) pass = nextPass(config, pass);
     // Its permutation is held beside the running epoch's: two tables, within the same bound as the workers'.
     if (pass >= config.epochs || config.length > AHEAD_LIMIT) return undefined;

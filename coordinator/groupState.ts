@@ -118,19 +118,12 @@ export class GroupState {
     this.plantedBug = options.plantedBug;
     this.plans = options.plans;
     this.groupSize = max;
-    const group = this;
     this.auditAhead = new AuditAhead({
       config: this.config,
       plans: this.plans,
-      get runningPass() {
-        return group.current && (group.phase === 'running' || group.phase === 'reporting') ? group.current.ledger.epoch : undefined;
-      },
-      get nextPass() {
-        return group.nextEpochNumber();
-      },
-      get groupSize() {
-        return group.groupSize;
-      },
+      runningPass: () => (this.current && (this.phase === 'running' || this.phase === 'reporting') ? this.current.ledger.epoch : undefined),
+      nextPass: () => this.nextEpochNumber(),
+      groupSize: () => this.groupSize,
     });
     this.timers = new TimerTable((effect) => this.effects.push(effect));
     this.rendezvous = new Rendezvous({ worldSize: max, minWorldSize: min, length: this.config.length, dataset: this.config.dataset });

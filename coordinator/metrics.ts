@@ -82,7 +82,6 @@ export class CoordinatorMetrics {
     this.planned = byPass('distsampler_positions_planned_total', 'Positions planned in the passes audited so far (pass: train or eval).');
     this.consumed = byPass('distsampler_positions_consumed_total', 'Positions acknowledged in the passes audited so far.');
     this.redelivered = byPass('distsampler_positions_redelivered_total', 'Positions delivered more than once in the passes audited so far.');
-    const metrics = this;
     const gauge = (name: string, help: string, read: () => number): Gauge =>
       new Gauge({
         name,
@@ -108,15 +107,15 @@ export class CoordinatorMetrics {
       buckets: COLLECTIVE_BUCKETS,
       registers,
     });
-    new Gauge({
+    const acknowledged: Gauge<'rank'> = new Gauge({
       name: 'distsampler_rank_positions_acknowledged',
       help: "Positions of each rank's shard acknowledged in the current pass (by whichever worker held them).",
       labelNames: ['rank'] as const,
       registers,
-      collect() {
+      collect: () => {
         // Only the current pass's shards: an earlier pass's ranks (a larger group) must not linger.
-        this.reset();
-        for (const [rank, pace] of metrics.paces) this.set({ rank: String(rank) }, pace.acknowledged);
+        acknowledged.reset();
+        for (const [rank, pace] of this.paces) acknowledged.set({ rank: String(rank) }, pace.acknowledged);
       },
     });
     const rate: Gauge<'rank'> = new Gauge({
