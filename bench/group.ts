@@ -693,7 +693,7 @@ function measureShardDigest(length: number, worldSize: number): BenchRow {
     world: worldSize,
     count: Math.ceil(length / worldSize),
     ms,
-    detail: 'median of 3: planFor(...) (the randperm) + hashIndices(plan.shard(rank)), the 64-bit audit hash; derived in slices while the epoch runs',
+    detail: 'median of 3: planFor(...) (the randperm) + hashIndices(plan.shard(rank)), the 64-bit audit hash; derived in the coordinator\'s idle turns before its epoch (or in slices while it runs)',
   });
 }
 
@@ -799,7 +799,7 @@ export const legend: readonly string[] = [
   '  time it hardly moves when other jobs share the machine. The Launcher row has no cpu ms (its processes are not ours to ask).',
   `e2e/step ${STEP_MS}ms: the same with each batch's step waiting ${STEP_MS} ms (setTimeout: a step that waits for a GPU), in-process`,
   '  coordinator against no coordinator.',
-  'audit/one shard digest: the audit\'s reference digest for one rank at e2e\'s N (derived in slices while the epoch runs).',
+  'audit/one shard digest: the audit\'s reference digest for one rank at e2e\'s N (derived in the coordinator\'s idle turns before its epoch begins, or in slices while it runs).',
   `Targets (issue 14): 1,024 joins under ${MANY_TARGET_MS} ms; barrier p50 at or below gloo's; rollover p50 < 1 ms; in-process coordinator`,
   `  over no coordinator <= ${NOOP_OVERHEAD_TARGET} (no-op step), <= ${STEP_OVERHEAD_TARGET} (${STEP_MS} ms step). W processes share this machine's cores:`,
   '  beyond a few ranks, scheduling dominates.',
