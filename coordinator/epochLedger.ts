@@ -353,12 +353,15 @@ export class EpochLedger {
    */
   rewind(owner: number, unitId: number, end: number, worker: string, rewound: number): number {
     const unit = this.units.get(unitId);
-    if (!unit || unit.owner !== owner) return 0;
+    if (!unit) return 0;
     const counted = unit.rewound?.find((r) => r.worker === worker);
     const added = rewound - (counted?.positions ?? 0);
     if (added <= 0) return 0;
     if (counted) counted.positions = rewound;
     else (unit.rewound ??= []).push({ worker, positions: rewound });
+    // Heard, but not counted: its handover counted what it had in flight. Should the unit come back
+    // to it, its later rewinds count from this total.
+    if (unit.owner !== owner) return 0;
     this.redeliveredCount += added;
     // The worker starts again from the cursor; the ack naming its next batch raises this again.
     unit.inflight = unit.cursor;

@@ -41,12 +41,19 @@ describe('simulator', () => {
     expect(result.violation).toBeUndefined();
   });
 
-  it('counts a rewind whose frame a coordinator crash lost: the worker tells its running total again (seed 2357866081)', { timeout: 120_000 }, () => {
+  it('counts a rewind whose frame a coordinator crash lost: the next rewind carries the running total (seed 2357866081)', { timeout: 120_000 }, () => {
     const result = runSeed('2357866081');
     // What makes this seed the case: an elastic loop, and a crash while the coordinator stalled
     // with a rewind unread. Another draw, another seed.
     expect(result.scenario.faults.crashes.length).toBeGreaterThan(1);
     expect(result.scenario.faults.stalls.length).toBeGreaterThan(0);
+    expect(result.scenario.elastic).toBeDefined();
+    expect(result.violation).toBeUndefined();
+  });
+
+  it('counts a rewind once when its unit comes back to the worker after a death (seed 821516415)', { timeout: 120_000 }, () => {
+    const result = runSeed('821516415');
+    // What makes this seed the case: an elastic loop whose workers die and rejoin mid-epoch. Another draw, another seed.
     expect(result.scenario.elastic).toBeDefined();
     expect(result.violation).toBeUndefined();
   });

@@ -68,8 +68,8 @@ interface LocalUnit {
   reserved: number;
   /**
    * Positions this worker gave up and did again (rewinds), all told: every rewind frame carries
-   * it, so the coordinator counts each once however many times it hears it, and one lost with a
-   * crashed coordinator is told again when the epoch is re-sent.
+   * it, so the coordinator counts each once, and one lost with a crashed coordinator is counted
+   * with the next (a restart begins a new generation, which rewinds again).
    */
   rewound: number;
 }
@@ -337,9 +337,6 @@ export class EpochCursor {
       if (failed && u.end <= failed.start) this.failures.delete(mine);
       if (claimed(mine) > u.end) frames.push({ t: 'overrun', epoch: this.epoch, unit: mine.id, end: claimed(mine) });
       mine.end = u.end;
-      // A rewind the coordinator may not have heard (it went down first): it keeps the highest
-      // total it counted, so this adds only what it missed. Before the acks: their reservation stands.
-      if (mine.rewound > 0) frames.push({ t: 'rewind', epoch: this.epoch, unit: mine.id, end: Math.min(mine.committed, mine.end), rewound: mine.rewound });
       if (this.redo) {
         // Results beyond the coordinator's cursor may be lost: redo from it. The batch in flight
         // is dropped, so its completion moves no cursor and no ack claims it.
