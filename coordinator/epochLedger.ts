@@ -343,15 +343,15 @@ export class EpochLedger {
 
   /**
    * `owner` (the worker `worker`) gives up what its step did with `unitId` beyond the
-   * acknowledged cursor, up to `end` (pg.elastic restored the worker's state to its last commit),
-   * and does it again from the cursor: those positions are delivered twice. `rewound` is what the
-   * worker gave up of the unit so far, all told: what goes beyond the total already counted for
-   * it is counted, so a rewind heard twice counts once and one told again after a restart counts
-   * then. A unit that is not the sender's (handed over meanwhile) counts nothing, as its handover
-   * counted its in-flight batch.
+   * acknowledged cursor (pg.elastic restored the worker's state to its last commit), and does it
+   * again from the cursor: those positions are delivered twice. `rewound` is what the worker gave
+   * up of the unit so far, all told: what goes beyond the total held for it is counted, so a
+   * rewind heard twice counts once and one lost with a crash counts with the next. A unit that is
+   * not the sender's (handed over meanwhile) counts nothing, as its handover counted its in-flight
+   * batch; its total is kept.
    * @returns the positions newly counted as redelivered
    */
-  rewind(owner: number, unitId: number, end: number, worker: string, rewound: number): number {
+  rewind(owner: number, unitId: number, worker: string, rewound: number): number {
     const unit = this.units.get(unitId);
     if (!unit) return 0;
     const counted = unit.rewound?.find((r) => r.worker === worker);

@@ -138,7 +138,7 @@ export class EpochProgress {
     if (!state || group.phase !== 'running' || message.epoch !== state.ledger.epoch) return;
     // The planted bug takes no notice: the positions done again go uncounted.
     if (group.plantedBug === PlantedBug.RewindUncounted) return;
-    if (state.ledger.rewind(rank, message.unit, message.end, peer.workerId!, message.rewound) > 0) group.journal.units(state.ledger);
+    if (state.ledger.rewind(rank, message.unit, peer.workerId!, message.rewound) > 0) group.journal.units(state.ledger);
   }
 
   /** Positions of `unitId` newly acknowledged by `rank` (an ack, or a step failure's): counted for it and shown. */

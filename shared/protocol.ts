@@ -298,8 +298,8 @@ export const ClientMessageSchema = z.discriminatedUnion('t', [
    * `unit` (pg.elastic restored its state to the last commit after the group changed): it does
    * them again, from the cursor. They were delivered twice; the coordinator counts them.
    * `rewound` is how many positions of the unit this worker gave up so far, this rewind included:
-   * the coordinator counts what goes beyond the total it counted for the worker, so a rewind told
-   * again (after a reconnect, the coordinator may have gone down before reading it) counts once.
+   * the coordinator counts what goes beyond the total it holds for the worker, so a rewind heard
+   * twice counts once, and one a crashed coordinator never read counts with the next.
    */
   z.object({
     t: z.literal('rewind'),
