@@ -5,7 +5,11 @@
  */
 import { describe, expect, it } from 'vitest';
 import { EpochCursor, MAX_RESERVED_BATCHES, reservationBatches, type EpochFrame } from '../worker/epochCursor.ts';
-import type { WorkUnit } from '../shared/protocol.ts';
+import { Epoch, type EpochHost, type EpochKind } from '../worker/epoch.ts';
+import { rangeDataset } from '../worker/datasets.ts';
+import { passPlan } from '../shared/evalPass.ts';
+import type { ClientMessage, WorkUnit } from '../shared/protocol.ts';
+import { runConfig } from './support/runConfig.ts';
 
 const unit = (id: number, start: number, end: number, cursor = start, origin = id): WorkUnit => ({ id, origin, start, end, cursor });
 const acks = (frames: readonly EpochFrame[]) => frames.filter((f) => f.t === 'ack');
@@ -40,6 +44,27 @@ describe('EpochCursor coalesces acks while steps are quicker than ackMs', () => 
     expect(frames.slice(2, 6)).toEqual([[], [], [], []]);
     // The 7th batch [60, 70) goes beyond the reservation: one ack for the five batches done since.
     expect(frames[6]).toEqual([{ t: 'ack', epoch: 0, unit: 0, cursor: 60, inflight: { unit: 0, end: 110 } }]);
+  });
+
+  it('starts from the pace an earlier pass measured: the first ack reserves what fits in ackMs', () => {
+    const first = new EpochCursor(0, [unit(0, 0, 1000)], { ackMs: 5 });
+    run(first, 10, 100, 1);
+    first.settle(100);
+    expect(first.msPerOffset).toBeCloseTo(0.1);
+    // The next epoch: its first ack reserves 5 batches, not one; the sixth needs the second ack.
+    const next = new EpochCursor(1, [unit(0, 0, 80)], { ackMs: 5, msPerOffset: first.msPerOffset });
+    const { frames, at } = run(next, 10, 8, 1);
+    expect(frames[0]).toEqual([{ t: 'ack', epoch: 1, unit: 0, cursor: 0, inflight: { unit: 0, end: 50 } }]);
+    expect(frames.slice(1, 5)).toEqual([[], [], [], []]);
+    expect(acks(frames.flat()).length).toBe(2);
+    expect(acks(next.next(10, at).frames)).toEqual([{ t: 'ack', epoch: 1, unit: 0, cursor: 80, inflight: null }]);
+  });
+
+  it('takes no pace that is not a finite number of ms', () => {
+    for (const msPerOffset of [Number.NaN, -1, Number.POSITIVE_INFINITY]) {
+      const cursor = new EpochCursor(0, [unit(0, 0, 100)], { ackMs: 5, msPerOffset });
+      expect(cursor.next(10, 0).frames).toEqual([{ t: 'ack', epoch: 0, unit: 0, cursor: 0, inflight: { unit: 0, end: 10 } }]);
+    }
   });
 
   it('a no-op stream sends about one ack per MAX_RESERVED_BATCHES batches', () => {
@@ -126,5 +151,58 @@ describe('EpochCursor reports its reservation when it learns it was taken for de
     const { at } = run(cursor, 10, 3, 1);
     expect(cursor.rewind()).toEqual([{ t: 'rewind', epoch: 0, unit: 0, end: 30, rewound: 30 }]);
     expect(cursor.next(10, at)).toEqual({ batch: { unit: 0, origin: 0, start: 0, end: 10 }, frames: [{ t: 'ack', epoch: 0, unit: 0, cursor: 0, inflight: { unit: 0, end: 50 } }] });
+  });
+});
+
+describe('Epoch carries the step pace over to the next pass of its kind', () => {
+  const config = runConfig({ length: 400, batchSize: 4, epochs: 2 });
+
+  /** An EpochHost without a socket, its paces in a map: the epoch ends once its work is done. */
+  function pacedHost(pass: number, paces: Map<EpochKind, number>) {
+    const sent: ClientMessage[] = [];
+    const asked: EpochKind[] = [];
+    const host: EpochHost = {
+      config,
+      rank: 0,
+      plan: (p, worldSize) => passPlan(config, worldSize, p),
+      nextFlow: async () => ({ t: 'epochEnd', epoch: pass, reported: true }),
+      pollFlow: () => undefined,
+      requeueFlow: () => {},
+      sendFrames: (frames) => void sent.push(...frames),
+      epochEnded: () => {},
+      raise: (message) => {
+        throw new Error(`unexpected ${message.t}`);
+      },
+      stepPace: (kind) => {
+        asked.push(kind);
+        return paces.get(kind);
+      },
+      noteStepPace: (kind, msPerOffset) => void paces.set(kind, msPerOffset),
+    };
+    return { host, sent, asked };
+  }
+
+  it('notes the pace a pass measured, and the next pass of its kind reserves by it from its first batch', async () => {
+    const paces = new Map<EpochKind, number>();
+    const first = pacedHost(0, paces);
+    const epoch = new Epoch(first.host, 0, 2, [unit(0, 0, 100)]);
+    for await (const batch of epoch.batches(rangeDataset(400))) void batch;
+    expect(first.asked).toEqual(['train']);
+    // Unknown before: the first batch reserves itself alone.
+    expect(acks(first.sent as EpochFrame[])[0]).toEqual({ t: 'ack', epoch: 0, unit: 0, cursor: 0, inflight: { unit: 0, end: 4 } });
+    expect(paces.get('train')).toBeGreaterThanOrEqual(0);
+    // A pace of 1 us per sample (a no-op step): the first ack reserves 64 batches of the next epoch.
+    paces.set('train', 0.001);
+    const second = pacedHost(1, paces);
+    const next = new Epoch(second.host, 1, 2, [unit(0, 0, 200)]);
+    for await (const batch of next.batches(rangeDataset(400))) void batch;
+    expect(acks(second.sent as EpochFrame[])[0]).toEqual({ t: 'ack', epoch: 1, unit: 0, cursor: 0, inflight: { unit: 0, end: 200 } });
+  });
+
+  it('keeps an evaluation pass apart from training epochs', () => {
+    const paces = new Map<EpochKind, number>([['train', 0.001]]);
+    const { host, asked } = pacedHost(-1, paces);
+    void new Epoch({ ...host, config: { ...config, eval: { every: 1, length: 40, pad: true } } }, -1, 2, [unit(0, 0, 20)]);
+    expect(asked).toEqual(['eval']);
   });
 });

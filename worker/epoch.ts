@@ -44,6 +44,10 @@ export interface EpochHost {
   /** The pass ended with this report; `send` false when the coordinator already holds it. */
   epochEnded(pass: number, report: EpochReport, send: boolean): void;
   raise(message: FlowMessage): never;
+  /** The step's pace (ms per offset) the last pass of this kind measured: it sizes the first reservation. */
+  stepPace?(kind: EpochKind): number | undefined;
+  /** A pass of this kind ended having measured the step's pace (ms per offset). */
+  noteStepPace?(kind: EpochKind, msPerOffset: number): void;
   /**
    * pg.elastic's view of the loop: a batch was handed out, or the loop ran out of work (it
    * commits, so the epoch can end). Absent outside pg.elastic.
@@ -105,7 +109,7 @@ export class Epoch {
     this.epoch = epochOfPass(pass);
     // Results do not outlive a connection or a coordinator restart: an evaluation pass redoes
     // what the coordinator has not acknowledged instead of acknowledging it again.
-    this.cursor = new EpochCursor(pass, units, { redo: this.kind === 'eval', ackMs: ackIntervalOf(group.config) });
+    this.cursor = new EpochCursor(pass, units, { redo: this.kind === 'eval', ackMs: ackIntervalOf(group.config), msPerOffset: group.stepPace?.(this.kind) });
   }
 
   /** This worker's rank in this epoch. */
@@ -283,6 +287,8 @@ export class Epoch {
     }
     const closing = this.cursor.settle(performance.now());
     this.sendAll(closing);
+    const pace = this.cursor.msPerOffset;
+    if (pace !== undefined) this.group.noteStepPace?.(this.kind, pace);
     // The coordinator says it holds the report sent early; sent again only if anything changed since.
     const resend = !this.reportCurrent || closing.length > 0 || !(message.t === 'epochEnd' && message.reported === true);
     this.group.epochEnded(this.pass, this.reportOf(idleSince === undefined ? 0 : performance.now() - idleSince), resend);

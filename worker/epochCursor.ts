@@ -79,6 +79,12 @@ export interface EpochCursorOptions {
   readonly redo?: boolean;
   /** At most one ack every this many ms while steps are quicker than that; 0: one per batch. */
   readonly ackMs?: number;
+  /**
+   * The step's pace (ms per offset) an earlier pass of this kind measured: the first reservation
+   * is sized by it. Without it the first batch reserves only itself, and a short epoch spends an
+   * extra ack on finding the pace out.
+   */
+  readonly msPerOffset?: number;
 }
 
 /** A reservation never spans more batches than this: it bounds what one death hands out again. */
@@ -131,6 +137,13 @@ export class EpochCursor {
     this.units = units.map(fromWire);
     this.redo = options.redo ?? false;
     this.ackMs = options.ackMs ?? 0;
+    const pace = options.msPerOffset;
+    if (pace !== undefined && Number.isFinite(pace) && pace >= 0) this.meanMsPerOffset = pace;
+  }
+
+  /** The step's pace measured so far (ms per offset, a running mean), for the next pass of this kind. */
+  get msPerOffset(): number | undefined {
+    return this.meanMsPerOffset;
   }
 
   /** True while batches are held back: the connection was lost and the epoch not yet re-sent. */

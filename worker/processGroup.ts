@@ -26,7 +26,7 @@ import type { ShardPlan } from '../shared/sampler.ts';
 import { MAX_TIMER_MS } from '../shared/scheduler.ts';
 import { CollectivesClient } from './collectivesClient.ts';
 import { connect, RECONNECTABLE, reconnect, type Endpoint, type Handshake } from './connection.ts';
-import { Epoch, type EpochHost, type EpochReport } from './epoch.ts';
+import { Epoch, type EpochHost, type EpochKind, type EpochReport } from './epoch.ts';
 import { ConnectionLostError, EpochNotConsumedError, errorFromFrame, InitOptionsError, UnexpectedFrameError } from './errors.ts';
 import { EvalPassWithoutConfigError } from './evalErrors.ts';
 import { Inbox, type FlowMessage } from './inbox.ts';
@@ -127,6 +127,8 @@ export class ProcessGroup implements EpochHost {
   private connectionWaiters: Array<{ resolve: () => void; reject: (err: Error) => void }> = [];
   /** The pass that ended last, and its report (re-sent if a restarted coordinator asks again). */
   private lastEnded: { epoch: number; report: EpochReport } | undefined;
+  /** The step's pace (ms per offset) per kind of pass, as the last one measured it. */
+  private readonly stepPaces = new Map<EpochKind, number>();
   readonly config: RunConfig;
   readonly workerId: string;
   /** Times this group reconnected to a coordinator that went away. */
@@ -343,6 +345,16 @@ export class ProcessGroup implements EpochHost {
   /** @internal */
   requeueFlow(message: FlowMessage): void {
     this.inbox.unshift(message);
+  }
+
+  /** @internal */
+  stepPace(kind: EpochKind): number | undefined {
+    return this.stepPaces.get(kind);
+  }
+
+  /** @internal */
+  noteStepPace(kind: EpochKind, msPerOffset: number): void {
+    this.stepPaces.set(kind, msPerOffset);
   }
 
   /** @internal */

@@ -97,6 +97,8 @@ export class SimWorker {
   stalledUntil = Number.NEGATIVE_INFINITY;
   private config: RunConfig | undefined;
   private lastEnded: { epoch: number; report: ClientMessage } | undefined;
+  /** The step's pace (ms per offset) per kind of pass (evaluation or not), as Epoch carries it over. */
+  private readonly stepPaces = new Map<boolean, number>();
   private finished = false;
   private nextSeq = 0;
   /** The group generation this worker's calls are made in (as the real client keeps it). */
@@ -366,7 +368,7 @@ export class SimWorker {
       evaluation,
       worldSize: message.worldSize,
       // Results do not outlive a connection or a coordinator: an evaluation pass redoes what is not acknowledged.
-      cursor: new EpochCursor(message.epoch, message.units, { redo: evaluation, ackMs: ackIntervalOf(this.ctx.scenario.config) }),
+      cursor: new EpochCursor(message.epoch, message.units, { redo: evaluation, ackMs: ackIntervalOf(this.ctx.scenario.config), msPerOffset: this.stepPaces.get(evaluation) }),
       digest: new IndexHash(),
       plan: undefined,
       stepping: false,
@@ -515,6 +517,9 @@ export class SimWorker {
     if (this.lastEnded?.epoch === run.epoch) return;
     const closing = run.cursor.settle(this.ctx.queue.now);
     this.sendAll(closing);
+    // As Epoch does: the next pass of this kind sizes its first reservation by this pace.
+    const pace = run.cursor.msPerOffset;
+    if (pace !== undefined) this.stepPaces.set(run.evaluation, pace);
     const report = this.reportOf(run);
     this.lastEnded = { epoch: run.epoch, report };
     if (!run.reportCurrent || closing.length > 0 || !run.endReported) this.send(report);
