@@ -58,6 +58,16 @@ describe('simulator', () => {
     expect(result.violation).toBeUndefined();
   });
 
+  it('does not count as taken a reservation whose frame was lost with the connection its worker came back on (seed 2165180468)', { timeout: 120_000 }, () => {
+    const result = runSeed('2165180468');
+    // What makes this seed the case: a worker stalled past its heartbeat (a zombie), taken for
+    // dead, back on a new connection while its reservation frame was lost with the old one, then
+    // killed. Another draw, another seed.
+    expect(result.scenario.faults.zombies.length).toBeGreaterThan(0);
+    expect(result.scenario.faults.kills.length).toBeGreaterThan(0);
+    expect(result.violation).toBeUndefined();
+  });
+
   it(`keeps every invariant over ${FRESH_SEEDS} fresh seeds`, { timeout: 300_000 }, () => {
     const { base, seeds } = seedsOf({ seeds: FRESH_SEEDS, seed: undefined });
     console.log(`sim: base seed ${base} (replay one with npm run sim -- --seed S --trace)`);

@@ -37,6 +37,11 @@ export interface WorkerHooks {
   released(worker: SimWorker, epoch: number, worldSize: number, origin: number, start: number, end: number): void;
   /** Offsets [start, end) of `origin`'s shard were cut from its units while it was away (given to others, counted). */
   lost(worker: SimWorker, epoch: number, worldSize: number, origin: number, start: number, end: number): void;
+  /**
+   * Its pass was re-sent with these units: it relies on no reservation beyond its batch in flight
+   * any more (EpochCursor's reconcile), so one whose frame was lost with the connection was never taken.
+   */
+  resent(worker: SimWorker, epoch: number, worldSize: number, units: readonly WorkUnit[]): void;
   /** The step for them returned. */
   completed(worker: SimWorker, epoch: number, worldSize: number, origin: number, start: number, end: number): void;
   collectiveReply(worker: SimWorker, message: Extract<ServerMessage, { t: 'collectiveResult' | 'collectiveError' }>): void;
@@ -356,6 +361,7 @@ export class SimWorker {
       if (message.generation !== undefined && message.generation > this.generation && run.cursor.holdAcks) run.rewindDue = true;
       if (run.evaluation) this.noteRedo(run, message.units);
       for (const lost of run.claims.resent(message.units)) this.hooks.lost(this, run.epoch, run.worldSize, lost.origin, lost.start, lost.end);
+      this.hooks.resent(this, run.epoch, run.worldSize, message.units);
       run.reportCurrent = false;
       this.sendAll(run.cursor.receive({ t: 'epoch', units: message.units }));
       return this.step();

@@ -5,7 +5,7 @@
  */
 import type { PlantedBugName } from '../../coordinator/coreTypes.ts';
 import { isEvalPass, passIsAfter, passName } from '../../shared/evalPass.ts';
-import type { ClientMessage } from '../../shared/protocol.ts';
+import type { ClientMessage, WorkUnit } from '../../shared/protocol.ts';
 import { Violation, type SimContext } from './context.ts';
 import { CoreHost } from './coreHost.ts';
 import { EventQueue } from './eventQueue.ts';
@@ -314,6 +314,18 @@ class Simulation implements WorkerHooks {
 
   lost(w: SimWorker, epoch: number, worldSize: number, origin: number, start: number, end: number): void {
     this.truth.of(epoch, worldSize).lost(this.workerKey(w), origin, start, end);
+  }
+
+  resent(w: SimWorker, epoch: number, worldSize: number, units: readonly WorkUnit[]): void {
+    // What the coordinator holds in flight for each unit is what it heard (the old connection's
+    // frames are dead): a reservation beyond it, and not handed out, never reached it.
+    const running = this.host.core?.view().epoch;
+    if (!running || running.epoch !== epoch) return;
+    const truth = this.truth.of(epoch, worldSize);
+    for (const unit of units) {
+      const held = running.units.find((u) => u.id === unit.id);
+      if (held) truth.unreserved(this.workerKey(w), unit.origin, Math.max(unit.start, held.inflight), unit.end);
+    }
   }
 
   /** A worker left gracefully mid-pass holding `units`: its reservations in them were never taken. */
