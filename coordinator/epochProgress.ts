@@ -403,9 +403,40 @@ export class EpochProgress {
     const end = { t: 'epochEnd', epoch: state.ledger.epoch, seq: group.collectives.nextSeq } as const;
     const reported = live.filter((rank) => state.reports.has(rank));
     if (reported.length > 0) group.sendAll(reported, { ...end, reported: true });
-    if (reported.length < live.length) group.sendAll(live.filter((rank) => !state.reports.has(rank)), end);
+    const unreported = live.filter((rank) => !state.reports.has(rank));
+    // The rank whose ack ended the epoch sent its report in the same write, right behind that
+    // ack: a moment's grace spares it an epochEnd asking for what is already here, and a report
+    // sent again on its way to the next epoch.
+    if (unreported.length > 0) state.endPending = { ranks: new Set(unreported), end, timer: group.timers.setTimeout(() => this.askForReports(), 0) };
     state.reportTimer = group.timers.setTimeout(() => this.finishEpoch(), group.settings.reportTimeoutMs);
     this.maybeFinishEpoch();
+  }
+
+  /** A rank back during the reporting: the epoch ended, and its report is asked for (again). */
+  sendEpochEnd(rank: number): void {
+    const group = this.group;
+    this.endTold(rank, false);
+    group.sendTo(rank, { t: 'epochEnd', epoch: group.current!.ledger.epoch, seq: group.collectives.nextSeq });
+  }
+
+  /** The grace is over: the ranks whose report has not come in are asked for it. */
+  private askForReports(): void {
+    const state = this.group.current;
+    const pending = state?.endPending;
+    if (!state || !pending) return;
+    state.endPending = undefined;
+    this.group.sendAll([...pending.ranks], pending.end);
+  }
+
+  /** `rank` is told of the epoch's end some other way (its report came in, or it rejoined): not again. */
+  endTold(rank: number, reported: boolean): void {
+    const group = this.group;
+    const pending = group.current?.endPending;
+    if (!pending?.ranks.delete(rank)) return;
+    if (reported) group.sendTo(rank, { ...pending.end, reported: true });
+    if (pending.ranks.size > 0) return;
+    group.timers.clearTimeout(pending.timer);
+    group.current!.endPending = undefined;
   }
 
   /**
@@ -428,6 +459,7 @@ export class EpochProgress {
       return this.hooks.reject(peer, CloseCode.Malformed, `epoch report says ${message.samples} samples, but this worker acknowledged ${acknowledged}`);
     }
     state.reports.set(rank, { samples: message.samples, digest: message.digest, waitMs: message.waitMs, ...(early ? { earlyAt: group.now } : {}) });
+    if (!early) this.endTold(rank, true);
     this.maybeFinishEpoch();
   }
 
@@ -444,6 +476,11 @@ export class EpochProgress {
     const state = group.current!;
     if (group.phase !== 'reporting') return;
     group.timers.clearTimeout(state.reportTimer);
+    // Out of time with reports missing: whoever the grace still held back hears of the end first.
+    if (state.endPending) {
+      group.timers.clearTimeout(state.endPending.timer);
+      this.askForReports();
+    }
     const { ledger } = state;
     const ranks = rankAudits(state, state.auditor.finish());
     const faulted = state.events.some((e) => e.type !== 'join');

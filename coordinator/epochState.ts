@@ -4,6 +4,7 @@
  */
 import { isoTime } from '../shared/isoTime.ts';
 import { epochOfPass } from '../shared/evalPass.ts';
+import type { ServerMessage } from '../shared/protocol.ts';
 import type { ShardPlan } from '../shared/sampler.ts';
 import type { EpochLedger, LedgerUnit } from './epochLedger.ts';
 import type { EvalResults } from './evalResults.ts';
@@ -76,6 +77,12 @@ export interface EpochState {
    */
   readonly outOfWork: Set<number>;
   reportTimer?: number;
+  /**
+   * The epoch's end, held back a moment from ranks whose report was not in yet (their report
+   * usually follows their last ack in the same write): each gets `reported: true` as its report
+   * comes in, or, once `timer` fires, the plain epochEnd that asks for it.
+   */
+  endPending?: { readonly ranks: Set<number>; readonly end: Extract<ServerMessage, { t: 'epochEnd' }>; readonly timer: number };
   /** The plan's per-rank digests, derived by the coordinator itself while the epoch runs. */
   readonly auditor: PlanAuditor;
   /**

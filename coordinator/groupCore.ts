@@ -98,6 +98,7 @@ export class GroupCore {
       startEpoch: (epoch) => this.epochs.startEpoch(epoch),
       resumeEpoch: (interrupted) => this.epochs.resumeEpoch(interrupted),
       sendEpoch: (rank) => this.epochs.sendEpoch(rank),
+      sendEpochEnd: (rank) => this.epochs.sendEpochEnd(rank),
       handleLoss: (rank, leaving, reached) => this.epochs.handleLoss(rank, leaving, reached),
       cancelWait: (rank) => this.epochs.cancelWait(rank),
       maybeEndRejoinWait: () => this.restarting.maybeEndRejoinWait(),

@@ -22,6 +22,8 @@ export interface MembershipHooks {
   readonly startEpoch: (epoch: number) => void;
   readonly resumeEpoch: (interrupted: JournaledEpoch) => void;
   readonly sendEpoch: (rank: number) => void;
+  /** Tells a rank back during the epoch's reporting that the epoch ended (its report is asked for). */
+  readonly sendEpochEnd: (rank: number) => void;
   readonly handleLoss: (rank: number, leaving: boolean, reached: string) => void;
   readonly cancelWait: (rank: number) => void;
   readonly maybeEndRejoinWait: () => void;
@@ -145,7 +147,7 @@ export class GroupMembership {
     }
     // A replacement or a reconnect resumes the rank's units from their acknowledged cursors.
     this.hooks.sendEpoch(rank);
-    if (group.phase === 'reporting') group.sendTo(rank, { t: 'epochEnd', epoch: state.ledger.epoch, seq: group.collectives.nextSeq });
+    if (group.phase === 'reporting') this.hooks.sendEpochEnd(rank);
     this.hooks.maybeEndRejoinWait();
   }
 

@@ -26,10 +26,14 @@ describe('early epoch reports', () => {
     driver.send(a, { t: 'epochReport', epoch: 0, samples: 10, digest, waitMs: 0 });
     expect(epochFrames(driver.framesTo(b), 1)).toEqual([]);
     finish(driver, b, 1);
+    // Rank 1's report follows its last ack in the same write: the epoch's end waits for it a moment.
+    expect(driver.framesTo(b).filter((m) => m.t === 'epochEnd')).toEqual([]);
     driver.send(b, { t: 'epochReport', epoch: 0, samples: 10, digest, waitMs: 0 });
     // Nobody was asked for anything more: epoch 1 went out with the epochEnds.
     expect(driver.framesTo(a).filter((m) => m.t === 'epochEnd')).toEqual([{ t: 'epochEnd', epoch: 0, seq: 0, reported: true }]);
-    expect(driver.framesTo(b).filter((m) => m.t === 'epochEnd')).toEqual([{ t: 'epochEnd', epoch: 0, seq: 0 }]);
+    expect(driver.framesTo(b).filter((m) => m.t === 'epochEnd')).toEqual([{ t: 'epochEnd', epoch: 0, seq: 0, reported: true }]);
+    const bFrames = driver.framesTo(b);
+    expect(bFrames.findIndex((m) => m.t === 'epochEnd')).toBeLessThan(bFrames.findIndex((m) => m.t === 'epoch' && m.epoch === 1));
     expect(epochFrames(driver.framesTo(a), 1)).toHaveLength(1);
     expect(epochFrames(driver.framesTo(b), 1)).toHaveLength(1);
     expect(driver.core.status().epoch).toBe(1);
@@ -53,7 +57,8 @@ describe('early epoch reports', () => {
       driver.send(peer, { t: 'ack', epoch: 0, unit: u.id, cursor: u.cursor, inflight: { unit: u.id, end: u.end } });
       driver.send(peer, { t: 'ack', epoch: 0, unit: u.id, cursor: u.end, inflight: null });
     }
-    // Rank 0's report predates its assign: the epoch end asks it again, and waits.
+    // Rank 0's report predates its assign: once the grace passes, the epoch end asks it again, and waits.
+    driver.advance(0);
     expect(driver.framesTo(a).filter((m) => m.t === 'epochEnd')).toEqual([{ t: 'epochEnd', epoch: 0, seq: 0 }]);
     expect(driver.core.status().epoch).toBe(0);
     driver.send(a, { t: 'epochReport', epoch: 0, samples: 21, digest, waitMs: 0 });
@@ -69,6 +74,7 @@ describe('early epoch reports', () => {
     finish(driver, a, 0);
     finish(driver, b, 1);
     // Rank 0's early report came before it was out of work: not held, so it is asked again.
+    driver.advance(0);
     expect(driver.framesTo(a).filter((m) => m.t === 'epochEnd')).toEqual([{ t: 'epochEnd', epoch: 0, seq: 0 }]);
     driver.send(a, { t: 'epochReport', epoch: 0, samples: 10, digest, waitMs: 0 });
     driver.send(b, { t: 'epochReport', epoch: 0, samples: 10, digest, waitMs: 0 });
@@ -76,4 +82,43 @@ describe('early epoch reports', () => {
     driver.send(b, { t: 'epochReport', epoch: 0, samples: 10, digest, waitMs: 0 });
     expect(driver.closes()).toEqual([]);
   });
+
+  it('asks a rank for its report once the grace passes, and tells it once', () => {
+    const driver = new CoreDriver({ config: runConfig({ length: 20, batchSize: 10, epochs: 2 }) });
+    const a = driver.join('worker-a');
+    const b = driver.join('worker-b');
+    finish(driver, a, 0);
+    driver.send(a, { t: 'epochReport', epoch: 0, samples: 10, digest, waitMs: 0 });
+    finish(driver, b, 1);
+    expect(driver.framesTo(b).filter((m) => m.t === 'epochEnd')).toEqual([]);
+    driver.advance(0);
+    expect(driver.framesTo(b).filter((m) => m.t === 'epochEnd')).toEqual([{ t: 'epochEnd', epoch: 0, seq: 0 }]);
+    driver.send(b, { t: 'epochReport', epoch: 0, samples: 10, digest, waitMs: 0 });
+    expect(driver.framesTo(b).filter((m) => m.t === 'epochEnd')).toHaveLength(1);
+    expect(driver.core.status().epoch).toBe(1);
+  });
+
+  it('tells a rank that is back during the grace of the end once, and asks for its report', () => {
+    const driver = new CoreDriver({ config: runConfig({ length: 30, batchSize: 10, epochs: 2 }), range: { min: 3, max: 3 } });
+    const a = driver.join('worker-a');
+    const b = driver.join('worker-b');
+    const c = driver.join('worker-c');
+    finish(driver, a, 0);
+    driver.send(a, { t: 'epochReport', epoch: 0, samples: 10, digest, waitMs: 0 });
+    // Ranks 1 and 2 end the epoch without a report (a client that does not send it early).
+    finish(driver, c, 2);
+    finish(driver, b, 1);
+    // Rank 1's connection drops within the grace; it is back at once.
+    driver.closed(b);
+    const back = driver.join('worker-b', 1);
+    expect(driver.framesTo(back).filter((m) => m.t === 'epochEnd')).toEqual([{ t: 'epochEnd', epoch: 0, seq: 0 }]);
+    driver.advance(0);
+    // The grace over, rank 2 is asked; rank 1 is not told twice.
+    expect(driver.framesTo(c).filter((m) => m.t === 'epochEnd')).toEqual([{ t: 'epochEnd', epoch: 0, seq: 0 }]);
+    expect(driver.framesTo(back).filter((m) => m.t === 'epochEnd')).toHaveLength(1);
+    driver.send(back, { t: 'epochReport', epoch: 0, samples: 10, digest, waitMs: 0 });
+    driver.send(c, { t: 'epochReport', epoch: 0, samples: 10, digest, waitMs: 0 });
+    expect(driver.core.status().epoch).toBe(1);
+  });
+
 });

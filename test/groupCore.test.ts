@@ -104,6 +104,8 @@ describe('redelivery accounting', () => {
       driver.send(peer, { t: 'ack', epoch: 0, unit, cursor: 0, inflight: { unit, end: 10 } });
       driver.send(peer, { t: 'ack', epoch: 0, unit, cursor: 10, inflight: null });
     }
+    // No report came with the last acks: once the grace passes, the epochEnd asks for them.
+    driver.advance(0);
     expect(driver.framesTo(a).at(-1)).toEqual({ t: 'epochEnd', epoch: 0, seq: 0 });
     driver.send(a, { t: 'epochReport', epoch: 0, samples: 3, digest: '0'.repeat(16), waitMs: 0 });
     expect(driver.closes()).toEqual([{ peer: a, code: CloseCode.Malformed, reason: 'epoch report says 3 samples, but this worker acknowledged 10' }]);

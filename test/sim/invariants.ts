@@ -52,6 +52,8 @@ export class Invariants implements HostObserver {
   private readonly peerEpoch = new Map<PeerId, number>();
   private readonly pending = new Map<PeerId, Set<number>>();
   private readonly results = new Map<string, string>();
+  /** `incarnation:peer:epoch` of every epochEnd sent: a connection hears of an epoch's end once. */
+  private readonly endsTold = new Set<string>();
   /** The group generation each peer was told last (generation and epoch frames). */
   private readonly peerGeneration = new Map<PeerId, number>();
   /** The rank each peer was told last (epoch and generation frames). */
@@ -262,6 +264,13 @@ export class Invariants implements HostObserver {
         const first = this.results.get(key);
         if (first === undefined) this.results.set(key, value);
         else if (first !== value) this.fail('same collective result for every rank', `seq ${message.seq}: ${first} and then ${value} (peer ${peer})`);
+        return;
+      }
+      case 'epochEnd': {
+        // The end is held back from a rank whose report is on its way, then told once: as `reported`, or asking.
+        const key = `${this.host.generation}:${peer}:${message.epoch}`;
+        if (this.endsTold.has(key)) this.fail('one epochEnd per connection and epoch', `peer ${peer} was told twice that ${passName(message.epoch)} ended (${JSON.stringify(message)})`);
+        this.endsTold.add(key);
         return;
       }
       case 'collectiveError':
