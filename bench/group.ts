@@ -3,46 +3,31 @@
  *
  * 1. rendezvous: W forked processes (and 128 connections from one process) joining a coordinator;
  * 2. barrier latency at 4 and 16 ranks, beside a plain ws echo round trip (the floor);
- * 3. the same barrier in real PyTorch gloo (bench/gloo_barrier.py), where torch is installed;
+ * 3. the same barrier in real PyTorch gloo (bench/groupGloo.ts), where torch is installed;
  * 4. epoch rollover: last ack of epoch e to the last worker holding epoch e+1;
  * 5. end-to-end samples/s through the coordinator (the Launcher, as `distsampler run`, and a bare
- *    Coordinator here) against the same 4 processes walking their shards with no coordinator.
+ *    Coordinator here) against the same 4 processes walking their shards with no coordinator
+ *    (bench/groupThroughput.ts, with the audit's shard digest).
  *
  * Workers are bench/groupWorker.ts children (the real CLI under the Launcher); the coordinator
  * runs in this process except under the Launcher. Clocks: wallNow() (timeOrigin + now),
  * comparable across processes on one machine. Every child is killed on the way out.
  */
-import { spawn } from 'node:child_process';
-import { rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { WebSocketServer } from 'ws';
-import { Coordinator } from '../coordinator/coordinator.ts';
-import { Launcher } from '../bin/launcher.ts';
-import { planFor } from '../shared/runPlan.ts';
-import { hashIndices } from '../shared/indexHash.ts';
-import type { RunConfig } from '../shared/protocol.ts';
-import { cpuMsSince, wallNow, type ChildMessage, type ChildMessageType, type WorkerSpec } from './groupCommon.ts';
-import { Child, killLeftovers, liveChildren } from './groupChild.ts';
+import type { Coordinator } from '../coordinator/coordinator.ts';
+import { wallNow } from './groupCommon.ts';
+import { Children, killLeftovers } from './groupChild.ts';
+import { runConfig, startCoordinator, STEP_TIMEOUT_MS, withTimeout } from './groupCoordinator.ts';
+import { GLOO_REFERENCE_P50_MS, glooBarrierRound, torchAvailable, type RankLatencies } from './groupGloo.ts';
+import { errorRow, formatMs, ok, percentile, SECTION } from './groupRows.ts';
+import { measureShardDigest, measureThroughput, NOOP_OVERHEAD_TARGET, shardDigestMs, STEP_MS, STEP_OVERHEAD_TARGET } from './groupThroughput.ts';
 import { formatCell, type BenchRow, type Cell, type Column, type SectionOptions } from './sections.ts';
 import { measureRendezvousAtScale, scaleLegend, scaleRowName } from './rendezvousScale.ts';
 
-const SECTION = 'group';
-/** Debian's python3-torch by default; DISTSAMPLER_BENCH_PYTHON points elsewhere (as in the shard section). */
-const PYTHON = process.env.DISTSAMPLER_BENCH_PYTHON ?? '/usr/bin/python3';
-/** Booting many tsx processes on a small machine is slow; this only bounds a hang. */
-const READY_TIMEOUT_MS = 120_000;
-const STEP_TIMEOUT_MS = 60_000;
-
 /** Figures quoted in the issue, for the legend and the verdicts. */
-const GLOO_REFERENCE_P50_MS: Readonly<Record<number, number>> = { 4: 0.47, 16: 6.6 };
 const MANY_TARGET_MS = 1000;
-/** Issue 14's targets: ours / no coordinator, with a no-op step and with a 1 ms step. */
-const NOOP_OVERHEAD_TARGET = 1.1;
-const STEP_OVERHEAD_TARGET = 1.02;
-const STEP_MS = 1;
 
-interface Plan {
+export interface Plan {
   readonly rendezvousWorlds: readonly number[];
   readonly manyCount: number;
   readonly barrierWorlds: readonly number[];
@@ -93,79 +78,11 @@ function planFrom(options: SectionOptions): Plan {
       };
 }
 
-function runConfig(length: number, batchSize: number, epochs: number): RunConfig {
-  return { length, seed: '0', shuffle: true, dropLast: false, engine: 'torch', batchSize, epochs };
-}
-
-// ---- children ---------------------------------------------------------------------------------
-
-/** A batch of children started together and always disposed together. */
-class Children {
-  readonly all: Child[] = [];
-
-  constructor(private readonly repoRoot: string) {}
-
-  spawn(spec: WorkerSpec, count: number): void {
-    for (let i = 0; i < count; i++) this.all.push(new Child(this.repoRoot, spec, `${spec.mode} child ${this.all.length}`));
-  }
-
-  /** Resolves when every child has imported everything and said ready; returns when (parent clock). */
-  async ready(): Promise<number> {
-    await Promise.all(this.all.map((c) => c.next('ready', READY_TIMEOUT_MS)));
-    return wallNow();
-  }
-
-  go(url: string): void {
-    for (const child of this.all) child.go(url);
-  }
-
-  collect<T extends ChildMessageType>(t: T): Promise<Array<Extract<ChildMessage, { t: T }>>> {
-    return Promise.all(this.all.map((c) => c.next(t)));
-  }
-
-  async dispose(graceMs = 3000): Promise<void> {
-    await Promise.all(this.all.map((c) => c.dispose(graceMs)));
-  }
-}
-
 // ---- small helpers ----------------------------------------------------------------------------
 
 /** The row's figures: p50/p99/max after the warm-up, and the p50 of the cold calls. */
 function latencyStats(steady: readonly number[], cold: readonly number[]): Record<string, Cell> {
   return { count: steady.length, p50Ms: percentile(steady, 0.5), p99Ms: percentile(steady, 0.99), maxMs: Math.max(...steady), coldP50Ms: percentile(cold, 0.5) };
-}
-
-/** Nearest-rank percentile of unsorted samples. */
-function percentile(values: readonly number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))];
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms / 1000} s`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-function message(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
-function errorRow(name: string, values: Record<string, Cell>, error: unknown): BenchRow {
-  return { section: SECTION, name, status: 'error', values, note: message(error) };
-}
-
-function ok(name: string, values: Record<string, Cell>, note?: string): BenchRow {
-  return { section: SECTION, name, status: 'ok', values, ...(note === undefined ? {} : { note }) };
-}
-
-/** A coordinator on a free loopback port, closed by the caller. */
-async function startCoordinator(worldSize: number, config: RunConfig): Promise<{ coordinator: Coordinator; url: string }> {
-  const coordinator = new Coordinator({ worldSize, config, rendezvousTimeoutMs: STEP_TIMEOUT_MS });
-  const { host, port } = await coordinator.listen();
-  return { coordinator, url: `ws://${host}:${port}` };
 }
 
 // ---- 1. rendezvous ----------------------------------------------------------------------------
@@ -218,7 +135,7 @@ async function measureRendezvous(options: SectionOptions, worldSize: number, pro
   }
 }
 
-// ---- 2. barrier and the ws floor --------------------------------------------------------------
+// ---- 2. barrier and the ws floor; 3. the same beside gloo (bench/groupGloo.ts) ------------------
 
 /** Latencies of one round, every rank pooled: after the warm-up, and the first coldCalls of each process. */
 interface Latencies {
@@ -226,7 +143,7 @@ interface Latencies {
   readonly cold: number[];
 }
 
-function split(perRank: readonly { readonly warmupMs: readonly number[]; readonly latenciesMs: readonly number[] }[], plan: Plan): Latencies {
+function split(perRank: readonly RankLatencies[], plan: Plan): Latencies {
   return { steady: perRank.flatMap((r) => r.latenciesMs), cold: perRank.flatMap((r) => r.warmupMs.slice(0, plan.coldCalls)) };
 }
 
@@ -281,84 +198,6 @@ async function measureEcho(options: SectionOptions, plan: Plan): Promise<BenchRo
   }
 }
 
-// ---- 3. gloo ----------------------------------------------------------------------------------
-
-interface ProcessOutput {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-  readonly timedOut: boolean;
-}
-
-function runProcess(command: string, args: readonly string[], cwd: string, timeoutMs: number): Promise<ProcessOutput> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-    liveChildren.add(child);
-    let stdout = '';
-    let stderr = '';
-    let timedOut = false;
-    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr = (stderr + chunk).slice(-4000)));
-    const timer = setTimeout(() => {
-      timedOut = true;
-      // The python parent kills its forked ranks when it dies; SIGTERM lets it.
-      child.kill('SIGTERM');
-      setTimeout(() => child.kill('SIGKILL'), 2000).unref();
-    }, timeoutMs);
-    child.on('error', (error) => {
-      clearTimeout(timer);
-      liveChildren.delete(child);
-      reject(error);
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      liveChildren.delete(child);
-      resolve({ code, stdout, stderr, timedOut });
-    });
-  });
-}
-
-async function torchAvailable(repoRoot: string): Promise<string | undefined> {
-  try {
-    const output = await runProcess(PYTHON, ['-c', 'import torch, torch.distributed as d; assert d.is_available() and d.is_gloo_available()'], repoRoot, 120_000);
-    if (output.code === 0) return undefined;
-    const last = output.stderr.trim().split('\n').pop() ?? '';
-    return `${PYTHON} -c "import torch" failed${last ? `: ${last}` : ''}`;
-  } catch (error) {
-    return `${PYTHON} could not be run: ${message(error)}`;
-  }
-}
-
-interface GlooResult {
-  readonly ok: boolean;
-  readonly message?: string;
-  readonly torch?: string;
-  readonly initMs?: number;
-  readonly latenciesMs?: readonly (readonly number[])[];
-  readonly warmupLatenciesMs?: readonly (readonly number[])[];
-}
-
-/** One round of bench/gloo_barrier.py: every dist.barrier() latency of every rank. */
-async function glooLatencies(options: SectionOptions, worldSize: number, plan: Plan): Promise<Latencies & { torch: string; initMs: number }> {
-  const script = join(options.repoRoot, 'bench', 'gloo_barrier.py');
-  const output = await runProcess(PYTHON, [script, `--world=${worldSize}`, `--warmup=${plan.warmup}`, `--iters=${plan.iters}`, `--timeout=${STEP_TIMEOUT_MS / 1000 - 10}`], options.repoRoot, STEP_TIMEOUT_MS);
-  const line = output.stdout.trim().split('\n').pop() ?? '';
-  let parsed: GlooResult | undefined;
-  try {
-    parsed = JSON.parse(line) as GlooResult;
-  } catch {
-    parsed = undefined;
-  }
-  if (!parsed) {
-    const tail = output.stderr.trim().split('\n').slice(-3).join(' | ');
-    throw new Error(`gloo_barrier.py ${output.timedOut ? 'timed out' : `exited ${output.code}`} without a result${tail ? `: ${tail}` : ''}`);
-  }
-  if (!parsed.ok || !parsed.latenciesMs || !parsed.warmupLatenciesMs) throw new Error(parsed.message ?? 'gloo_barrier.py failed');
-  const warmup = parsed.warmupLatenciesMs;
-  const perRank = parsed.latenciesMs.map((latenciesMs, rank) => ({ latenciesMs, warmupMs: warmup[rank] ?? [] }));
-  return { ...split(perRank, plan), torch: parsed.torch ?? '', initMs: parsed.initMs ?? NaN };
-}
-
 /**
  * Ours and gloo at one world size, in alternating rounds so a busy spell on the machine hits
  * both alike; each row pools the samples of all its rounds.
@@ -390,8 +229,8 @@ async function measureBarriers(options: SectionOptions, worldSize: number, plan:
     if (torchMissing === undefined && glooError === undefined) {
       options.log(`gloo barrier: ${worldSize} processes, round ${round + 1} of ${plan.barrierRounds} ...`);
       try {
-        const result = await glooLatencies(options, worldSize, plan);
-        pool(gloo, result);
+        const result = await glooBarrierRound(options, worldSize, plan.warmup, plan.iters);
+        pool(gloo, split(result.perRank, plan));
         torch = result.torch;
         initMs.push(result.initMs);
       } catch (error) {
@@ -479,230 +318,7 @@ async function measureRollover(options: SectionOptions, plan: Plan, worldSize: n
   }
 }
 
-// ---- 5. end-to-end throughput -----------------------------------------------------------------
-
-interface Timed {
-  readonly ms: number;
-  readonly detail: Record<string, number>;
-}
-
-/**
- * The real `distsampler run` path: the Launcher forks the coordinator (`distsampler coordinator
- * --ipc`, with its journal) and 4 `distsampler worker` processes; its events reach us over IPC.
- */
-async function throughputLauncher(options: SectionOptions, length: number, worldSize: number, batchSize: number): Promise<Timed> {
-  let startAt: number | undefined;
-  let lastAckAt: number | undefined;
-  let auditAt: number | undefined;
-  const journalPath = join(tmpdir(), `distsampler-bench-group-${process.pid}-${Date.now()}.journal`);
-  const launcher = new Launcher({
-    workers: worldSize,
-    coordinatorArgs: ['--world-size', String(worldSize), `--length=${length}`, `--batch-size=${batchSize}`, '--epochs=1', '--seed=0', '--engine=torch', `--rendezvous-timeout-ms=${STEP_TIMEOUT_MS}`],
-    workerArgs: [],
-    journalPath,
-    onOutput: (source, line) => options.log(`${source}: ${line}`),
-    onNote: (line) => options.log(line),
-  });
-  launcher.events.on('epochStart', () => (startAt = wallNow()));
-  launcher.events.on('progress', () => (lastAckAt = wallNow()));
-  launcher.events.on('epochAudit', () => (auditAt = wallNow()));
-  try {
-    const result = await withTimeout(launcher.run(), STEP_TIMEOUT_MS, 'distsampler run');
-    if (!result.report.ok) throw new Error(`the run's audit failed: ${result.report.error ?? 'see report'}`);
-    const failed = result.workers.filter((w) => w.exit !== 0);
-    if (failed.length > 0) throw new Error(`workers exited with ${failed.map((w) => `rank ${w.rank}: ${String(w.exit)}`).join(', ')}`);
-    if (startAt === undefined || lastAckAt === undefined || auditAt === undefined) throw new Error('coordinator events missing');
-    const epochMs = result.report.epochs[0]?.durationMs ?? NaN;
-    return { ms: lastAckAt - startAt, detail: { auditMs: auditAt - startAt, epochMs } };
-  } catch (error) {
-    await launcher.stop();
-    throw error;
-  } finally {
-    rmSync(journalPath, { force: true });
-  }
-}
-
-/** The same protocol with nothing else: a Coordinator in this process (no journal), 4 bench workers. */
-async function throughputInProcess(options: SectionOptions, length: number, worldSize: number, batchSize: number, stepMs: number): Promise<Timed> {
-  const children = new Children(options.repoRoot);
-  let coordinator: Coordinator | undefined;
-  try {
-    children.spawn({ mode: 'epochs', batchSize, stepMs }, worldSize);
-    await children.ready();
-    const started = await startCoordinator(worldSize, runConfig(length, batchSize, 1));
-    coordinator = started.coordinator;
-    let startAt: number | undefined;
-    let lastAckAt: number | undefined;
-    let auditAt: number | undefined;
-    let cpuAtStart: NodeJS.CpuUsage | undefined;
-    let cpuMs = NaN;
-    coordinator.on('epochStart', () => {
-      startAt = wallNow();
-      cpuAtStart = process.cpuUsage();
-    });
-    // process.cpuUsage() is a syscall: taken per ack it would be most of the coordinator's CPU.
-    coordinator.on('progress', () => (lastAckAt = wallNow()));
-    coordinator.on('epochAudit', () => {
-      auditAt = wallNow();
-      if (cpuAtStart) cpuMs = cpuMsSince(cpuAtStart);
-    });
-    children.go(started.url);
-    const results = await children.collect('epochs');
-    const report = await withTimeout(coordinator.done, STEP_TIMEOUT_MS, 'coordinator');
-    if (!report.ok) throw new Error(`the coordinator's run failed: ${report.error ?? 'audit not ok'}`);
-    if (startAt === undefined || lastAckAt === undefined || auditAt === undefined) throw new Error('coordinator events missing');
-    const workersCpuMs = results.reduce((sum, r) => sum + r.cpuMs, 0);
-    return { ms: lastAckAt - startAt, detail: { auditMs: auditAt - startAt, coordinatorCpuMs: cpuMs, cpuMs: workersCpuMs + cpuMs } };
-  } finally {
-    await coordinator?.close();
-    await children.dispose();
-  }
-}
-
-/** No coordinator: the same 4 processes each deriving and walking their shard. */
-async function throughputBaseline(options: SectionOptions, length: number, worldSize: number, batchSize: number, digest: boolean, stepMs: number): Promise<Timed> {
-  const children = new Children(options.repoRoot);
-  try {
-    for (let rank = 0; rank < worldSize; rank++) children.spawn({ mode: 'shard', length, worldSize, rank, batchSize, seed: 0, digest, stepMs }, 1);
-    await children.ready();
-    const goAt = wallNow();
-    children.go('');
-    const results = await children.collect('shard');
-    const samples = results.reduce((sum, r) => sum + r.samples, 0);
-    const expected = Math.ceil(length / worldSize) * worldSize;
-    if (samples !== expected) throw new Error(`baseline walked ${samples} samples, expected ${expected}`);
-    return { ms: Math.max(...results.map((r) => r.doneAt)) - goAt, detail: { cpuMs: results.reduce((sum, r) => sum + r.cpuMs, 0) } };
-  } finally {
-    await children.dispose();
-  }
-}
-
-/**
- * `stepMs` 0: the no-op step, every side; above: each batch's step waits that long (a GPU-bound
- * step), only the in-process coordinator against no coordinator, named `e2e/step <ms>ms/...`.
- */
-async function measureThroughput(options: SectionOptions, plan: Plan, stepMs = 0): Promise<BenchRow[]> {
-  const worldSize = 4;
-  const batchSize = 256;
-  const length = plan.throughputLength;
-  const total = Math.ceil(length / worldSize) * worldSize;
-  const n = length.toLocaleString('en-US');
-  const prefix = stepMs > 0 ? `e2e/step ${stepMs}ms/` : 'e2e/';
-  const stepText = stepMs > 0 ? `a ${stepMs} ms step` : 'no-op step';
-  type Side = { readonly name: string; readonly what: string; readonly run: () => Promise<Timed>; readonly runs: Timed[]; error?: unknown };
-  const all: Side[] = [
-    {
-      name: 'e2e/distsampler run',
-      what: `samples/s, Launcher: coordinator process (journal) + ${worldSize} \`distsampler worker\`, N=${n}, batch ${batchSize}`,
-      run: () => throughputLauncher(options, length, worldSize, batchSize),
-      runs: [],
-    },
-    {
-      name: `${prefix}coordinator in-process`,
-      what: `samples/s, Coordinator in the bench process (no journal) + ${worldSize} bench workers, same epoch, ${stepText}`,
-      run: () => throughputInProcess(options, length, worldSize, batchSize, stepMs),
-      runs: [],
-    },
-    {
-      name: `${prefix}no coordinator`,
-      what: `samples/s, same ${worldSize} processes, no coordinator (ShardPlan.shard + the same batches), ${stepText}`,
-      run: () => throughputBaseline(options, length, worldSize, batchSize, false, stepMs),
-      runs: [],
-    },
-    {
-      name: 'e2e/no coord + digest',
-      what: 'the same, plus every index fed to the audit hash (what Epoch.batches does for the audit)',
-      run: () => throughputBaseline(options, length, worldSize, batchSize, true, stepMs),
-      runs: [],
-    },
-  ];
-  const sides = stepMs > 0 ? all.slice(1, 3) : all;
-  // Interleaved, so drift in the machine's load hits every side alike; the best run of each counts.
-  for (let rep = 0; rep < plan.throughputReps; rep++) {
-    for (const side of sides) {
-      if (side.error !== undefined) continue;
-      options.log(`${side.name}, run ${rep + 1} of ${plan.throughputReps} ...`);
-      try {
-        side.runs.push(await side.run());
-      } catch (error) {
-        side.error = error;
-      }
-    }
-  }
-  const best = (runs: readonly Timed[]): Timed | undefined => (runs.length === 0 ? undefined : runs.reduce((a, b) => (b.ms < a.ms ? b : a)));
-  /** CPU time is far less disturbed by other load than wall time: the least over the runs. */
-  const leastCpu = (runs: readonly Timed[]): number | undefined => {
-    const cpu = runs.map((r) => r.detail.cpuMs).filter((v): v is number => typeof v === 'number');
-    return cpu.length > 0 ? Math.min(...cpu) : undefined;
-  };
-  const baseSide = sides.find((side) => side.name.endsWith('no coordinator'))!;
-  const baseline = baseSide.error === undefined ? best(baseSide.runs) : undefined;
-  const baselineCpu = leastCpu(baseSide.runs);
-  const pct = (value: number): string => `${value >= 0 ? '+' : ''}${(value * 100).toFixed(1)} %`;
-  return sides.map((side): BenchRow => {
-    const identity = { what: side.what, world: worldSize };
-    const timed = best(side.runs);
-    if (side.error !== undefined || !timed) return errorRow(side.name, identity, side.error ?? 'no run');
-    const cpuMs = leastCpu(side.runs);
-    const runs = `runs ${side.runs.map((r) => formatMs(r.ms)).join(', ')}`;
-    const values: Record<string, Cell> = { ...identity, count: total, ms: timed.ms, samplesPerSec: total / (timed.ms / 1000), ...timed.detail, cpuMs: cpuMs ?? null };
-    if (side === baseSide || !baseline) return ok(side.name, { ...values, detail: runs });
-    const overhead = timed.ms / baseline.ms - 1;
-    const cpuOverhead = cpuMs !== undefined && baselineCpu !== undefined ? cpuMs / baselineCpu - 1 : undefined;
-    const parts = [
-      `wall ${pct(overhead)}`,
-      cpuOverhead === undefined ? undefined : `CPU ${pct(cpuOverhead)} (all processes, least of the runs)`,
-      runs,
-      timed.detail.auditMs === undefined ? undefined : `->epochAudit ${formatMs(timed.detail.auditMs)}`,
-      timed.detail.epochMs === undefined ? undefined : `report's epoch ${formatMs(timed.detail.epochMs)}`,
-      timed.detail.coordinatorCpuMs === undefined ? undefined : `coordinator CPU ${formatMs(timed.detail.coordinatorCpuMs)}`,
-    ].filter((x): x is string => x !== undefined);
-    return ok(side.name, {
-      ...values,
-      ratio: timed.ms / baseline.ms,
-      ratioOf: 'no coord',
-      overhead,
-      cpuOverhead: cpuOverhead ?? null,
-      ...(side.name.endsWith('coordinator in-process') ? { target: `ratio <= ${stepMs > 0 ? STEP_OVERHEAD_TARGET : NOOP_OVERHEAD_TARGET}`, meets: timed.ms / baseline.ms <= (stepMs > 0 ? STEP_OVERHEAD_TARGET : NOOP_OVERHEAD_TARGET) } : {}),
-      detail: parts.join('; '),
-    });
-  });
-}
-
-/**
- * Median wall time of the audit's reference digest for one rank: the audit hash of the rank's
- * planned shard (hashIndices(plan.shard(rank))), over `runs` fresh epochs.
- */
-function shardDigestMs(length: number, worldSize: number, runs: number): number {
-  const times: number[] = [];
-  // One untimed run first: the first call compiles the code.
-  for (let run = -1; run < runs; run++) {
-    const start = performance.now();
-    const plan = planFor(runConfig(length, 256, 1), worldSize, 1000 + run);
-    hashIndices(plan.shard(0));
-    if (run >= 0) times.push(performance.now() - start);
-  }
-  return percentile(times, 0.5);
-}
-
-/** The audit's per-epoch cost at e2e's size: one rank's plan (randperm) and the digest of its shard. */
-function measureShardDigest(length: number, worldSize: number): BenchRow {
-  const ms = shardDigestMs(length, worldSize, 3);
-  return ok('audit/one shard digest', {
-    what: `audit reference digest, N=${length.toLocaleString('en-US')}, W=${worldSize}, one rank`,
-    world: worldSize,
-    count: Math.ceil(length / worldSize),
-    ms,
-    detail: 'median of 3: planFor(...) (the randperm) + hashIndices(plan.shard(rank)), the 64-bit audit hash; derived in the coordinator\'s idle turns before its epoch (or in slices while it runs)',
-  });
-}
-
 // ---- the section ------------------------------------------------------------------------------
-
-function formatMs(value: number): string {
-  if (!Number.isFinite(value)) return '-';
-  return `${value >= 100 ? value.toFixed(0) : value >= 10 ? value.toFixed(1) : value.toFixed(2)} ms`;
-}
 
 /** Cross-row ratios: ours over gloo and over the ws floor. */
 function compare(rows: BenchRow[]): BenchRow[] {

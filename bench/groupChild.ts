@@ -1,14 +1,17 @@
 /**
  * One bench/groupWorker.ts child process as the group benches drive it: forked with tsx, told to
- * go, its messages awaited by type, and killed on any way out of the bench.
+ * go, its messages awaited by type, and killed on any way out of the bench; and Children, a batch
+ * of them started together and disposed together.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { isChildMessage, type ChildMessage, type ChildMessageType, type WorkerSpec } from './groupCommon.ts';
+import { isChildMessage, wallNow, type ChildMessage, type ChildMessageType, type WorkerSpec } from './groupCommon.ts';
 
 const TSX_LOADER = import.meta.resolve('tsx');
 /** Bounds a hang only: booting tsx children on a small, loaded machine is slow. */
 const STEP_TIMEOUT_MS = 60_000;
+/** Booting many tsx processes on a small machine is slow; this only bounds a hang. */
+const READY_TIMEOUT_MS = 120_000;
 
 /** Every child the group benches started and have not seen exit: killed on any way out. */
 export const liveChildren = new Set<ChildProcess>();
@@ -101,5 +104,34 @@ export class Child {
     const waiter = this.waiter;
     this.waiter = undefined;
     waiter?.reject(this.gone);
+  }
+}
+
+/** A batch of children started together and always disposed together. */
+export class Children {
+  readonly all: Child[] = [];
+
+  constructor(private readonly repoRoot: string) {}
+
+  spawn(spec: WorkerSpec, count: number): void {
+    for (let i = 0; i < count; i++) this.all.push(new Child(this.repoRoot, spec, `${spec.mode} child ${this.all.length}`));
+  }
+
+  /** Resolves when every child has imported everything and said ready; returns when (parent clock). */
+  async ready(): Promise<number> {
+    await Promise.all(this.all.map((c) => c.next('ready', READY_TIMEOUT_MS)));
+    return wallNow();
+  }
+
+  go(url: string): void {
+    for (const child of this.all) child.go(url);
+  }
+
+  collect<T extends ChildMessageType>(t: T): Promise<Array<Extract<ChildMessage, { t: T }>>> {
+    return Promise.all(this.all.map((c) => c.next(t)));
+  }
+
+  async dispose(graceMs = 3000): Promise<void> {
+    await Promise.all(this.all.map((c) => c.dispose(graceMs)));
   }
 }
