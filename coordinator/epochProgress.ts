@@ -1,13 +1,14 @@
 /**
  * How an epoch runs: it begins (fresh, or resumed from the journal by a new group), acks move its
- * cursors, a lost member's positions are reassigned (or wait for a replacement), and once every
- * position is acknowledged the members report and the epoch is audited. Part of GroupCore; pure.
+ * cursors, and a lost member's positions are reassigned (or wait for a replacement). Once every
+ * position is acknowledged the members report and the epoch is audited (coordinator/epochReporting.ts).
+ * Part of GroupCore; pure.
  */
-import { isEvalPass, nextPass, passName, passShardSizes } from '../shared/evalPass.ts';
+import { isEvalPass, passName, passShardSizes } from '../shared/evalPass.ts';
 import { CloseCode, type ClientMessage } from '../shared/protocol.ts';
 import { PlantedBug } from './coreTypes.ts';
 import { EpochLedger, type Reassignment } from './epochLedger.ts';
-import { auditOf, evalSummaryOf, rankAudits, recordProgress, type CarriedPass } from './epochState.ts';
+import { recordProgress, type CarriedPass } from './epochState.ts';
 import type { GroupState, Peer } from './groupState.ts';
 import { downtimeOf, type JournaledEpoch } from './journalRecords.ts';
 import { FailurePolicy } from './options.ts';
@@ -22,6 +23,10 @@ export interface EpochHooks {
   readonly generationAtEpochStart: () => void;
   readonly finish: () => void;
   readonly abort: (reason: string, closeCode: number) => void;
+  /** Every position may be acknowledged now: the epoch's end, when it is (coordinator/epochReporting.ts). */
+  readonly maybeCompleteEpoch: () => void;
+  /** A member is gone while the epoch reports: the audit, if the others all reported. */
+  readonly maybeFinishEpoch: () => void;
 }
 
 export class EpochProgress {
@@ -58,7 +63,7 @@ export class EpochProgress {
     for (let rank = 0; rank < worldSize; rank++) {
       if (!live.includes(rank) && !group.waitTimers.has(rank)) this.reassignFrom(rank, `rank ${rank} is gone`, false);
     }
-    this.maybeCompleteEpoch();
+    this.hooks.maybeCompleteEpoch();
   }
 
   /** Continues a journaled epoch with a new group: its remaining positions are spread over it. */
@@ -124,7 +129,7 @@ export class EpochProgress {
     group.journal.bufferAck(message.unit);
     if (message.inflight && message.inflight.unit !== message.unit) group.journal.bufferAck(message.inflight.unit);
     this.credit(peer, rank, message.unit, outcome.advanced);
-    this.maybeCompleteEpoch();
+    this.hooks.maybeCompleteEpoch();
   }
 
   /**
@@ -204,7 +209,7 @@ export class EpochProgress {
     group.journal.units(ledger);
     if (outcome.rest) this.sendAssignments([outcome.rest], `the rest of unit ${message.unit} after a failed step`, null, false);
     this.sendAssignments(outcome.retries, `a retry of ${where}, whose step failed on rank ${rank}`, rank, false);
-    this.maybeCompleteEpoch();
+    this.hooks.maybeCompleteEpoch();
   }
 
   /**
@@ -312,7 +317,7 @@ export class EpochProgress {
     state.active.delete(rank);
     if (group.phase === 'reporting') {
       group.release(rank);
-      this.maybeFinishEpoch();
+      this.hooks.maybeFinishEpoch();
       return;
     }
     if (!leaving && group.settings.onFailure === FailurePolicy.Abort) {
@@ -359,7 +364,7 @@ export class EpochProgress {
   private sendAssignments(moved: Reassignment[], reason: string, from: number | null, journal = true): void {
     const group = this.group;
     const state = group.current!;
-    if (moved.length === 0) return this.maybeCompleteEpoch();
+    if (moved.length === 0) return this.hooks.maybeCompleteEpoch();
     // Journal before sending: a restarted coordinator must not hand the same tail out twice.
     if (journal) group.journal.units(state.ledger);
     const byTarget = new Map<number, number[]>();
@@ -375,126 +380,7 @@ export class EpochProgress {
       state.reports.delete(target);
       group.sendTo(target, { t: 'assign', epoch: state.ledger.epoch, units, reason, seq: group.collectives.joinSeq });
     }
-    this.maybeCompleteEpoch();
-  }
-
-  // ---- the end of an epoch -----------------------------------------------------------
-
-  maybeCompleteEpoch(): void {
-    const group = this.group;
-    const state = group.current;
-    if (!state || group.phase !== 'running' || !state.ledger.complete) return;
-    group.journal.flushAcks();
-    // The results are not journaled, their summary is: a restart from here on has no need to evaluate again.
-    const evaluation = state.evaluation;
-    if (evaluation) {
-      evaluation.summary = evalSummaryOf(state);
-      group.journal.write({ k: 'evalSummary', epoch: state.ledger.epoch, summary: evaluation.summary! });
-    }
-    group.phase = 'reporting';
-    // An early report's wait went on until now.
-    for (const [rank, report] of state.reports) {
-      if (report.earlyAt !== undefined) state.reports.set(rank, { samples: report.samples, digest: report.digest, waitMs: report.waitMs + Math.max(0, group.now - report.earlyAt) });
-    }
-    // Ranks that ran out of work first skipped the others' last collectives: they line up here.
-    // Those whose report came in with their last ack need not send it again: when they all did,
-    // the next epoch starts now, half a round trip after the last ack.
-    const live = group.activeLive();
-    const end = { t: 'epochEnd', epoch: state.ledger.epoch, seq: group.collectives.nextSeq } as const;
-    const reported = live.filter((rank) => state.reports.has(rank));
-    if (reported.length > 0) group.sendAll(reported, { ...end, reported: true });
-    const unreported = live.filter((rank) => !state.reports.has(rank));
-    // The rank whose ack ended the epoch sent its report in the same write, right behind that
-    // ack: a moment's grace spares it an epochEnd asking for what is already here, and a report
-    // sent again on its way to the next epoch.
-    if (unreported.length > 0) state.endPending = { ranks: new Set(unreported), end, timer: group.timers.setTimeout(() => this.askForReports(), 0) };
-    state.reportTimer = group.timers.setTimeout(() => this.finishEpoch(), group.settings.reportTimeoutMs);
-    this.maybeFinishEpoch();
-  }
-
-  /** A rank back during the reporting: the epoch ended, and its report is asked for (again). */
-  sendEpochEnd(rank: number): void {
-    const group = this.group;
-    this.endTold(rank, false);
-    group.sendTo(rank, { t: 'epochEnd', epoch: group.current!.ledger.epoch, seq: group.collectives.nextSeq });
-  }
-
-  /** The grace is over: the ranks whose report has not come in are asked for it. */
-  private askForReports(): void {
-    const state = this.group.current;
-    const pending = state?.endPending;
-    if (!state || !pending) return;
-    state.endPending = undefined;
-    this.group.sendAll([...pending.ranks], pending.end);
-  }
-
-  /** `rank` is told of the epoch's end some other way (its report came in, or it rejoined): not again. */
-  endTold(rank: number, reported: boolean): void {
-    const group = this.group;
-    const pending = group.current?.endPending;
-    if (!pending?.ranks.delete(rank)) return;
-    if (reported) group.sendTo(rank, { ...pending.end, reported: true });
-    if (pending.ranks.size > 0) return;
-    group.timers.clearTimeout(pending.timer);
-    group.current!.endPending = undefined;
-  }
-
-  /**
-   * A worker's report: at the epoch's end, or sent early by a rank out of work (with its closing
-   * ack), kept until the rank gets work again or is lost.
-   */
-  epochReport(peer: Peer, rank: number, message: Extract<ClientMessage, { t: 'epochReport' }>): void {
-    const group = this.group;
-    const state = group.current;
-    const early = state !== undefined && message.epoch === state.ledger.epoch && group.phase === 'running';
-    // Sent before an `assign` reached it: it has work again, and will report again when done.
-    if (early && (!state.active.has(rank) || state.ledger.remainingOf(rank) > 0)) return;
-    if (!state || message.epoch !== state.ledger.epoch || (group.phase !== 'reporting' && !early)) {
-      // A report re-sent after a restart, for an epoch already audited, is harmless.
-      if (group.audits.some((a) => a.epoch === message.epoch)) return;
-      return this.hooks.reject(peer, CloseCode.OutOfOrder, `epoch report for epoch ${message.epoch} before that epoch ended`);
-    }
-    const acknowledged = state.ackedByWorker.get(peer.workerId!) ?? 0;
-    if (message.samples < acknowledged) {
-      return this.hooks.reject(peer, CloseCode.Malformed, `epoch report says ${message.samples} samples, but this worker acknowledged ${acknowledged}`);
-    }
-    state.reports.set(rank, { samples: message.samples, digest: message.digest, waitMs: message.waitMs, ...(early ? { earlyAt: group.now } : {}) });
-    if (!early) this.endTold(rank, true);
-    this.maybeFinishEpoch();
-  }
-
-  maybeFinishEpoch(): void {
-    const group = this.group;
-    const state = group.current;
-    // After a restart, wait for the members to come back before judging the epoch.
-    if (!state || group.phase !== 'reporting' || group.rejoinTimer !== undefined) return;
-    if (group.activeLive().every((rank) => state.reports.has(rank))) this.finishEpoch();
-  }
-
-  finishEpoch(): void {
-    const group = this.group;
-    const state = group.current!;
-    if (group.phase !== 'reporting') return;
-    group.timers.clearTimeout(state.reportTimer);
-    // Out of time with reports missing: whoever the grace still held back hears of the end first.
-    if (state.endPending) {
-      group.timers.clearTimeout(state.endPending.timer);
-      this.askForReports();
-    }
-    const { ledger } = state;
-    const ranks = rankAudits(state, state.auditor.finish());
-    const faulted = state.events.some((e) => e.type !== 'join');
-    const evaluated = (evalSummaryOf(state)?.missing ?? 0) === 0;
-    // Quarantined samples are allowed up to --max-failed over the whole run.
-    const quarantined = group.audits.reduce((sum, a) => sum + a.quarantined, 0) + ledger.quarantined;
-    const withinFailures = quarantined <= group.settings.maxFailed;
-    const ok = ledger.missing === 0 && evaluated && withinFailures && (faulted || ranks.every((r) => r.digest !== null && r.digest === r.planDigest));
-    const audit = auditOf(state, ranks, ok, group.now);
-    group.audits.push(audit);
-    group.recentEpoch = { ledger, audit };
-    group.journal.write({ k: 'audit', audit });
-    group.emit('epochAudit', audit);
-    this.startEpoch(nextPass(group.config, ledger.epoch));
+    this.hooks.maybeCompleteEpoch();
   }
 }
 

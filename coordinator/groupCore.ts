@@ -13,6 +13,7 @@ import { evalConfig } from '../shared/evalPass.ts';
 import { checkPlannable } from '../shared/runPlan.ts';
 import { InputKind, type CoreEffect, type CoreInput, type CoreView, type PeerId, type PlantedBugName } from './coreTypes.ts';
 import { EpochProgress } from './epochProgress.ts';
+import { EpochReporting } from './epochReporting.ts';
 import type { PendingCollectiveInfo } from './collectives.ts';
 import { GroupGenerations } from './groupGenerations.ts';
 import { GroupMembership } from './groupMembership.ts';
@@ -54,6 +55,7 @@ export class GroupCore {
   private readonly group: GroupState;
   private readonly membership: GroupMembership;
   private readonly epochs: EpochProgress;
+  private readonly reporting: EpochReporting;
   private readonly restarting: JournalRestart;
   private readonly ending: RunEnding;
   private readonly generations: GroupGenerations;
@@ -98,7 +100,7 @@ export class GroupCore {
       startEpoch: (epoch) => this.epochs.startEpoch(epoch),
       resumeEpoch: (interrupted) => this.epochs.resumeEpoch(interrupted),
       sendEpoch: (rank) => this.epochs.sendEpoch(rank),
-      sendEpochEnd: (rank) => this.epochs.sendEpochEnd(rank),
+      sendEpochEnd: (rank) => this.reporting.sendEpochEnd(rank),
       handleLoss: (rank, leaving, reached) => this.epochs.handleLoss(rank, leaving, reached),
       cancelWait: (rank) => this.epochs.cancelWait(rank),
       maybeEndRejoinWait: () => this.restarting.maybeEndRejoinWait(),
@@ -111,12 +113,18 @@ export class GroupCore {
       finish: () => this.ending.finish(),
       abort: (reason, closeCode) => this.ending.abort(reason, closeCode),
       generationAtEpochStart: () => this.generations.atEpochStart(),
+      maybeCompleteEpoch: () => this.reporting.maybeCompleteEpoch(),
+      maybeFinishEpoch: () => this.reporting.maybeFinishEpoch(),
+    });
+    this.reporting = new EpochReporting(this.group, {
+      reject: (peer, code, reason) => this.membership.reject(peer, code, reason),
+      startEpoch: (epoch) => this.epochs.startEpoch(epoch),
     });
     this.restarting = new JournalRestart(this.group, {
       startEpoch: (epoch, carried) => this.epochs.startEpoch(epoch, carried),
-      finishEpoch: () => this.epochs.finishEpoch(),
-      maybeCompleteEpoch: () => this.epochs.maybeCompleteEpoch(),
-      maybeFinishEpoch: () => this.epochs.maybeFinishEpoch(),
+      finishEpoch: () => this.reporting.finishEpoch(),
+      maybeCompleteEpoch: () => this.reporting.maybeCompleteEpoch(),
+      maybeFinishEpoch: () => this.reporting.maybeFinishEpoch(),
       handleLoss: (rank, leaving, reached) => this.epochs.handleLoss(rank, leaving, reached),
       waitForReplacement: (rank) => this.epochs.waitForReplacement(rank),
       rendezvousExpired: () => this.membership.rendezvousExpired(),
@@ -288,7 +296,7 @@ export class GroupCore {
       case 'results':
         return this.epochs.results(peer, rank, message);
       case 'epochReport':
-        return this.epochs.epochReport(peer, rank, message);
+        return this.reporting.epochReport(peer, rank, message);
       case 'collective':
       case 'collectiveChunk':
       case 'collectiveAck': {
