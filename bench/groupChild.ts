@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { isChildMessage, wallNow, type ChildMessage, type ChildMessageType, type WorkerSpec } from './groupCommon.ts';
 
 const TSX_LOADER = import.meta.resolve('tsx');
-/** Bounds a hang only: booting tsx children on a small, loaded machine is slow. */
-const STEP_TIMEOUT_MS = 60_000;
+/** Bounds a hang only: a step of a group measurement that takes this long is stuck, not slow. */
+export const STEP_TIMEOUT_MS = 60_000;
 /** Booting many tsx processes on a small machine is slow; this only bounds a hang. */
 const READY_TIMEOUT_MS = 120_000;
 

@@ -4,9 +4,10 @@
  */
 import { Coordinator } from '../coordinator/coordinator.ts';
 import type { RunConfig } from '../shared/protocol.ts';
+import { STEP_TIMEOUT_MS } from './groupChild.ts';
 
-/** Bounds a hang only: a step that takes this long is stuck, not slow. */
-export const STEP_TIMEOUT_MS = 60_000;
+// One hang bound for every step of a group measurement, the children's waits included.
+export { STEP_TIMEOUT_MS };
 
 export function runConfig(length: number, batchSize: number, epochs: number): RunConfig {
   return { length, seed: '0', shuffle: true, dropLast: false, engine: 'torch', batchSize, epochs };

@@ -71,7 +71,7 @@ export class EpochReporting {
   }
 
   /** `rank` is told of the epoch's end some other way (its report came in, or it rejoined): not again. */
-  endTold(rank: number, reported: boolean): void {
+  private endTold(rank: number, reported: boolean): void {
     const group = this.group;
     const pending = group.current?.endPending;
     if (!pending?.ranks.delete(rank)) return;
